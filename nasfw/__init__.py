@@ -1,0 +1,111 @@
+"""nasfw: plugin-based neural architecture search for PyTorch.
+
+The public API: plugins (first-party ones included) import only from here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from nasfw.config import (
+    LauncherConfig,
+    NasfwConfig,
+    Optimizer,
+    ParamRange,
+    PostprocConfig,
+    ProblemConfig,
+    SearchSpaceConfig,
+    StageConfig,
+    StorageConfig,
+    TrackingConfig,
+    TrainConfig,
+    TunerConfig,
+)
+from nasfw.graph import INPUT, MERGE_KINDS, ArchGraph, GraphError, Node
+from nasfw.launcher import Launcher
+from nasfw.ops import OpSpec, ParamSpec, Shape
+from nasfw.problem import DataError, Problem, Split, split_arrays
+from nasfw.registry import PluginError, Registry, hookimpl, plugin_manager, registry
+from nasfw.search_space import Chooser, RandomChooser, SearchSpace, SearchSpaceError
+from nasfw.tuner import Candidate, Result, Tuner
+
+if TYPE_CHECKING:
+    from nasfw.builder import BuildError, ModelCost, build_model, model_cost
+    from nasfw.evaluate import Evaluator
+    from nasfw.search import SearchContext, TrialRecord, run_search
+    from nasfw.train import TrainOutcome, train_model
+
+# Modules that import torch or optuna load on first use, so `python -m nasfw --help` stays quick.
+_LAZY = {
+    "BuildError": "nasfw.builder",
+    "ModelCost": "nasfw.builder",
+    "build_model": "nasfw.builder",
+    "model_cost": "nasfw.builder",
+    "Evaluator": "nasfw.evaluate",
+    "SearchContext": "nasfw.search",
+    "TrialRecord": "nasfw.search",
+    "run_search": "nasfw.search",
+    "TrainOutcome": "nasfw.train",
+    "train_model": "nasfw.train",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'nasfw' has no attribute {name!r}")
+
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "INPUT",
+    "MERGE_KINDS",
+    "ArchGraph",
+    "BuildError",
+    "Candidate",
+    "Chooser",
+    "DataError",
+    "Evaluator",
+    "GraphError",
+    "Launcher",
+    "LauncherConfig",
+    "ModelCost",
+    "NasfwConfig",
+    "Node",
+    "OpSpec",
+    "Optimizer",
+    "ParamRange",
+    "ParamSpec",
+    "PluginError",
+    "PostprocConfig",
+    "Problem",
+    "ProblemConfig",
+    "RandomChooser",
+    "Registry",
+    "Result",
+    "SearchContext",
+    "SearchSpace",
+    "SearchSpaceConfig",
+    "SearchSpaceError",
+    "Shape",
+    "Split",
+    "StageConfig",
+    "StorageConfig",
+    "TrackingConfig",
+    "TrainConfig",
+    "TrainOutcome",
+    "TrialRecord",
+    "Tuner",
+    "TunerConfig",
+    "build_model",
+    "hookimpl",
+    "model_cost",
+    "plugin_manager",
+    "registry",
+    "run_search",
+    "split_arrays",
+    "train_model",
+]

@@ -1,0 +1,268 @@
+"""ArchGraph: the one architecture encoding every tuner emits.
+
+A directed acyclic graph of layer nodes. Each node names an op (see :mod:`nasfw.ops`), the op's
+params, the ids of its inputs (``"input"`` is the network input) and how several inputs merge
+(``concat`` along channels, or ``add``). One node is the output; the model builder adds the task
+head after it.
+
+Example:
+    >>> g = ArchGraph(
+    ...     [Node("c0", "conv2d", {"filters": 16, "kernel_size": 3}),
+    ...      Node("d0", "dense", {"units": 32}, inputs=("c0",))],
+    ...     output="d0")
+    >>> ArchGraph.from_json(g.to_json()) == g
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from nasfw.ops import OpSpec
+
+INPUT = "input"
+MERGE_KINDS = ("concat", "add")
+FORMAT_VERSION = 1
+
+
+class GraphError(ValueError):
+    """An ArchGraph is malformed or breaks a constraint; the message names the node."""
+
+
+@dataclass(frozen=True)
+class Node:
+    """One layer: ``op`` with ``params``, fed by ``inputs`` merged with ``merge``."""
+
+    id: str
+    op: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    inputs: tuple[str, ...] = (INPUT,)
+    merge: str = "concat"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "op": self.op,
+            "params": dict(self.params),
+            "inputs": list(self.inputs),
+            "merge": self.merge,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "node") -> Node:
+        if not isinstance(data, Mapping):
+            raise GraphError(f"{where}: expected an object, got {data!r}")
+        missing = {"id", "op"} - set(data)
+        if missing:
+            raise GraphError(f"{where}: missing field(s) {sorted(missing)}")
+        unknown = set(data) - {"id", "op", "params", "inputs", "merge"}
+        if unknown:
+            raise GraphError(f"node {data['id']!r}: unknown field(s) {sorted(unknown)}")
+        inputs = data.get("inputs", [INPUT])
+        if isinstance(inputs, str) or not isinstance(inputs, Iterable):
+            raise GraphError(f"node {data['id']!r}: 'inputs' must be a list of node ids")
+        return cls(
+            id=str(data["id"]),
+            op=str(data["op"]),
+            params=dict(data.get("params") or {}),
+            inputs=tuple(str(i) for i in inputs),
+            merge=str(data.get("merge", "concat")),
+        )
+
+
+class ArchGraph:
+    """An immutable DAG of :class:`Node` with one output node."""
+
+    __slots__ = ("_nodes", "output")
+
+    def __init__(self, nodes: Iterable[Node], output: str) -> None:
+        self._nodes: dict[str, Node] = {}
+        for node in nodes:
+            if node.id in self._nodes:
+                raise GraphError(f"node {node.id!r}: duplicate node id")
+            if node.id == INPUT:
+                raise GraphError(f"node id {INPUT!r} is reserved for the network input")
+            self._nodes[node.id] = node
+        self.output = output
+
+    # -- access -------------------------------------------------------------------------
+    @property
+    def nodes(self) -> dict[str, Node]:
+        return dict(self._nodes)
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self._nodes.values())
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __getitem__(self, node_id: str) -> Node:
+        return self._nodes[node_id]
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._nodes
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ArchGraph) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(self.hash)
+
+    def __repr__(self) -> str:
+        chain = ", ".join(f"{n.id}:{n.op}" for n in self._nodes.values())
+        return f"ArchGraph([{chain}], output={self.output!r})"
+
+    def consumers(self, node_id: str) -> list[Node]:
+        """Nodes that take ``node_id`` as an input."""
+        return [n for n in self._nodes.values() if node_id in n.inputs]
+
+    def replace(self, nodes: Iterable[Node] | None = None, output: str | None = None) -> ArchGraph:
+        return ArchGraph(self._nodes.values() if nodes is None else nodes, output or self.output)
+
+    def with_node(self, node: Node) -> ArchGraph:
+        """A copy where the node with ``node.id`` is replaced by ``node``."""
+        return self.replace([node if n.id == node.id else n for n in self._nodes.values()])
+
+    def with_params(self, node_id: str, **params: Any) -> ArchGraph:
+        node = self._nodes[node_id]
+        return self.with_node(replace(node, params={**node.params, **params}))
+
+    # -- structure ----------------------------------------------------------------------
+    def topological_order(self) -> list[Node]:
+        """Nodes so that every node comes after its inputs (ties kept in insertion order).
+
+        Raises :class:`GraphError` naming the nodes of a cycle or an input that does not exist.
+        """
+        for node in self._nodes.values():
+            for src in node.inputs:
+                if src != INPUT and src not in self._nodes:
+                    raise GraphError(f"node {node.id!r}: input {src!r} is not a node of the graph")
+            if not node.inputs:
+                raise GraphError(f"node {node.id!r}: has no inputs")
+        done: dict[str, None] = {}
+        pending = dict(self._nodes)
+        while pending:
+            ready = [
+                n for n in pending.values() if all(s == INPUT or s in done for s in n.inputs)
+            ]
+            if not ready:
+                raise GraphError(f"cycle among nodes {sorted(pending)}")
+            for n in ready:
+                done[n.id] = None
+                del pending[n.id]
+        return [self._nodes[i] for i in done]
+
+    def validate(self, ops: Mapping[str, OpSpec] | None = None) -> ArchGraph:
+        """Check structure (and ops and params, given the op registry); return ``self``.
+
+        Structure: an existing output, no cycle, inputs that exist, merge kinds known, and every
+        node on a path from the input to the output (no dangling node).
+        """
+        if not self._nodes:
+            raise GraphError("the graph has no nodes")
+        if self.output not in self._nodes:
+            raise GraphError(f"output {self.output!r} is not a node of the graph")
+        order = self.topological_order()
+        for node in order:
+            if node.merge not in MERGE_KINDS:
+                raise GraphError(
+                    f"node {node.id!r}: merge {node.merge!r} is not one of {list(MERGE_KINDS)}"
+                )
+        from_input: set[str] = set()
+        for node in order:
+            if any(s == INPUT or s in from_input for s in node.inputs):
+                from_input.add(node.id)
+        to_output = {self.output}
+        for node in reversed(order):
+            if node.id in to_output:
+                to_output.update(s for s in node.inputs if s != INPUT)
+        dangling = [n.id for n in order if n.id not in from_input or n.id not in to_output]
+        if dangling:
+            raise GraphError(
+                f"node(s) {dangling} are not on a path from the input to output {self.output!r}"
+            )
+        if ops is not None:
+            for node in order:
+                spec = ops.get(node.op)
+                if spec is None:
+                    raise GraphError(
+                        f"node {node.id!r}: unknown op {node.op!r} (known ops: {sorted(ops)})"
+                    )
+                problems = spec.check_params(node.params)
+                if problems:
+                    raise GraphError(f"node {node.id!r} ({node.op}): " + "; ".join(problems))
+        return self
+
+    # -- serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": FORMAT_VERSION,
+            "nodes": [n.to_dict() for n in self._nodes.values()],
+            "output": self.output,
+        }
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=indent is not None)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ArchGraph:
+        if not isinstance(data, Mapping) or "nodes" not in data or "output" not in data:
+            raise GraphError("an ArchGraph needs the fields 'nodes' (a list) and 'output'")
+        version = data.get("version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise GraphError(f"unsupported ArchGraph format version {version!r}")
+        nodes = data["nodes"]
+        if not isinstance(nodes, list):
+            raise GraphError("'nodes' must be a list")
+        return cls(
+            (Node.from_dict(n, where=f"nodes[{i}]") for i, n in enumerate(nodes)),
+            str(data["output"]),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchGraph:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise GraphError(f"not valid JSON: {err}") from err
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ArchGraph:
+        """Read a graph from a JSON file; errors name the file."""
+        path = Path(path)
+        try:
+            return cls.from_json(path.read_text())
+        except OSError as err:
+            raise GraphError(f"{path}: cannot read ArchGraph file ({err.strerror})") from err
+        except GraphError as err:
+            raise GraphError(f"{path}: {err}") from err
+
+    @property
+    def hash(self) -> str:
+        """Stable content hash: equal for graphs with equal nodes, whatever their order."""
+        canonical = {
+            "nodes": sorted(
+                (n.to_dict() for n in self._nodes.values()), key=lambda d: d["id"]
+            ),
+            "output": self.output,
+        }
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The graph as flat ``{"<node>.op": ..., "<node>.<param>": ...}`` values."""
+        flat: dict[str, Any] = {}
+        for node in self._nodes.values():
+            flat[f"{node.id}.op"] = node.op
+            for key, value in sorted(node.params.items()):
+                flat[f"{node.id}.{key}"] = value
+            if len(node.inputs) > 1:
+                flat[f"{node.id}.inputs"] = ",".join(node.inputs)
+                flat[f"{node.id}.merge"] = node.merge
+        return flat

@@ -1,0 +1,105 @@
+"""The hooks a nasfw plugin can implement.
+
+A plugin is any module or object with functions named like the specs below, decorated with
+``nasfw.hookimpl``. Built-in and third-party plugins are found the same way: through the
+``nasfw`` entry-point group.
+
+The ``register_*`` hooks are called once, when the plugin manager is built; each receives a
+``register`` callable to call once per thing the plugin provides. The ``nasfw_*`` lifecycle hooks
+are called by the search loop on every plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from nasfw.launcher import Launcher
+    from nasfw.ops import OpSpec
+    from nasfw.problem import Problem, ProblemConfig
+    from nasfw.search import SearchContext, TrialRecord
+    from nasfw.tuner import Candidate, Result, Tuner
+
+hookspec = pluggy.HookspecMarker("nasfw")
+
+
+@hookspec
+def register_ops(register: Callable[[OpSpec], None]) -> None:
+    """Register layer kinds (ops) that ArchGraph nodes may use: ``register(OpSpec(...))``."""
+
+
+@hookspec
+def register_tuners(register: Callable[[str, type[Tuner]], None]) -> None:
+    """Register tuner classes by name: ``register("tpe", TPETuner)``.
+
+    The name is the value of ``tuner.name`` in the config; register the tuner's config schema
+    with :func:`register_configs` under group ``tuner`` so ``tuner=<name>`` can be selected.
+    """
+
+
+@hookspec
+def register_search_spaces(register: Callable[[str, Any], None]) -> None:
+    """Register search-space constraint sets: ``register(name, node)``.
+
+    ``node`` is a :class:`nasfw.SearchSpaceConfig`, a mapping, or a path to a YAML file; it
+    becomes the option ``search_space=<name>``.
+    """
+
+
+@hookspec
+def register_problems(
+    register: Callable[[str, Callable[[ProblemConfig], Problem], Any], None],
+) -> None:
+    """Register problems: ``register(name, loader, node)``.
+
+    ``loader(problem_config) -> Problem`` loads the data; ``node`` (a
+    :class:`nasfw.ProblemConfig`, mapping or YAML path, or ``None`` for the defaults) becomes the
+    option ``problem=<name>``.
+    """
+
+
+@hookspec
+def register_postprocessors(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Register post-processors by name (the value of ``postproc.name``)."""
+
+
+@hookspec
+def register_launchers(register: Callable[[str, type[Launcher]], None]) -> None:
+    """Register launcher classes by name (the value of ``launcher.name``)."""
+
+
+@hookspec
+def register_configs(register: Callable[[str, str, Any], None]) -> None:
+    """Register Hydra config options: ``register(group, name, node)``.
+
+    ``node`` is a dataclass (class or instance: its fields are the schema, so bad types fail at
+    compose time), a mapping, or a path to a YAML file. ``register("tuner", "mine", MineConfig)``
+    makes ``python -m nasfw tuner=mine`` work with nothing else than the plugin's entry point.
+    """
+
+
+@hookspec
+def nasfw_search_start(context: SearchContext) -> None:
+    """A search starts (or resumes); ``context`` holds the config, problem, study and tuner."""
+
+
+@hookspec
+def nasfw_trial_complete(
+    context: SearchContext, candidate: Candidate, result: Result, trial: TrialRecord
+) -> None:
+    """One candidate was evaluated and stored in the study (failed ones too)."""
+
+
+@hookspec
+def nasfw_generation_end(
+    context: SearchContext, generation: int, trials: list[TrialRecord]
+) -> None:
+    """All candidates of one generation (one batch of ``tuner.ask()``) are evaluated."""
+
+
+@hookspec
+def nasfw_search_end(context: SearchContext, best: TrialRecord | None) -> None:
+    """The search finished; ``best`` is the best completed trial, if any."""

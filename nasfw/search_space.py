@@ -1,0 +1,436 @@
+"""SearchSpace: a constraint set that samples, checks and mutates ArchGraphs.
+
+Graphs of a space are stages of nodes (e.g. ``features`` then ``classifier``); each node feeds
+the next, and with the ``skip`` connection kind a node may also take an earlier node of its stage
+(merged by one of the allowed ``merge`` kinds). Sampling is define-by-run through a
+:class:`Chooser`, so the same code serves random search (a seeded RNG) and Optuna's samplers (a
+trial's ``suggest_*``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from nasfw.config import ParamRange, SearchSpaceConfig
+from nasfw.graph import INPUT, ArchGraph, GraphError, Node
+from nasfw.ops import OpSpec
+
+CONNECTION_KINDS = ("sequential", "skip")
+NO_SKIP = "none"
+
+
+class SearchSpaceError(ValueError):
+    """A search-space config is inconsistent; the message names the ``search_space.*`` key."""
+
+
+class Chooser(Protocol):
+    """Makes one named decision at a time (a seeded RNG, or an Optuna trial)."""
+
+    def int(self, name: str, low: int, high: int, log: bool = False) -> int: ...
+    def float(self, name: str, low: float, high: float, log: bool = False) -> float: ...
+    def categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
+
+class RandomChooser:
+    """Uniform choices from a numpy ``Generator``; records every decision with its distribution."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        from optuna.distributions import BaseDistribution
+
+        self.rng = rng
+        self.params: dict[str, Any] = {}
+        self.distributions: dict[str, BaseDistribution] = {}
+
+    def int(self, name: str, low: int, high: int, log: bool = False) -> int:
+        from optuna.distributions import IntDistribution
+
+        if log:
+            value = int(round(math.exp(self.rng.uniform(math.log(low), math.log(high)))))
+        else:
+            value = int(self.rng.integers(low, high + 1))
+        return self._record(name, min(max(value, low), high), IntDistribution(low, high, log=log))
+
+    def float(self, name: str, low: float, high: float, log: bool = False) -> float:
+        from optuna.distributions import FloatDistribution
+
+        if log:
+            value = math.exp(self.rng.uniform(math.log(low), math.log(high)))
+        else:
+            value = float(self.rng.uniform(low, high))
+        return self._record(name, value, FloatDistribution(low, high, log=log))
+
+    def categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        from optuna.distributions import CategoricalDistribution
+
+        value = choices[int(self.rng.integers(len(choices)))]
+        return self._record(name, value, CategoricalDistribution(list(choices)))
+
+    def _record(self, name: str, value: Any, distribution: Any) -> Any:
+        self.params[name] = value
+        self.distributions[name] = distribution
+        return value
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    ops: tuple[str, ...]
+    min_nodes: int
+    max_nodes: int
+
+
+class SearchSpace:
+    """A validated constraint set over the registered ops.
+
+    Example:
+        >>> from nasfw import registry, SearchSpace
+        >>> space = SearchSpace(my_search_space_config, registry().ops)  # doctest: +SKIP
+        >>> graph = space.sample(RandomChooser(np.random.default_rng(0)))  # doctest: +SKIP
+        >>> space.check(space.mutate(graph, np.random.default_rng(1)))  # doctest: +SKIP
+    """
+
+    def __init__(self, config: SearchSpaceConfig | DictConfig, ops: Mapping[str, OpSpec]) -> None:
+        cfg: SearchSpaceConfig = (
+            OmegaConf.to_object(config) if isinstance(config, DictConfig) else config
+        )  # type: ignore[assignment]
+        self.config = cfg
+        self.name = cfg.name
+        self.modalities = tuple(cfg.modalities)
+        self.max_params = cfg.max_params
+        for kind in cfg.connections:
+            if kind not in CONNECTION_KINDS:
+                raise SearchSpaceError(
+                    f"search_space.connections: {kind!r} is not one of {list(CONNECTION_KINDS)}"
+                )
+        self.skip = "skip" in cfg.connections
+        self.merge = tuple(cfg.merge)
+        for kind in self.merge:
+            if kind not in ("concat", "add"):
+                raise SearchSpaceError(f"search_space.merge: {kind!r} is not concat or add")
+        if self.skip and not self.merge:
+            raise SearchSpaceError("search_space.merge is empty but skip connections are allowed")
+        if not cfg.stages:
+            raise SearchSpaceError("search_space.stages is empty")
+        self.stages: tuple[Stage, ...] = tuple(
+            self._stage(i, s.name, s.ops, s.min_nodes, s.max_nodes, ops)
+            for i, s in enumerate(cfg.stages)
+        )
+        self.max_nodes = (
+            cfg.max_nodes if cfg.max_nodes is not None else sum(s.max_nodes for s in self.stages)
+        )
+        if sum(s.min_nodes for s in self.stages) > self.max_nodes:
+            raise SearchSpaceError(
+                f"search_space.max_nodes={self.max_nodes} is below the stages' min_nodes total"
+            )
+        self._all_ops = dict(ops)
+        self.op_specs = {name: ops[name] for s in self.stages for name in s.ops}
+        self.ranges: dict[str, dict[str, ParamRange]] = {}
+        for op_name, params in cfg.ops.items():
+            if op_name not in ops:
+                raise SearchSpaceError(
+                    f"search_space.ops.{op_name}: unknown op (known ops: {sorted(ops)})"
+                )
+            for param, rng in params.items():
+                self._check_range(op_name, param, rng, ops[op_name])
+            self.ranges[op_name] = dict(params)
+        for op_name, spec in self.op_specs.items():
+            for param, pspec in spec.params.items():
+                if param not in self.ranges.get(op_name, {}) and pspec.default is None:
+                    raise SearchSpaceError(
+                        f"search_space.ops.{op_name}.{param}: no range given and the op has "
+                        "no default"
+                    )
+
+    @staticmethod
+    def _stage(
+        index: int, name: str, op_names: Sequence[str], lo: int, hi: int, ops: Mapping[str, Any]
+    ) -> Stage:
+        key = f"search_space.stages[{index}]"
+        if not op_names:
+            raise SearchSpaceError(f"{key}.ops is empty")
+        for op in op_names:
+            if op not in ops:
+                raise SearchSpaceError(f"{key}.ops: unknown op {op!r} (known ops: {sorted(ops)})")
+        if lo < 0 or hi < lo or hi < 1:
+            raise SearchSpaceError(
+                f"{key}: min_nodes={lo} > max_nodes={hi}" if hi < lo
+                else f"{key}: need 0 <= min_nodes <= max_nodes and max_nodes >= 1"
+            )
+        return Stage(name, tuple(op_names), lo, hi)
+
+    @staticmethod
+    def _check_range(op: str, param: str, rng: ParamRange, spec: OpSpec) -> None:
+        key = f"search_space.ops.{op}.{param}"
+        pspec = spec.params.get(param)
+        if pspec is None:
+            raise SearchSpaceError(f"{key}: op {op!r} has no param {param!r}")
+        if rng.choices is not None:
+            if not rng.choices:
+                raise SearchSpaceError(f"{key}.choices is empty")
+            for value in rng.choices:
+                reason = pspec.check(value)
+                if reason:
+                    raise SearchSpaceError(f"{key}.choices: {reason}")
+            return
+        if pspec.kind in ("categorical", "bool"):
+            raise SearchSpaceError(f"{key}: a {pspec.kind} param needs 'choices'")
+        if rng.low is None or rng.high is None:
+            raise SearchSpaceError(f"{key}: give both low and high, or choices")
+        if rng.low > rng.high:
+            raise SearchSpaceError(f"{key}: min > max (low={rng.low:g}, high={rng.high:g})")
+        if rng.log and rng.low <= 0:
+            raise SearchSpaceError(f"{key}: a log range needs low > 0")
+        for bound in (rng.low, rng.high):
+            reason = pspec.check(int(bound) if pspec.kind == "int" else bound)
+            if reason:
+                raise SearchSpaceError(f"{key}: {reason}")
+
+    # -- sampling -------------------------------------------------------------------------
+    def _choose_param(self, chooser: Chooser, name: str, op: str, param: str) -> Any:
+        pspec = self.op_specs[op].params[param]
+        rng = self.ranges.get(op, {}).get(param)
+        if rng is None:
+            return pspec.default
+        if rng.choices is not None:
+            return chooser.categorical(name, list(rng.choices))
+        assert rng.low is not None and rng.high is not None
+        if pspec.kind == "int":
+            return chooser.int(name, int(rng.low), int(rng.high), log=rng.log)
+        return chooser.float(name, float(rng.low), float(rng.high), log=rng.log)
+
+    def _sample_node(self, chooser: Chooser, stage: Stage, node_id: str) -> Node:
+        op = chooser.categorical(f"{node_id}.op", list(stage.ops))
+        params = {
+            p: self._choose_param(chooser, f"{node_id}.{op}.{p}", op, p)
+            for p in self.op_specs[op].params
+        }
+        return Node(node_id, op, params)
+
+    def sample(self, chooser: Chooser) -> ArchGraph:
+        """A random valid graph; every decision goes through ``chooser`` with a stable name."""
+        nodes: list[Node] = []
+        prev = INPUT
+        for stage in self.stages:
+            n = chooser.int(f"{stage.name}.n_nodes", stage.min_nodes, stage.max_nodes)
+            earlier: list[str] = []
+            for i in range(n):
+                node = self._sample_node(chooser, stage, f"{stage.name}{i}")
+                inputs = [prev]
+                if self.skip and i >= 2:
+                    options = [NO_SKIP, *(f"{stage.name}{j}" for j in range(i - 1))]
+                    # Choices depend only on i, so each decision's distribution is stable.
+                    src = chooser.categorical(f"{node.id}.skip", options)
+                    if src != NO_SKIP:
+                        inputs.append(src)
+                        merge = chooser.categorical(f"{node.id}.merge", list(self.merge))
+                        node = replace(node, merge=merge)
+                nodes.append(replace(node, inputs=tuple(inputs)))
+                earlier.append(node.id)
+                prev = node.id
+        if not nodes:
+            raise SearchSpaceError(f"search space {self.name!r} sampled a graph with no nodes")
+        return ArchGraph(nodes, output=prev)
+
+    # -- checking -------------------------------------------------------------------------
+    def stage_of(self, graph: ArchGraph) -> dict[str, int]:
+        """Assign each node (in topological order) to a stage; raise if the order breaks."""
+        assignment: dict[str, int] = {}
+        current = 0
+        for node in graph.topological_order():
+            for s in range(current, len(self.stages)):
+                if node.op in self.stages[s].ops:
+                    current = s
+                    break
+            else:
+                raise GraphError(
+                    f"node {node.id!r}: op {node.op!r} is not allowed here by search space "
+                    f"{self.name!r} (stages: "
+                    + ", ".join(f"{s.name}={list(s.ops)}" for s in self.stages)
+                    + ")"
+                )
+            assignment[node.id] = current
+        return assignment
+
+    def check(self, graph: ArchGraph) -> ArchGraph:
+        """Validate ``graph`` and check it lies inside this space; return it."""
+        graph.validate(self._all_ops)
+        unknown = [n for n in graph if n.op not in self.op_specs]
+        if unknown:
+            raise GraphError(
+                f"node {unknown[0].id!r}: op {unknown[0].op!r} is not in search space "
+                f"{self.name!r} (allowed: {sorted(self.op_specs)})"
+            )
+        if len(graph) > self.max_nodes:
+            raise GraphError(f"graph has {len(graph)} nodes, search space allows {self.max_nodes}")
+        for node in graph:
+            if len(node.inputs) > 1 and node.merge not in self.merge:
+                raise GraphError(
+                    f"node {node.id!r}: merge {node.merge!r} not allowed (allowed: "
+                    f"{list(self.merge)})"
+                )
+            if len(node.inputs) > 1 and not self.skip:
+                raise GraphError(f"node {node.id!r}: skip connections are not allowed")
+            for param, value in node.params.items():
+                rng = self.ranges.get(node.op, {}).get(param)
+                if rng is None:
+                    continue
+                if rng.choices is not None:
+                    ok = value in list(rng.choices)
+                else:
+                    assert rng.low is not None and rng.high is not None
+                    ok = rng.low <= value <= rng.high
+                if not ok:
+                    allowed = (
+                        list(rng.choices) if rng.choices is not None
+                        else f"[{rng.low:g}, {rng.high:g}]"
+                    )
+                    raise GraphError(
+                        f"node {node.id!r} ({node.op}): param {param!r}={value!r} is outside "
+                        f"search space {self.name!r} (allowed: {allowed})"
+                    )
+        counts = [0] * len(self.stages)
+        for s in self.stage_of(graph).values():
+            counts[s] += 1
+        for stage, count in zip(self.stages, counts, strict=True):
+            if count > stage.max_nodes:
+                raise GraphError(
+                    f"stage {stage.name!r} has {count} nodes, search space allows "
+                    f"{stage.max_nodes}"
+                )
+        return graph
+
+    def contains(self, graph: ArchGraph) -> bool:
+        try:
+            self.check(graph)
+        except GraphError:
+            return False
+        return True
+
+    # -- mutation -------------------------------------------------------------------------
+    def mutate(self, graph: ArchGraph, rng: np.random.Generator, attempts: int = 50) -> ArchGraph:
+        """A different valid graph one random edit away from ``graph``.
+
+        Edits: change a param, change a node's op, insert a node after another, remove a node,
+        add or remove a skip connection. Edits that would leave the space are retried.
+        """
+        edits = [self._mutate_param, self._mutate_op, self._insert_node, self._remove_node]
+        if self.skip:
+            edits += [self._add_skip, self._remove_skip]
+        for _ in range(attempts):
+            edit = edits[int(rng.integers(len(edits)))]
+            try:
+                child = edit(graph, rng)
+            except _NoEdit:
+                continue
+            if child is not None and child != graph and self.contains(child):
+                return child
+        return graph
+
+    def _pick(self, graph: ArchGraph, rng: np.random.Generator) -> Node:
+        nodes = list(graph)
+        return nodes[int(rng.integers(len(nodes)))]
+
+    def _mutate_param(self, graph: ArchGraph, rng: np.random.Generator) -> ArchGraph:
+        node = self._pick(graph, rng)
+        ranges = self.ranges.get(node.op, {})
+        if not ranges:
+            raise _NoEdit
+        param = sorted(ranges)[int(rng.integers(len(ranges)))]
+        chooser = RandomChooser(rng)
+        value = self._choose_param(chooser, "x", node.op, param)
+        pspec = self.op_specs[node.op].params[param]
+        rng_cfg = ranges[param]
+        if rng_cfg.choices is None and pspec.kind in ("int", "float"):
+            # A Gaussian step around the current value explores locally, as NEAT mutations do.
+            span = float(rng_cfg.high) - float(rng_cfg.low)  # type: ignore[arg-type]
+            step = float(node.params.get(param, value)) + rng.normal(0, 0.2 * span or 1.0)
+            step = min(max(step, float(rng_cfg.low)), float(rng_cfg.high))  # type: ignore[arg-type]
+            value = int(round(step)) if pspec.kind == "int" else step
+        return graph.with_params(node.id, **{param: value})
+
+    def _mutate_op(self, graph: ArchGraph, rng: np.random.Generator) -> ArchGraph:
+        node = self._pick(graph, rng)
+        stage = self.stages[self.stage_of(graph)[node.id]]
+        fresh = self._sample_node(RandomChooser(rng), stage, node.id)
+        return graph.with_node(replace(node, op=fresh.op, params=fresh.params))
+
+    def _fresh_id(self, graph: ArchGraph, stage: Stage) -> str:
+        i = 0
+        while f"{stage.name}{i}" in graph:
+            i += 1
+        return f"{stage.name}{i}"
+
+    def _insert_node(self, graph: ArchGraph, rng: np.random.Generator) -> ArchGraph:
+        if len(graph) >= self.max_nodes:
+            raise _NoEdit
+        anchor = self._pick(graph, rng)
+        stage = self.stages[self.stage_of(graph)[anchor.id]]
+        new = self._sample_node(RandomChooser(rng), stage, self._fresh_id(graph, stage))
+        new = replace(new, inputs=(anchor.id,))
+        nodes: list[Node] = []
+        for n in graph:
+            if n.inputs and n.inputs[0] == anchor.id:
+                n = replace(n, inputs=(new.id, *n.inputs[1:]))
+            nodes.append(n)
+            if n.id == anchor.id:
+                nodes.append(new)
+        output = new.id if graph.output == anchor.id else graph.output
+        return ArchGraph(nodes, output)
+
+    def _remove_node(self, graph: ArchGraph, rng: np.random.Generator) -> ArchGraph:
+        node = self._pick(graph, rng)
+        stage_index = self.stage_of(graph)[node.id]
+        in_stage = sum(1 for s in self.stage_of(graph).values() if s == stage_index)
+        if in_stage <= self.stages[stage_index].min_nodes or len(graph) == 1:
+            raise _NoEdit
+        main = node.inputs[0]
+        nodes = []
+        for n in graph:
+            if n.id == node.id:
+                continue
+            inputs = tuple(main if i == node.id else i for i in n.inputs)
+            inputs = tuple(dict.fromkeys(inputs))  # a skip may now duplicate the main input
+            nodes.append(replace(n, inputs=inputs))
+        if graph.output == node.id:
+            if main == INPUT:
+                raise _NoEdit
+            return ArchGraph(nodes, main)
+        return ArchGraph(nodes, graph.output)
+
+    def _add_skip(self, graph: ArchGraph, rng: np.random.Generator) -> ArchGraph:
+        order = graph.topological_order()
+        stages = self.stage_of(graph)
+        node = self._pick(graph, rng)
+        position = [n.id for n in order].index(node.id)
+        sources = [
+            n.id for n in order[:position]
+            if stages[n.id] == stages[node.id] and n.id not in node.inputs
+        ]
+        if not sources:
+            raise _NoEdit
+        src = sources[int(rng.integers(len(sources)))]
+        merge = self.merge[int(rng.integers(len(self.merge)))]
+        return graph.with_node(replace(node, inputs=(*node.inputs, src), merge=merge))
+
+    def _remove_skip(self, graph: ArchGraph, rng: np.random.Generator) -> ArchGraph:
+        merged = [n for n in graph if len(n.inputs) > 1]
+        if not merged:
+            raise _NoEdit
+        node = merged[int(rng.integers(len(merged)))]
+        drop = 1 + int(rng.integers(len(node.inputs) - 1))
+        inputs = node.inputs[:drop] + node.inputs[drop + 1 :]
+        return graph.with_node(replace(node, inputs=inputs, merge="concat"))
+
+    def accepts(self, modality: str) -> bool:
+        return modality in self.modalities
+
+
+class _NoEdit(Exception):
+    """This edit does not apply to this graph; try another."""
+

@@ -1,0 +1,92 @@
+"""The ask/tell interface every tuner implements, and what flows through it."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from nasfw.graph import ArchGraph
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+
+    from nasfw.config import TunerConfig
+    from nasfw.search_space import SearchSpace
+
+
+@dataclass
+class Candidate:
+    """One network to evaluate.
+
+    ``params``/``distributions`` are the hyper-parameters the tuner chose (recorded as the Optuna
+    trial's params); ``train`` overrides training knobs for this candidate (e.g. ``lr``);
+    ``attrs`` are extra JSON-able facts stored with the trial (e.g. a blueprint id).
+    """
+
+    graph: ArchGraph
+    params: dict[str, Any] = field(default_factory=dict)
+    distributions: dict[str, BaseDistribution] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    """What evaluating one candidate gave. ``metric`` is higher-is-better (accuracy, r2)."""
+
+    status: Literal["ok", "failed"]
+    metric: float | None = None
+    loss: float | None = None
+    flops: int | None = None
+    n_params: int | None = None
+    train_seconds: float = 0.0
+    epochs: int = 0
+    error: str | None = None
+    regularized_score: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def fitness(self) -> float:
+        """The metric, or ``-inf`` for a failed candidate (what tuners rank by)."""
+        if not self.ok or self.metric is None or math.isnan(self.metric):
+            return -math.inf
+        return self.metric
+
+    @classmethod
+    def failed(cls, reason: str, **facts: Any) -> Result:
+        return cls(status="failed", error=reason, **facts)
+
+
+class Tuner(ABC):
+    """A search algorithm behind ask/tell.
+
+    ``ask()`` returns the next generation (one batch for the launcher, possibly empty when the
+    tuner is done); ``tell(results)`` gets the results in the same order. ``state()`` returns
+    everything needed to continue (JSON-able) and ``restore(state)`` loads it: the search loop
+    saves the state in the study after every generation, so a killed search resumes exactly.
+
+    Tuners must be deterministic given ``seed`` and the results they are told.
+    """
+
+    def __init__(self, config: TunerConfig, space: SearchSpace, seed: int) -> None:
+        self.config = config
+        self.space = space
+        self.seed = seed
+
+    @abstractmethod
+    def ask(self) -> list[Candidate]: ...
+
+    @abstractmethod
+    def tell(self, candidates: list[Candidate], results: list[Result]) -> None: ...
+
+    @abstractmethod
+    def state(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def restore(self, state: dict[str, Any]) -> None: ...

@@ -1,0 +1,117 @@
+"""Built-in ops: image (conv, pooling, batch norm) and dense layers, plus dropout and identity.
+
+Activation is part of conv2d and dense (``relu`` by default), as in the seeds' search spaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from typing import TYPE_CHECKING
+
+from nasfw import OpSpec, ParamSpec, Shape, hookimpl
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# torch.nn class names; torch is imported when a model is built, not when plugins load.
+ACTIVATIONS = {"relu": "ReLU", "gelu": "GELU", "tanh": "Tanh", "sigmoid": "Sigmoid",
+               "linear": "Identity"}
+ACTIVATION = ParamSpec("categorical", choices=tuple(ACTIVATIONS), default="relu")
+
+
+def _activation(name: str) -> nn.Module:
+    from torch import nn
+
+    return getattr(nn, ACTIVATIONS[name])()
+
+
+def _conv2d(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
+    from torch import nn
+
+    c, h, w = shape
+    k = p["kernel_size"]
+    # "same" padding keeps the spatial size, so branches merge without cropping.
+    conv = nn.Conv2d(c, p["filters"], k, padding="same")
+    return nn.Sequential(conv, _activation(p["activation"])), (p["filters"], h, w)
+
+
+def _pool2d(kind: str) -> Callable[[Mapping[str, Any], Shape], tuple[nn.Module, Shape]]:
+    def build(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
+        from torch import nn
+
+        c, h, w = shape
+        size = min(p["pool_size"], h, w)
+        if size <= 1:  # nothing left to pool: the node is a no-op rather than a failure
+            return nn.Identity(), shape
+        return getattr(nn, kind)(size), (c, h // size, w // size)
+
+    return build
+
+
+def _batchnorm(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
+    from torch import nn
+
+    norm = nn.BatchNorm1d if len(shape) in (1, 2) else nn.BatchNorm2d
+    return norm(shape[0]), shape
+
+
+def _dropout(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
+    from torch import nn
+
+    return nn.Dropout(p["rate"]), shape
+
+
+def _dense(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
+    from torch import nn
+
+    (features,) = shape
+    layer = nn.Linear(features, p["units"])
+    return nn.Sequential(layer, _activation(p["activation"])), (p["units"],)
+
+
+def _identity(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
+    from torch import nn
+
+    return nn.Identity(), shape
+
+
+POOL = {"pool_size": ParamSpec("int", low=1, high=64, default=2)}
+
+OPS = (
+    OpSpec(
+        "conv2d",
+        _conv2d,
+        {
+            "filters": ParamSpec("int", low=1, high=4096),
+            "kernel_size": ParamSpec("int", low=1, high=15, default=3),
+            "activation": ACTIVATION,
+        },
+        input_rank=3,
+        description="2-D convolution, stride 1, same padding, then the activation",
+    ),
+    OpSpec("maxpool2d", _pool2d("MaxPool2d"), POOL, input_rank=3, description="max pooling"),
+    OpSpec("avgpool2d", _pool2d("AvgPool2d"), POOL, input_rank=3, description="average pooling"),
+    OpSpec("batchnorm", _batchnorm, {}, description="batch normalisation over channels"),
+    OpSpec(
+        "dropout",
+        _dropout,
+        {"rate": ParamSpec("float", low=0.0, high=0.95, default=0.0)},
+        description="dropout",
+    ),
+    OpSpec(
+        "dense",
+        _dense,
+        {"units": ParamSpec("int", low=1, high=65536), "activation": ACTIVATION},
+        input_rank=1,
+        description="fully connected layer (the input is flattened), then the activation",
+    ),
+    OpSpec("identity", _identity, {}, description="passes its (merged) input through"),
+)
+
+
+@hookimpl
+def register_ops(register: Callable[[OpSpec], None]) -> None:
+    for spec in OPS:
+        register(spec)
