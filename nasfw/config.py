@@ -62,8 +62,9 @@ class SearchSpaceConfig:
     # Problem modalities this space can serve (image, tabular, sequence, text).
     modalities: list[str] = field(default_factory=lambda: ["image"])
     stages: list[StageConfig] = MISSING
-    # ops.<op>.<param>: the allowed range; params not listed keep the op's default.
-    ops: dict[str, dict[str, ParamRange]] = field(default_factory=dict)
+    # ops.<op>.<param>: a ParamRange; params not listed keep the op's default. (OmegaConf cannot
+    # type a dict of dicts of dataclasses: SearchSpace checks each entry against ParamRange.)
+    ops: dict[str, Any] = field(default_factory=dict)
     # "sequential": each node feeds the next; "skip": a node may also take an earlier node.
     connections: list[str] = field(default_factory=lambda: ["sequential", "skip"])
     merge: list[str] = field(default_factory=lambda: ["concat", "add"])

@@ -136,9 +136,11 @@ class SearchSpace:
                 raise SearchSpaceError(
                     f"search_space.ops.{op_name}: unknown op (known ops: {sorted(ops)})"
                 )
-            for param, rng in params.items():
+            self.ranges[op_name] = {}
+            for param, node in (params or {}).items():
+                rng = _param_range(f"search_space.ops.{op_name}.{param}", node)
                 self._check_range(op_name, param, rng, ops[op_name])
-            self.ranges[op_name] = dict(params)
+                self.ranges[op_name][param] = rng
         for op_name, spec in self.op_specs.items():
             for param, pspec in spec.params.items():
                 if param not in self.ranges.get(op_name, {}) and pspec.default is None:
@@ -239,22 +241,44 @@ class SearchSpace:
 
     # -- checking -------------------------------------------------------------------------
     def stage_of(self, graph: ArchGraph) -> dict[str, int]:
-        """Assign each node (in topological order) to a stage; raise if the order breaks."""
-        assignment: dict[str, int] = {}
-        current = 0
-        for node in graph.topological_order():
-            for s in range(current, len(self.stages)):
-                if node.op in self.stages[s].ops:
-                    current = s
-                    break
-            else:
-                raise GraphError(
-                    f"node {node.id!r}: op {node.op!r} is not allowed here by search space "
-                    f"{self.name!r} (stages: "
-                    + ", ".join(f"{s.name}={list(s.ops)}" for s in self.stages)
-                    + ")"
+        """Split the nodes (in topological order) into the stages, in order.
+
+        Each stage takes a consecutive run of ``min_nodes..max_nodes`` nodes whose ops it allows;
+        an op allowed by several stages (dropout) goes wherever the split works. Raises
+        :class:`GraphError` when no split exists.
+        """
+        order = graph.topological_order()
+        n, stages = len(order), self.stages
+        # feasible[s][i]: nodes order[i:] can be split among stages s.. (a suffix DP).
+        feasible = [[False] * (n + 1) for _ in range(len(stages) + 1)]
+        feasible[len(stages)][n] = True
+        for s in range(len(stages) - 1, -1, -1):
+            stage = stages[s]
+            for i in range(n, -1, -1):
+                for length in range(stage.min_nodes, stage.max_nodes + 1):
+                    j = i + length
+                    if j > n or any(node.op not in stage.ops for node in order[i:j]):
+                        break
+                    if feasible[s + 1][j]:
+                        feasible[s][i] = True
+                        break
+        if not feasible[0][0]:
+            raise GraphError(
+                f"graph {[f'{x.id}:{x.op}' for x in order]} does not fit the stages of search "
+                f"space {self.name!r}: "
+                + ", ".join(
+                    f"{x.name}={list(x.ops)} x{x.min_nodes}..{x.max_nodes}" for x in stages
                 )
-            assignment[node.id] = current
+            )
+        assignment: dict[str, int] = {}
+        i = 0
+        for s, stage in enumerate(stages):
+            for length in range(stage.min_nodes, stage.max_nodes + 1):
+                j = i + length
+                if j <= n and all(x.op in stage.ops for x in order[i:j]) and feasible[s + 1][j]:
+                    assignment.update((x.id, s) for x in order[i:j])
+                    i = j
+                    break
         return assignment
 
     def check(self, graph: ArchGraph) -> ArchGraph:
@@ -294,15 +318,7 @@ class SearchSpace:
                         f"node {node.id!r} ({node.op}): param {param!r}={value!r} is outside "
                         f"search space {self.name!r} (allowed: {allowed})"
                     )
-        counts = [0] * len(self.stages)
-        for s in self.stage_of(graph).values():
-            counts[s] += 1
-        for stage, count in zip(self.stages, counts, strict=True):
-            if count > stage.max_nodes:
-                raise GraphError(
-                    f"stage {stage.name!r} has {count} nodes, search space allows "
-                    f"{stage.max_nodes}"
-                )
+        self.stage_of(graph)
         return graph
 
     def contains(self, graph: ArchGraph) -> bool:
@@ -429,6 +445,20 @@ class SearchSpace:
 
     def accepts(self, modality: str) -> bool:
         return modality in self.modalities
+
+
+def _param_range(key: str, node: Any) -> ParamRange:
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(node, ParamRange):
+        return node
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(ParamRange), node)
+    except OmegaConfBaseException as err:
+        detail = str(err).splitlines()[0]
+        sub = getattr(err, "full_key", None)
+        raise SearchSpaceError(f"{key}{'.' + sub if sub else ''}: {detail}") from None
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
 
 
 class _NoEdit(Exception):

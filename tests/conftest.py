@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from nasfw import OpSpec, SearchSpace, SearchSpaceConfig
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+SPACE_NAMES = sorted(p.stem for p in (CONF / "search_space").glob("*.yaml"))
+
+
+@pytest.fixture(scope="session")
+def ops() -> dict[str, OpSpec]:
+    from nasfw.plugins.ops import OPS
+
+    return {spec.name: spec for spec in OPS}
+
+
+def load_space(
+    name: str, ops: dict[str, OpSpec], overrides: dict[str, object] | None = None
+) -> SearchSpace:
+    """The search space preset ``conf/search_space/<name>.yaml``, typed by its schema."""
+    cfg = OmegaConf.merge(
+        OmegaConf.structured(SearchSpaceConfig),
+        OmegaConf.load(CONF / "search_space" / f"{name}.yaml"),
+        overrides or {},
+    )
+    return SearchSpace(cfg, ops)
