@@ -7,13 +7,13 @@ wrong type or an unknown key fails at compose time with the key's full name.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from omegaconf import MISSING
 
 
-class Optimizer(str, Enum):
+class Optimizer(StrEnum):
     adam = "adam"
     adamw = "adamw"
     sgd = "sgd"
@@ -100,10 +100,6 @@ class TunerConfig:
     """Base of every tuner's schema."""
 
     name: str = MISSING
-    # Candidates per generation (one batch for the launcher).
-    batch_size: int = 4
-    # Stop after this many generations.
-    generations: int = 5
 
 
 @dataclass

@@ -107,7 +107,9 @@ def collect(pm: pluggy.PluginManager) -> Registry:
         add_config(("problem", name), {"name": name} if node is None else node)
 
     hook.register_problems(register=add_problem)
-    hook.register_search_spaces(register=lambda name, node: add_config(("search_space", name), node))
+    hook.register_search_spaces(
+        register=lambda name, node: add_config(("search_space", name), node)
+    )
     return reg
 
 

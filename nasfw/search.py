@@ -49,8 +49,232 @@ class SearchContext:
     # Set at the end: the best candidate retrained on train data, and where it was exported.
     best_model: nn.Module | None = None
     export_dir: Path | None = None
+    # Set when the search stopped on an exception (KeyboardInterrupt included).
+    error: BaseException | None = None
     plugin_state: dict[str, Any] = field(default_factory=dict)
 
     def best(self) -> TrialRecord | None:
         ok = [t for t in self.history if t.result.ok]
         return max(ok, key=lambda t: (t.result.fitness, -t.number)) if ok else None
+
+
+def fingerprint(cfg: DictConfig) -> dict[str, Any]:
+    """The settings that define a search's results (not where it runs or is tracked)."""
+    from omegaconf import OmegaConf
+
+    full = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    assert isinstance(full, dict)
+    return {k: full[k] for k in ("tuner", "search_space", "problem", "train", "seed")}
+
+
+def _schema(node: Any, schema: type) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
+
+
+def _threads(cfg: DictConfig, workers: int) -> int:
+    import os
+
+    if cfg.train.threads:
+        return int(cfg.train.threads)
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> SearchContext:
+    """Run (or resume) the search ``cfg`` describes; return its context with the history.
+
+    Bad configuration fails here, before any training, with an error naming the key.
+    """
+    import optuna
+    from rich.console import Console
+
+    from nasfw.config import ProblemConfig, TrainConfig
+    from nasfw.evaluate import Evaluator, load_problem
+    from nasfw.ledger import Ledger
+    from nasfw.registry import registry
+    from nasfw.search_space import SearchSpace, SearchSpaceError
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    console = console or Console(stderr=True)
+    reg = registry()
+    problem_config: ProblemConfig = _schema(cfg.problem, ProblemConfig)
+    train_config: TrainConfig = _schema(cfg.train, TrainConfig)
+    space = SearchSpace(cfg.search_space, reg.ops)
+    tuner_cls = reg.get("tuners", cfg.tuner.name)
+    launcher_cls = reg.get("launchers", cfg.launcher.name)
+    if cfg.postproc.name != "none":
+        reg.get("postprocessors", cfg.postproc.name)
+    problem = load_problem(problem_config)
+    if not space.accepts(problem.modality):
+        raise SearchSpaceError(
+            f"search_space={space.name} serves {list(space.modalities)} problems but "
+            f"problem={problem.name} is {problem.modality}; pick a search space for "
+            f"{problem.modality} data (e.g. search_space=tabular_mlp for tabular problems)"
+        )
+    ledger = Ledger(cfg.storage.url, cfg.study_name)
+    ledger.check_fingerprint(fingerprint(cfg))
+    tuner = tuner_cls(cfg.tuner, space, int(cfg.seed))
+    saved = ledger.load_state()
+    start_generation = 0
+    if saved is not None:
+        last, state = saved
+        tuner.restore(state)
+        start_generation = last + 1
+    context = SearchContext(
+        cfg=cfg,
+        problem=problem,
+        space=space,
+        tuner=tuner,
+        study=ledger.study,
+        output_dir=output_dir,
+        history=ledger.records(),
+        start_generation=start_generation,
+    )
+    hook = _hooks()
+    best: TrialRecord | None = None
+    launcher = launcher_cls(cfg.launcher)
+    try:
+        if saved is not None:
+            console.print(
+                f"Resuming study [bold]{cfg.study_name}[/] after generation {saved[0]} "
+                f"({len(context.history)} evaluations on record)"
+            )
+        hook.nasfw_search_start(context=context)
+        evaluator = Evaluator(
+            problem=problem_config,
+            train=train_config,
+            seed=int(cfg.seed),
+            max_params=space.max_params,
+            threads=_threads(cfg, launcher.workers),
+        )
+        generation = start_generation
+        while candidates := tuner.ask():
+            records = _run_generation(
+                context, ledger, launcher, evaluator, candidates, generation, console
+            )
+            tuner.tell(candidates, [r.result for r in records])
+            ledger.save_state(generation, tuner.state())
+            hook.nasfw_generation_end(context=context, generation=generation, trials=records)
+            _report_generation(console, context, generation, records)
+            generation += 1
+        best = context.best()
+        if best is not None:
+            _export_best(context, best, train_config)
+        if cfg.postproc.name != "none":
+            reg.get("postprocessors", cfg.postproc.name)(context, cfg.postproc)
+    except BaseException as err:
+        context.error = err
+        raise
+    finally:
+        launcher.close()
+        hook.nasfw_search_end(context=context, best=best)
+    return context
+
+
+def _hooks() -> Any:
+    from nasfw.registry import plugin_manager
+
+    return plugin_manager().hook
+
+
+def _run_generation(
+    context: SearchContext,
+    ledger: Any,
+    launcher: Any,
+    evaluator: Any,
+    candidates: list[Any],
+    generation: int,
+    console: Any,
+) -> list[TrialRecord]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    hook = _hooks()
+    # Evaluations this generation already finished before an interruption are reused.
+    records: dict[int, TrialRecord] = {}
+    for record in context.history:
+        if record.generation == generation and record.index < len(candidates):
+            if record.graph.hash != candidates[record.index].graph.hash:
+                raise RuntimeError(
+                    f"resume mismatch in generation {generation}: trial {record.number} holds "
+                    "another network than the tuner proposes now (was the code or config "
+                    "changed?). Use a new study_name."
+                )
+            records[record.index] = record
+    todo = [i for i in range(len(candidates)) if i not in records]
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"generation {generation}", total=len(candidates))
+        progress.update(task, completed=len(records))
+
+        def on_result(position: int, result: Any) -> None:
+            index = todo[position]
+            record = ledger.record(candidates[index], result, generation, index)
+            records[index] = record
+            context.history.append(record)
+            hook.nasfw_trial_complete(
+                context=context, candidate=candidates[index], result=result, trial=record
+            )
+            progress.advance(task)
+
+        launcher.map(evaluator, [candidates[i] for i in todo], on_result)
+    missing = [i for i in range(len(candidates)) if i not in records]
+    if missing:
+        raise RuntimeError(f"launcher returned no result for candidates {missing}")
+    return [records[i] for i in range(len(candidates))]
+
+
+def _report_generation(
+    console: Any, context: SearchContext, generation: int, records: list[TrialRecord]
+) -> None:
+    import statistics
+
+    ok = [r.result.metric for r in records if r.result.ok and r.result.metric is not None]
+    best = context.best()
+    metric = context.problem.metric
+    console.print(
+        f"generation {generation}: {len(ok)} ok, {len(records) - len(ok)} failed"
+        + (f"; best {metric} {max(ok):.4f}, mean {statistics.fmean(ok):.4f}" if ok else "")
+        + (f"; best so far {best.result.metric:.4f} (trial {best.number})" if best else "")
+    )
+
+
+def _export_best(context: SearchContext, best: TrialRecord, train_config: Any) -> None:
+    """Retrain the best network (same seed as its evaluation), score it on test, export it."""
+    import json
+
+    import torch
+
+    from nasfw.builder import build_model
+    from nasfw.evaluate import candidate_seed
+    from nasfw.train import evaluate_model, train_model
+    from nasfw.tuner import Candidate
+
+    seed = candidate_seed(int(context.cfg.seed), Candidate(best.graph, train=best.train))
+    torch.manual_seed(seed)
+    model = build_model(best.graph, context.problem)
+    train_model(model, context.problem, train_config, seed, overrides=best.train)
+    test_metric = evaluate_model(model, context.problem, context.problem.test)
+    best.result.extra["test_metric"] = test_metric
+    export_dir = Path(context.cfg.export_dir)
+    if not export_dir.is_absolute():
+        export_dir = context.output_dir / export_dir
+    export_dir.mkdir(parents=True, exist_ok=True)
+    (export_dir / "graph.json").write_text(best.graph.to_json(indent=2))
+    torch.save(model.state_dict(), export_dir / "state_dict.pt")
+    summary = {
+        "trial": best.number,
+        "study": context.study.study_name,
+        f"val_{context.problem.metric}": best.result.metric,
+        f"test_{context.problem.metric}": test_metric,
+        "train_overrides": best.train,
+    }
+    (export_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    context.best_model = model
+    context.export_dir = export_dir

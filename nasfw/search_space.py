@@ -51,7 +51,7 @@ class RandomChooser:
         from optuna.distributions import IntDistribution
 
         if log:
-            value = int(round(math.exp(self.rng.uniform(math.log(low), math.log(high)))))
+            value = round(math.exp(self.rng.uniform(math.log(low), math.log(high))))
         else:
             value = int(self.rng.integers(low, high + 1))
         return self._record(name, min(max(value, low), high), IntDistribution(low, high, log=log))
@@ -367,7 +367,7 @@ class SearchSpace:
             span = float(rng_cfg.high) - float(rng_cfg.low)  # type: ignore[arg-type]
             step = float(node.params.get(param, value)) + rng.normal(0, 0.2 * span or 1.0)
             step = min(max(step, float(rng_cfg.low)), float(rng_cfg.high))  # type: ignore[arg-type]
-            value = int(round(step)) if pspec.kind == "int" else step
+            value = round(step) if pspec.kind == "int" else step
         return graph.with_params(node.id, **{param: value})
 
     def _mutate_op(self, graph: ArchGraph, rng: np.random.Generator) -> ArchGraph:

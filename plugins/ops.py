@@ -6,9 +6,7 @@ Activation is part of conv2d and dense (``relu`` by default), as in the seeds' s
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nasfw import OpSpec, ParamSpec, Shape, hookimpl
 

@@ -1,0 +1,120 @@
+"""Local launcher: evaluations in worker processes on this machine (or in the driver)."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+from nasfw import Launcher, LauncherConfig, Result, hookimpl
+
+
+@dataclass
+class LocalLauncherConfig(LauncherConfig):
+    name: str = "local"
+    # Worker processes; 0 evaluates in the driver process (handy for debugging).
+    workers: int = 2
+    # "spawn" is safe with torch's threads; "fork" starts faster where it is safe.
+    start_method: str = "spawn"
+
+
+class LocalLauncher(Launcher[Any]):
+    """Runs ``fn(item)`` in a pool of worker processes kept for the whole search.
+
+    A worker that dies (killed, out of memory, a crash in native code) fails the items it was
+    running with that reason; the pool is rebuilt and the other items go on.
+    """
+
+    config: LocalLauncherConfig
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        if config.workers < 0:
+            raise ValueError(f"launcher.workers={config.workers} must be 0 or more")
+        methods = multiprocessing.get_all_start_methods()
+        if config.start_method not in methods:
+            raise ValueError(
+                f"launcher.start_method={config.start_method!r} is not one of {methods}"
+            )
+        self._pool: ProcessPoolExecutor | None = None
+
+    @property
+    def workers(self) -> int:
+        return max(1, self.config.workers)
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            context = multiprocessing.get_context(self.config.start_method)
+            self._pool = ProcessPoolExecutor(self.config.workers, mp_context=context)
+        return self._pool
+
+    def map(
+        self,
+        fn: Callable[[Any], Result],
+        items: Sequence[Any],
+        on_result: Callable[[int, Result], None] | None = None,
+    ) -> list[Result]:
+        results: list[Result | None] = [None] * len(items)
+
+        def deliver(index: int, result: Result) -> None:
+            results[index] = result
+            if on_result is not None:
+                on_result(index, result)
+
+        if self.config.workers == 0:
+            for index, item in enumerate(items):
+                try:
+                    result = fn(item)
+                except Exception as err:
+                    result = Result.failed(f"{type(err).__name__}: {err}")
+                deliver(index, result)
+            return [r for r in results if r is not None]
+
+        pending: dict[Future[Result], int] = {}
+        for index, item in enumerate(items):
+            pending[self._executor().submit(fn, item)] = index
+        breaks = [0] * len(items)
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            resubmit: list[int] = []
+            for future in done:
+                index = pending.pop(future)
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    # A dying worker breaks every item in flight, so an innocent item gets one
+                    # more try; the culprit breaks the pool again and then fails.
+                    breaks[index] += 1
+                    if breaks[index] < 2:
+                        resubmit.append(index)
+                        continue
+                    result = Result.failed(
+                        "worker process died while evaluating it (killed, out of memory, or "
+                        "crashed in native code)"
+                    )
+                except Exception as err:
+                    result = Result.failed(f"{type(err).__name__}: {err}")
+                deliver(index, result)
+            if resubmit:
+                self.close()
+                resubmit += pending.values()
+                pending = {self._executor().submit(fn, items[i]): i for i in sorted(resubmit)}
+        return [r for r in results if r is not None]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+@hookimpl
+def register_launchers(register: Callable[[str, type[Launcher[Any]]], None]) -> None:
+    register("local", LocalLauncher)
+
+
+@hookimpl
+def register_configs(register: Callable[[str, str, Any], None]) -> None:
+    register("launcher", "local", LocalLauncherConfig)

@@ -1,0 +1,86 @@
+"""Evaluating one candidate: build, check its size, train, score. Runs inside a worker."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import traceback
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from nasfw.config import ProblemConfig, TrainConfig
+from nasfw.problem import Problem
+from nasfw.tuner import Candidate, Result
+
+_PROBLEMS: dict[str, Problem] = {}
+
+
+def load_problem(config: ProblemConfig) -> Problem:
+    """The problem ``config`` names, loaded once per process."""
+    from nasfw.registry import registry
+
+    key = json.dumps(asdict(config), sort_keys=True, default=str)
+    if key not in _PROBLEMS:
+        loader = registry().get("problems", config.name)
+        _PROBLEMS[key] = loader(config)
+    return _PROBLEMS[key]
+
+
+def candidate_seed(seed: int, candidate: Candidate) -> int:
+    """Seed of one evaluation: depends on the search seed and the network, not on ordering."""
+    text = f"{seed}:{candidate.graph.hash}:{json.dumps(candidate.train, sort_keys=True)}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
+@dataclass
+class Evaluator:
+    """Picklable ``Candidate -> Result``: what a launcher runs for each candidate.
+
+    Any failure (a graph that cannot build, a network above ``max_params``, a diverging loss,
+    an exception in training) becomes ``Result.failed(reason)``; nothing propagates.
+    """
+
+    problem: ProblemConfig
+    train: TrainConfig
+    seed: int
+    max_params: int
+    threads: int = 1
+
+    def __call__(self, candidate: Candidate) -> Result:
+        import torch
+
+        from nasfw.builder import build_model, model_cost
+        from nasfw.train import train_model
+
+        torch.set_num_threads(max(1, self.threads))
+        try:
+            problem = load_problem(self.problem)
+            seed = candidate_seed(self.seed, candidate)
+            torch.manual_seed(seed)
+            model = build_model(candidate.graph, problem)
+            cost = model_cost(model, problem.input_shape)
+            if cost.params > self.max_params:
+                return Result.failed(
+                    f"too large: {cost.params} parameters > search_space.max_params="
+                    f"{self.max_params}",
+                    flops=cost.flops,
+                    n_params=cost.params,
+                )
+            outcome = train_model(model, problem, self.train, seed, overrides=candidate.train)
+        except Exception as err:  # a broken candidate is a failed trial, never a crashed search
+            where = traceback.extract_tb(err.__traceback__)[-1]
+            return Result.failed(
+                f"{type(err).__name__}: {err} (at {os.path.basename(where.filename)}:"
+                f"{where.lineno})"
+            )
+        facts: dict[str, Any] = {
+            "flops": cost.flops,
+            "n_params": cost.params,
+            "train_seconds": outcome.seconds,
+            "epochs": outcome.epochs,
+            "loss": outcome.loss,
+        }
+        if outcome.diverged:
+            return Result.failed(outcome.reason or "diverged", **facts)
+        return Result(status="ok", metric=outcome.metric, **facts)

@@ -1,0 +1,187 @@
+"""The Optuna study as the ledger of every evaluated candidate.
+
+One finished trial per evaluation (COMPLETE with the metric, or FAIL with the reason), written
+in one storage call when the result arrives; the tuner's state after each generation goes into
+the study's user attrs. Together they let a rerun with the same storage and study name resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from nasfw.graph import ArchGraph
+from nasfw.search import TrialRecord
+from nasfw.tuner import Candidate, Result
+
+STATE_ATTR = "nasfw:tuner_state"
+GENERATION_ATTR = "nasfw:last_generation"
+FINGERPRINT_ATTR = "nasfw:fingerprint"
+_RESULT_FIELDS = ("loss", "flops", "n_params", "train_seconds", "epochs", "regularized_score")
+
+
+class LedgerError(RuntimeError):
+    """The storage cannot be opened, or the study belongs to a different search."""
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``storage.url``: an RDB URL, or ``journal:///path/to/file.log``."""
+    try:
+        if url.startswith("journal://"):
+            from optuna.storages.journal import JournalFileBackend
+
+            path = Path(url.removeprefix("journal://"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        if url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///"))
+            if not path.parent.is_dir():
+                raise LedgerError(f"storage.url={url}: directory {path.parent} does not exist")
+            # Wait for a lock instead of failing when another process writes to the file.
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        return optuna.storages.RDBStorage(url)
+    except LedgerError:
+        raise
+    except Exception as err:
+        raise LedgerError(
+            f"storage.url={url}: cannot open the Optuna storage ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}). Use sqlite:///file.db for one "
+            "machine, or a PostgreSQL URL / journal:///shared/path.log for clusters."
+        ) from err
+
+
+def _differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested JSON-like values."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        return [d for k in keys for d in _differing_keys(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+class Ledger:
+    """Reads and writes one study: trials, tuner state, and the search's fingerprint."""
+
+    def __init__(self, url: str, study_name: str) -> None:
+        self.url = url
+        self.storage = open_storage(url)
+        try:
+            self.study = optuna.create_study(
+                study_name=study_name,
+                storage=self.storage,
+                direction="maximize",
+                load_if_exists=True,
+            )
+            self.study_id = self.storage.get_study_id_from_name(study_name)
+        except Exception as err:
+            raise LedgerError(
+                f"storage.url={url}: cannot create or load study {study_name!r} "
+                f"({type(err).__name__}: {err})"
+            ) from err
+
+    # -- the search's identity ------------------------------------------------------------
+    def check_fingerprint(self, fingerprint: dict[str, Any]) -> None:
+        """Refuse to resume a study that was made by a different search config."""
+        stored = self.study.user_attrs.get(FINGERPRINT_ATTR)
+        if stored is None:
+            self.study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+            return
+        differing = _differing_keys(stored, fingerprint)
+        if differing:
+            raise LedgerError(
+                f"study {self.study.study_name!r} in {self.url} was made by a search with other "
+                f"settings ({', '.join(differing)} differ); resuming it would mix two searches. "
+                "Set study_name=<new name> for a new search, or restore those settings."
+            )
+
+    # -- tuner state ----------------------------------------------------------------------
+    def save_state(self, generation: int, state: dict[str, Any]) -> None:
+        # State first: a crash between the two writes re-runs the generation's tell, not skips it.
+        self.study.set_user_attr(STATE_ATTR, json.dumps(state))
+        self.study.set_user_attr(GENERATION_ATTR, generation)
+
+    def load_state(self) -> tuple[int, dict[str, Any]] | None:
+        attrs = self.study.user_attrs
+        if GENERATION_ATTR not in attrs:
+            return None
+        return int(attrs[GENERATION_ATTR]), json.loads(attrs[STATE_ATTR])
+
+    # -- trials ---------------------------------------------------------------------------
+    def record(
+        self, candidate: Candidate, result: Result, generation: int, index: int
+    ) -> TrialRecord:
+        """Store one evaluation as a finished trial and return it."""
+        attrs: dict[str, Any] = {
+            "generation": generation,
+            "index": index,
+            "graph": candidate.graph.to_json(),
+            "graph_hash": candidate.graph.hash,
+            "nodes": len(candidate.graph),
+            "train": candidate.train,
+            "attrs": candidate.attrs,
+            "extra": result.extra,
+        }
+        for name in _RESULT_FIELDS:
+            value = getattr(result, name)
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                attrs[name] = value
+        if result.ok:
+            state, values = optuna.trial.TrialState.COMPLETE, [float(result.metric or 0.0)]
+        else:
+            state, values = optuna.trial.TrialState.FAIL, None
+            attrs["fail_reason"] = result.error or "failed"
+        frozen = optuna.trial.create_trial(
+            state=state,
+            values=values,
+            params=candidate.params,
+            distributions=candidate.distributions,
+            user_attrs=attrs,
+        )
+        # What study.add_trial does, keeping the new trial's id (its number is then exact
+        # even when other processes add trials to the same study at the same time).
+        trial_id = self.storage.create_new_trial(self.study_id, template_trial=frozen)
+        number = self.storage.get_trial_number_from_id(trial_id)
+        return TrialRecord(
+            number=number,
+            generation=generation,
+            index=index,
+            graph=candidate.graph,
+            result=result,
+            params=dict(candidate.params),
+            train=dict(candidate.train),
+            attrs=dict(candidate.attrs),
+        )
+
+    def records(self) -> list[TrialRecord]:
+        """Every finished evaluation in the study, oldest first."""
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+        out = []
+        for trial in self.study.get_trials(deepcopy=False, states=states):
+            a = trial.user_attrs
+            if "graph" not in a:
+                continue  # not written by nasfw
+            ok = trial.state == optuna.trial.TrialState.COMPLETE
+            result = Result(
+                status="ok" if ok else "failed",
+                metric=trial.value if ok else None,
+                error=a.get("fail_reason"),
+                extra=a.get("extra", {}),
+                **{k: a[k] for k in _RESULT_FIELDS if k in a},
+            )
+            out.append(
+                TrialRecord(
+                    number=trial.number,
+                    generation=a["generation"],
+                    index=a["index"],
+                    graph=ArchGraph.from_json(a["graph"]),
+                    result=result,
+                    params=dict(trial.params),
+                    train=a.get("train", {}),
+                    attrs=a.get("attrs", {}),
+                )
+            )
+        return out
+

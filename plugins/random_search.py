@@ -1,0 +1,63 @@
+"""Random search: independent uniform samples from the search space, in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from nasfw import Candidate, RandomChooser, Result, Tuner, TunerConfig, hookimpl
+
+
+@dataclass
+class RandomSearchConfig(TunerConfig):
+    name: str = "random"
+    # Total evaluations.
+    n_trials: int = 20
+    # Evaluations per generation (one batch for the launcher).
+    batch_size: int = 4
+
+
+class RandomSearch(Tuner):
+    """Samples ``n_trials`` graphs uniformly, ``batch_size`` per generation."""
+
+    config: RandomSearchConfig
+
+    def __init__(self, config: Any, space: Any, seed: int) -> None:
+        super().__init__(config, space, seed)
+        if config.n_trials < 1 or config.batch_size < 1:
+            raise ValueError("tuner.n_trials and tuner.batch_size must be at least 1")
+        self.rng = np.random.default_rng(seed)
+        self.asked = 0
+
+    def ask(self) -> list[Candidate]:
+        count = min(self.config.batch_size, self.config.n_trials - self.asked)
+        candidates = []
+        for _ in range(max(count, 0)):
+            chooser = RandomChooser(self.rng)
+            graph = self.space.sample(chooser)
+            candidates.append(Candidate(graph, chooser.params, chooser.distributions))
+        self.asked += len(candidates)
+        return candidates
+
+    def tell(self, candidates: list[Candidate], results: list[Result]) -> None:
+        """Random search learns nothing from results."""
+
+    def state(self) -> dict[str, Any]:
+        return {"asked": self.asked, "rng": self.rng.bit_generator.state}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.asked = state["asked"]
+        self.rng.bit_generator.state = state["rng"]
+
+
+@hookimpl
+def register_tuners(register: Callable[[str, type[Tuner]], None]) -> None:
+    register("random", RandomSearch)
+
+
+@hookimpl
+def register_configs(register: Callable[[str, str, Any], None]) -> None:
+    register("tuner", "random", RandomSearchConfig)
