@@ -73,23 +73,37 @@ class LocalLauncher(Launcher[Any]):
                 deliver(index, result)
             return [r for r in results if r is not None]
 
-        pending: dict[Future[Result], int] = {}
-        for index, item in enumerate(items):
-            pending[self._executor().submit(fn, item)] = index
-        breaks = [0] * len(items)
+        # A dying worker breaks every item in flight, so the items of a broken pool are rerun
+        # one at a time: an innocent one then succeeds, the culprit fails on its own.
+        suspects = self._run(fn, items, range(len(items)), deliver, isolate=False)
+        for index in suspects:
+            self._run(fn, items, [index], deliver, isolate=True)
+        return [r for r in results if r is not None]
+
+    def _run(
+        self,
+        fn: Callable[[Any], Result],
+        items: Sequence[Any],
+        indices: Sequence[int],
+        deliver: Callable[[int, Result], None],
+        isolate: bool,
+    ) -> list[int]:
+        """Evaluate ``items[i]`` for ``i`` in ``indices``; return those a dead worker broke."""
+        pending: dict[Future[Result], int] = {
+            self._executor().submit(fn, items[i]): i for i in indices
+        }
+        broken: list[int] = []
+        died = False
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            resubmit: list[int] = []
             for future in done:
                 index = pending.pop(future)
                 try:
                     result = future.result()
                 except BrokenProcessPool:
-                    # A dying worker breaks every item in flight, so an innocent item gets one
-                    # more try; the culprit breaks the pool again and then fails.
-                    breaks[index] += 1
-                    if breaks[index] < 2:
-                        resubmit.append(index)
+                    died = True
+                    if not isolate:
+                        broken.append(index)
                         continue
                     result = Result.failed(
                         "worker process died while evaluating it (killed, out of memory, or "
@@ -98,11 +112,9 @@ class LocalLauncher(Launcher[Any]):
                 except Exception as err:
                     result = Result.failed(f"{type(err).__name__}: {err}")
                 deliver(index, result)
-            if resubmit:
-                self.close()
-                resubmit += pending.values()
-                pending = {self._executor().submit(fn, items[i]): i for i in sorted(resubmit)}
-        return [r for r in results if r is not None]
+        if died:
+            self.close()  # a broken pool takes no more work: the next call starts a fresh one
+        return sorted(broken)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -7,6 +7,7 @@ so a resumed search proposes exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,13 +62,16 @@ class TPETuner(Tuner):
         self.pending: list[optuna.Trial] = []
 
     def _sampler(self) -> optuna.samplers.TPESampler:
-        return optuna.samplers.TPESampler(
-            seed=self.seed * 100_003 + self.generation,
-            n_startup_trials=self.config.n_startup_trials,
-            multivariate=self.config.multivariate,
-            group=self.config.group and self.config.multivariate,
-            constant_liar=True,
-        )
+        with warnings.catch_warnings():
+            # multivariate/group/constant_liar are "experimental" in Optuna, and on purpose here.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=self.seed * 100_003 + self.generation,
+                n_startup_trials=self.config.n_startup_trials,
+                multivariate=self.config.multivariate,
+                group=self.config.group and self.config.multivariate,
+                constant_liar=True,
+            )
 
     def ask(self) -> list[Candidate]:
         count = min(self.config.batch_size, self.config.n_trials - len(self.told))

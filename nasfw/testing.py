@@ -1,0 +1,139 @@
+"""Contract suites that plugin authors reuse, as Optuna ships ``optuna.testing``.
+
+Subclass a suite in your test module, provide the fixture it asks for, and pytest runs every
+contract test against your plugin::
+
+    class TestMyTuner(TunerContract):
+        @pytest.fixture
+        def make_tuner(self, space):
+            return lambda seed: MyTuner(MyTunerConfig(), space, seed)
+
+Everything a launcher runs here is a module-level function, so it is importable in workers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from nasfw.launcher import Launcher
+from nasfw.tuner import Candidate, Result, Tuner
+
+# -- functions for launcher contracts (must be importable where the launcher runs them) -----
+
+
+def square(x: int) -> Result:
+    return Result(status="ok", metric=float(x * x))
+
+
+def fail_on_odd(x: int) -> Result:
+    if x % 2:
+        raise ValueError(f"odd input {x}")
+    return Result(status="ok", metric=float(x))
+
+
+def die_on_three(x: int) -> Result:
+    if x == 3:
+        os._exit(13)  # the worker process disappears, as if killed
+    return Result(status="ok", metric=float(x))
+
+
+def fake_results(candidates: list[Candidate]) -> list[Result]:
+    """Deterministic results from the graphs alone (no training), for tuner contracts."""
+    results = []
+    for c in candidates:
+        size = sum(int(v) for n in c.graph for v in n.params.values() if isinstance(v, int))
+        results.append(Result(status="ok", metric=math.sin(size) / 2 + 0.5))
+    return results
+
+
+class LauncherContract:
+    """Contract tests for a :class:`nasfw.Launcher`; provide a ``launcher`` fixture."""
+
+    @pytest.fixture
+    def launcher(self) -> Launcher[Any]:
+        raise NotImplementedError("provide a `launcher` fixture")
+
+    def test_results_in_order(self, launcher: Launcher[Any]) -> None:
+        results = launcher.map(square, list(range(6)))
+        assert [r.metric for r in results] == [float(x * x) for x in range(6)]
+
+    def test_empty(self, launcher: Launcher[Any]) -> None:
+        assert launcher.map(square, []) == []
+
+    def test_exception_is_a_failed_result(self, launcher: Launcher[Any]) -> None:
+        results = launcher.map(fail_on_odd, [0, 1, 2, 3])
+        assert [r.ok for r in results] == [True, False, True, False]
+        assert "odd input 1" in (results[1].error or "")
+
+    def test_on_result_called_once_per_item(self, launcher: Launcher[Any]) -> None:
+        seen: list[tuple[int, float | None]] = []
+        launcher.map(square, [1, 2, 3], lambda i, r: seen.append((i, r.metric)))
+        assert sorted(seen) == [(0, 1.0), (1, 4.0), (2, 9.0)]
+
+    def test_reusable_after_many_maps(self, launcher: Launcher[Any]) -> None:
+        for k in range(3):
+            assert [r.metric for r in launcher.map(square, [k])] == [float(k * k)]
+
+
+class TunerContract:
+    """Contract tests for a :class:`nasfw.Tuner`; provide ``make_tuner(seed) -> Tuner``."""
+
+    max_generations = 50
+
+    @pytest.fixture
+    def make_tuner(self) -> Callable[[int], Tuner]:
+        raise NotImplementedError("provide a `make_tuner` fixture")
+
+    @staticmethod
+    def run(tuner: Tuner, generations: int | None = None) -> list[list[str]]:
+        """Ask/tell for ``generations`` (or until done); the graph hashes of each generation."""
+        hashes = []
+        while generations is None or len(hashes) < generations:
+            candidates = tuner.ask()
+            if not candidates:
+                break
+            tuner.tell(candidates, fake_results(candidates))
+            hashes.append([c.graph.hash for c in candidates])
+            assert len(hashes) <= TunerContract.max_generations, "the tuner never finishes"
+        return hashes
+
+    def test_candidates_are_valid(self, make_tuner: Callable[[int], Tuner]) -> None:
+        tuner = make_tuner(0)
+        candidates = tuner.ask()
+        assert candidates, "the first ask() returned no candidate"
+        for c in candidates:
+            tuner.space.check(c.graph)
+
+    def test_deterministic(self, make_tuner: Callable[[int], Tuner]) -> None:
+        assert self.run(make_tuner(1)) == self.run(make_tuner(1))
+
+    def test_seed_matters(self, make_tuner: Callable[[int], Tuner]) -> None:
+        assert self.run(make_tuner(1)) != self.run(make_tuner(2))
+
+    def test_finishes(self, make_tuner: Callable[[int], Tuner]) -> None:
+        tuner = make_tuner(0)
+        self.run(tuner)
+        assert tuner.ask() == []
+
+    def test_restore_continues_exactly(self, make_tuner: Callable[[int], Tuner]) -> None:
+        import json
+
+        uninterrupted = self.run(make_tuner(3))
+        first = make_tuner(3)
+        head = self.run(first, generations=1)
+        # The state goes through JSON, as it does through the study.
+        state = json.loads(json.dumps(first.state()))
+        resumed = make_tuner(3)
+        resumed.restore(state)
+        assert head + self.run(resumed) == uninterrupted
+
+    def test_failed_results_are_accepted(self, make_tuner: Callable[[int], Tuner]) -> None:
+        tuner = make_tuner(0)
+        candidates = tuner.ask()
+        tuner.tell(candidates, [Result.failed("boom") for _ in candidates])
+        assert isinstance(tuner.ask(), list)
