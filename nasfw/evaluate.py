@@ -57,9 +57,9 @@ class Evaluator:
         try:
             problem = load_problem(self.problem)
             seed = candidate_seed(self.seed, candidate)
-            torch.manual_seed(seed)
-            model = build_model(candidate.graph, problem)
-            cost = model_cost(model, problem.input_shape)
+            # Size it on the meta device first: an oversized network allocates no memory.
+            with torch.device("meta"):
+                cost = model_cost(build_model(candidate.graph, problem), problem.input_shape)
             if cost.params > self.max_params:
                 return Result.failed(
                     f"too large: {cost.params} parameters > search_space.max_params="
@@ -67,6 +67,8 @@ class Evaluator:
                     flops=cost.flops,
                     n_params=cost.params,
                 )
+            torch.manual_seed(seed)
+            model = build_model(candidate.graph, problem)
             outcome = train_model(model, problem, self.train, seed, overrides=candidate.train)
         except Exception as err:  # a broken candidate is a failed trial, never a crashed search
             where = traceback.extract_tb(err.__traceback__)[-1]

@@ -108,7 +108,8 @@ class ArchGraph:
         return node_id in self._nodes
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ArchGraph) and self.to_dict() == other.to_dict()
+        # Content equality, like the hash: node order does not matter.
+        return isinstance(other, ArchGraph) and self.hash == other.hash
 
     def __hash__(self) -> int:
         return hash(self.hash)

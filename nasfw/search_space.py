@@ -186,6 +186,12 @@ class SearchSpace:
             raise SearchSpaceError(f"{key}: give both low and high, or choices")
         if rng.low > rng.high:
             raise SearchSpaceError(f"{key}: min > max (low={rng.low:g}, high={rng.high:g})")
+        if pspec.kind == "int" and not all(float(b).is_integer() for b in (rng.low, rng.high)):
+            # Sampling truncates the bounds, so a fraction would yield values check() rejects.
+            raise SearchSpaceError(
+                f"{key}: an int param needs whole-number bounds "
+                f"(low={rng.low:g}, high={rng.high:g})"
+            )
         if rng.log and rng.low <= 0:
             raise SearchSpaceError(f"{key}: a log range needs low > 0")
         for bound in (rng.low, rng.high):
@@ -220,7 +226,6 @@ class SearchSpace:
         prev = INPUT
         for stage in self.stages:
             n = chooser.int(f"{stage.name}.n_nodes", stage.min_nodes, stage.max_nodes)
-            earlier: list[str] = []
             for i in range(n):
                 node = self._sample_node(chooser, stage, f"{stage.name}{i}")
                 inputs = [prev]
@@ -233,7 +238,6 @@ class SearchSpace:
                         merge = chooser.categorical(f"{node.id}.merge", list(self.merge))
                         node = replace(node, merge=merge)
                 nodes.append(replace(node, inputs=tuple(inputs)))
-                earlier.append(node.id)
                 prev = node.id
         if not nodes:
             raise SearchSpaceError(f"search space {self.name!r} sampled a graph with no nodes")

@@ -122,11 +122,11 @@ def train_model(
             if not torch.isfinite(loss):
                 return TrainOutcome(
                     metric=math.nan,
-                    loss=float(loss),
+                    loss=float(loss.detach()),
                     epochs=epoch,
                     seconds=time.perf_counter() - started,
                     diverged=True,
-                    reason=f"diverged: loss became {float(loss)} in epoch {epoch}",
+                    reason=f"diverged: loss became {float(loss.detach())} in epoch {epoch}",
                     history=history,
                 )
             optimizer.zero_grad(set_to_none=True)

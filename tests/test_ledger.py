@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+from conftest import load_space
+
+from nasfw import Candidate, RandomChooser, Result
+from nasfw.ledger import Ledger, LedgerError
+
+
+@pytest.fixture
+def candidate(ops):
+    chooser = RandomChooser(np.random.default_rng(0))
+    graph = load_space("image_small", ops).sample(chooser)
+    return Candidate(graph, chooser.params, chooser.distributions, train={"lr": 0.01})
+
+
+def test_records_round_trip(tmp_path, candidate):
+    url = f"sqlite:///{tmp_path}/s.db"
+    ledger = Ledger(url, "study")
+    ok = Result(status="ok", metric=0.75, loss=0.5, flops=1000, n_params=10, train_seconds=1.5)
+    first = ledger.record(candidate, ok, generation=0, index=0)
+    second = ledger.record(candidate, Result.failed("diverged: loss nan"), generation=0, index=1)
+    assert (first.number, second.number) == (0, 1)
+
+    again = Ledger(url, "study").records()  # a fresh connection, as after a restart
+    assert [r.number for r in again] == [0, 1]
+    assert again[0].graph == candidate.graph
+    assert again[0].result.metric == 0.75 and again[0].result.flops == 1000
+    assert again[0].train == {"lr": 0.01}
+    assert not again[1].result.ok and again[1].result.error == "diverged: loss nan"
+
+    study = optuna.load_study(study_name="study", storage=url)
+    trials = study.get_trials()
+    assert trials[0].state == optuna.trial.TrialState.COMPLETE
+    assert trials[0].params == candidate.params  # the graph's hyper-parameters
+    assert trials[1].state == optuna.trial.TrialState.FAIL
+    assert trials[1].user_attrs["fail_reason"] == "diverged: loss nan"
+
+
+def test_tuner_state_round_trip(tmp_path):
+    ledger = Ledger(f"sqlite:///{tmp_path}/s.db", "study")
+    assert ledger.load_state() is None
+    ledger.save_state(3, {"rng": [1, 2], "asked": 8})
+    reopened = Ledger(f"sqlite:///{tmp_path}/s.db", "study")
+    assert reopened.load_state() == (3, {"rng": [1, 2], "asked": 8})
+
+
+def test_fingerprint_mismatch_names_the_key(tmp_path):
+    ledger = Ledger(f"sqlite:///{tmp_path}/s.db", "study")
+    ledger.check_fingerprint({"tuner": {"n_trials": 4, "name": "tpe"}, "seed": 0})
+    ledger.check_fingerprint({"tuner": {"n_trials": 4, "name": "tpe"}, "seed": 0})
+    with pytest.raises(LedgerError, match=r"tuner\.n_trials differ"):
+        ledger.check_fingerprint({"tuner": {"n_trials": 9, "name": "tpe"}, "seed": 0})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:////nonexistent-dir/x/nasfw.db",
+        "postgresql+nosuchdriver://u@127.0.0.1:1/db",
+        "not a url",
+    ],
+)
+def test_storage_that_cannot_be_opened_names_storage_url(url):
+    with pytest.raises(LedgerError, match=r"storage\.url="):
+        Ledger(url, "study")
+
+
+def test_journal_storage(tmp_path, candidate):
+    url = f"journal://{tmp_path}/journal.log"
+    Ledger(url, "study").record(candidate, Result(status="ok", metric=0.5), 0, 0)
+    assert [r.result.metric for r in Ledger(url, "study").records()] == [0.5]

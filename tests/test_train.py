@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from nasfw import (
+    ArchGraph,
+    Candidate,
+    Evaluator,
+    Node,
+    Problem,
+    ProblemConfig,
+    TrainConfig,
+    build_model,
+    split_arrays,
+    train_model,
+)
+
+
+@pytest.fixture(scope="module")
+def blobs() -> Problem:
+    """Three separable Gaussian blobs: any reasonable network learns them."""
+    rng = np.random.default_rng(0)
+    centers = np.array([[0, 0, 0, 0], [3, 3, 0, 0], [0, 0, 3, 3]], dtype=np.float32)
+    y = rng.integers(0, 3, 300)
+    x = centers[y] + rng.normal(0, 0.5, (300, 4)).astype(np.float32)
+    train, val, test = split_arrays(x, y, ProblemConfig(name="blobs"), stratify=True)
+    return Problem("blobs", "classification", "tabular", (4,), 3, train, val, test)
+
+
+MLP = ArchGraph([Node("h", "dense", {"units": 16, "activation": "relu"})], output="h")
+
+
+def test_learns_and_is_deterministic(blobs):
+    config = TrainConfig(epochs=10, batch_size=32, lr=0.01)
+    outcomes = []
+    for _ in range(2):
+        import torch
+
+        torch.manual_seed(0)
+        outcomes.append(train_model(build_model(MLP, blobs), blobs, config, seed=0))
+    assert outcomes[0].metric > 0.9
+    assert outcomes[0].metric == outcomes[1].metric and outcomes[0].loss == outcomes[1].loss
+    assert outcomes[0].epochs == 10 and outcomes[0].seconds > 0
+
+
+def test_overrides_and_unknown_override(blobs):
+    outcome = train_model(build_model(MLP, blobs), blobs, TrainConfig(), 0, overrides={"epochs": 2})
+    assert outcome.epochs == 2 and len(outcome.history) == 2
+    with pytest.raises(ValueError, match="momentum"):
+        train_model(build_model(MLP, blobs), blobs, TrainConfig(), 0, overrides={"momentum": 1})
+
+
+def test_extra_loss_is_added(blobs):
+    import torch
+
+    penalty = lambda model: torch.tensor(1e6)  # noqa: E731
+    plain = train_model(build_model(MLP, blobs), blobs, TrainConfig(epochs=1), 0)
+    penalised = train_model(build_model(MLP, blobs), blobs, TrainConfig(epochs=1), 0, None, penalty)
+    assert penalised.loss > plain.loss + 1e5
+
+
+def test_diverging_candidate_is_a_failed_result(blobs, monkeypatch):
+    import nasfw.evaluate as evaluate
+
+    monkeypatch.setattr(evaluate, "load_problem", lambda config: blobs)
+    evaluator = Evaluator(ProblemConfig(name="blobs"), TrainConfig(epochs=3), 0, 10**6)
+    nan_net = Candidate(MLP, train={"optimizer": "sgd", "lr": 1e30})
+    result = evaluator(nan_net)
+    assert not result.ok and result.error.startswith("diverged")
+    assert math.isinf(-result.fitness)
+    fine = evaluator(Candidate(MLP, train={"lr": 0.01}))
+    assert fine.ok and fine.metric > 0.5 and fine.n_params == 4 * 16 + 16 + 16 * 3 + 3
+
+
+def test_too_large_and_unbuildable_candidates_fail(blobs, monkeypatch):
+    import nasfw.evaluate as evaluate
+
+    monkeypatch.setattr(evaluate, "load_problem", lambda config: blobs)
+    small = Evaluator(ProblemConfig(name="blobs"), TrainConfig(epochs=1), 0, max_params=10)
+    result = small(Candidate(MLP))
+    assert not result.ok and "too large" in result.error and "max_params=10" in result.error
+    conv_on_vector = ArchGraph([Node("c", "conv2d", {"filters": 4})], output="c")
+    result = small(Candidate(conv_on_vector))
+    assert not result.ok and "'c'" in result.error
