@@ -48,34 +48,69 @@ class Problem:
         return "accuracy" if self.task == "classification" else "r2"
 
 
+def _split(
+    x: np.ndarray, y: np.ndarray, size: float, seed: int, stratify: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``train_test_split`` that falls back to a plain shuffle where stratifying is impossible."""
+    from sklearn.model_selection import train_test_split
+
+    if stratify:
+        try:
+            return train_test_split(x, y, test_size=size, random_state=seed, stratify=y)
+        except ValueError:
+            # A class with one member, or fewer held-out rows than classes (tiny data sets,
+            # small max sizes): sklearn refuses to stratify, a seeded shuffle still works.
+            pass
+    return train_test_split(x, y, test_size=size, random_state=seed)
+
+
 def split_arrays(
-    x: np.ndarray, y: np.ndarray, config: ProblemConfig, stratify: bool
+    x: np.ndarray,
+    y: np.ndarray,
+    config: ProblemConfig,
+    stratify: bool,
+    *,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[Split, Split, Split]:
     """Seeded train/val/test split; features standardised with train statistics only.
 
     ``x`` is float data shaped ``(n, *input_shape)``. Standardisation is per channel (axis 1)
     for images and sequences and per feature for tabular data.
-    """
-    from sklearn.model_selection import train_test_split
 
-    for key in ("val_fraction", "test_fraction"):
+    Without ``test``, ``x``/``y`` are split three ways by ``val_fraction`` and ``test_fraction``
+    (fractions of the whole). With ``test=(x_test, y_test)`` (a data set's official test set),
+    that is the test split, ``test_fraction`` is unused and ``val_fraction`` is the share of
+    ``x``/``y`` held out for validation. ``max_train_samples`` then caps the train split only.
+    The splits depend on ``config.split_seed`` alone; ``stratify`` keeps class proportions
+    where the data allow it.
+    """
+    keys = ("val_fraction",) if test is not None else ("val_fraction", "test_fraction")
+    for key in keys:
         value = getattr(config, key)
         if not 0 < value < 1:
             raise DataError(f"problem.{key}={value} must be between 0 and 1")
-    if config.val_fraction + config.test_fraction >= 1:
+    if test is None and config.val_fraction + config.test_fraction >= 1:
         raise DataError("problem.val_fraction + problem.test_fraction must be below 1")
-    strat = y if stratify else None
-    x_rest, x_test, y_rest, y_test = train_test_split(
-        x, y, test_size=config.test_fraction, random_state=config.split_seed, stratify=strat
-    )
-    val_share = config.val_fraction / (1 - config.test_fraction)
-    x_train, x_val, y_train, y_val = train_test_split(
-        x_rest,
-        y_rest,
-        test_size=val_share,
-        random_state=config.split_seed,
-        stratify=y_rest if stratify else None,
-    )
+    if config.max_train_samples is not None and config.max_train_samples < 1:
+        raise DataError(f"problem.max_train_samples={config.max_train_samples} must be at least 1")
+    if len(x) != len(y):
+        raise DataError(f"problem={config.name}: {len(x)} examples but {len(y)} targets")
+    seed = config.split_seed
+    try:
+        if test is None:
+            x_rest, x_test, y_rest, y_test = _split(x, y, config.test_fraction, seed, stratify)
+            val_share = config.val_fraction / (1 - config.test_fraction)
+        else:
+            x_rest, y_rest, (x_test, y_test) = x, y, test
+            val_share = config.val_fraction
+        x_train, x_val, y_train, y_val = _split(x_rest, y_rest, val_share, seed, stratify)
+    except ValueError as err:  # e.g. too few examples for these fractions
+        raise DataError(f"problem={config.name}: cannot split {len(x)} examples: {err}") from err
+    if x_test.shape[1:] != x.shape[1:] or len(x_test) != len(y_test):
+        raise DataError(
+            f"problem={config.name}: test examples shaped {x_test.shape} with {len(y_test)} "
+            f"targets do not match training examples shaped {x.shape}"
+        )
     if config.max_train_samples is not None:
         x_train, y_train = x_train[: config.max_train_samples], y_train[: config.max_train_samples]
     axes = (0,) if x.ndim == 2 else (0, *range(2, x.ndim))
@@ -84,7 +119,7 @@ def split_arrays(
     std[std < 1e-8] = 1.0
 
     def norm(a: np.ndarray) -> np.ndarray:
-        return ((a - mean) / std).astype(np.float32)
+        return ((a - mean) / std).astype(np.float32, copy=False)
 
     return (
         Split(norm(x_train), y_train),

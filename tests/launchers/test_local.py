@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from nasfw.launchers.local import LocalLauncher, LocalLauncherConfig
 
+from nasfw.launchers.local import LocalLauncher, LocalLauncherConfig
 from nasfw.testing import LauncherContract, die_on_three, square
 
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 from conftest import load_space
+
 from nasfw.plugins.random_search import RandomSearch, RandomSearchConfig
 from nasfw.plugins.tpe import TPEConfig, TPETuner
-
 from nasfw.testing import TunerContract, fake_results
 
 

@@ -1,0 +1,415 @@
+"""The MLflow tracking plugin, read back through MlflowClient from a sqlite store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from conftest import load_space
+from omegaconf import DictConfig, OmegaConf
+
+from nasfw import (
+    ArchGraph,
+    Optimizer,
+    Problem,
+    ProblemConfig,
+    RandomChooser,
+    Result,
+    SearchContext,
+    TrialRecord,
+    split_arrays,
+)
+from nasfw.plugins import mlflow_tracking as plugin
+from nasfw.plugins.mlflow_tracking import MlflowTrackingConfig, TrackingError
+
+mlflow = pytest.importorskip("mlflow")
+MlflowClient = mlflow.MlflowClient
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+EXPERIMENT = "nasfw-test"
+SECRET = "s3cret"
+
+
+@dataclass
+class Env:
+    uri: str
+    client: Any
+    experiment_id: str
+    tmp: Path
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
+    tmp = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    # Artifacts (and MLflow 3's logged models) go under tmp, not ./mlruns of the test's cwd.
+    experiment_id = client.create_experiment(EXPERIMENT, artifact_location=str(tmp / "artifacts"))
+    return Env(uri, client, experiment_id, tmp)
+
+
+@pytest.fixture(scope="module")
+def problem() -> Problem:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 1, 8, 8)).astype(np.float32)
+    y = np.arange(60) % 3
+    train, val, test = split_arrays(x, y, ProblemConfig(name="noise"), stratify=True)
+    return Problem("noise", "classification", "image", (1, 8, 8), 3, train, val, test)
+
+
+@pytest.fixture(scope="module")
+def space(ops):
+    return load_space("image_small", ops)
+
+
+def make_cfg(env: Env, tracking: dict[str, Any] | None = None, **extra: Any) -> DictConfig:
+    return OmegaConf.create(
+        {
+            "tuner": {"name": "random", "batch_size": 3, "generations": 2},
+            "problem": {"name": "noise", "val_fraction": 0.2},
+            "search_space": {"name": "image_small", "max_params": 2_000_000},
+            "launcher": {"name": "local"},
+            "storage": {"name": "postgres", "url": f"postgresql://nas:{SECRET}@db/nasfw"},
+            "tracking": OmegaConf.merge(
+                OmegaConf.structured(MlflowTrackingConfig),
+                {"tracking_uri": env.uri, "experiment_name": EXPERIMENT, **(tracking or {})},
+            ),
+            "train": {"optimizer": Optimizer.adam, "lr": 0.001},
+            "seed": 0,
+            "study_name": "${tuner.name}-${problem.name}",
+            "notes": "x" * 7000,
+            "many": {f"k{i:03d}": i for i in range(150)},
+            **extra,
+        }
+    )
+
+
+def make_context(cfg: DictConfig, problem: Problem, space, tmp: Path, study=None) -> SearchContext:
+    return SearchContext(
+        cfg=cfg,
+        problem=problem,
+        space=space,
+        tuner=None,  # type: ignore[arg-type]  # the plugin never touches the tuner
+        study=study if study is not None else optuna.create_study(direction="maximize"),
+        output_dir=tmp,
+    )
+
+
+def make_trials(space, generation: int, metrics: list[float | None]) -> list[TrialRecord]:
+    """One generation; ``None`` in ``metrics`` is a failed candidate."""
+    trials = []
+    for index, metric in enumerate(metrics):
+        number = generation * len(metrics) + index
+        graph = space.sample(RandomChooser(np.random.default_rng(number)))
+        if metric is None:
+            result = Result.failed("too large: 3000000 params", n_params=3_000_000)
+        else:
+            result = Result(
+                "ok",
+                metric=metric,
+                loss=1.0 - metric,
+                flops=1000 * (number + 1),
+                n_params=100 * (number + 1),
+                train_seconds=0.5,
+                epochs=1,
+                regularized_score=metric - 0.05 if index == 0 else None,
+                extra={"test_metric": metric - 0.1},
+            )
+        attrs = {"origin": "random", "parents": [number - 1]} if index == 0 else {}
+        trials.append(TrialRecord(number, generation, index, graph, result, attrs=attrs))
+    return trials
+
+
+def run_generation(context: SearchContext, generation: int, trials: list[TrialRecord]) -> None:
+    for trial in trials:
+        context.history.append(trial)
+        plugin.nasfw_trial_complete(
+            context=context, candidate=None, result=trial.result, trial=trial
+        )
+    plugin.nasfw_generation_end(context=context, generation=generation, trials=trials)
+
+
+def child_runs(env: Env, parent_id: str) -> list[Any]:
+    runs = env.client.search_runs(
+        [env.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    )
+    return sorted(runs, key=lambda r: r.info.run_name)
+
+
+def download(env: Env, run_id: str, path: str) -> Path:
+    return Path(env.client.download_artifacts(run_id, path, str(env.tmp / "downloads" / run_id)))
+
+
+# -- a full search: start, two generations, end ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def search(env: Env, problem: Problem, space) -> dict[str, Any]:
+    """Runs the hooks of one complete search once; the tests below read what was logged."""
+    out = env.tmp / "search"
+    context = make_context(make_cfg(env), problem, space, out)
+    plugin.nasfw_search_start(context=context)
+    generations = [
+        make_trials(space, 0, [0.5, None, 0.7]),
+        make_trials(space, 1, [0.6, 0.9, None]),
+    ]
+    for g, trials in enumerate(generations):
+        run_generation(context, g, trials)
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(0.5),  # differs between train and eval mode: eval must be logged
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 8 * 8, 3),
+    )
+    best = context.best()
+    assert best is not None and best.number == 4
+    export = out / "best_model"
+    export.mkdir(parents=True)
+    (export / "graph.json").write_text(best.graph.to_json(indent=2))
+    torch.save(model.state_dict(), export / "state_dict.pt")
+    context.best_model, context.export_dir = model, export
+    plugin.nasfw_search_end(context=context, best=best)
+    run_id = context.plugin_state["mlflow"]["run_id"]
+    return {"context": context, "run": env.client.get_run(run_id), "best": best, "model": model}
+
+
+def test_one_parent_run_with_params_and_tags(env: Env, search: dict[str, Any]) -> None:
+    run, context = search["run"], search["context"]
+    assert context.study.user_attrs["mlflow_run_id"] == run.info.run_id
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == context.study.study_name
+    assert "mlflow.parentRunId" not in run.data.tags
+
+    params = run.data.params
+    assert params["tuner.name"] == "random"
+    assert params["tuner.batch_size"] == "3"
+    assert params["study_name"] == "random-noise"  # resolved interpolation
+    assert params["train.optimizer"] == "adam"  # enum as its name
+    assert params["tracking.log_models"] == "True"
+    assert params["many.k149"] == "149"  # more than 100 params: several batches
+    assert len(params["notes"]) == 6000  # truncated to MLflow's limit
+    assert SECRET not in params["storage.url"] and params["storage.url"].startswith("postgresql")
+
+    tags = run.data.tags
+    assert tags["nasfw.tuner"] == "random"
+    assert tags["nasfw.problem"] == "noise"
+    assert tags["nasfw.search_space"] == "image_small"
+    assert tags["nasfw.launcher"] == "local"
+    assert tags["nasfw.study"] == context.study.study_name
+    assert tags["nasfw.storage"] == "postgresql://nas:***@db/nasfw"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        assert tags["mlflow.source.git.commit"] == head.stdout.strip()
+
+
+def test_trial_metrics_are_logged_per_trial_number(env: Env, search: dict[str, Any]) -> None:
+    run_id = search["run"].info.run_id
+
+    def history(key: str) -> dict[int, float]:
+        # log_model links the metrics at the best trial's step to the model: a second entry
+        # with the same step and value, so compare as a mapping.
+        return {m.step: m.value for m in env.client.get_metric_history(run_id, key)}
+
+    assert history("trial_metric") == pytest.approx({0: 0.5, 2: 0.7, 3: 0.6, 4: 0.9})
+    assert history("trial_failed") == {0: 0, 1: 1, 2: 0, 3: 0, 4: 0, 5: 1}
+    assert history("trial_params") == {0: 100, 1: 3e6, 2: 300, 3: 400, 4: 500, 5: 3e6}
+    assert history("trial_flops") == {0: 1000, 2: 3000, 3: 4000, 4: 5000}
+    assert set(history("trial_loss")) == {0, 2, 3, 4}
+    assert history("trial_train_seconds")[2] == 0.5
+    assert history("trial_regularized_score") == pytest.approx({0: 0.45, 3: 0.55})
+    assert history("best_so_far") == pytest.approx({0: 0.7, 1: 0.9})
+
+
+def test_one_nested_run_per_generation(env: Env, search: dict[str, Any]) -> None:
+    children = child_runs(env, search["run"].info.run_id)
+    assert [c.info.run_name for c in children] == ["generation-0", "generation-1"]
+    assert all(c.info.status == "FINISHED" for c in children)
+    expected = [
+        {"best_metric": 0.7, "mean_metric": 0.6, "median_metric": 0.6, "best_so_far": 0.7},
+        {"best_metric": 0.9, "mean_metric": 0.75, "median_metric": 0.75, "best_so_far": 0.9},
+    ]
+    for child, want in zip(children, expected, strict=True):
+        metrics = child.data.metrics
+        assert {k: metrics[k] for k in want} == pytest.approx(want)
+        assert metrics["n_ok"] == 2 and metrics["n_failed"] == 1
+
+
+def test_population_table(env: Env, search: dict[str, Any], space) -> None:
+    child = child_runs(env, search["run"].info.run_id)[1]
+    table = json.loads(download(env, child.info.run_id, "population.json").read_text())
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    assert [r["trial"] for r in rows] == [3, 4, 5]
+    assert [r["status"] for r in rows] == ["ok", "ok", "failed"]
+    assert rows[1]["metric"] == pytest.approx(0.9)
+    assert rows[2]["error"] == "too large: 3000000 params"
+    assert rows[2]["metric"] is None
+    trials = make_trials(space, 1, [0.6, 0.9, None])
+    assert [r["graph_hash"] for r in rows] == [t.graph.hash for t in trials]
+    assert [r["nodes"] for r in rows] == [len(t.graph) for t in trials]
+    for key in ("index", "loss", "flops", "params", "train_seconds"):
+        assert key in table["columns"]
+    assert rows[0]["origin"] == "random" and json.loads(rows[0]["parents"]) == [2]
+
+
+def test_best_so_far_plot_is_a_png(env: Env, search: dict[str, Any]) -> None:
+    import matplotlib.image
+
+    path = download(env, search["run"].info.run_id, "best_so_far.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    height, width, _ = matplotlib.image.imread(path).shape
+    assert width > 300 and height > 200
+
+
+def test_best_graph_and_summary(env: Env, search: dict[str, Any]) -> None:
+    run, best = search["run"], search["best"]
+    graph = ArchGraph.from_json(download(env, run.info.run_id, "best_model/graph.json").read_text())
+    assert graph == best.graph
+    assert run.data.metrics["best_metric"] == pytest.approx(0.9)
+    assert run.data.metrics["best_test_metric"] == pytest.approx(0.8)
+    assert run.data.tags["nasfw.best_trial"] == "4"
+    artifacts = {a.path for a in env.client.list_artifacts(run.info.run_id, "best_model")}
+    assert {"best_model/graph.json", "best_model/state_dict.pt"} <= artifacts
+    state = torch.load(download(env, run.info.run_id, "best_model/state_dict.pt"))
+    assert torch.equal(state["4.weight"], search["model"].state_dict()["4.weight"])
+
+
+def test_logged_model_loads_and_predicts_the_same(
+    env: Env, search: dict[str, Any], problem: Problem
+) -> None:
+    run, model = search["run"], search["model"]
+    uri = run.data.tags["nasfw.model_uri"]
+    assert model.training  # the plugin exported an eval-mode copy, the search's model is as it was
+    mlflow.set_tracking_uri(env.uri)
+    loaded = mlflow.pytorch.load_model(uri)
+    x = torch.from_numpy(problem.test.x)  # another batch size than the input example
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model.eval()(x), atol=1e-6)
+    [logged] = env.client.search_logged_models([env.experiment_id])
+    assert logged.source_run_id == run.info.run_id
+    assert mlflow.active_run() is None  # log_model's run was not left active
+
+
+# -- resume, tracking off, failures, several searches in one process ------------------------
+
+
+def test_resume_continues_the_run_and_its_generation(
+    env: Env, problem: Problem, space, caplog: pytest.LogCaptureFixture
+) -> None:
+    study = optuna.create_study(direction="maximize")
+    first = make_context(make_cfg(env, study_name="resume"), problem, space, env.tmp, study)
+    plugin.nasfw_search_start(context=first)
+    run_id = first.plugin_state["mlflow"]["run_id"]
+    run_generation(first, 0, make_trials(space, 0, [0.1, 0.2]))
+
+    # The process dies; a new one resumes the same study, with a longer search.
+    cfg = make_cfg(env, study_name="resume", tuner={"name": "random", "generations": 9})
+    second = make_context(cfg, problem, space, env.tmp, study)
+    second.start_generation = 1
+    with caplog.at_level(logging.WARNING, logger=plugin.__name__):
+        plugin.nasfw_search_start(context=second)
+    assert second.plugin_state["mlflow"]["run_id"] == run_id
+    assert "tuner.generations" in caplog.text  # the changed param is reported, not fatal
+    assert env.client.get_run(run_id).data.params["tuner.generations"] == "2"
+    # The generation the first process logged is not duplicated when it is logged again.
+    run_generation(second, 0, make_trials(space, 0, [0.1, 0.2]))
+    run_generation(second, 1, make_trials(space, 1, [0.3, None]))
+    plugin.nasfw_search_end(context=second, best=second.best())
+
+    top = env.client.search_runs(
+        [env.experiment_id], filter_string="tags.`nasfw.study` = '" + study.study_name + "'"
+    )
+    assert [r.info.run_id for r in top] == [run_id]
+    run = env.client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["nasfw.resumed_at_generation"] == "1"
+    assert [c.info.run_name for c in child_runs(env, run_id)] == ["generation-0", "generation-1"]
+
+
+def test_tracking_none_logs_nothing(env: Env, problem: Problem, space) -> None:
+    cfg = make_cfg(env, tracking={"experiment_name": "never"})
+    cfg.tracking = OmegaConf.create({"name": "none"})
+    context = make_context(cfg, problem, space, env.tmp)
+    plugin.nasfw_search_start(context=context)
+    run_generation(context, 0, make_trials(space, 0, [0.5, None]))
+    context.best_model = torch.nn.Linear(2, 2)
+    plugin.nasfw_search_end(context=context, best=context.best())
+    assert context.plugin_state == {}
+    assert context.study.user_attrs == {}
+    assert env.client.get_experiment_by_name("never") is None
+
+
+@pytest.mark.parametrize(
+    ("error", "status"), [(RuntimeError("out of memory"), "FAILED"), (KeyboardInterrupt(), "KILLED")]
+)
+def test_search_error_ends_the_run(
+    env: Env, problem: Problem, space, error: BaseException, status: str
+) -> None:
+    context = make_context(make_cfg(env), problem, space, env.tmp)
+    plugin.nasfw_search_start(context=context)
+    run_generation(context, 0, make_trials(space, 0, [0.5]))
+    context.error = error
+    context.best_model = torch.nn.Linear(2, 2)
+    plugin.nasfw_search_end(context=context, best=context.best())
+    run = env.client.get_run(context.plugin_state["mlflow"]["run_id"])
+    assert run.info.status == status
+    assert run.data.tags["nasfw.error"].startswith(type(error).__name__)
+    assert "best_metric" not in run.data.metrics
+    assert env.client.list_artifacts(run.info.run_id) == []
+
+
+@pytest.mark.parametrize("uri", ["bogus://nowhere", "sqlite:///{tmp}/a-file/mlflow.db"])
+def test_bad_tracking_uri_names_the_key(env: Env, problem: Problem, space, uri: str) -> None:
+    (env.tmp / "a-file").touch()
+    cfg = make_cfg(env, tracking={"tracking_uri": uri.format(tmp=env.tmp)})
+    context = make_context(cfg, problem, space, env.tmp)
+    with pytest.raises(TrackingError, match=r"tracking\.tracking_uri="):
+        plugin.nasfw_search_start(context=context)
+    assert context.plugin_state == {}
+
+
+def test_a_tracking_hiccup_does_not_stop_the_search(
+    env: Env, problem: Problem, space, caplog: pytest.LogCaptureFixture
+) -> None:
+    context = make_context(make_cfg(env), problem, space, env.tmp)
+    plugin.nasfw_search_start(context=context)
+    run_id = context.plugin_state["mlflow"]["run_id"]
+    context.plugin_state["mlflow"]["run_id"] = "0" * 32  # a run that does not exist
+    with caplog.at_level(logging.WARNING, logger=plugin.__name__):
+        run_generation(context, 0, make_trials(space, 0, [0.5, None]))
+    assert "MLflow tracking: logging trial 0 failed" in caplog.text
+    context.plugin_state["mlflow"]["run_id"] = run_id
+    plugin.nasfw_search_end(context=context, best=context.best())
+    assert env.client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_interleaved_searches_in_one_process(env: Env, problem: Problem, space) -> None:
+    contexts = [make_context(make_cfg(env, seed=s), problem, space, env.tmp) for s in (1, 2)]
+    for context in contexts:
+        plugin.nasfw_search_start(context=context)
+    for g in range(2):
+        for i, context in enumerate(contexts):
+            run_generation(context, g, make_trials(space, g, [0.1 * (i + 1) + 0.01 * g]))
+    for context in contexts:
+        plugin.nasfw_search_end(context=context, best=context.best())
+    for i, context in enumerate(contexts):
+        run_id = context.plugin_state["mlflow"]["run_id"]
+        run = env.client.get_run(run_id)
+        assert run.data.params["seed"] == str(i + 1)
+        history = env.client.get_metric_history(run_id, "trial_metric")
+        assert sorted((m.step, round(m.value, 6)) for m in history) == [
+            (0, round(0.1 * (i + 1), 6)),
+            (1, round(0.1 * (i + 1) + 0.01, 6)),
+        ]
+        assert len(child_runs(env, run_id)) == 2
+    assert mlflow.active_run() is None
