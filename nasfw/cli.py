@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -89,6 +90,15 @@ def _task(cfg: DictConfig) -> float | None:
         raise
     _summary(context)
     best = context.best()
+    if best is None:
+        reasons = Counter(
+            (t.result.error or "failed").split(" (at ")[0] for t in context.history
+        )
+        listing = "; ".join(f"{n}x {reason}" for reason, n in reasons.most_common(5))
+        _fail(
+            f"no candidate of study {cfg.study_name!r} trained successfully ({listing}). "
+            f"The failed trials and their reasons are in {cfg.storage.url}."
+        )
     return best.result.metric if best is not None else None
 
 

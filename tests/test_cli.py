@@ -1,0 +1,141 @@
+"""The command line, end to end: ``python -m nasfw`` in a subprocess, real SQLite storage."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from cli import TINY, nasfw, trials
+
+
+def test_help_lists_groups_and_options(tmp_path):
+    out = nasfw(tmp_path, "--help")
+    assert out.returncode == 0, out.stderr
+    for line in (
+        "tuner: random, tpe",
+        "search_space: image_small, tabular_mlp",
+        "launcher: local",
+        "tracking: mlflow, none",
+        "postproc: none",
+    ):
+        assert line in out.stdout
+    assert "digits" in out.stdout and "cifar10" in out.stdout
+
+
+def test_tiny_search_then_rerun_resumes_without_rerunning(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    first = nasfw(tmp_path, *TINY, f"storage.url={url}")
+    assert first.returncode == 0, first.stderr
+    assert "random-iris-tabular_mlp-seed0: 2 evaluations" in first.stdout
+    done = trials(url, "random-iris-tabular_mlp-seed0")
+    assert [t.state for t in done] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert {t.user_attrs["generation"] for t in done} == {0}
+    assert json.loads(done[0].user_attrs["graph"])["nodes"]
+    assert done[0].params and done[0].user_attrs["flops"] > 0
+    exported = list(tmp_path.glob("outputs/*/*/best_model/graph.json"))
+    assert len(exported) == 1 and exported[0].with_name("state_dict.pt").is_file()
+
+    again = nasfw(tmp_path, *TINY, f"storage.url={url}")
+    assert again.returncode == 0, again.stderr
+    assert "Resuming" in again.stderr
+    assert len(trials(url, "random-iris-tabular_mlp-seed0")) == 2
+
+
+def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path):
+    args = [
+        "tuner=random",
+        "tuner.n_trials=6",
+        "tuner.batch_size=2",
+        "train.epochs=2",
+        "launcher.workers=0",
+        "tracking=none",
+    ]
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = "random-digits-image_small-seed0"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nasfw", *args, f"storage.url={url}"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    seen = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            seen = len(trials(url, study))
+        except KeyError:  # the study does not exist yet
+            seen = 0
+        if seen >= 3:  # generation 1 is half done
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 3 <= seen < 6, f"could not kill the search mid-way ({seen} trials)"
+    killed_at = len(trials(url, study))
+
+    resumed = nasfw(tmp_path, *args, f"storage.url={url}")
+    assert resumed.returncode == 0, resumed.stderr
+    after = trials(url, study)
+    keys = [(t.user_attrs["generation"], t.user_attrs["index"]) for t in after]
+    assert len(after) == 6 and len(set(keys)) == 6, keys  # nothing lost, nothing repeated
+    assert killed_at < 6
+
+    whole = nasfw(tmp_path, *args, f"storage.url={url}", "study_name=uninterrupted")
+    assert whole.returncode == 0, whole.stderr
+    reference = {
+        (t.user_attrs["generation"], t.user_attrs["index"]): (t.user_attrs["graph_hash"], t.value)
+        for t in trials(url, "uninterrupted")
+    }
+    got = {
+        (t.user_attrs["generation"], t.user_attrs["index"]): (t.user_attrs["graph_hash"], t.value)
+        for t in after
+    }
+    assert got == reference
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["tuner=nope"], ["Could not find 'tuner/nope'", "random", "tpe"]),
+        (["tuner.n_trials=abc"], ["tuner.n_trials"]),
+        (["train.optimizer=adagrad"], ["train.optimizer", "adam"]),
+        (["search_space.ops.dense.units.low=300"], ["search_space.ops.dense.units", "min > max"]),
+        (["storage.url=sqlite:////nonexistent/dir/x.db"], ["storage.url", "/nonexistent/dir"]),
+        (["problem=mnist", "search_space=image_small"], ["problem=mnist", "data_dir"]),
+        (["search_space=image_small"], ["search_space=image_small", "tabular"]),
+    ],
+    ids=["unknown-option", "wrong-type", "bad-enum", "min-gt-max", "storage", "no-data-dir",
+         "modality"],
+)
+def test_bad_input_fails_clearly_before_training(tmp_path, args, expected):
+    out = nasfw(tmp_path, *TINY, f"storage.url=sqlite:///{tmp_path}/s.db", *args)
+    assert out.returncode != 0
+    for text in expected:
+        assert text in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert not list(tmp_path.glob("outputs/*/*/best_model"))
+
+
+def test_data_dir_without_the_files_names_them(tmp_path):
+    (tmp_path / "data").mkdir()
+    out = nasfw(
+        tmp_path, *TINY, "problem=mnist", "search_space=image_small",
+        f"problem.data_dir={tmp_path}/data", f"storage.url=sqlite:///{tmp_path}/s.db",
+    )
+    assert out.returncode == 2
+    assert "train-images-idx3-ubyte" in out.stderr and str(tmp_path / "data") in out.stderr
+
+
+def test_diverging_candidates_are_failed_trials_and_the_run_says_so(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    out = nasfw(tmp_path, *TINY, f"storage.url={url}", "train.optimizer=sgd", "train.lr=1e30")
+    assert out.returncode == 2
+    assert "no candidate" in out.stderr and "diverged" in out.stderr
+    stored = trials(url, "random-iris-tabular_mlp-seed0")
+    assert [t.state for t in stored] == [optuna.trial.TrialState.FAIL] * 2
+    assert all(t.user_attrs["fail_reason"].startswith("diverged") for t in stored)
