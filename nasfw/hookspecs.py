@@ -63,7 +63,11 @@ def register_problems(
 
 @hookspec
 def register_postprocessors(register: Callable[[str, Callable[..., Any]], None]) -> None:
-    """Register post-processors by name (the value of ``postproc.name``)."""
+    """Register post-processors by name (the value of ``postproc.name``).
+
+    A post-processor is called as ``postproc(context, config)`` after the search, with the
+    :class:`nasfw.SearchContext` (history, best model) and its ``postproc`` config node.
+    """
 
 
 @hookspec
