@@ -1,0 +1,229 @@
+"""The wheel: what it contains, and a search run by nasfw installed from it alone.
+
+The wheel is built from a copy of the source tree (so nothing is written into the repository and
+no stale ``build/`` output can leak into it), installed with ``--no-deps`` into a fresh virtual
+environment, and run from a directory outside the repository. The dependencies (torch, optuna,
+...) come from this test's own environment through a ``.pth`` line: a directory added that way
+has its own ``.pth`` files ignored, so the editable install of nasfw there stays inactive and
+``nasfw`` can only be imported from the wheel.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tomllib
+import zipfile
+from pathlib import Path
+
+import optuna
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Not part of the source tree: build outputs, environments, caches, run outputs.
+NOT_SOURCE = (
+    ".git",
+    ".venv",
+    "venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    "outputs",
+    "multirun",
+    "mlruns",
+    "mlartifacts",
+    "*.db",
+)
+
+
+def clean_env() -> dict[str, str]:
+    """The environment for the fresh venv's processes, free of this one's path settings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "NASFW_DISABLE_PLUGINS"}
+    }
+    env["PYTHONNOUSERSITE"] = "1"
+    return env
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the repository's working tree, without build outputs."""
+    src = tmp_path_factory.mktemp("src") / "nasfw"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(*NOT_SOURCE))
+    return src
+
+
+@pytest.fixture(scope="module")
+def wheel(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(out),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (whl,) = out.glob("nasfw-*.whl")
+    return whl
+
+
+def test_wheel_contents(wheel: Path, source: Path) -> None:
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        (dist_info,) = {n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info")}
+        entry_points = zf.read(f"{dist_info}/entry_points.txt").decode()
+    for required in (
+        "nasfw/conf/config.yaml",
+        "nasfw/conf/search_space/image_small.yaml",
+        "nasfw/plugins/tpe.py",
+        "nasfw/launchers/local.py",
+        "nasfw/py.typed",
+        "nasfw/cli.py",
+    ):
+        assert required in names, f"{required} is not in {wheel.name}"
+    # Every config file, plugin and launcher of the source tree ships (a YAML file nested
+    # deeper than the package-data globs reach would be missing here).
+    expected = {f"nasfw/{p.relative_to(source)}" for p in (source / "conf").rglob("*.yaml")}
+    for folder in ("plugins", "launchers"):
+        expected |= {f"nasfw/{folder}/{p.name}" for p in (source / folder).glob("*.py")}
+    assert not expected - names, f"missing from the wheel: {sorted(expected - names)}"
+    # Nothing of the tests, examples or benchmarks, and no top-level package but nasfw.
+    assert {n.split("/")[0] for n in names} == {"nasfw", dist_info}
+
+    parser = configparser.ConfigParser()
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep names' case
+    parser.read_string(entry_points)
+    project = tomllib.loads((source / "pyproject.toml").read_text())["project"]
+    assert dict(parser["nasfw"]) == project["entry-points"]["nasfw"]
+    assert {"tpe", "random", "local", "ops", "problems"} <= set(parser["nasfw"])
+    assert parser["console_scripts"]["nasfw"] == "nasfw.cli:main"
+
+
+@pytest.fixture(scope="module")
+def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv holding only the wheel; dependencies visible through a ``.pth`` line."""
+    root = tmp_path_factory.mktemp("venv") / "fresh"
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    subprocess.run([base, "-m", "venv", "--without-pip", str(root)], check=True, timeout=120)
+    python = root / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+    ).stdout.strip()
+    assert Path(site).is_relative_to(root)
+    # Install before the dependencies become visible: pip then sees no other nasfw (this
+    # environment has its editable install) that it could skip for, or try to uninstall.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-deps",
+            "--no-index",
+            "-q",
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # This environment's site-packages: torch, optuna, hydra, ...
+    Path(site, "_nasfw_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return root
+
+
+def test_installed_from_the_wheel(venv: Path, tmp_path: Path) -> None:
+    probe = """
+import importlib.metadata as md, importlib.resources as res, json
+import nasfw, nasfw.conf, nasfw.plugins.tpe, nasfw.launchers.local
+dist = md.distribution("nasfw")
+print(json.dumps({
+    "modules": [m.__file__ for m in (nasfw, nasfw.conf, nasfw.plugins.tpe, nasfw.launchers.local)],
+    "dist": str(dist.locate_file("")),
+    "config": res.files("nasfw.conf").joinpath("config.yaml").is_file(),
+    "entry_points": sorted(ep.name for ep in md.entry_points(group="nasfw")),
+}))
+"""
+    proc = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=clean_env(),
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    for path in [*found["modules"], found["dist"]]:
+        assert Path(path).resolve().is_relative_to(venv.resolve()), path
+    assert found["config"]
+    assert {"tpe", "random", "local", "ops", "problems"} <= set(found["entry_points"])
+
+
+def test_search_with_the_installed_wheel(venv: Path, tmp_path: Path) -> None:
+    """The console script runs a one-trial search outside the repository and exports the best."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    script = venv / "bin" / "nasfw"
+    assert script.read_text().splitlines()[0] == f"#!{venv / 'bin' / 'python'}"
+    proc = subprocess.run(
+        [
+            str(script),
+            "tuner=random",
+            "tuner.n_trials=1",
+            "tuner.batch_size=1",
+            "train.epochs=1",
+            "tracking=none",
+            "launcher.workers=1",
+            f"storage.url={url}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=clean_env(),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    study = optuna.load_study(study_name="random-digits-image_small-seed0", storage=url)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE]
+    # Hydra's output directory is relative to the working directory: outputs/<date>/<time>.
+    (export,) = tmp_path.glob("outputs/*/*/best_model")
+    for name in ("graph.json", "state_dict.pt", "summary.json"):
+        assert (export / name).stat().st_size > 0, name
+    summary = json.loads((export / "summary.json").read_text())
+    assert summary["study"] == "random-digits-image_small-seed0"
+    assert summary["trial"] == study.trials[0].number
+    assert json.loads((export / "graph.json").read_text()) == json.loads(
+        study.trials[0].user_attrs["graph"]
+    )
