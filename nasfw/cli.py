@@ -23,9 +23,7 @@ USER_ERRORS = (
 
 
 def _is_user_error(err: BaseException) -> bool:
-    return any(
-        f"{cls.__module__}.{cls.__qualname__}" in USER_ERRORS for cls in type(err).__mro__
-    )
+    return any(f"{cls.__module__}.{cls.__qualname__}" in USER_ERRORS for cls in type(err).__mro__)
 
 
 def _fail(message: str) -> None:
@@ -38,9 +36,7 @@ def _summary(context: SearchContext, top: int = 5) -> None:
     from rich.table import Table
 
     console = Console()
-    ok = sorted(
-        (t for t in context.history if t.result.ok), key=lambda t: -t.result.fitness
-    )[:top]
+    ok = sorted((t for t in context.history if t.result.ok), key=lambda t: -t.result.fitness)[:top]
     failed = sum(1 for t in context.history if not t.result.ok)
     metric = context.problem.metric
     table = Table(
@@ -91,9 +87,7 @@ def _task(cfg: DictConfig) -> float | None:
     _summary(context)
     best = context.best()
     if best is None:
-        reasons = Counter(
-            (t.result.error or "failed").split(" (at ")[0] for t in context.history
-        )
+        reasons = Counter((t.result.error or "failed").split(" (at ")[0] for t in context.history)
         listing = "; ".join(f"{n}x {reason}" for reason, n in reasons.most_common(5))
         _fail(
             f"no candidate of study {cfg.study_name!r} trained successfully ({listing}). "

@@ -148,9 +148,7 @@ class ArchGraph:
         done: dict[str, None] = {}
         pending = dict(self._nodes)
         while pending:
-            ready = [
-                n for n in pending.values() if all(s == INPUT or s in done for s in n.inputs)
-            ]
+            ready = [n for n in pending.values() if all(s == INPUT or s in done for s in n.inputs)]
             if not ready:
                 raise GraphError(f"cycle among nodes {sorted(pending)}")
             for n in ready:
@@ -248,9 +246,7 @@ class ArchGraph:
     def hash(self) -> str:
         """Stable content hash: equal for graphs with equal nodes, whatever their order."""
         canonical = {
-            "nodes": sorted(
-                (n.to_dict() for n in self._nodes.values()), key=lambda d: d["id"]
-            ),
+            "nodes": sorted((n.to_dict() for n in self._nodes.values()), key=lambda d: d["id"]),
             "output": self.output,
         }
         text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))

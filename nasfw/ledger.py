@@ -184,4 +184,3 @@ class Ledger:
                 )
             )
         return out
-

@@ -161,7 +161,8 @@ class SearchSpace:
                 raise SearchSpaceError(f"{key}.ops: unknown op {op!r} (known ops: {sorted(ops)})")
         if lo < 0 or hi < lo or hi < 1:
             raise SearchSpaceError(
-                f"{key}: min_nodes={lo} > max_nodes={hi}" if hi < lo
+                f"{key}: min_nodes={lo} > max_nodes={hi}"
+                if hi < lo
                 else f"{key}: need 0 <= min_nodes <= max_nodes and max_nodes >= 1"
             )
         return Stage(name, tuple(op_names), lo, hi)
@@ -270,9 +271,7 @@ class SearchSpace:
             raise GraphError(
                 f"graph {[f'{x.id}:{x.op}' for x in order]} does not fit the stages of search "
                 f"space {self.name!r}: "
-                + ", ".join(
-                    f"{x.name}={list(x.ops)} x{x.min_nodes}..{x.max_nodes}" for x in stages
-                )
+                + ", ".join(f"{x.name}={list(x.ops)} x{x.min_nodes}..{x.max_nodes}" for x in stages)
             )
         assignment: dict[str, int] = {}
         i = 0
@@ -315,7 +314,8 @@ class SearchSpace:
                     ok = rng.low <= value <= rng.high
                 if not ok:
                     allowed = (
-                        list(rng.choices) if rng.choices is not None
+                        list(rng.choices)
+                        if rng.choices is not None
                         else f"[{rng.low:g}, {rng.high:g}]"
                     )
                     raise GraphError(
@@ -429,7 +429,8 @@ class SearchSpace:
         node = self._pick(graph, rng)
         position = [n.id for n in order].index(node.id)
         sources = [
-            n.id for n in order[:position]
+            n.id
+            for n in order[:position]
             if stages[n.id] == stages[node.id] and n.id not in node.inputs
         ]
         if not sources:
@@ -467,4 +468,3 @@ def _param_range(key: str, node: Any) -> ParamRange:
 
 class _NoEdit(Exception):
     """This edit does not apply to this graph; try another."""
-

@@ -14,8 +14,13 @@ if TYPE_CHECKING:
     from torch import nn
 
 # torch.nn class names; torch is imported when a model is built, not when plugins load.
-ACTIVATIONS = {"relu": "ReLU", "gelu": "GELU", "tanh": "Tanh", "sigmoid": "Sigmoid",
-               "linear": "Identity"}
+ACTIVATIONS = {
+    "relu": "ReLU",
+    "gelu": "GELU",
+    "tanh": "Tanh",
+    "sigmoid": "Sigmoid",
+    "linear": "Identity",
+}
 ACTIVATION = ParamSpec("categorical", choices=tuple(ACTIVATIONS), default="relu")
 
 

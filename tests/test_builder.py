@@ -123,7 +123,10 @@ def test_concat_pools_branches_to_the_smaller_spatial_size(ops: dict[str, OpSpec
     )
     model = build_model(g, problem((3, 16, 16)), ops)
     assert model.node_shapes == {
-        "c0": (4, 16, 16), "p0": (4, 8, 8), "c1": (6, 8, 8), "m": (10, 8, 8)
+        "c0": (4, 16, 16),
+        "p0": (4, 8, 8),
+        "c1": (6, 8, 8),
+        "m": (10, 8, 8),
     }
     assert model.head.in_features == 10 * 8 * 8
     outs = node_outputs(model, torch.randn(2, 3, 16, 16))

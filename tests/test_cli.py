@@ -109,8 +109,15 @@ def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path):
         (["problem=mnist", "search_space=image_small"], ["problem=mnist", "data_dir"]),
         (["search_space=image_small"], ["search_space=image_small", "tabular"]),
     ],
-    ids=["unknown-option", "wrong-type", "bad-enum", "min-gt-max", "storage", "no-data-dir",
-         "modality"],
+    ids=[
+        "unknown-option",
+        "wrong-type",
+        "bad-enum",
+        "min-gt-max",
+        "storage",
+        "no-data-dir",
+        "modality",
+    ],
 )
 def test_bad_input_fails_clearly_before_training(tmp_path, args, expected):
     out = nasfw(tmp_path, *TINY, f"storage.url=sqlite:///{tmp_path}/s.db", *args)
@@ -124,8 +131,12 @@ def test_bad_input_fails_clearly_before_training(tmp_path, args, expected):
 def test_data_dir_without_the_files_names_them(tmp_path):
     (tmp_path / "data").mkdir()
     out = nasfw(
-        tmp_path, *TINY, "problem=mnist", "search_space=image_small",
-        f"problem.data_dir={tmp_path}/data", f"storage.url=sqlite:///{tmp_path}/s.db",
+        tmp_path,
+        *TINY,
+        "problem=mnist",
+        "search_space=image_small",
+        f"problem.data_dir={tmp_path}/data",
+        f"storage.url=sqlite:///{tmp_path}/s.db",
     )
     assert out.returncode == 2
     assert "train-images-idx3-ubyte" in out.stderr and str(tmp_path / "data") in out.stderr

@@ -25,6 +25,7 @@ from nasfw import (
     Result,
     SearchContext,
     TrialRecord,
+    build_model,
     split_arrays,
 )
 from nasfw.plugins import mlflow_tracking as plugin
@@ -152,7 +153,7 @@ def download(env: Env, run_id: str, path: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def search(env: Env, problem: Problem, space) -> dict[str, Any]:
+def search(env: Env, problem: Problem, space, ops) -> dict[str, Any]:
     """Runs the hooks of one complete search once; the tests below read what was logged."""
     out = env.tmp / "search"
     context = make_context(make_cfg(env), problem, space, out)
@@ -164,16 +165,10 @@ def search(env: Env, problem: Problem, space) -> dict[str, Any]:
     for g, trials in enumerate(generations):
         run_generation(context, g, trials)
 
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.Dropout(0.5),  # differs between train and eval mode: eval must be logged
-        torch.nn.Flatten(),
-        torch.nn.Linear(4 * 8 * 8, 3),
-    )
     best = context.best()
     assert best is not None and best.number == 4
+    torch.manual_seed(0)
+    model = build_model(best.graph, problem, ops)  # left in train mode, as training leaves it
     export = out / "best_model"
     export.mkdir(parents=True)
     (export / "graph.json").write_text(best.graph.to_json(indent=2))
@@ -208,9 +203,11 @@ def test_one_parent_run_with_params_and_tags(env: Env, search: dict[str, Any]) -
     assert tags["nasfw.launcher"] == "local"
     assert tags["nasfw.study"] == context.study.study_name
     assert tags["nasfw.storage"] == "postgresql://nas:***@db/nasfw"
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
-    if head.returncode == 0:
-        assert tags["mlflow.source.git.commit"] == head.stdout.strip()
+    in_repo = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True).returncode == 0
+    if in_repo:  # the commit of the working directory's repo (HEAD may have moved since)
+        commit = tags["mlflow.source.git.commit"]
+        kind = subprocess.run(["git", "cat-file", "-t", commit], capture_output=True, text=True)
+        assert len(commit) == 40 and kind.stdout.strip() == "commit"
 
 
 def test_trial_metrics_are_logged_per_trial_number(env: Env, search: dict[str, Any]) -> None:
@@ -281,7 +278,7 @@ def test_best_graph_and_summary(env: Env, search: dict[str, Any]) -> None:
     artifacts = {a.path for a in env.client.list_artifacts(run.info.run_id, "best_model")}
     assert {"best_model/graph.json", "best_model/state_dict.pt"} <= artifacts
     state = torch.load(download(env, run.info.run_id, "best_model/state_dict.pt"))
-    assert torch.equal(state["4.weight"], search["model"].state_dict()["4.weight"])
+    assert torch.equal(state["head.weight"], search["model"].state_dict()["head.weight"])
 
 
 def test_logged_model_loads_and_predicts_the_same(
@@ -297,6 +294,10 @@ def test_logged_model_loads_and_predicts_the_same(
         assert torch.allclose(loaded(x), model.eval()(x), atol=1e-6)
     [logged] = env.client.search_logged_models([env.experiment_id])
     assert logged.source_run_id == run.info.run_id
+    assert logged.status == "READY"
+    # Saved as a torch.export program (MLflow 3's safe default), not pickled.
+    data = env.client.list_logged_model_artifacts(logged.model_id, "data")
+    assert [f.path for f in data] == ["data/model.pt2"]
     assert mlflow.active_run() is None  # log_model's run was not left active
 
 
@@ -350,7 +351,8 @@ def test_tracking_none_logs_nothing(env: Env, problem: Problem, space) -> None:
 
 
 @pytest.mark.parametrize(
-    ("error", "status"), [(RuntimeError("out of memory"), "FAILED"), (KeyboardInterrupt(), "KILLED")]
+    ("error", "status"),
+    [(RuntimeError("out of memory"), "FAILED"), (KeyboardInterrupt(), "KILLED")],
 )
 def test_search_error_ends_the_run(
     env: Env, problem: Problem, space, error: BaseException, status: str
@@ -368,7 +370,9 @@ def test_search_error_ends_the_run(
     assert env.client.list_artifacts(run.info.run_id) == []
 
 
-@pytest.mark.parametrize("uri", ["bogus://nowhere", "sqlite:///{tmp}/a-file/mlflow.db"])
+@pytest.mark.parametrize(
+    "uri", ["bogus://nowhere", "sqlite:///{tmp}/a-file/mlflow.db", "http://127.0.0.1:1"]
+)
 def test_bad_tracking_uri_names_the_key(env: Env, problem: Problem, space, uri: str) -> None:
     (env.tmp / "a-file").touch()
     cfg = make_cfg(env, tracking={"tracking_uri": uri.format(tmp=env.tmp)})
@@ -383,14 +387,36 @@ def test_a_tracking_hiccup_does_not_stop_the_search(
 ) -> None:
     context = make_context(make_cfg(env), problem, space, env.tmp)
     plugin.nasfw_search_start(context=context)
-    run_id = context.plugin_state["mlflow"]["run_id"]
-    context.plugin_state["mlflow"]["run_id"] = "0" * 32  # a run that does not exist
+    state = context.plugin_state["mlflow"]
+    run_id, state["run_id"] = state["run_id"], "0" * 32  # a run that does not exist
+    trials = make_trials(space, 0, [0.5, None])
     with caplog.at_level(logging.WARNING, logger=plugin.__name__):
-        run_generation(context, 0, make_trials(space, 0, [0.5, None]))
+        plugin.nasfw_trial_complete(
+            context=context, candidate=None, result=trials[0].result, trial=trials[0]
+        )
     assert "MLflow tracking: logging trial 0 failed" in caplog.text
-    context.plugin_state["mlflow"]["run_id"] = run_id
+    state["run_id"] = run_id
+    run_generation(context, 0, trials)
     plugin.nasfw_search_end(context=context, best=context.best())
-    assert env.client.get_run(run_id).info.status == "FINISHED"
+    run = env.client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["best_metric"] == 0.5
+
+
+def test_tracking_stops_after_repeated_failures(
+    env: Env, problem: Problem, space, caplog: pytest.LogCaptureFixture
+) -> None:
+    context = make_context(make_cfg(env), problem, space, env.tmp)
+    plugin.nasfw_search_start(context=context)
+    context.plugin_state["mlflow"]["run_id"] = "0" * 32  # e.g. the server went away
+    with caplog.at_level(logging.WARNING, logger=plugin.__name__):
+        for trial in make_trials(space, 0, [0.1, 0.2, 0.3, 0.4, 0.5]):
+            plugin.nasfw_trial_complete(
+                context=context, candidate=None, result=trial.result, trial=trial
+            )
+        plugin.nasfw_search_end(context=context, best=context.best())
+    assert caplog.text.count("failed (") == plugin.MAX_FAILURES
+    assert "nothing more is logged" in caplog.text
 
 
 def test_interleaved_searches_in_one_process(env: Env, problem: Problem, space) -> None:
