@@ -86,7 +86,7 @@ def _task(cfg: DictConfig) -> float | None:
         raise
     _summary(context)
     best = context.best()
-    if best is None:
+    if best is None and context.history:
         reasons = Counter((t.result.error or "failed").split(" (at ")[0] for t in context.history)
         listing = "; ".join(f"{n}x {reason}" for reason, n in reasons.most_common(5))
         _fail(

@@ -150,3 +150,40 @@ def test_diverging_candidates_are_failed_trials_and_the_run_says_so(tmp_path):
     stored = trials(url, "random-iris-tabular_mlp-seed0")
     assert [t.state for t in stored] == [optuna.trial.TrialState.FAIL] * 2
     assert all(t.user_attrs["fail_reason"].startswith("diverged") for t in stored)
+
+
+def test_multirun_sweep_gives_one_mlflow_run_each(tmp_path):
+    from mlflow import MlflowClient
+
+    tiny = [a for a in TINY if not a.startswith(("tuner=", "tracking="))]
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    out = nasfw(
+        tmp_path,
+        "-m",
+        "tuner=random,tpe",
+        "seed=0,1",
+        *tiny,
+        f"storage.url=sqlite:///{tmp_path}/s.db",
+        f"tracking.tracking_uri={uri}",
+    )
+    assert out.returncode == 0, out.stderr
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("nasfw")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert sorted(r.info.run_name for r in parents) == [
+        "random-iris-tabular_mlp-seed0",
+        "random-iris-tabular_mlp-seed1",
+        "tpe-iris-tabular_mlp-seed0",
+        "tpe-iris-tabular_mlp-seed1",
+    ]
+    for parent in parents:
+        assert parent.info.status == "FINISHED"
+        assert parent.data.tags["nasfw.problem"] == "iris"
+        assert parent.data.params["tuner.n_trials"] == "2"
+        assert "best_metric" in parent.data.metrics
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert len(children) == 1  # one generation of 2 trials
+        artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+        assert "best_so_far.png" in artifacts
+    assert len(list((tmp_path / "multirun").glob("*/*/*/.hydra"))) == 4
