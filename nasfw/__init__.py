@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from nasfw.config import (
+    ConfigError,
     LauncherConfig,
     NasfwConfig,
     Optimizer,
@@ -67,6 +68,7 @@ __all__ = [
     "BuildError",
     "Candidate",
     "Chooser",
+    "ConfigError",
     "DataError",
     "Evaluator",
     "GraphError",

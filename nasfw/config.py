@@ -13,6 +13,10 @@ from typing import Any
 from omegaconf import MISSING
 
 
+class ConfigError(ValueError):
+    """A config value is unusable; the message names the key (e.g. ``tuner.mode``)."""
+
+
 class Optimizer(StrEnum):
     adam = "adam"
     adamw = "adamw"

@@ -18,7 +18,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from nasfw.config import ParamRange, SearchSpaceConfig
-from nasfw.graph import INPUT, ArchGraph, GraphError, Node
+from nasfw.graph import INPUT, MERGE_KINDS, ArchGraph, GraphError, Node
 from nasfw.ops import OpSpec
 
 CONNECTION_KINDS = ("sequential", "skip")
@@ -213,7 +213,8 @@ class SearchSpace:
             return chooser.int(name, int(rng.low), int(rng.high), log=rng.log)
         return chooser.float(name, float(rng.low), float(rng.high), log=rng.log)
 
-    def _sample_node(self, chooser: Chooser, stage: Stage, node_id: str) -> Node:
+    def sample_node(self, chooser: Chooser, stage: Stage, node_id: str) -> Node:
+        """One node of ``stage``: its op and params chosen through ``chooser``."""
         op = chooser.categorical(f"{node_id}.op", list(stage.ops))
         params = {
             p: self._choose_param(chooser, f"{node_id}.{op}.{p}", op, p)
@@ -228,7 +229,7 @@ class SearchSpace:
         for stage in self.stages:
             n = chooser.int(f"{stage.name}.n_nodes", stage.min_nodes, stage.max_nodes)
             for i in range(n):
-                node = self._sample_node(chooser, stage, f"{stage.name}{i}")
+                node = self.sample_node(chooser, stage, f"{stage.name}{i}")
                 inputs = [prev]
                 if self.skip and i >= 2:
                     options = [NO_SKIP, *(f"{stage.name}{j}" for j in range(i - 1))]
@@ -284,8 +285,12 @@ class SearchSpace:
                     break
         return assignment
 
-    def check(self, graph: ArchGraph) -> ArchGraph:
-        """Validate ``graph`` and check it lies inside this space; return it."""
+    def check(self, graph: ArchGraph, structure: bool = True) -> ArchGraph:
+        """Validate ``graph`` and check it lies inside this space; return it.
+
+        ``structure=False`` checks ops, params, merges and connections but not the node count
+        and stage order (for tuners such as CoDeepNEAT that assemble graphs of their own shape).
+        """
         graph.validate(self._all_ops)
         unknown = [n for n in graph if n.op not in self.op_specs]
         if unknown:
@@ -293,7 +298,7 @@ class SearchSpace:
                 f"node {unknown[0].id!r}: op {unknown[0].op!r} is not in search space "
                 f"{self.name!r} (allowed: {sorted(self.op_specs)})"
             )
-        if len(graph) > self.max_nodes:
+        if structure and len(graph) > self.max_nodes:
             raise GraphError(f"graph has {len(graph)} nodes, search space allows {self.max_nodes}")
         for node in graph:
             if len(node.inputs) > 1 and node.merge not in self.merge:
@@ -322,7 +327,8 @@ class SearchSpace:
                         f"node {node.id!r} ({node.op}): param {param!r}={value!r} is outside "
                         f"search space {self.name!r} (allowed: {allowed})"
                     )
-        self.stage_of(graph)
+        if structure:
+            self.stage_of(graph)
         return graph
 
     def contains(self, graph: ArchGraph) -> bool:
@@ -356,28 +362,49 @@ class SearchSpace:
         nodes = list(graph)
         return nodes[int(rng.integers(len(nodes)))]
 
+    def perturb_param(self, op: str, param: str, value: Any, rng: np.random.Generator) -> Any:
+        """A new value for one param: a Gaussian step (20 % of the range) for numbers, a
+        different choice for categorical and bool params. Params without a range keep ``value``.
+        """
+        rng_cfg = self.ranges.get(op, {}).get(param)
+        if rng_cfg is None:
+            return value
+        pspec = self.op_specs[op].params[param]
+        if rng_cfg.choices is not None:
+            others = [c for c in rng_cfg.choices if c != value] or list(rng_cfg.choices)
+            return others[int(rng.integers(len(others)))]
+        low, high = float(rng_cfg.low), float(rng_cfg.high)  # type: ignore[arg-type]
+        # A Gaussian step around the current value explores locally, as NEAT mutations do.
+        step = float(value) + rng.normal(0, 0.2 * (high - low) or 1.0)
+        step = min(max(step, low), high)
+        return round(step) if pspec.kind == "int" else step
+
+    def mutate_node(self, node: Node, rng: np.random.Generator, fraction: float) -> Node:
+        """``node`` with each ranged param perturbed with probability ``fraction``.
+
+        At least one param changes.
+        """
+        names = sorted(self.ranges.get(node.op, {}))
+        if not names:
+            return node
+        chosen = [p for p in names if rng.random() < fraction]
+        if not chosen:
+            chosen = [names[int(rng.integers(len(names)))]]
+        params = dict(node.params)
+        for p in chosen:
+            params[p] = self.perturb_param(node.op, p, params.get(p), rng)
+        return replace(node, params=params)
+
     def _mutate_param(self, graph: ArchGraph, rng: np.random.Generator) -> ArchGraph:
         node = self._pick(graph, rng)
-        ranges = self.ranges.get(node.op, {})
-        if not ranges:
+        if not self.ranges.get(node.op):
             raise _NoEdit
-        param = sorted(ranges)[int(rng.integers(len(ranges)))]
-        chooser = RandomChooser(rng)
-        value = self._choose_param(chooser, "x", node.op, param)
-        pspec = self.op_specs[node.op].params[param]
-        rng_cfg = ranges[param]
-        if rng_cfg.choices is None and pspec.kind in ("int", "float"):
-            # A Gaussian step around the current value explores locally, as NEAT mutations do.
-            span = float(rng_cfg.high) - float(rng_cfg.low)  # type: ignore[arg-type]
-            step = float(node.params.get(param, value)) + rng.normal(0, 0.2 * span or 1.0)
-            step = min(max(step, float(rng_cfg.low)), float(rng_cfg.high))  # type: ignore[arg-type]
-            value = round(step) if pspec.kind == "int" else step
-        return graph.with_params(node.id, **{param: value})
+        return graph.with_node(self.mutate_node(node, rng, fraction=0.0))
 
     def _mutate_op(self, graph: ArchGraph, rng: np.random.Generator) -> ArchGraph:
         node = self._pick(graph, rng)
         stage = self.stages[self.stage_of(graph)[node.id]]
-        fresh = self._sample_node(RandomChooser(rng), stage, node.id)
+        fresh = self.sample_node(RandomChooser(rng), stage, node.id)
         return graph.with_node(replace(node, op=fresh.op, params=fresh.params))
 
     def _fresh_id(self, graph: ArchGraph, stage: Stage) -> str:
@@ -391,7 +418,7 @@ class SearchSpace:
             raise _NoEdit
         anchor = self._pick(graph, rng)
         stage = self.stages[self.stage_of(graph)[anchor.id]]
-        new = self._sample_node(RandomChooser(rng), stage, self._fresh_id(graph, stage))
+        new = self.sample_node(RandomChooser(rng), stage, self._fresh_id(graph, stage))
         new = replace(new, inputs=(anchor.id,))
         nodes: list[Node] = []
         for n in graph:
@@ -447,6 +474,51 @@ class SearchSpace:
         drop = 1 + int(rng.integers(len(node.inputs) - 1))
         inputs = node.inputs[:drop] + node.inputs[drop + 1 :]
         return graph.with_node(replace(node, inputs=inputs, merge="concat"))
+
+    def describe(self, graph: ArchGraph) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The graph's hyper-parameters as Optuna params and distributions.
+
+        Layers are named by topological position (``l0.op``, ``l0.conv2d.filters``, ...) with
+        distributions from this space, so trials of one study stay comparable whatever tuner
+        made them. Values outside the space (e.g. an adapted architecture) are left out.
+        """
+        from optuna.distributions import (
+            CategoricalDistribution,
+            FloatDistribution,
+            IntDistribution,
+        )
+
+        params: dict[str, Any] = {}
+        dists: dict[str, Any] = {}
+        ops = CategoricalDistribution(sorted(self.op_specs))
+
+        def put(name: str, value: Any, dist: Any) -> None:
+            if isinstance(dist, CategoricalDistribution):
+                ok = value in dist.choices
+            else:
+                ok = isinstance(value, int | float) and dist.low <= value <= dist.high
+            if ok:
+                params[name], dists[name] = value, dist
+
+        order = graph.topological_order()
+        put("n_layers", len(order), IntDistribution(1, max(self.max_nodes, 64)))
+        for i, node in enumerate(order):
+            put(f"l{i}.op", node.op, ops)
+            for param, rng in sorted(self.ranges.get(node.op, {}).items()):
+                if param not in node.params:
+                    continue
+                if rng.choices is not None:
+                    dist: Any = CategoricalDistribution(list(rng.choices))
+                elif self.op_specs[node.op].params[param].kind == "int":
+                    low, high = int(rng.low), int(rng.high)  # type: ignore[arg-type]
+                    dist = IntDistribution(low, high, log=rng.log)
+                else:
+                    low, high = float(rng.low), float(rng.high)  # type: ignore[arg-type]
+                    dist = FloatDistribution(low, high, log=rng.log)
+                put(f"l{i}.{node.op}.{param}", node.params[param], dist)
+            if len(node.inputs) > 1:
+                put(f"l{i}.merge", node.merge, CategoricalDistribution(list(MERGE_KINDS)))
+        return params, dists
 
     def accepts(self, modality: str) -> bool:
         return modality in self.modalities

@@ -90,3 +90,8 @@ class Tuner(ABC):
 
     @abstractmethod
     def restore(self, state: dict[str, Any]) -> None: ...
+
+    def generation_report(self) -> dict[str, float]:
+        """Metrics about the tuner's own state after the last ``tell`` (e.g. species counts),
+        logged with each generation by trackers. Empty by default."""
+        return {}

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from nasfw import Candidate, RandomChooser, Result, Tuner, TunerConfig, hookimpl
+from nasfw import Candidate, ConfigError, RandomChooser, Result, Tuner, TunerConfig, hookimpl
 
 
 @dataclass
@@ -28,7 +28,7 @@ class RandomSearch(Tuner):
     def __init__(self, config: Any, space: Any, seed: int) -> None:
         super().__init__(config, space, seed)
         if config.n_trials < 1 or config.batch_size < 1:
-            raise ValueError("tuner.n_trials and tuner.batch_size must be at least 1")
+            raise ConfigError("tuner.n_trials and tuner.batch_size must be at least 1")
         self.rng = np.random.default_rng(seed)
         self.asked = 0
 

@@ -16,7 +16,7 @@ import optuna
 from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.trial import TrialState
 
-from nasfw import Candidate, Result, Tuner, TunerConfig, hookimpl
+from nasfw import Candidate, ConfigError, Result, Tuner, TunerConfig, hookimpl
 
 
 @dataclass
@@ -55,7 +55,7 @@ class TPETuner(Tuner):
     def __init__(self, config: Any, space: Any, seed: int) -> None:
         super().__init__(config, space, seed)
         if config.n_trials < 1 or config.batch_size < 1:
-            raise ValueError("tuner.n_trials and tuner.batch_size must be at least 1")
+            raise ConfigError("tuner.n_trials and tuner.batch_size must be at least 1")
         self.generation = 0
         self.told: list[dict[str, Any]] = []
         self.study = optuna.create_study(direction="maximize")

@@ -17,7 +17,7 @@ def test_help_lists_groups_and_options(tmp_path):
     out = nasfw(tmp_path, "--help")
     assert out.returncode == 0, out.stderr
     for line in (
-        "tuner: random, tpe",
+        "tuner: codeepneat, evolution, random, tpe",
         "search_space: image_small, tabular_mlp",
         "launcher: local",
         "tracking: mlflow, none",
@@ -155,7 +155,8 @@ def test_diverging_candidates_are_failed_trials_and_the_run_says_so(tmp_path):
 def test_multirun_sweep_gives_one_mlflow_run_each(tmp_path):
     from mlflow import MlflowClient
 
-    tiny = [a for a in TINY if not a.startswith(("tuner=", "tracking="))]
+    # No tuner.* override: in a multirun Hydra also applies them to the default tuner.
+    tiny = [a for a in TINY if not a.startswith(("tuner", "tracking="))]
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     out = nasfw(
         tmp_path,
@@ -180,10 +181,10 @@ def test_multirun_sweep_gives_one_mlflow_run_each(tmp_path):
     for parent in parents:
         assert parent.info.status == "FINISHED"
         assert parent.data.tags["nasfw.problem"] == "iris"
-        assert parent.data.params["tuner.n_trials"] == "2"
+        assert parent.data.params["tuner.n_trials"] == "20"
         assert "best_metric" in parent.data.metrics
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-        assert len(children) == 1  # one generation of 2 trials
+        assert len(children) == 5  # 20 trials in generations of 4
         artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
         assert "best_so_far.png" in artifacts
     assert len(list((tmp_path / "multirun").glob("*/*/*/.hydra"))) == 4

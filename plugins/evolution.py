@@ -1,0 +1,158 @@
+"""Regularized ("aging") evolution: tournament selection, one mutation per child, oldest dies.
+
+Real, Aggarwal, Huang and Le, "Regularized Evolution for Image Classifier Architecture Search"
+(AAAI 2019, arXiv:1802.01548). A population of ``population_size`` networks starts as random
+samples of the search space. Each child is made by drawing ``sample_size`` members uniformly
+(a tournament), taking the fittest and mutating it once (:meth:`nasfw.SearchSpace.mutate`). The
+child joins the population and the *oldest* member leaves, whatever its fitness: a network must
+keep being rediscovered to stay, which favours architectures that train well reliably over lucky
+ones. Children are made ``batch_size`` at a time so the launcher evaluates them in parallel; all
+children of a batch have parents from the population before the batch.
+
+``python -m nasfw tuner=evolution tuner.population_size=20 tuner.sample_size=5``
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from nasfw import (
+    ArchGraph,
+    Candidate,
+    ConfigError,
+    RandomChooser,
+    Result,
+    Tuner,
+    TunerConfig,
+    hookimpl,
+)
+
+
+@dataclass
+class EvolutionConfig(TunerConfig):
+    name: str = "evolution"
+    # P: networks kept alive; each new child retires the oldest one.
+    population_size: int = 12
+    # S: tournament size, 1..population_size. Larger means greedier parent selection.
+    sample_size: int = 4
+    # Total evaluations, the random initial population included (at least population_size).
+    n_trials: int = 40
+    # Children per generation after the initial one (one batch for the launcher).
+    batch_size: int = 4
+
+
+@dataclass
+class Member:
+    """One network of the population; ``birth`` counts every network the tuner has created."""
+
+    graph: ArchGraph
+    fitness: float
+    birth: int
+
+
+class RegularizedEvolution(Tuner):
+    """Aging evolution over the search space's graphs (see the module docstring)."""
+
+    config: EvolutionConfig
+
+    def __init__(self, config: Any, space: Any, seed: int) -> None:
+        super().__init__(config, space, seed)
+        if config.population_size < 1:
+            raise ConfigError(
+                f"tuner.population_size must be at least 1 (got {config.population_size})"
+            )
+        if not 1 <= config.sample_size <= config.population_size:
+            raise ConfigError(
+                f"tuner.sample_size must be between 1 and tuner.population_size="
+                f"{config.population_size} (got {config.sample_size})"
+            )
+        if config.n_trials < config.population_size:
+            raise ConfigError(
+                f"tuner.n_trials must be at least tuner.population_size="
+                f"{config.population_size}, the random initial population (got {config.n_trials})"
+            )
+        if config.batch_size < 1:
+            raise ConfigError(f"tuner.batch_size must be at least 1 (got {config.batch_size})")
+        self.rng = np.random.default_rng(seed)
+        self.population: list[Member] = []
+        self.evaluated = 0
+        self.generation = 0
+
+    def ask(self) -> list[Candidate]:
+        if self.generation == 0:
+            graphs = [
+                self.space.sample(RandomChooser(self.rng))
+                for _ in range(self.config.population_size)
+            ]
+            return [self._candidate(graph, None) for graph in graphs]
+        count = min(self.config.batch_size, self.config.n_trials - self.evaluated)
+        candidates = []
+        for _ in range(max(count, 0)):
+            parent = self._tournament()
+            child = self.space.mutate(parent.graph, self.rng)
+            candidates.append(self._candidate(child, parent.graph.hash))
+        return candidates
+
+    def _tournament(self) -> Member:
+        picks = self.rng.choice(len(self.population), size=self.config.sample_size, replace=False)
+        # Ties go to the younger member, so a stagnant population still moves on.
+        return max((self.population[int(i)] for i in picks), key=lambda m: (m.fitness, m.birth))
+
+    def _candidate(self, graph: ArchGraph, parent: str | None) -> Candidate:
+        # describe() rather than the chooser's params: children have no chooser, and one naming
+        # scheme for every trial keeps the study's params comparable.
+        params, distributions = self.space.describe(graph)
+        return Candidate(graph, params, distributions, attrs={"parent": parent})
+
+    def tell(self, candidates: list[Candidate], results: list[Result]) -> None:
+        born = self.population[-1].birth + 1 if self.population else 0
+        for offset, (candidate, result) in enumerate(zip(candidates, results, strict=True)):
+            # Failed children join too (at -inf), as in the paper: they still push out the oldest.
+            self.population.append(Member(candidate.graph, result.fitness, born + offset))
+        del self.population[: max(len(self.population) - self.config.population_size, 0)]
+        self.evaluated += len(candidates)
+        self.generation += 1
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "evaluated": self.evaluated,
+            "rng": self.rng.bit_generator.state,
+            "population": [
+                {
+                    "graph": m.graph.to_dict(),
+                    # -inf is not JSON; None stands for a failed member.
+                    "fitness": m.fitness if math.isfinite(m.fitness) else None,
+                    "birth": m.birth,
+                }
+                for m in self.population
+            ],
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.generation = state["generation"]
+        self.evaluated = state["evaluated"]
+        self.rng.bit_generator.state = state["rng"]
+        self.population = [
+            Member(
+                ArchGraph.from_dict(m["graph"]),
+                -math.inf if m["fitness"] is None else m["fitness"],
+                m["birth"],
+            )
+            for m in state["population"]
+        ]
+
+
+@hookimpl
+def register_tuners(register: Callable[[str, type[Tuner]], None]) -> None:
+    register("evolution", RegularizedEvolution)
+
+
+@hookimpl
+def register_configs(register: Callable[[str, str, Any], None]) -> None:
+    register("tuner", "evolution", EvolutionConfig)
