@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nasfw import PluginError, TrackingConfig, hookimpl
+from nasfw import INPUT, ArchGraph, PluginError, TrackingConfig, hookimpl
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -170,8 +170,22 @@ def nasfw_generation_end(
                     "mean_metric": statistics.fmean(ok),
                     "median_metric": statistics.median(ok),
                 }
+            # The tuner's own view of its state, e.g. CoDeepNEAT's species counts and sizes.
+            report = getattr(context.tuner, "generation_report", None)
+            if callable(report):
+                values |= report()
             client.log_batch(run_id, metrics=_metrics(values, step=generation))
             client.log_table(run_id, data=_population(trials), artifact_file="population.json")
+            best_here = max(
+                (t for t in trials if _ok_metric(t) is not None),
+                key=lambda t: (_ok_metric(t), -t.number),
+                default=None,
+            )
+            if best_here is not None:
+                title = f"generation {generation}: trial {best_here.number}, " + (
+                    f"{context.problem.metric} {best_here.result.metric:.4f}"
+                )
+                client.log_figure(run_id, graph_figure(best_here.graph, title), "best_network.png")
             status = "FINISHED"
         finally:
             client.set_terminated(run_id, status=status)
@@ -198,6 +212,8 @@ def nasfw_search_end(context: SearchContext, best: TrialRecord | None) -> None:
 
     with _guard(state, "plotting best_so_far.png"):
         _log_plot(client, run_id, context)
+    with _guard(state, "plotting fitness_per_generation.png"):
+        _log_generation_plot(client, run_id, context)
     step = best.number if best is not None else 0
     if best is not None:
         with _guard(state, "logging the best trial"):
@@ -559,6 +575,103 @@ def _log_plot(client: MlflowClient, run_id: str, context: SearchContext) -> None
     )
     ax.legend(loc="lower right")
     client.log_figure(run_id, fig, "best_so_far.png", save_kwargs={"dpi": 100})
+
+
+def _agg_figure(size: tuple[float, float]) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)  # the Agg backend, without touching pyplot's global state
+    return fig
+
+
+def _log_generation_plot(client: MlflowClient, run_id: str, context: SearchContext) -> None:
+    by_generation: dict[int, list[float]] = {}
+    for t in _all_trials(context, ()):
+        if (m := _ok_metric(t)) is not None:
+            by_generation.setdefault(t.generation, []).append(m)
+    if not by_generation:
+        return
+    gens = sorted(by_generation)
+    fig = _agg_figure((6.4, 4.0))
+    ax = fig.add_subplot()
+    ax.plot(gens, [max(by_generation[g]) for g in gens], "o-", label="best")
+    ax.plot(gens, [statistics.fmean(by_generation[g]) for g in gens], "s--", label="mean")
+    ax.set(
+        xlabel="generation",
+        ylabel=context.problem.metric,
+        title=f"{context.study.study_name}: {context.problem.metric} per generation",
+    )
+    ax.legend(loc="lower right")
+    client.log_figure(run_id, fig, "fitness_per_generation.png", save_kwargs={"dpi": 100})
+
+
+_SHOWN_PARAMS = ("filters", "kernel_size", "units", "rate", "pool_size", "activation")
+
+
+def graph_figure(graph: ArchGraph, title: str = "") -> Any:
+    """A matplotlib figure of ``graph``: nodes in columns by depth from the input."""
+    order = graph.topological_order()
+    depth: dict[str, int] = {INPUT: 0}
+    for node in order:
+        depth[node.id] = 1 + max(depth[i] for i in node.inputs)
+    columns: dict[int, list[str]] = {}
+    for name in [INPUT, *(n.id for n in order)]:
+        columns.setdefault(depth[name], []).append(name)
+    pos = {
+        name: (d, -(i - (len(names) - 1) / 2))
+        for d, names in columns.items()
+        for i, name in enumerate(names)
+    }
+    height = max(len(names) for names in columns.values())
+    fig = _agg_figure((max(4.0, 1.9 * len(columns)), max(2.5, 1.3 * height)))
+    ax = fig.add_subplot()
+    for node in order:
+        for src in node.inputs:
+            ax.annotate(
+                "",
+                xy=pos[node.id],
+                xytext=pos[src],
+                arrowprops={
+                    "arrowstyle": "->",
+                    "color": "0.4",
+                    "shrinkA": 22,
+                    "shrinkB": 22,
+                    # Skips bend, so they do not run under the boxes of the main path.
+                    "connectionstyle": f"arc3,rad={0.2 if depth[node.id] - depth[src] > 1 else 0}",
+                },
+            )
+    for name, (x, y) in pos.items():
+        if name == INPUT:
+            label, color = "input", "0.85"
+        else:
+            node = graph[name]
+            shown = [
+                f"{k}={node.params[k]:.2g}"
+                if isinstance(node.params[k], float)
+                else f"{k}={node.params[k]}"
+                for k in _SHOWN_PARAMS
+                if k in node.params
+            ]
+            merge = [f"merge={node.merge}"] if len(node.inputs) > 1 else []
+            label = "\n".join([node.op, *shown, *merge])
+            color = "#f6d38b" if name == graph.output else "#bcd7f2"
+        ax.text(
+            x,
+            y,
+            label,
+            ha="center",
+            va="center",
+            fontsize=7,
+            bbox={"boxstyle": "round", "facecolor": color, "edgecolor": "0.3"},
+        )
+    ax.set_xlim(-0.6, len(columns) - 0.4)
+    ax.set_ylim(-height / 2 - 0.9, height / 2 + 0.3)
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig
 
 
 def _log_model(context: SearchContext, state: dict[str, Any], step: int) -> str:

@@ -152,11 +152,23 @@ def download(env: Env, run_id: str, path: str) -> Path:
 # -- a full search: start, two generations, end ---------------------------------------------
 
 
+class SpeciesReport:
+    """Stands in for a tuner with a generation report (CoDeepNEAT's species counts)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def generation_report(self) -> dict[str, float]:
+        self.calls += 1
+        return {"module_species": 2.0 + self.calls, "module_species_1_size": 5.0}
+
+
 @pytest.fixture(scope="module")
 def search(env: Env, problem: Problem, space, ops) -> dict[str, Any]:
     """Runs the hooks of one complete search once; the tests below read what was logged."""
     out = env.tmp / "search"
     context = make_context(make_cfg(env), problem, space, out)
+    context.tuner = SpeciesReport()  # type: ignore[assignment]
     plugin.nasfw_search_start(context=context)
     generations = [
         make_trials(space, 0, [0.5, None, 0.7]),
@@ -439,3 +451,19 @@ def test_interleaved_searches_in_one_process(env: Env, problem: Problem, space) 
         ]
         assert len(child_runs(env, run_id)) == 2
     assert mlflow.active_run() is None
+
+
+def test_tuner_report_and_best_network_per_generation(env: Env, search: dict[str, Any]) -> None:
+    import matplotlib.image
+
+    for g, child in enumerate(child_runs(env, search["run"].info.run_id)):
+        assert child.data.metrics["module_species"] == 3.0 + g
+        assert child.data.metrics["module_species_1_size"] == 5.0
+        png = download(env, child.info.run_id, "best_network.png")
+        height, width, _ = matplotlib.image.imread(png).shape
+        assert width > 300 and height > 150
+
+
+def test_fitness_per_generation_plot(env: Env, search: dict[str, Any]) -> None:
+    path = download(env, search["run"].info.run_id, "fitness_per_generation.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
