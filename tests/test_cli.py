@@ -46,17 +46,25 @@ def test_tiny_search_then_rerun_resumes_without_rerunning(tmp_path):
     assert len(trials(url, "random-iris-tabular_mlp-seed0")) == 2
 
 
-def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path):
-    args = [
-        "tuner=random",
-        "tuner.n_trials=6",
-        "tuner.batch_size=2",
-        "train.epochs=2",
-        "launcher.workers=0",
-        "tracking=none",
-    ]
+KILL_CASES = {
+    "random": ["tuner=random", "tuner.n_trials=6", "tuner.batch_size=2"],
+    # 4 networks per generation, 3 generations: killed in generation 1.
+    "codeepneat": [
+        "tuner=codeepneat",
+        "tuner.generations=3",
+        "tuner.blueprint_population=2",
+        "tuner.genomes_per_blueprint=2",
+        "tuner.module_population=4",
+    ],
+}
+
+
+@pytest.mark.parametrize("tuner", sorted(KILL_CASES))
+def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path, tuner):
+    args = [*KILL_CASES[tuner], "train.epochs=2", "launcher.workers=0", "tracking=none"]
+    total = 6 if tuner == "random" else 12
     url = f"sqlite:///{tmp_path}/s.db"
-    study = "random-digits-image_small-seed0"
+    study = f"{tuner}-digits-image_small-seed0"
     proc = subprocess.Popen(
         [sys.executable, "-m", "nasfw", *args, f"storage.url={url}"],
         cwd=tmp_path,
@@ -70,20 +78,20 @@ def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path):
             seen = len(trials(url, study))
         except KeyError:  # the study does not exist yet
             seen = 0
-        if seen >= 3:  # generation 1 is half done
+        if seen >= total // 2:  # in the middle of a generation
             break
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert 3 <= seen < 6, f"could not kill the search mid-way ({seen} trials)"
+    assert total // 2 <= seen < total, f"could not kill the search mid-way ({seen} trials)"
     killed_at = len(trials(url, study))
 
     resumed = nasfw(tmp_path, *args, f"storage.url={url}")
     assert resumed.returncode == 0, resumed.stderr
     after = trials(url, study)
     keys = [(t.user_attrs["generation"], t.user_attrs["index"]) for t in after]
-    assert len(after) == 6 and len(set(keys)) == 6, keys  # nothing lost, nothing repeated
-    assert killed_at < 6
+    assert len(after) == total and len(set(keys)) == total, keys  # no loss, no repeat
+    assert killed_at < total
 
     whole = nasfw(tmp_path, *args, f"storage.url={url}", "study_name=uninterrupted")
     assert whole.returncode == 0, whole.stderr
