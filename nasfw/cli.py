@@ -37,6 +37,9 @@ def _summary(context: SearchContext, top: int = 5) -> None:
     from rich.table import Table
 
     console = Console()
+    if not context.history:
+        console.print(f"{context.cfg.study_name}: the tuner proposed no network; nothing to train")
+        return
     ok = sorted((t for t in context.history if t.result.ok), key=lambda t: -t.result.fitness)[:top]
     failed = sum(1 for t in context.history if not t.result.ok)
     metric = context.problem.metric

@@ -182,7 +182,10 @@ class Innovations:
 
 def value_distance(a: Any, b: Any) -> float:
     """0 for equal values, 1 for different categories or flags, 1 - min/max for numbers."""
-    if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, int | float):
+    if isinstance(a, bool) or isinstance(b, bool):
+        # Flags are categories, never numbers: True vs 1 differ (True == 1 in Python).
+        return 0.0 if type(a) is type(b) and a == b else 1.0
+    if not isinstance(a, int | float):
         return 0.0 if a == b else 1.0
     if not isinstance(b, int | float):
         return 1.0

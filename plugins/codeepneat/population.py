@@ -177,8 +177,9 @@ def select(
     alive = [sid for sid in ranked if sid in spec.species]
     total = sum(max(fitness[s] or 0.0, 0.0) for s in alive)
     offspring: dict[int, int] = {}
-    for sid in alive:
-        share = (max(fitness[sid] or 0.0, 0.0) / total) if total > 0 else 1.0 / len(alive)
+    for k, sid in enumerate(alive):
+        # Equal shares of what is left when no species scored (e.g. every network failed).
+        share = (max(fitness[sid] or 0.0, 0.0) / total) if total > 0 else 1.0 / (len(alive) - k)
         want = max(min_offspring, round(share * slots))
         offspring[sid] = min(want, slots)
         slots -= offspring[sid]
@@ -398,18 +399,30 @@ def _change_hyper(bp, species_by_stage, species_stage, last, inn, var, rng) -> b
 
 
 def crossover_blueprints(
-    fitter: Blueprint, other: Blueprint, new_id: int, rng: np.random.Generator
+    fitter: Blueprint,
+    other: Blueprint,
+    new_id: int,
+    rng: np.random.Generator,
+    species_stage: dict[int, int],
 ) -> Blueprint:
     """Genes matched by historical marking: node species from either parent at random; the
-    structure of the fitter parent (its disjoint and excess genes)."""
+    structure of the fitter parent (its disjoint and excess genes).
+
+    ``species_stage`` (module species -> stage): a node takes the other parent's species only
+    when it is of the same stage (the same split gene may sit in different stages in the two
+    parents), and a connection is enabled only when that closes no cycle.
+    """
     child = fitter.copy(new_id)
     for node in child.nodes:
         if node in other.nodes and rng.random() < 0.5:
-            child.nodes[node] = other.nodes[node]
+            if species_stage[other.nodes[node]] == species_stage[child.nodes[node]]:
+                child.nodes[node] = other.nodes[node]
     theirs = {c.gene: c for c in other.conns}
     for c in child.conns:
         match = theirs.get(c.gene)
         if match is not None and rng.random() < 0.5:
+            if match.enabled and not c.enabled and child.reaches(c.dst, c.src):
+                continue  # the fitter disabled it and wired the other way round since
             c.enabled = match.enabled
     if not child.active_order():  # a disabled gene cut every path: keep the fitter's wiring
         child = fitter.copy(new_id)

@@ -451,6 +451,7 @@ class CoDeepNEAT(Tuner):
         )
         by_stage = self._species_by_stage()
         alive = {sid for ids in by_stage.values() for sid in ids}
+        species_stage = {sid: stage for stage, ids in by_stage.items() for sid in ids}
         for bp in sorted(self.blueprints, key=lambda b: b.id):
             # Nodes pointing at an extinct module species move to a living one of its stage.
             for node, sid in sorted(bp.nodes.items()):
@@ -474,7 +475,9 @@ class CoDeepNEAT(Tuner):
                 if len(parents) > 1 and self.rng.random() < c.blueprint_crossover_prob:
                     i, j = self.rng.choice(len(parents), size=2, replace=False)
                     a, b = sorted((parents[i], parents[j]), key=lambda x: -(x.fitness or 0.0))
-                    child = crossover_blueprints(a, b, self._new_id("blueprint"), self.rng)
+                    child = crossover_blueprints(
+                        a, b, self._new_id("blueprint"), self.rng, species_stage
+                    )
                 else:
                     child = mutate_blueprint(
                         choice(self.rng, parents),
