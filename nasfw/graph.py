@@ -239,6 +239,8 @@ class ArchGraph:
             return cls.from_json(path.read_text())
         except OSError as err:
             raise GraphError(f"{path}: cannot read ArchGraph file ({err.strerror})") from err
+        except UnicodeDecodeError as err:
+            raise GraphError(f"{path}: not a text (JSON) file ({err.reason})") from err
         except GraphError as err:
             raise GraphError(f"{path}: {err}") from err
 

@@ -167,6 +167,10 @@ def select(
             (m for m in group if m.fitness is not None), key=lambda m: (-m.fitness, m.id)
         )
         elites = evaluated[:elitism]
+        if evaluated:
+            # The representative follows the species' best member (TFNE's rebasing), so the
+            # species does not drift away from a founder long gone.
+            spec.species[sid].representative = _encode(evaluated[0])
         cut = max(1, math.ceil(len(evaluated) * parent_fraction))
         parents[sid] = evaluated[:cut] or group
         survivors.extend(elites)
@@ -177,6 +181,12 @@ def select(
     alive = [sid for sid in ranked if sid in spec.species]
     total = sum(max(fitness[s] or 0.0, 0.0) for s in alive)
     offspring: dict[int, int] = {}
+    if slots < len(alive) * min_offspring:
+        # Too few slots for every species' minimum: the fittest species get them.
+        for sid in reversed(alive):
+            offspring[sid] = min(min_offspring, slots)
+            slots -= offspring[sid]
+        return Selection(survivors, parents, offspring, extinct)  # type: ignore[arg-type]
     for k, sid in enumerate(alive):
         # Equal shares of what is left when no species scored (e.g. every network failed).
         share = (max(fitness[sid] or 0.0, 0.0) / total) if total > 0 else 1.0 / (len(alive) - k)
@@ -329,6 +339,7 @@ def _add_conn(bp, species_by_stage, species_stage, last, inn, var, rng) -> bool:
         for n in [*sorted(bp.nodes), BP_OUTPUT]
         if n != src
         and (src, n) not in existing
+        and (src, n) != (BP_INPUT, BP_OUTPUT)  # a path through no module would be no network
         and _stage_of_node(bp, n, species_stage, last) >= stage
         and not bp.reaches(n, src)
     ]
@@ -414,9 +425,12 @@ def crossover_blueprints(
     """
     child = fitter.copy(new_id)
     for node in child.nodes:
-        if node in other.nodes and rng.random() < 0.5:
-            if species_stage[other.nodes[node]] == species_stage[child.nodes[node]]:
-                child.nodes[node] = other.nodes[node]
+        if (
+            node in other.nodes
+            and rng.random() < 0.5
+            and species_stage[other.nodes[node]] == species_stage[child.nodes[node]]
+        ):
+            child.nodes[node] = other.nodes[node]
     theirs = {c.gene: c for c in other.conns}
     for c in child.conns:
         match = theirs.get(c.gene)

@@ -295,7 +295,7 @@ class CoDeepNEAT(Tuner):
             document = json.loads(path.read_text())
         except OSError as err:
             raise ConfigError(f"{key}: cannot read the file ({err.strerror})") from err
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"{key}: not a JSON file ({err})") from err
         if not isinstance(document, dict) or document.get("format") != POPULATION_FORMAT:
             raise ConfigError(f"{key}: not a CoDeepNEAT population file")
@@ -537,7 +537,7 @@ def load_arch(name: str | None) -> ArchGraph:
     if path.suffix == ".json" or path.exists():
         try:
             return ArchGraph.load(path)
-        except GraphError as err:
+        except (GraphError, UnicodeDecodeError) as err:
             raise ConfigError(f"tuner.init_arch: {err}") from err
     presets = resources.files("nasfw.conf").joinpath(ARCH_PRESETS)
     preset = presets.joinpath(f"{name}.json")
