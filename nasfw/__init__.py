@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from nasfw.config import (
     ConfigError,
+    EvaluationConfig,
     LauncherConfig,
     NasfwConfig,
     Optimizer,
@@ -70,6 +71,7 @@ __all__ = [
     "Chooser",
     "ConfigError",
     "DataError",
+    "EvaluationConfig",
     "Evaluator",
     "GraphError",
     "Launcher",

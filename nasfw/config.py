@@ -36,6 +36,8 @@ class ProblemConfig:
     split_seed: int = 0
     # Use at most this many training examples (None: all); handy for quick runs.
     max_train_samples: int | None = None
+    # How candidates of this problem are scored when evaluation=auto (plain or regularized).
+    evaluation: str = "plain"
 
 
 @dataclass
@@ -122,6 +124,14 @@ class PostprocConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """How a candidate is scored: ``plain`` (train, score on val), ``auto`` (the problem's
+    ``evaluation`` setting) or a plugin's scorer (e.g. ``regularized``)."""
+
+    name: str = MISSING
+
+
+@dataclass
 class NasfwConfig:
     """The primary config (``conf/config.yaml`` fills it from the config groups)."""
 
@@ -129,6 +139,7 @@ class NasfwConfig:
     search_space: SearchSpaceConfig = MISSING
     problem: ProblemConfig = MISSING
     postproc: Any = MISSING
+    evaluation: Any = MISSING
     launcher: Any = MISSING
     storage: StorageConfig = MISSING
     tracking: Any = MISSING

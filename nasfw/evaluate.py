@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nasfw.config import ProblemConfig, TrainConfig
@@ -46,6 +46,8 @@ class Evaluator:
     seed: int
     max_params: int
     threads: int = 1
+    # evaluation.* of the config: ``name`` picks the scorer ("plain" is this module's own).
+    scoring: dict[str, Any] = field(default_factory=lambda: {"name": "plain"})
 
     def __call__(self, candidate: Candidate) -> Result:
         import torch
@@ -68,6 +70,14 @@ class Evaluator:
                     n_params=cost.params,
                 )
             torch.manual_seed(seed)
+            if self.scoring["name"] != "plain":
+                from nasfw.registry import registry
+
+                scorer = registry().get("scorers", self.scoring["name"])
+                result = scorer(candidate, problem, self.train, seed, self.scoring)
+                result.flops = result.flops if result.flops is not None else cost.flops
+                result.n_params = result.n_params if result.n_params is not None else cost.params
+                return result
             model = build_model(candidate.graph, problem)
             outcome = train_model(model, problem, self.train, seed, overrides=candidate.train)
         except Exception as err:  # a broken candidate is a failed trial, never a crashed search

@@ -71,6 +71,18 @@ def register_postprocessors(register: Callable[[str, Callable[..., Any]], None])
 
 
 @hookspec
+def register_scorers(
+    register: Callable[[str, Callable[[Candidate, Problem, Any, int, Any], Result]], None],
+) -> None:
+    """Register ways to score a candidate by name (the value of ``evaluation.name``).
+
+    A scorer is called in the worker as ``scorer(candidate, problem, train_config, seed,
+    evaluation_config) -> Result`` after the size check; it must train through
+    ``nasfw.train_model``. The core's own way is ``plain`` (build, train, score on val).
+    """
+
+
+@hookspec
 def register_launchers(register: Callable[[str, type[Launcher]], None]) -> None:
     """Register launcher classes by name (the value of ``launcher.name``)."""
 

@@ -42,6 +42,7 @@ class Registry:
     tuners: dict[str, type[Tuner]] = field(default_factory=dict)
     problems: dict[str, Callable[[ProblemConfig], Problem]] = field(default_factory=dict)
     postprocessors: dict[str, Any] = field(default_factory=dict)
+    scorers: dict[str, Any] = field(default_factory=dict)
     launchers: dict[str, type[Launcher[Any]]] = field(default_factory=dict)
     # (group, name) -> config node, stored into Hydra's ConfigStore by ``store_configs``.
     configs: dict[tuple[str, str], Any] = field(default_factory=dict)
@@ -99,6 +100,7 @@ def collect(pm: pluggy.PluginManager) -> Registry:
     hook.register_tuners(register=_adder(reg.tuners, "tuner"))
     hook.register_launchers(register=_adder(reg.launchers, "launcher"))
     hook.register_postprocessors(register=_adder(reg.postprocessors, "post-processor"))
+    hook.register_scorers(register=_adder(reg.scorers, "scorer"))
     add_config = _adder(reg.configs, "config option")
     hook.register_configs(register=lambda group, name, node: add_config((group, name), node))
 

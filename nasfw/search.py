@@ -64,7 +64,8 @@ def fingerprint(cfg: DictConfig) -> dict[str, Any]:
 
     full = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     assert isinstance(full, dict)
-    return {k: full[k] for k in ("tuner", "search_space", "problem", "train", "seed")}
+    keys = ("tuner", "search_space", "problem", "train", "evaluation", "seed")
+    return {k: full[k] for k in keys}
 
 
 def _schema(node: Any, schema: type) -> Any:
@@ -79,6 +80,36 @@ def _threads(cfg: DictConfig, workers: int) -> int:
     if cfg.train.threads:
         return int(cfg.train.threads)
     return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def _scoring(cfg: DictConfig, problem_config: Any, reg: Any) -> dict[str, Any]:
+    """The evaluation settings as a plain dict; ``auto`` becomes the problem's preset."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from nasfw.config import ConfigError
+
+    if cfg.evaluation.name != "auto":
+        name, node = cfg.evaluation.name, cfg.evaluation
+    else:
+        name = problem_config.evaluation
+        node = reg.configs.get(("evaluation", name), {"name": name})
+        if dataclasses.is_dataclass(node):
+            node = node() if isinstance(node, type) else node
+    if name != "plain" and name not in reg.scorers:
+        raise ConfigError(
+            f"evaluation={name}"
+            + (
+                f" (from problem.evaluation of problem={problem_config.name})"
+                if cfg.evaluation.name == "auto"
+                else ""
+            )
+            + f" is not a registered scorer (available: {sorted(['plain', *reg.scorers])})"
+        )
+    settings = OmegaConf.to_container(OmegaConf.structured(node), resolve=True, enum_to_str=True)
+    assert isinstance(settings, dict)
+    return {**settings, "name": name}
 
 
 def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> SearchContext:
@@ -105,6 +136,7 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
     launcher_cls = reg.get("launchers", cfg.launcher.name)
     if cfg.postproc.name != "none":
         reg.get("postprocessors", cfg.postproc.name)
+    scoring = _scoring(cfg, problem_config, reg)
     problem = load_problem(problem_config)
     if not space.accepts(problem.modality):
         raise SearchSpaceError(
@@ -147,6 +179,7 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
             seed=int(cfg.seed),
             max_params=space.max_params,
             threads=_threads(cfg, launcher.workers),
+            scoring=scoring,
         )
         generation = start_generation
         while candidates := tuner.ask():
