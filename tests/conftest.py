@@ -29,3 +29,12 @@ def load_space(
         overrides or {},
     )
     return SearchSpace(cfg, ops)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL database on a server started for this test session (skips if it cannot)."""
+    from services import running
+
+    with running("postgres") as info:
+        yield info["url"]

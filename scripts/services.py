@@ -1,0 +1,452 @@
+#!/usr/bin/env python3
+"""Start and stop the services the cluster tests need: a single-node SLURM and PostgreSQL.
+
+    python scripts/services.py start postgres [--dir DIR]   # prints url=postgresql+psycopg2://...
+    python scripts/services.py start slurm [--dir DIR]      # prints SLURM_CONF=DIR/etc/slurm.conf
+    python scripts/services.py status slurm|postgres [--dir DIR]
+    python scripts/services.py stop slurm|postgres [--dir DIR]
+
+Missing Debian packages are installed first (root only): ``postgresql`` for PostgreSQL;
+``slurmctld slurmd slurm-client munge slurmdbd mariadb-server`` for SLURM, with MariaDB and
+slurmdbd for accounting (submitit needs ``sacct`` to see cancelled or killed jobs). Every file
+of a service (config, data, logs, pid files) lives under ``--dir`` (default
+``/tmp/nasfw-services/<service>``), which ``start`` wipes first: ``slurmctld -c`` numbers jobs
+from 1 again, so an old accounting database would answer for new jobs. Daemons are stopped by
+their pid files, SIGKILL after a grace period. ``start`` exits 1 with the reason on stderr when
+a service cannot start. Standard library only, no systemd: this runs in containers and CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SLURM_PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge", "slurmdbd", "mariadb-server"]
+POSTGRES_PACKAGES = ["postgresql"]
+CLUSTER = "nasfw"
+PARTITION = "debug"
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+def log(message: str) -> None:
+    print(f"services: {message}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], timeout: float = 120, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)  # type: ignore[call-overload]
+    if out.returncode != 0:
+        raise ServiceError(f"{' '.join(cmd)} exited {out.returncode}: {out.stderr.strip()[-800:]}")
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(what: str, check: object, timeout: float = 60, log_file: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    tail = ""
+    if log_file is not None and log_file.is_file():
+        tail = "; last log lines:\n" + "\n".join(
+            log_file.read_text(errors="replace").splitlines()[-15:]
+        )
+    raise ServiceError(f"{what} not ready after {timeout:.0f} s{tail}")
+
+
+def apt_install(packages: list[str], binaries: list[str]) -> None:
+    """Install ``packages`` unless every one of ``binaries`` is already there."""
+    if all(shutil.which(b) or Path(b).exists() for b in binaries):
+        return
+    if os.geteuid() != 0:
+        raise ServiceError(f"{', '.join(packages)} not installed and not root to install them")
+    if not shutil.which("apt-get"):
+        raise ServiceError(f"{', '.join(packages)} not installed and no apt-get to install them")
+    log(f"installing {' '.join(packages)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    run(["apt-get", "update", "-q"], timeout=300, env=env)
+    run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
+        timeout=900,
+        env=env,
+    )
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"  # a zombie is not running
+    except OSError:
+        return False
+
+
+def kill_pidfile(path: Path, grace: float = 10) -> None:
+    pid = read_pid(path)
+    if not alive(pid):
+        return
+    assert pid is not None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def as_user(user: str, cmd: list[str]) -> list[str]:
+    if os.geteuid() == 0 and user != "root":
+        return ["runuser", "-u", user, "--", *cmd]
+    return cmd
+
+
+def fresh_dir(path: Path, owner: str | None = None) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    path.chmod(0o755)
+    for parent in path.parents:  # daemons running as other users must reach it
+        if parent == Path("/tmp") or parent == Path("/"):
+            break
+        with contextlib.suppress(OSError):
+            parent.chmod(parent.stat().st_mode | 0o011)
+    if owner and os.geteuid() == 0:
+        entry = pwd.getpwnam(owner)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------
+
+
+def pg_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        raise ServiceError("PostgreSQL server binaries not found under /usr/lib/postgresql")
+    return Path(found[-1]).parent
+
+
+def postgres_start(root: Path) -> dict[str, str]:
+    apt_install(
+        POSTGRES_PACKAGES,
+        sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))[-1:] or ["initdb-missing"],
+    )
+    postgres_stop(root, quiet=True)
+    user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+    fresh_dir(root, owner=user)
+    bin_dir, data, port = pg_bin(), root / "data", free_port()
+    run(as_user(user, [str(bin_dir / "initdb"), "-A", "trust", "-U", "postgres", "-D", str(data)]))
+    options = (
+        f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=200"
+    )
+    run(
+        as_user(
+            user,
+            [
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                options,
+                "-l",
+                str(root / "postgres.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )
+    )
+    run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "nasfw"])
+    url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/nasfw"
+    (root / "url").write_text(url)
+    return {"url": url}
+
+
+def postgres_status(root: Path) -> dict[str, str]:
+    pid = read_pid(root / "data" / "postmaster.pid")
+    if not alive(pid) or not (root / "url").is_file():
+        raise ServiceError(f"PostgreSQL is not running from {root}")
+    return {"url": (root / "url").read_text()}
+
+
+def postgres_stop(root: Path, quiet: bool = False) -> None:
+    pidfile = root / "data" / "postmaster.pid"
+    if not alive(read_pid(pidfile)):
+        return
+    user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+    with contextlib.suppress(Exception):
+        run(
+            as_user(
+                user,
+                [str(pg_bin() / "pg_ctl"), "-D", str(root / "data"), "-m", "fast", "-w", "stop"],
+            ),
+            timeout=30,
+        )
+    kill_pidfile(pidfile)
+    if not quiet:
+        log(f"PostgreSQL in {root} stopped")
+
+
+# -- SLURM ----------------------------------------------------------------------------------
+
+
+def slurm_env(root: Path) -> dict[str, str]:
+    return {**os.environ, "SLURM_CONF": str(root / "etc" / "slurm.conf")}
+
+
+def slurm_start(root: Path) -> dict[str, str]:
+    if os.geteuid() != 0:
+        raise ServiceError("starting a SLURM cluster needs root (SlurmUser=root, munged as munge)")
+    apt_install(
+        SLURM_PACKAGES,
+        [
+            "slurmctld",
+            "slurmd",
+            "slurmdbd",
+            "sbatch",
+            "sacct",
+            "munged",
+            "mariadbd",
+            "mariadb-install-db",
+        ],
+    )
+    slurm_stop(root, quiet=True)
+    fresh_dir(root)
+    etc, state, spool, db = root / "etc", root / "state", root / "spool", root / "mysql"
+    for d in (etc, state, spool, db):
+        d.mkdir()
+    host = socket.gethostname().split(".")[0]
+    cpus = os.cpu_count() or 1
+    mem_mb = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.8)
+    db_port, dbd_port, ctld_port, d_port = free_port(), free_port(), free_port(), free_port()
+
+    start_munge()
+
+    # MariaDB for accounting, its own data directory and port; slurmdbd logs in as root.
+    run(
+        [
+            "mariadb-install-db",
+            "--user=root",
+            f"--datadir={db}",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ],
+        timeout=180,
+    )
+    subprocess.Popen(
+        [
+            shutil.which("mariadbd") or "mariadbd",
+            "--user=root",
+            f"--datadir={db}",
+            f"--port={db_port}",
+            "--bind-address=127.0.0.1",
+            f"--socket={root / 'mysql.sock'}",
+            f"--pid-file={root / 'mariadb.pid'}",
+            f"--log-error={root / 'mariadb.log'}",
+            "--skip-log-bin",
+            "--innodb-flush-log-at-trx-commit=0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_for("MariaDB", lambda: _port_open(db_port), 60, root / "mariadb.log")
+
+    (etc / "slurm.conf").write_text(
+        f"""# Written by scripts/services.py: a single-node cluster for tests.
+ClusterName={CLUSTER}
+SlurmctldHost={host}(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort={ctld_port}
+SlurmdPort={d_port}
+AuthType=auth/munge
+StateSaveLocation={state}
+SlurmdSpoolDir={spool}
+SlurmctldPidFile={root / "slurmctld.pid"}
+SlurmdPidFile={root / "slurmd.pid"}
+SlurmctldLogFile={root / "slurmctld.log"}
+SlurmdLogFile={root / "slurmd.log"}
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+SchedulerParameters=bf_interval=1
+KillWait=5
+EnforcePartLimits=ALL
+ReturnToService=2
+MinJobAge=300
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort={dbd_port}
+NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb} State=UNKNOWN
+PartitionName={PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP
+"""
+    )
+    dbd_conf = etc / "slurmdbd.conf"
+    dbd_conf.write_text(
+        f"""AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort={dbd_port}
+SlurmUser=root
+PidFile={root / "slurmdbd.pid"}
+LogFile={root / "slurmdbd.log"}
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={db_port}
+StorageUser=root
+StorageLoc=slurm_acct_db
+"""
+    )
+    dbd_conf.chmod(0o600)
+    env = slurm_env(root)
+    run(["slurmdbd"], env=env)
+    wait_for("slurmdbd", lambda: _port_open(dbd_port), 60, root / "slurmdbd.log")
+    wait_for(
+        "sacctmgr",
+        lambda: (
+            subprocess.run(
+                ["sacctmgr", "-i", "add", "cluster", CLUSTER],
+                env=env,
+                capture_output=True,
+                timeout=20,
+            ).returncode
+            == 0
+        ),
+        60,
+        root / "slurmdbd.log",
+    )
+    run(["slurmctld", "-c"], env=env)
+    run(["slurmd", "-c"], env=env)
+
+    def node_idle() -> bool:
+        out = subprocess.run(
+            ["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True, timeout=10
+        )
+        return out.stdout.strip() == "idle"
+
+    wait_for("the SLURM node", node_idle, 60, root / "slurmctld.log")
+    return {"SLURM_CONF": str(etc / "slurm.conf"), "partition": PARTITION}
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_munge() -> None:
+    """munged on its default socket (what SLURM's auth/munge uses); left running if up."""
+    if alive(read_pid(Path("/run/munge/munged.pid"))):
+        return
+    key = Path("/etc/munge/munge.key")
+    if not key.is_file():
+        run(["mungekey", "--create", f"--keyfile={key}"])
+        shutil.chown(key, "munge", "munge")
+        key.chmod(0o600)
+    for d in (Path("/run/munge"), Path("/var/log/munge"), Path("/var/lib/munge")):
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.chown(d, "munge", "munge")
+    run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"])
+    wait_for(
+        "munged",
+        lambda: subprocess.run(["munge", "-n"], capture_output=True, timeout=5).returncode == 0,
+        20,
+    )
+
+
+def slurm_status(root: Path) -> dict[str, str]:
+    for name in ("slurmctld", "slurmd", "slurmdbd"):
+        if not alive(read_pid(root / f"{name}.pid")):
+            raise ServiceError(f"{name} is not running from {root}")
+    return {"SLURM_CONF": str(root / "etc" / "slurm.conf"), "partition": PARTITION}
+
+
+def slurm_stop(root: Path, quiet: bool = False) -> None:
+    env = slurm_env(root)
+    if alive(read_pid(root / "slurmctld.pid")) and shutil.which("scancel"):
+        # Jobs first: their processes would otherwise outlive slurmd.
+        with contextlib.suppress(Exception):
+            subprocess.run(
+                ["scancel", "--full", "-u", "root"], env=env, capture_output=True, timeout=10
+            )
+    for name in ("slurmd", "slurmctld", "slurmdbd", "mariadb"):
+        kill_pidfile(root / f"{name}.pid")
+    if not quiet:
+        log(f"SLURM in {root} stopped (munged left running)")
+
+
+SERVICES = {
+    "postgres": (postgres_start, postgres_status, postgres_stop),
+    "slurm": (slurm_start, slurm_status, slurm_stop),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("action", choices=["start", "status", "stop"])
+    parser.add_argument("service", choices=sorted(SERVICES))
+    parser.add_argument(
+        "--dir", type=Path, help="state directory (default /tmp/nasfw-services/<service>)"
+    )
+    args = parser.parse_args()
+    root = (args.dir or Path("/tmp/nasfw-services") / args.service).resolve()
+    start, status, stop = SERVICES[args.service]
+    started = time.monotonic()
+    try:
+        if args.action == "stop":
+            stop(root)
+            return 0
+        info = start(root) if args.action == "start" else status(root)
+    except (ServiceError, subprocess.TimeoutExpired, OSError) as err:
+        print(f"services: cannot {args.action} {args.service}: {err}", file=sys.stderr)
+        if args.action == "start":
+            with contextlib.suppress(Exception):
+                stop(root, quiet=True)
+        return 1
+    if args.action == "start":
+        log(f"{args.service} up in {time.monotonic() - started:.1f} s (state in {root})")
+    for key, value in info.items():
+        print(f"{key}={value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

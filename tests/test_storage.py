@@ -1,0 +1,108 @@
+"""Shared Optuna storage: PostgreSQL (a real server) and the journal file, written concurrently."""
+
+from __future__ import annotations
+
+import multiprocessing
+import uuid
+
+import optuna
+import pytest
+from cli import TINY, nasfw, trials
+
+from nasfw import ArchGraph, Candidate, Node, Result
+from nasfw.ledger import Ledger, open_storage
+
+WRITERS, EACH = 3, 20
+
+
+def _graph(seed: int) -> ArchGraph:
+    return ArchGraph([Node(id="n0", op="dense", params={"units": seed + 1})], output="n0")
+
+
+def write_trials(url: str, study: str, writer: int) -> None:
+    """One process of a concurrent search: records EACH trials as (generation=writer, index=i)."""
+    ledger = Ledger(url, study)
+    for i in range(EACH):
+        result = Result(status="ok", metric=writer + i / 100) if i % 5 else Result.failed("boom")
+        ledger.record(Candidate(_graph(writer * 100 + i)), result, writer, i)
+
+
+def _concurrent_writes(url: str) -> list[optuna.trial.FrozenTrial]:
+    study = f"concurrent-{uuid.uuid4().hex[:8]}"
+    context = multiprocessing.get_context("spawn")
+    procs = [context.Process(target=write_trials, args=(url, study, w)) for w in range(WRITERS)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * WRITERS
+    return optuna.load_study(study_name=study, storage=open_storage(url)).get_trials()
+
+
+def _assert_nothing_lost_or_duplicated(stored: list[optuna.trial.FrozenTrial]) -> None:
+    keys = sorted((t.user_attrs["generation"], t.user_attrs["index"]) for t in stored)
+    assert keys == [(w, i) for w in range(WRITERS) for i in range(EACH)]
+    assert sorted(t.number for t in stored) == list(range(WRITERS * EACH))
+    failed = [t for t in stored if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == WRITERS * EACH // 5
+    assert all(t.user_attrs["fail_reason"] == "boom" for t in failed)
+
+
+def test_postgres_concurrent_writers_lose_and_duplicate_nothing(postgres_url):
+    _assert_nothing_lost_or_duplicated(_concurrent_writes(postgres_url))
+
+
+def test_journal_concurrent_writers_lose_and_duplicate_nothing(tmp_path):
+    _assert_nothing_lost_or_duplicated(_concurrent_writes(f"journal://{tmp_path}/j.log"))
+
+
+def test_search_on_postgres_completes_and_resumes(tmp_path, postgres_url):
+    study = f"pg-{uuid.uuid4().hex[:8]}"
+    args = [*TINY, f"storage.url={postgres_url}", f"study_name={study}"]
+    first = nasfw(tmp_path, *args)
+    assert first.returncode == 0, first.stderr
+    assert [t.state for t in trials(postgres_url, study)] == [optuna.trial.TrialState.COMPLETE] * 2
+    again = nasfw(tmp_path, *args)
+    assert again.returncode == 0, again.stderr
+    assert "Resuming" in again.stderr
+    assert len(trials(postgres_url, study)) == 2
+
+
+def test_two_searches_on_one_postgres_database_at_once(tmp_path, postgres_url):
+    import subprocess
+    import sys
+
+    tag = uuid.uuid4().hex[:8]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nasfw",
+                *TINY,
+                "tuner.n_trials=4",
+                f"seed={seed}",
+                f"storage.url={postgres_url}",
+                f"study_name={tag}-{seed}",
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (0, 1)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    for seed in (0, 1):
+        stored = trials(postgres_url, f"{tag}-{seed}")
+        keys = sorted((t.user_attrs["generation"], t.user_attrs["index"]) for t in stored)
+        assert keys == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg2://nobody@127.0.0.1:1/none"])
+def test_unreachable_postgres_fails_naming_the_key(tmp_path, url):
+    out = nasfw(tmp_path, *TINY, f"storage.url={url}")
+    assert out.returncode == 2
+    assert "storage.url" in out.stderr and "Traceback" not in out.stderr
