@@ -49,6 +49,8 @@ class SearchContext:
     # Set at the end: the best candidate retrained on train data, and where it was exported.
     best_model: nn.Module | None = None
     export_dir: Path | None = None
+    # What the post-processor reported (one row per network it processed).
+    postproc_report: list[dict[str, Any]] = field(default_factory=list)
     # Set when the search stopped on an exception (KeyboardInterrupt included).
     error: BaseException | None = None
     plugin_state: dict[str, Any] = field(default_factory=dict)
@@ -256,7 +258,16 @@ def _run_generation(
             )
             progress.advance(task)
 
-        launcher.map(evaluator, [candidates[i] for i in todo], on_result)
+        if getattr(launcher, "workers_write_trials", False):
+            from nasfw.ledger import StoredEvaluation, absolute_url
+
+            # Each job writes its own trial; on_result then only picks it up (Ledger.record).
+            fn: Any = StoredEvaluation(
+                evaluator, absolute_url(ledger.url), context.study.study_name, generation
+            )
+            launcher.map(fn, [(i, candidates[i]) for i in todo], on_result)
+        else:
+            launcher.map(evaluator, [candidates[i] for i in todo], on_result)
     missing = [i for i in range(len(candidates)) if i not in records]
     if missing:
         raise RuntimeError(f"launcher returned no result for candidates {missing}")

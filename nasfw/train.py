@@ -45,8 +45,16 @@ def _settings(config: TrainConfig, overrides: Mapping[str, Any]) -> dict[str, An
     return settings
 
 
-def _optimizer(model: nn.Module, settings: Mapping[str, Any]) -> torch.optim.Optimizer:
-    params, lr, wd = model.parameters(), settings["lr"], settings["weight_decay"]
+def _optimizer(
+    model: nn.Module, settings: Mapping[str, Any], groups: list[dict[str, Any]] | None = None
+) -> torch.optim.Optimizer:
+    lr, wd = settings["lr"], settings["weight_decay"]
+    params: Any = model.parameters()
+    if groups:
+        # Parameters named in a group get its settings (e.g. a larger lr); the rest the default.
+        special = {id(p) for g in groups for p in g["params"]}
+        rest = [p for p in model.parameters() if id(p) not in special]
+        params = [{"params": rest}, *groups]
     if settings["optimizer"] is Optimizer.sgd:
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd)
     if settings["optimizer"] is Optimizer.adamw:
@@ -90,20 +98,23 @@ def train_model(
     seed: int,
     overrides: Mapping[str, Any] | None = None,
     extra_loss: ExtraLoss | None = None,
+    param_groups: list[dict[str, Any]] | None = None,
 ) -> TrainOutcome:
     """Train ``model`` on ``problem.train`` and score it on ``problem.val``.
 
     Seeded (weights are expected to be initialised under the same seed by the caller; the
     batch order depends on ``seed`` only). ``overrides`` replace config knobs for this run
     (``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``weight_decay``). A loss that turns NaN
-    or infinite stops training at once with ``diverged=True``.
+    or infinite stops training at once with ``diverged=True``. ``extra_loss(model)`` is added
+    to the task loss at every step (a regularizer); ``param_groups`` are torch optimizer groups
+    for some parameters (e.g. a larger learning rate for MorphNet's gates).
     """
     settings = _settings(config, overrides or {})
     torch.manual_seed(seed)
     order = torch.Generator().manual_seed(seed)
     x, y = _tensors(problem.train, problem)
     criterion = loss_fn(problem)
-    optimizer = _optimizer(model, settings)
+    optimizer = _optimizer(model, settings, param_groups)
     batch_size = settings["batch_size"]
     started = time.perf_counter()
     history: list[dict[str, float]] = []

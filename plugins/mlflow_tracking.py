@@ -224,6 +224,9 @@ def nasfw_search_end(context: SearchContext, best: TrialRecord | None) -> None:
             client.log_batch(run_id, metrics=_metrics(summary, step=step))
             client.set_tag(run_id, "nasfw.best_trial", str(best.number))
             client.log_text(run_id, best.graph.to_json(indent=2), "best_model/graph.json")
+    if context.postproc_report:
+        with _guard(state, "logging the post-processor report"):
+            _log_postproc(client, run_id, context)
     if context.export_dir is not None and Path(context.export_dir).is_dir():
         with _guard(state, f"logging the exported files of {context.export_dir}"):
             client.log_artifacts(run_id, str(context.export_dir), "best_model")
@@ -456,6 +459,12 @@ def _trial_values(result: Result) -> dict[str, float | int | None]:
         "trial_train_seconds": result.train_seconds,
         "trial_failed": int(not result.ok),
         "trial_regularized_score": result.regularized_score,
+        # Scorer-specific facts, e.g. regularized scoring's flops_after / params_after.
+        **{
+            f"trial_{key}": value
+            for key, value in sorted(result.extra.items())
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        },
     }
 
 
@@ -575,6 +584,26 @@ def _log_plot(client: MlflowClient, run_id: str, context: SearchContext) -> None
     )
     ax.legend(loc="lower right")
     client.log_figure(run_id, fig, "best_so_far.png", save_kwargs={"dpi": 100})
+
+
+def _log_postproc(client: MlflowClient, run_id: str, context: SearchContext) -> None:
+    """The post-processor's rows as a table, and each row's before/after figures as metrics."""
+    rows = context.postproc_report
+    columns = sorted({k for row in rows for k in row})
+    client.log_table(
+        run_id,
+        data={c: [row.get(c) for row in rows] for c in columns},
+        artifact_file="postproc.json",
+    )
+    batch = []
+    for step, row in enumerate(rows):
+        numeric = {
+            f"postproc_{key}": value
+            for key, value in row.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        }
+        batch.extend(_metrics(numeric, step=step))
+    client.log_batch(run_id, metrics=batch)
 
 
 def _agg_figure(size: tuple[float, float]) -> Any:

@@ -1,0 +1,67 @@
+"""MorphNet in PyTorch: a FLOP regularizer on batch-norm gammas, shrinking, and the seeds'
+regularized scoring.
+
+- ``postproc=morphnet``: after the search, the best ``top_k`` networks are trained with gates
+  and the FLOP regularizer, shrunk to their alive widths (optionally expanded to a FLOP
+  budget), retrained, and reported (FLOPs, params, accuracy before and after).
+- ``evaluation=regularized``: every candidate is scored through its shrunk version (one
+  regularized epoch, then the small network trains for the rest of ``train.epochs``); the
+  score goes to the unmodified genome (Nikulenkov, Khamitov, Popova: "Regularization approach
+  for accelerating Neural Architecture Search").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from nasfw import EvaluationConfig, PostprocConfig, hookimpl
+
+from .postproc import run_postproc
+from .scoring import regularized_score
+
+
+@dataclass
+class RegularizedScoringConfig(EvaluationConfig):
+    name: str = "regularized"
+    # λ = strength / initial FLOPs (the seeds: 1 / init_flop).
+    strength: float = 1.0
+    # |gamma| above this is alive (the seeds: 0.1 for MNIST/CIFAR-10, 0.05 for harder sets).
+    threshold: float = 0.1
+    # Epochs of regularized training before shrinking (the seeds: one).
+    shrink_epochs: int = 1
+    # Learning rate of the gates during the shrink phase: with few steps per epoch (small data
+    # sets), the network's own learning rate cannot move a gamma from 1 to below the threshold.
+    gate_lr: float = 0.05
+
+
+@dataclass
+class MorphNetConfig(PostprocConfig):
+    name: str = "morphnet"
+    top_k: int = 3
+    strength: float = 1.0
+    threshold: float = 0.1
+    shrink_epochs: int = 1
+    gate_lr: float = 0.05
+    # Expand the shrunk network uniformly to this many FLOPs (None: no expansion).
+    flop_budget: float | None = None
+
+
+@hookimpl
+def register_configs(register: Callable[[str, str, Any], None]) -> None:
+    register("evaluation", "regularized", RegularizedScoringConfig)
+    register("postproc", "morphnet", MorphNetConfig)
+
+
+@hookimpl
+def register_scorers(register: Callable[[str, Any], None]) -> None:
+    register("regularized", regularized_score)
+
+
+@hookimpl
+def register_postprocessors(register: Callable[[str, Any], None]) -> None:
+    register("morphnet", run_postproc)
+
+
+__all__ = ["MorphNetConfig", "RegularizedScoringConfig"]

@@ -1,0 +1,63 @@
+"""``postproc=morphnet``: shrink the final population's best networks, retrain, report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from nasfw import SearchContext, TrainConfig, build_model, model_cost, train_model
+
+from .scoring import morph
+from .shrink import expand
+
+
+def run_postproc(context: SearchContext, config: Any) -> list[dict[str, Any]]:
+    """MorphNet on the ``top_k`` best trials; the report goes to ``context.postproc_report``."""
+    from omegaconf import OmegaConf
+
+    from nasfw.evaluate import candidate_seed
+    from nasfw.train import evaluate_model
+    from nasfw.tuner import Candidate
+
+    train: TrainConfig = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(TrainConfig), context.cfg.train)
+    )  # type: ignore[assignment]
+    problem = context.problem
+    ranked = sorted(
+        (t for t in context.history if t.result.ok), key=lambda t: (-t.result.fitness, t.number)
+    )
+    seen: set[str] = set()
+    top = []
+    for t in ranked:
+        if t.graph.hash not in seen:
+            seen.add(t.graph.hash)
+            top.append(t)
+        if len(top) >= int(config.top_k):
+            break
+    report = []
+    for trial in top:
+        seed = candidate_seed(int(context.cfg.seed), Candidate(trial.graph, train=trial.train))
+        small, facts = morph(trial.graph, problem, train, seed, config, trial.train)
+        if config.flop_budget:
+            small = expand(small, problem, float(config.flop_budget))
+        torch.manual_seed(seed)
+        before = model_cost(build_model(trial.graph, problem), problem.input_shape)
+        model = build_model(small, problem)
+        after = model_cost(model, problem.input_shape)
+        outcome = train_model(model, problem, train, seed, overrides=trial.train)
+        row = {
+            "trial": trial.number,
+            "flops_before": before.flops,
+            "flops_after": after.flops,
+            "params_before": before.params,
+            "params_after": after.params,
+            "val_before": trial.result.metric,
+            "val_after": outcome.metric,
+            "test_after": evaluate_model(model, problem, problem.test),
+            "shrink_seconds": facts["shrink_seconds"],
+            "shrunk_graph": small.to_json(),
+        }
+        report.append(row)
+    context.postproc_report = report
+    return report

@@ -1,0 +1,92 @@
+"""The seeds' regularized scoring: shrink each candidate with MorphNet for a short phase,
+train the small network for the rest of the budget, give its score to the unmodified genome."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from nasfw import Candidate, Problem, Result, TrainConfig, build_model, model_cost, train_model
+
+from .regularizer import FlopRegularizer, add_gates
+from .shrink import shrink
+
+
+def morph(
+    graph: Any,
+    problem: Problem,
+    train: TrainConfig,
+    seed: int,
+    settings: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Train ``graph`` with gates and the FLOP regularizer; return the shrunk graph and facts."""
+    gated = add_gates(graph)
+    torch.manual_seed(seed)
+    model = build_model(gated, problem)
+    regularizer = FlopRegularizer(model, graph, float(settings["threshold"]))
+    initial_flops = regularizer.flops()
+    # The seeds' coefficient: strength / initial FLOPs, so the penalty starts near 2·strength.
+    strength = float(settings["strength"]) / max(initial_flops, 1.0)
+    groups = [{"params": regularizer.gate_parameters(), "lr": float(settings["gate_lr"])}]
+    phase = {**(overrides or {}), "epochs": int(settings["shrink_epochs"])}
+    outcome = train_model(
+        model,
+        problem,
+        train,
+        seed,
+        overrides=phase,
+        extra_loss=lambda _: strength * regularizer(),
+        param_groups=groups,
+    )
+    facts: dict[str, Any] = {
+        "shrink_seconds": outcome.seconds,
+        "regularized_flops_before": initial_flops,
+        "regularized_flops_after": regularizer.flops(),
+        "diverged": outcome.diverged,
+        "reason": outcome.reason,
+    }
+    small, changes = shrink(graph, regularizer.alive())
+    facts["changes"] = changes
+    return small, facts
+
+
+def regularized_score(
+    candidate: Candidate,
+    problem: Problem,
+    train: TrainConfig,
+    seed: int,
+    settings: Mapping[str, Any],
+) -> Result:
+    """``evaluation=regularized``: MorphNet phase, then the shrunk network trains and scores."""
+    started = time.perf_counter()
+    small, facts = morph(candidate.graph, problem, train, seed, settings, candidate.train)
+    if facts["diverged"]:
+        return Result.failed(f"regularized phase {facts['reason']}")
+    epochs = int(candidate.train.get("epochs", train.epochs))
+    remaining = max(1, epochs - int(settings["shrink_epochs"]))
+    torch.manual_seed(seed)
+    model = build_model(small, problem)
+    after = model_cost(model, problem.input_shape)
+    outcome = train_model(
+        model, problem, train, seed, overrides={**candidate.train, "epochs": remaining}
+    )
+    if outcome.diverged:
+        return Result.failed(f"shrunk network {outcome.reason}")
+    return Result(
+        status="ok",
+        metric=outcome.metric,
+        loss=outcome.loss,
+        regularized_score=outcome.metric,
+        train_seconds=time.perf_counter() - started,
+        epochs=int(settings["shrink_epochs"]) + remaining,
+        extra={
+            "flops_after": float(after.flops),
+            "params_after": float(after.params),
+            "shrink_seconds": facts["shrink_seconds"],
+            "widths_changed": float(sum(1 for b, a in facts["changes"].values() if a < b)),
+        },
+    )

@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from cli import TINY, nasfw
+
+from nasfw import ArchGraph, Node, build_model, model_cost
+from nasfw.plugins.morphnet.regularizer import FlopRegularizer, add_gates
+from nasfw.plugins.morphnet.shrink import expand, scale_widths, shrink
+
+
+class Image:
+    input_shape = (1, 8, 8)
+    n_outputs = 10
+
+
+def conv(node_id: str, filters: int, *inputs: str, merge: str = "concat") -> Node:
+    return Node(
+        node_id, "conv2d", {"filters": filters, "kernel_size": 3}, inputs or ("input",), merge
+    )
+
+
+def gated(graph: ArchGraph, ops, threshold: float = 0.1):
+    torch.manual_seed(0)
+    model = build_model(add_gates(graph), Image(), ops)
+    return model, FlopRegularizer(model, graph, threshold)
+
+
+def kill(model, node: str, channels: list[int]) -> None:
+    with torch.no_grad():
+        model.node_modules[f"{node}_gate"].weight[channels] = 0.0
+
+
+def test_gates_follow_every_conv_and_dense():
+    graph = ArchGraph(
+        [conv("c0", 8), Node("d", "dense", {"units": 16}, inputs=("c0",))], output="d"
+    )
+    g = add_gates(graph)
+    assert [(n.id, n.op, n.inputs) for n in g] == [
+        ("c0", "conv2d", ("input",)),
+        ("c0_gate", "batchnorm", ("c0",)),
+        ("d", "dense", ("c0_gate",)),
+        ("d_gate", "batchnorm", ("d",)),
+    ]
+    assert g.output == "d_gate"
+
+
+def test_dead_channels_are_removed_and_flops_drop_exactly(ops):
+    graph = ArchGraph(
+        [
+            conv("c0", 8),
+            conv("c1", 6, "c0"),
+            Node("p", "maxpool2d", {"pool_size": 2}, inputs=("c1",)),
+            Node("d", "dense", {"units": 12}, inputs=("p",)),
+        ],
+        output="d",
+    )
+    model, reg = gated(graph, ops)
+    full = model_cost(build_model(graph, Image(), ops), Image.input_shape).flops
+    assert reg.flops() == full  # the cost model is FlopCounterMode's, at full width
+    kill(model, "c0", [1, 3, 5])
+    kill(model, "d", list(range(4)))
+    assert reg.alive() == {"c0": 5, "c1": 6, "d": 8}
+    small, changes = shrink(graph, reg.alive())
+    assert changes == {"c0": (8, 5), "c1": (6, 6), "d": (12, 8)}
+    shrunk = model_cost(build_model(small, Image(), ops), Image.input_shape).flops
+    assert shrunk == reg.flops() < full
+    # c0: 2·64·9·1·5; c1: 2·64·9·5·6; d: 2·(6·16)·8; head: 2·8·10
+    assert shrunk == 2 * 64 * 9 * 5 + 2 * 64 * 9 * 5 * 6 + 2 * 96 * 8 + 2 * 8 * 10
+
+
+def test_add_merge_makes_one_group(ops):
+    graph = ArchGraph(
+        [
+            conv("c0", 8),
+            conv("c1", 8, "c0"),
+            Node("m", "identity", {}, inputs=("c0", "c1"), merge="add"),
+            Node("d", "dense", {"units": 4}, inputs=("m",)),
+        ],
+        output="d",
+    )
+    model, reg = gated(graph, ops)
+    kill(model, "c0", [0, 1])
+    kill(model, "c1", [1, 2])
+    # Channel 1 is dead in both members; 0 and 2 stay alive through the other member.
+    assert reg.alive()["c0"] == reg.alive()["c1"] == 7
+    small, _ = shrink(graph, reg.alive())
+    assert small["c0"].params["filters"] == small["c1"].params["filters"] == 7
+    assert model_cost(build_model(small, Image(), ops), Image.input_shape).flops == reg.flops()
+
+
+def test_concat_keeps_members_apart(ops):
+    graph = ArchGraph(
+        [
+            conv("c0", 8),
+            conv("c1", 6),
+            Node("m", "identity", {}, inputs=("c0", "c1"), merge="concat"),
+            Node("d", "dense", {"units": 4}, inputs=("m",)),
+        ],
+        output="d",
+    )
+    model, reg = gated(graph, ops)
+    kill(model, "c0", [0, 1])
+    kill(model, "c1", [0, 1, 2])
+    assert reg.alive() == {"c0": 6, "c1": 3, "d": 4}
+    small, _ = shrink(graph, reg.alive())
+    assert model_cost(build_model(small, Image(), ops), Image.input_shape).flops == reg.flops()
+
+
+def test_regularizer_pushes_gammas_down_in_proportion_to_cost(ops):
+    graph = ArchGraph([conv("c0", 8), conv("c1", 8, "c0")], output="c1")
+    model, reg = gated(graph, ops)
+    loss = reg()
+    loss.backward()
+    grads = {n: model.node_modules[f"{n}_gate"].weight.grad for n in ("c0", "c1")}
+    assert all(bool((g > 0).all()) for g in grads.values())
+    assert reg() > 0
+
+
+def test_layer_with_no_alive_channel_keeps_one(ops):
+    graph = ArchGraph([conv("c0", 4), conv("c1", 4, "c0")], output="c1")
+    model, reg = gated(graph, ops)
+    kill(model, "c0", [0, 1, 2, 3])
+    small, changes = shrink(graph, reg.alive())
+    assert changes["c0"] == (4, 1)
+    build_model(small, Image(), ops)(torch.zeros(2, 1, 8, 8))
+
+
+def test_expand_fits_the_flop_budget(ops):
+    graph = ArchGraph([conv("c0", 4), Node("d", "dense", {"units": 8}, inputs=("c0",))], output="d")
+    base = model_cost(build_model(graph, Image(), ops), Image.input_shape).flops
+    bigger = expand(graph, Image(), flop_budget=3 * base)
+    flops = model_cost(build_model(bigger, Image(), ops), Image.input_shape).flops
+    assert base < flops <= 3 * base
+    assert bigger["c0"].params["filters"] > 4
+    assert scale_widths(graph, 1.0) == graph
+
+
+def test_regularized_scoring_in_a_codeepneat_run(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    out = nasfw(
+        tmp_path,
+        "tuner=codeepneat",
+        "tuner.generations=1",
+        "tuner.blueprint_population=2",
+        "tuner.genomes_per_blueprint=1",
+        "tuner.module_population=4",
+        "evaluation=regularized",
+        "evaluation.gate_lr=0.2",
+        "train.epochs=2",
+        "launcher.workers=0",
+        "tracking=none",
+        f"storage.url={url}",
+    )
+    assert out.returncode == 0, out.stderr
+    study = optuna.load_study(study_name="codeepneat-digits-image_small-seed0", storage=url)
+    trials = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert len(trials) == 2
+    for t in trials:
+        assert t.user_attrs["regularized_score"] == t.value
+        # The genome stored is the unmodified one; its FLOPs are the original network's.
+        assert t.user_attrs["extra"]["flops_after"] <= t.user_attrs["flops"]
+        assert ArchGraph.from_json(t.user_attrs["graph"]).hash == t.user_attrs["graph_hash"]
+
+
+def test_postproc_morphnet_reports_smaller_networks(tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tiny = [a for a in TINY if not a.startswith("tracking=")]
+    out = nasfw(
+        tmp_path,
+        *tiny,
+        "problem=digits",
+        "search_space=image_small",
+        "postproc=morphnet",
+        "postproc.top_k=1",
+        "postproc.gate_lr=0.3",
+        "postproc.strength=2",
+        f"storage.url=sqlite:///{tmp_path}/s.db",
+        f"tracking.tracking_uri={uri}",
+    )
+    assert out.returncode == 0, out.stderr
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("nasfw").experiment_id])
+    (run,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    path = client.download_artifacts(run.info.run_id, "postproc.json", str(tmp_path / "dl"))
+    table = json.loads(Path(path).read_text())
+    rows = [dict(zip(table["columns"], r, strict=True)) for r in table["data"]]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["flops_after"] <= row["flops_before"] and row["params_after"] <= row["params_before"]
+    assert 0 <= row["val_after"] <= 1
+    ArchGraph.from_json(row["shrunk_graph"])
+    assert "postproc_flops_after" in run.data.metrics
+
+
+@pytest.mark.parametrize("bad", ["evaluation.threshold=abc", "postproc=nope"])
+def test_bad_morphnet_config_names_the_key(tmp_path, bad):
+    out = nasfw(tmp_path, *TINY, bad)
+    assert out.returncode != 0
+    assert bad.split("=")[0] in out.stderr or "postproc/nope" in out.stderr
