@@ -147,5 +147,9 @@ class NasfwConfig:
     seed: int = 0
     # Study name in the Optuna storage; rerunning with the same name resumes the search.
     study_name: str = MISSING
+    # Reuse the result of an identical network with identical training settings evaluated
+    # earlier in the study (evaluations are seeded by network and settings) instead of
+    # training it again; such trials carry extra.reused_from = the original trial's number.
+    reuse_evaluations: bool = True
     # Where the best model is exported (relative to Hydra's run directory when not absolute).
     export_dir: str = "best_model"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -237,6 +237,21 @@ def _run_generation(
                 )
             records[record.index] = record
     todo = [i for i in range(len(candidates)) if i not in records]
+    # The same network with the same training settings gets the same seeded evaluation, so an
+    # earlier result (this generation's twin, or an elite evaluated before) is reused.
+    copies: dict[int, int | TrialRecord] = {}
+    if context.cfg.reuse_evaluations:
+        earlier = {_evaluation_key(r.graph, r.train): r for r in context.history}
+        first: dict[str, int] = {}
+        for i in todo:
+            key = _evaluation_key(candidates[i].graph, candidates[i].train)
+            if key in earlier:
+                copies[i] = earlier[key]
+            elif key in first:
+                copies[i] = first[key]
+            else:
+                first[key] = i
+    todo = [i for i in todo if i not in copies]
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -268,10 +283,28 @@ def _run_generation(
             launcher.map(fn, [(i, candidates[i]) for i in todo], on_result)
         else:
             launcher.map(evaluator, [candidates[i] for i in todo], on_result)
+        for index, source in copies.items():
+            original = source if isinstance(source, TrialRecord) else records[source]
+            result = replace(
+                original.result, extra={**original.result.extra, "reused_from": original.number}
+            )
+            record = ledger.record(candidates[index], result, generation, index)
+            records[index] = record
+            context.history.append(record)
+            hook.nasfw_trial_complete(
+                context=context, candidate=candidates[index], result=result, trial=record
+            )
+            progress.advance(task)
     missing = [i for i in range(len(candidates)) if i not in records]
     if missing:
         raise RuntimeError(f"launcher returned no result for candidates {missing}")
     return [records[i] for i in range(len(candidates))]
+
+
+def _evaluation_key(graph: ArchGraph, train: dict[str, Any]) -> str:
+    import json
+
+    return f"{graph.hash}:{json.dumps(train, sort_keys=True)}"
 
 
 def _report_generation(

@@ -196,3 +196,35 @@ def test_multirun_sweep_gives_one_mlflow_run_each(tmp_path):
         artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
         assert "best_so_far.png" in artifacts
     assert len(list((tmp_path / "multirun").glob("*/*/*/.hydra"))) == 4
+
+
+def test_identical_networks_are_evaluated_once(tmp_path):
+    # One module per stage: both assemblies of each blueprint are the same network.
+    args = [
+        "tuner=codeepneat",
+        "tuner.generations=1",
+        "tuner.blueprint_population=2",
+        "tuner.genomes_per_blueprint=2",
+        "tuner.module_population=2",
+        "train.epochs=1",
+        "launcher.workers=0",
+        "tracking=none",
+        f"storage.url=sqlite:///{tmp_path}/s.db",
+    ]
+    values = {}
+    for reuse in ("true", "false"):
+        out = nasfw(tmp_path, *args, f"reuse_evaluations={reuse}", f"study_name=reuse-{reuse}")
+        assert out.returncode == 0, out.stderr
+        done = trials(f"sqlite:///{tmp_path}/s.db", f"reuse-{reuse}")
+        values[reuse] = {t.user_attrs["index"]: t.value for t in done}
+        reused = [t for t in done if "reused_from" in t.user_attrs["extra"]]
+        if reuse == "true":
+            assert len(reused) >= 2
+            for t in reused:
+                source = done[t.user_attrs["extra"]["reused_from"]]
+                assert source.user_attrs["graph_hash"] == t.user_attrs["graph_hash"]
+                assert source.value == t.value
+        else:
+            assert not reused
+    # Seeded evaluation: retraining the twin gives exactly what reusing it gave.
+    assert values["true"] == values["false"]
