@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from nasfw.tuner import Result
 
@@ -19,6 +19,12 @@ class Launcher(ABC, Generic[T]):
     for that item and never raises for one item's failure. ``on_result(index, result)`` is called
     as each result arrives, so the driver can store it at once.
     """
+
+    #: True for launchers whose jobs outlive the driver (clusters): the search then passes
+    #: ``fn`` = :class:`nasfw.ledger.StoredEvaluation` and items ``(index, candidate)``, so each
+    #: job writes its own trial into the study, and ``fn.key(item)`` names an evaluation stably
+    #: enough to re-attach to its job after a driver restart.
+    workers_write_trials: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
         self.config = config

@@ -3,12 +3,21 @@
 One finished trial per evaluation (COMPLETE with the metric, or FAIL with the reason), written
 in one storage call when the result arrives; the tuner's state after each generation goes into
 the study's user attrs. Together they let a rerun with the same storage and study name resume.
+
+Trials are written by :meth:`Ledger.record` only: by the driver as results arrive, or, for
+cluster launchers (``Launcher.workers_write_trials``), inside the job by
+:class:`StoredEvaluation`, so a result is in the study when its job ends even if the driver is
+gone; the driver then gets a :class:`StoredResult` and writes nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +61,14 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             f"{str(err).splitlines()[0] if str(err) else ''}). Use sqlite:///file.db for one "
             "machine, or a PostgreSQL URL / journal:///shared/path.log for clusters."
         ) from err
+
+
+def absolute_url(url: str) -> str:
+    """``url`` with a relative SQLite or journal path made absolute (for jobs elsewhere)."""
+    for prefix in ("sqlite:///", "journal://"):
+        if url.startswith(prefix) and not url.startswith(prefix + "/"):
+            return prefix + str(Path(url.removeprefix(prefix)).resolve())
+    return url
 
 
 def _differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -113,7 +130,21 @@ class Ledger:
     def record(
         self, candidate: Candidate, result: Result, generation: int, index: int
     ) -> TrialRecord:
-        """Store one evaluation as a finished trial and return it."""
+        """Store one evaluation as a finished trial and return it.
+
+        A :class:`StoredResult` was stored by a worker already: it is returned, not written again.
+        """
+        if isinstance(result, StoredResult):
+            return TrialRecord(
+                number=result.trial_number,
+                generation=generation,
+                index=index,
+                graph=candidate.graph,
+                result=result.plain(),
+                params=dict(candidate.params),
+                train=dict(candidate.train),
+                attrs=dict(candidate.attrs),
+            )
         attrs: dict[str, Any] = {
             "generation": generation,
             "index": index,
@@ -155,6 +186,13 @@ class Ledger:
             attrs=dict(candidate.attrs),
         )
 
+    def find(self, generation: int, index: int) -> TrialRecord | None:
+        """The finished trial of candidate ``index`` of ``generation``, if there is one."""
+        for record in self.records():
+            if record.generation == generation and record.index == index:
+                return record
+        return None
+
     def records(self) -> list[TrialRecord]:
         """Every finished evaluation in the study, oldest first."""
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
@@ -184,3 +222,64 @@ class Ledger:
                 )
             )
         return out
+
+
+@dataclass
+class StoredResult(Result):
+    """A :class:`Result` whose trial a worker has already written (trial ``trial_number``)."""
+
+    trial_number: int = -1
+
+    def plain(self) -> Result:
+        return Result(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Result)})
+
+
+@dataclass
+class StoredEvaluation:
+    """What cluster launchers run per candidate: evaluate, then write the trial from the job.
+
+    Called with ``(index, candidate)`` of generation ``generation``. A candidate that already
+    has a trial (its job was killed after writing it, then retried) is not evaluated again.
+    When the storage cannot be reached from the job, the plain result goes back to the driver,
+    which writes it: either way the trial is written once, by :meth:`Ledger.record`.
+    """
+
+    evaluate: Callable[[Candidate], Result]
+    url: str
+    study_name: str
+    generation: int
+
+    def key(self, task: tuple[int, Candidate]) -> str:
+        """A stable name of this evaluation, for launchers that re-attach to running jobs."""
+        index, candidate = task
+        return f"{self.study_name}:{self.generation}:{index}:{candidate.graph.hash}"
+
+    def __call__(self, task: tuple[int, Candidate]) -> Result:
+        index, candidate = task
+        ledger: Ledger | None = None
+        try:
+            ledger = Ledger(self.url, self.study_name)
+            done = ledger.find(self.generation, index)
+            if done is not None and done.graph.hash == candidate.graph.hash:
+                return _stored(done.result, done.number)
+        except Exception as err:
+            print(
+                f"nasfw: cannot read {self.url} from this job ({err}); the driver writes",
+                file=sys.stderr,
+            )
+        result = self.evaluate(candidate)
+        if ledger is None:
+            return result
+        try:
+            return _stored(result, ledger.record(candidate, result, self.generation, index).number)
+        except Exception as err:
+            print(
+                f"nasfw: cannot write to {self.url} from this job ({err}); the driver writes",
+                file=sys.stderr,
+            )
+            return result
+
+
+def _stored(result: Result, number: int) -> StoredResult:
+    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(Result)}
+    return StoredResult(**fields, trial_number=number)

@@ -13,9 +13,13 @@ Everything a launcher runs here is a module-level function, so it is importable 
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,6 +46,36 @@ def die_on_three(x: int) -> Result:
     return Result(status="ok", metric=float(x))
 
 
+def napping_square(x: int) -> Result:
+    """Square after ``(x % 3) / 2`` seconds: later items can finish first."""
+    time.sleep((x % 3) / 2)
+    return Result(status="ok", metric=float(x * x))
+
+
+_JOB_VARS = (
+    "SLURM_JOB_ID",
+    "SLURM_ARRAY_JOB_ID",
+    "SLURM_ARRAY_TASK_ID",
+    "LSB_JOBID",
+    "LSB_JOBINDEX",
+)
+
+
+def hold(task: tuple[str, int]) -> Result:
+    """Note where it runs in ``<folder>/started-<i>`` (appending), then wait for ``release``.
+
+    The launcher contract interrupts one of these mid-run, as a scheduler or an operator would.
+    """
+    folder, i = Path(task[0]), task[1]
+    where = {"pid": os.getpid(), **{k: os.environ[k] for k in _JOB_VARS if k in os.environ}}
+    with (folder / f"started-{i}").open("a") as f:
+        f.write(json.dumps(where) + "\n")
+    deadline = time.monotonic() + 120
+    while not (folder / "release").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return Result(status="ok", metric=float(i))
+
+
 def fake_results(candidates: list[Candidate]) -> list[Result]:
     """Deterministic results from the graphs alone (no training), for tuner contracts."""
     results = []
@@ -52,11 +86,66 @@ def fake_results(candidates: list[Candidate]) -> list[Result]:
 
 
 class LauncherContract:
-    """Contract tests for a :class:`nasfw.Launcher`; provide a ``launcher`` fixture."""
+    """Contract tests for a :class:`nasfw.Launcher`; provide a ``launcher`` fixture.
+
+    Two class attributes describe the launcher: ``interruptible`` (evaluations run outside the
+    driver, so one can be killed: ``interrupt`` does it, by default by killing the process that
+    runs it; a scheduler's suite overrides it with its cancel command) and ``retries_lost``
+    (an evaluation whose job was killed is resubmitted rather than failed).
+    """
+
+    interruptible = True
+    retries_lost = False
 
     @pytest.fixture
     def launcher(self) -> Launcher[Any]:
         raise NotImplementedError("provide a `launcher` fixture")
+
+    def interrupt(self, where: dict[str, Any]) -> None:
+        """Kill the evaluation that :func:`hold` reported running at ``where``."""
+        import signal
+
+        os.kill(int(where["pid"]), signal.SIGKILL)
+
+    def test_results_in_order_when_later_items_finish_first(self, launcher: Launcher[Any]) -> None:
+        arrived: list[int] = []
+        results = launcher.map(napping_square, [2, 1, 0, 5], lambda i, r: arrived.append(i))
+        assert [r.metric for r in results] == [4.0, 1.0, 0.0, 25.0]
+        assert sorted(arrived) == [0, 1, 2, 3]
+
+    def test_interrupted_evaluation_is_retried_or_failed(
+        self, launcher: Launcher[Any], tmp_path: Path
+    ) -> None:
+        if not self.interruptible:
+            pytest.skip("evaluations run in the driver: nothing to interrupt")
+        tmp_path.chmod(0o777)
+        outcome: list[list[Result]] = []
+        items = [(str(tmp_path), i) for i in range(3)]
+        worker = threading.Thread(target=lambda: outcome.append(launcher.map(hold, items)))
+        worker.start()
+        try:
+            started = tmp_path / "started-0"
+            deadline = time.monotonic() + 120
+            while not started.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert started.exists(), "item 0 never started"
+            time.sleep(0.2)
+            where = json.loads(started.read_text().splitlines()[0])
+            if where["pid"] == os.getpid():
+                pytest.skip("evaluations run in the driver: nothing to interrupt")
+            self.interrupt(where)
+            time.sleep(0.5)
+        finally:
+            (tmp_path / "release").touch()
+            worker.join(300)
+        assert outcome, "map did not return"
+        results = outcome[0]
+        assert [r.ok for r in results[1:]] == [True, True]
+        if self.retries_lost:
+            assert results[0].ok and results[0].metric == 0.0, results[0].error
+            assert len((tmp_path / "started-0").read_text().splitlines()) == 2
+        else:
+            assert not results[0].ok and results[0].error
 
     def test_results_in_order(self, launcher: Launcher[Any]) -> None:
         results = launcher.map(square, list(range(6)))

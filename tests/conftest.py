@@ -38,3 +38,22 @@ def postgres_url():
 
     with running("postgres") as info:
         yield info["url"]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A single-node SLURM with accounting started for this session; SLURM_CONF points to it."""
+    import os
+
+    from services import running
+
+    with running("slurm") as info:
+        before = os.environ.get("SLURM_CONF")
+        os.environ["SLURM_CONF"] = info["SLURM_CONF"]
+        try:
+            yield info
+        finally:
+            if before is None:
+                os.environ.pop("SLURM_CONF", None)
+            else:
+                os.environ["SLURM_CONF"] = before

@@ -19,9 +19,9 @@ def test_help_lists_groups_and_options(tmp_path):
     for line in (
         "tuner: codeepneat, evolution, random, tpe",
         "search_space: image_small, tabular_mlp",
-        "launcher: local",
+        "launcher: local, slurm",
         "tracking: mlflow, none",
-        "postproc: none",
+        "postproc: morphnet, none",
     ):
         assert line in out.stdout
     assert "digits" in out.stdout and "cifar10" in out.stdout

@@ -21,6 +21,9 @@ def shared():
 
 
 class TestLocalWorkers(LauncherContract):
+    # A killed worker's items are rerun one at a time (only a second death fails one).
+    retries_lost = True
+
     @pytest.fixture
     def launcher(self, shared):
         return shared

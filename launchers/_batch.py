@@ -1,0 +1,321 @@
+"""What the batch-scheduler launchers (SLURM, LSF) share: submit, poll, retry, re-attach.
+
+A generation's evaluations go to the scheduler as one job array through a submitit executor
+(which pickles ``fn`` and each item into the job folder and runs them on the node). The
+launcher then polls the scheduler with one status command per round and reads each job's
+result pickle. A job the scheduler ended (cancelled, timed out, node failure, preempted: the
+``retry_states``) is resubmitted up to ``max_retries`` times, then it is a failed result with
+the scheduler's reason. Every submission is appended to ``<folder>/jobs.jsonl`` under the
+evaluation's stable key (``fn.key(item)``, see :class:`nasfw.ledger.StoredEvaluation`), so a
+restarted driver re-attaches to jobs still queued or running instead of submitting them again.
+A driver that stops (killed, Ctrl-C) leaves its jobs running for that reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from nasfw import ConfigError, Launcher, LauncherConfig, Result
+
+log = logging.getLogger(__name__)
+
+# A job unknown to the scheduler's accounting for this long (and with no result) is lost.
+LOST_AFTER_S = 600.0
+# A job the scheduler calls finished gets this long for its result file to show up.
+RESULT_GRACE_S = 30.0
+
+
+@dataclass
+class BatchLauncherConfig(LauncherConfig):
+    """Settings every batch-scheduler launcher has."""
+
+    # Job scripts, pickles, logs and the record of submitted jobs (jobs.jsonl). It must be on a
+    # file system the compute nodes share, and stay the same across a driver's restart.
+    folder: str = "nasfw-jobs"
+    # Wall-clock limit of one evaluation's job, in minutes.
+    time_min: int = 60
+    # CPU cores per evaluation (also its torch threads).
+    cpus_per_task: int = 1
+    # Memory per evaluation in GB (None: the scheduler's default).
+    mem_gb: float | None = None
+    # GPUs per evaluation.
+    gpus_per_task: int = 0
+    # At most this many evaluations of a job array run at once.
+    array_parallelism: int = 64
+    # Resubmissions of a job the scheduler ended (see retry_states) before it is a failed trial.
+    max_retries: int = 2
+    # Shell lines run in the job before the evaluation (e.g. ["module load cuda/12.1"]).
+    setup: list[str] = field(default_factory=list)
+    # Seconds between two status polls of the scheduler.
+    poll_interval_s: float = 5.0
+    # Job name shown by the scheduler.
+    job_name: str = "nasfw"
+    # Python in the jobs (None: the driver's interpreter, which must exist on the nodes too).
+    python: str | None = None
+
+
+class JobState(NamedTuple):
+    """One job as the scheduler reports it: its state word and a readable reason."""
+
+    state: str
+    reason: str
+
+
+@dataclass
+class _Entry:
+    job: str | None = None  # the job of the last submission, while it has no known outcome
+    failures: list[str] = field(default_factory=list)
+
+
+class _Journal:
+    """``jobs.jsonl``: one line per submission and per scheduler failure, by evaluation key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, _Entry]:
+        entries: dict[str, _Entry] = {}
+        if not self.path.is_file():
+            return entries
+        for line in self.path.read_text().splitlines():
+            with contextlib.suppress(ValueError, KeyError):
+                event = json.loads(line)
+                entry = entries.setdefault(event["key"], _Entry())
+                if event["event"] == "submitted":
+                    entry.job = event["job"]
+                elif event["event"] == "failed":
+                    entry.failures.append(event["reason"])
+                    if entry.job == event["job"]:
+                        entry.job = None
+        return entries
+
+    def add(self, key: str | None, event: str, job: str, reason: str = "") -> None:
+        if key is None:
+            return
+        line = json.dumps({"key": key, "event": event, "job": job, "reason": reason})
+        with self.path.open("a") as f:  # one short append per line: safe for several drivers
+            f.write(line + "\n")
+
+
+class BatchLauncher(Launcher[Any]):
+    """Base of the SLURM and LSF launchers; a subclass names its scheduler's commands."""
+
+    workers_write_trials = True
+    #: The scheduler's name in messages ("SLURM").
+    scheduler = "batch"
+    #: States after which the job has a result file (or it failed without one).
+    done_states: frozenset[str] = frozenset()
+    #: States of jobs that are queued or running.
+    active_states: frozenset[str] = frozenset()
+    #: States the scheduler gives jobs it ended itself: resubmitted up to max_retries times.
+    retry_states: frozenset[str] = frozenset()
+    config_class: type[BatchLauncherConfig] = BatchLauncherConfig
+
+    def __init__(self, config: Any) -> None:
+        if not isinstance(config, self.config_class):
+            from omegaconf import OmegaConf
+
+            config = OmegaConf.to_object(
+                OmegaConf.merge(OmegaConf.structured(self.config_class), config)
+            )
+        super().__init__(config)
+        self.config: BatchLauncherConfig
+        self._check_config()
+        self.folder = Path(self.config.folder).expanduser().resolve()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._journal = _Journal(self.folder / "jobs.jsonl")
+        self._executor: Any = None
+
+    # -- what a scheduler provides --------------------------------------------------------
+    def _make_executor(self) -> Any:
+        """A configured submitit executor whose ``map_array`` submits one job array."""
+        raise NotImplementedError
+
+    def _result_path(self, job_id: str) -> Path:
+        """Where submitit's job ``job_id`` leaves its ``(outcome, value)`` pickle."""
+        raise NotImplementedError
+
+    def _poll(self, job_ids: Sequence[str]) -> dict[str, JobState]:
+        """The states of ``job_ids`` (jobs it does not know are left out), one command."""
+        raise NotImplementedError
+
+    def _cancel(self, job_ids: Sequence[str]) -> None:
+        raise NotImplementedError
+
+    # -- configuration --------------------------------------------------------------------
+    def _check_config(self) -> None:
+        c = self.config
+        checks = [
+            ("time_min", c.time_min >= 1, "at least 1"),
+            ("cpus_per_task", c.cpus_per_task >= 1, "at least 1"),
+            ("mem_gb", c.mem_gb is None or c.mem_gb > 0, "positive or null"),
+            ("gpus_per_task", c.gpus_per_task >= 0, "0 or more"),
+            ("array_parallelism", c.array_parallelism >= 1, "at least 1"),
+            ("max_retries", c.max_retries >= 0, "0 or more"),
+            ("poll_interval_s", c.poll_interval_s > 0, "positive"),
+        ]
+        for key, ok, what in checks:
+            if not ok:
+                raise ConfigError(f"launcher.{key}={getattr(c, key)} must be {what}")
+
+    @property
+    def workers(self) -> int:
+        # The search gives each evaluation cpu_count // workers torch threads: cpus_per_task.
+        return max(1, (os.cpu_count() or 1) // self.config.cpus_per_task)
+
+    # -- map --------------------------------------------------------------------------------
+    def map(
+        self,
+        fn: Callable[[Any], Result],
+        items: Sequence[Any],
+        on_result: Callable[[int, Result], None] | None = None,
+    ) -> list[Result]:
+        results: list[Result | None] = [None] * len(items)
+        key_of = getattr(fn, "key", None)
+        keys: list[str | None] = [key_of(item) if key_of else None for item in items]
+        known = self._journal.load() if key_of else {}
+        failures: dict[int, list[str]] = {i: [] for i in range(len(items))}
+        running: dict[int, str] = {}  # item index -> job id
+        waiting_since: dict[str, float] = {}
+
+        def deliver(index: int, result: Result) -> None:
+            results[index] = result
+            if on_result is not None:
+                on_result(index, result)
+
+        def give_up(index: int) -> None:
+            reasons = failures[index]
+            earlier = f"; earlier attempts: {'; '.join(reasons[:-1])}" if len(reasons) > 1 else ""
+            deliver(index, Result.failed(f"{reasons[-1]} (attempt {len(reasons)}{earlier})"))
+
+        to_submit: list[int] = []
+        for index, key in enumerate(keys):
+            entry = known.get(key) if key is not None else None
+            if entry is None:
+                to_submit.append(index)
+                continue
+            failures[index] = list(entry.failures)
+            if entry.job is not None:
+                running[index] = entry.job  # re-attach: wait for it, never submit it again
+                log.info("re-attached to %s job %s (%s)", self.scheduler, entry.job, key)
+            elif len(failures[index]) <= self.config.max_retries:
+                to_submit.append(index)
+            else:
+                give_up(index)
+        self._submit(fn, items, keys, to_submit, running, failures, give_up)
+
+        while running:
+            states = self._poll(sorted(set(running.values())))
+            retry: list[int] = []
+            for index, job_id in sorted(running.items()):
+                outcome = self._outcome(job_id, states.get(job_id), waiting_since)
+                if outcome is None:
+                    continue
+                del running[index]
+                if isinstance(outcome, Result):
+                    if failures[index]:
+                        log.warning("%s succeeded after %s", job_id, "; ".join(failures[index]))
+                    deliver(index, outcome)
+                    continue
+                failures[index].append(outcome)
+                self._journal.add(keys[index], "failed", job_id, outcome)
+                if len(failures[index]) <= self.config.max_retries:
+                    log.warning("%s; resubmitting", outcome)
+                    with contextlib.suppress(Exception):  # a preempted job might be requeued
+                        self._cancel([job_id])
+                    retry.append(index)
+                else:
+                    give_up(index)
+            if retry:
+                self._submit(fn, items, keys, retry, running, failures, give_up)
+            if running:
+                time.sleep(self.config.poll_interval_s)
+        return [r for r in results if r is not None]
+
+    def _submit(
+        self,
+        fn: Callable[[Any], Result],
+        items: Sequence[Any],
+        keys: Sequence[str | None],
+        indices: list[int],
+        running: dict[int, str],
+        failures: dict[int, list[str]],
+        give_up: Callable[[int], None],
+    ) -> None:
+        """Submit ``items[i]`` for ``i`` in ``indices`` as one job array."""
+        while indices:
+            try:
+                if self._executor is None:
+                    self._executor = self._make_executor()
+                jobs = self._executor.map_array(fn, [items[i] for i in indices])
+            except Exception as err:
+                reason = f"{self.scheduler} submission failed: {type(err).__name__}: {err}"
+                reason = reason.strip().splitlines()[0][:500]
+                log.warning(reason)
+                again = []
+                for index in indices:
+                    failures[index].append(reason)
+                    if len(failures[index]) <= self.config.max_retries:
+                        again.append(index)
+                    else:
+                        give_up(index)
+                indices = again
+                if indices:
+                    time.sleep(self.config.poll_interval_s)
+                continue
+            for index, job in zip(indices, jobs, strict=True):
+                running[index] = str(job.job_id)
+                self._journal.add(keys[index], "submitted", str(job.job_id))
+            return
+
+    def _outcome(
+        self, job_id: str, state: JobState | None, waiting_since: dict[str, float]
+    ) -> Result | str | None:
+        """A Result when the job is over, a reason to retry it, or None while it runs."""
+        from submitit.core.utils import pickle_load
+
+        path = self._result_path(job_id)
+        if path.exists():
+            try:
+                outcome, value = pickle_load(path)
+            except (EOFError, OSError):
+                return None  # still being written
+            if outcome == "success":
+                if isinstance(value, Result):
+                    return value
+                return Result.failed(f"returned {type(value).__name__}, not a Result")
+            lines = [line for line in str(value).splitlines() if line.strip()]
+            return Result.failed(lines[-1].strip() if lines else "raised an exception")
+        now = time.monotonic()
+        if state is None or state.state in self.done_states:
+            # Unknown yet to accounting, or finished with its result file not visible yet.
+            since = waiting_since.setdefault(job_id, now)
+            limit = LOST_AFTER_S if state is None else RESULT_GRACE_S
+            if now - since < limit:
+                return None
+            what = "unknown to the scheduler" if state is None else state.reason
+            return Result.failed(f"{self.scheduler} job {job_id} {what}, and left no result")
+        if state.state in self.active_states:
+            return None
+        waiting_since.pop(job_id, None)
+        reason = f"{self.scheduler} job {job_id} {state.reason}"
+        if state.state in self.retry_states:
+            return reason
+        return Result.failed(f"{reason}{self._log_tail(job_id)}")
+
+    def _log_tail(self, job_id: str) -> str:
+        """The last lines of the job's stderr, for the failure reason."""
+        try:
+            err = self._result_path(job_id).with_name(f"{job_id}_0_log.err").read_text()
+        except OSError:
+            return ""
+        tail = " | ".join(line.strip() for line in err.strip().splitlines()[-3:])
+        return f"; stderr: {tail[-400:]}" if tail else ""

@@ -1,0 +1,214 @@
+"""SLURM launcher: each generation is one job array, submitted with submitit.
+
+``python -m nasfw launcher=slurm launcher.partition=gpu launcher.gpus_per_task=1
+storage.url=postgresql+psycopg2://user@db/nasfw``: every candidate runs as a task of a job
+array, writes its own trial into the shared study, and the driver gathers the results. Jobs
+the scheduler ends are retried (``launcher.max_retries``), and a killed driver re-attaches to
+its jobs when restarted (see ``nasfw.launchers._batch``). Job states come from ``sacct``, so
+the cluster needs accounting (slurmdbd).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nasfw import ConfigError, Launcher, hookimpl
+from nasfw.launchers._batch import BatchLauncher, BatchLauncherConfig, JobState
+
+
+@dataclass
+class SlurmLauncherConfig(BatchLauncherConfig):
+    name: str = "slurm"
+    # Partition (sbatch --partition); None: the cluster's default partition.
+    partition: str | None = None
+    # More sbatch options, e.g. {account: proj, qos: high, constraint: a100} (--account=proj ...).
+    sbatch_options: dict[str, Any] = field(default_factory=dict)
+    # States of jobs SLURM ended itself: resubmitted up to max_retries times. Any other end
+    # without a result (FAILED, OUT_OF_MEMORY) is a failed trial at once.
+    retry_states: list[str] = field(
+        default_factory=lambda: [
+            "CANCELLED",
+            "TIMEOUT",
+            "NODE_FAIL",
+            "PREEMPTED",
+            "BOOT_FAIL",
+            "DEADLINE",
+        ]
+    )
+
+
+# sacct's states of jobs not over yet (sacct(1), JOB STATE CODES).
+_ACTIVE = frozenset(
+    {
+        "PENDING",
+        "RUNNING",
+        "REQUEUED",
+        "REQUEUE_FED",
+        "REQUEUE_HOLD",
+        "RESIZING",
+        "SUSPENDED",
+        "COMPLETING",
+        "CONFIGURING",
+        "SIGNALING",
+        "STAGE_OUT",
+        "STOPPED",
+        "RESV_DEL_HOLD",
+    }
+)
+_ARRAY_RANGE = re.compile(r"^(\d+)_\[([0-9,\-]+)(?:%\d+)?\]$")
+
+
+def parse_sacct(text: str) -> dict[str, JobState]:
+    """``sacct -X -n -P -o JobID,State,ExitCode,Reason`` lines -> state per job id.
+
+    Pending array tasks come as one range line (``12_[3-5%2]``); each task gets its state.
+    """
+    states: dict[str, JobState] = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 2 or not parts[0]:
+            continue
+        job, state = parts[0], parts[1]
+        word = state.split()[0].rstrip("+") if state.split() else "UNKNOWN"
+        details = [state]
+        if len(parts) > 2 and parts[2] not in ("", "0:0"):
+            details.append(f"exit code {parts[2]}")
+        if len(parts) > 3 and parts[3] not in ("", "None"):
+            details.append(f"reason {parts[3]}")
+        info = JobState(word, ", ".join(details))
+        match = _ARRAY_RANGE.match(job)
+        if match:
+            for part in match.group(2).split(","):
+                low, _, high = part.partition("-")
+                for task in range(int(low), int(high or low) + 1):
+                    states[f"{match.group(1)}_{task}"] = info
+        else:
+            states[job] = info
+    return states
+
+
+class SlurmLauncher(BatchLauncher):
+    """Evaluations as SLURM job arrays (submitit), results through the shared study.
+
+    Example::
+
+        python -m nasfw launcher=slurm launcher.partition=gpu launcher.gpus_per_task=1 \\
+            storage.url=postgresql+psycopg2://user@db/nasfw
+    """
+
+    scheduler = "SLURM"
+    config_class = SlurmLauncherConfig
+    config: SlurmLauncherConfig
+    done_states = frozenset({"COMPLETED"})
+    active_states = _ACTIVE
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.retry_states = frozenset(self.config.retry_states)
+        missing = [c for c in ("sbatch", "sacct", "scancel") if shutil.which(c) is None]
+        if missing:
+            raise ConfigError(
+                f"launcher=slurm needs the SLURM commands {', '.join(missing)} on PATH (run the "
+                "search on a login node of the cluster), and accounting (sacct) enabled"
+            )
+        self._test_submission()
+
+    def _sbatch_flags(self) -> list[str]:
+        c = self.config
+        flags = [f"--time={c.time_min}", f"--cpus-per-task={c.cpus_per_task}"]
+        if c.partition:
+            flags.append(f"--partition={c.partition}")
+        if c.mem_gb is not None:
+            flags.append(f"--mem={int(c.mem_gb * 1024)}M")
+        if c.gpus_per_task:
+            flags.append(f"--gpus-per-task={c.gpus_per_task}")
+        for key, value in c.sbatch_options.items():
+            flag = f"--{str(key).replace('_', '-')}"
+            flags.append(flag if value is True else f"{flag}={value}")
+        return flags
+
+    def _test_submission(self) -> None:
+        """``sbatch --test-only``: SLURM checks partition and resources, submits nothing."""
+        flags = self._sbatch_flags()
+        out = subprocess.run(
+            ["sbatch", "--test-only", *flags, "--wrap", "true"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if out.returncode != 0:
+            message = " ".join(out.stderr.split()) or f"exit code {out.returncode}"
+            raise ConfigError(
+                f"launcher=slurm: SLURM refuses these job settings ({' '.join(flags)}; keys "
+                "launcher.partition, launcher.time_min, launcher.cpus_per_task, launcher.mem_gb, "
+                f"launcher.gpus_per_task, launcher.sbatch_options): {message}"
+            )
+
+    def _make_executor(self) -> Any:
+        import submitit
+
+        c = self.config
+        executor = submitit.SlurmExecutor(
+            folder=self.folder / "%j", max_num_timeout=0, python=c.python
+        )
+        params: dict[str, Any] = {
+            "job_name": c.job_name,
+            "time": c.time_min,
+            "cpus_per_task": c.cpus_per_task,
+            "array_parallelism": c.array_parallelism,
+            "setup": list(c.setup),
+            "additional_parameters": dict(c.sbatch_options),
+        }
+        if c.partition:
+            params["partition"] = c.partition
+        if c.mem_gb is not None:
+            params["mem"] = f"{int(c.mem_gb * 1024)}M"
+        if c.gpus_per_task:
+            params["gpus_per_task"] = c.gpus_per_task
+        executor.update_parameters(**params)
+        return executor
+
+    def _result_path(self, job_id: str) -> Path:
+        return self.folder / job_id / f"{job_id}_0_result.pkl"
+
+    def _poll(self, job_ids: Sequence[str]) -> dict[str, JobState]:
+        arrays = sorted({j.split("_")[0] for j in job_ids})
+        if not arrays:
+            return {}
+        out = subprocess.run(
+            [
+                "sacct",
+                "-X",
+                "-n",
+                "-P",
+                "-o",
+                "JobID,State,ExitCode,Reason",
+                "-j",
+                ",".join(arrays),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if out.returncode != 0:
+            return {}  # accounting briefly unreachable: nothing is known this round
+        return parse_sacct(out.stdout)
+
+    def _cancel(self, job_ids: Sequence[str]) -> None:
+        subprocess.run(["scancel", *job_ids], capture_output=True, timeout=60)
+
+
+@hookimpl
+def register_launchers(register: Callable[[str, type[Launcher[Any]]], None]) -> None:
+    register("slurm", SlurmLauncher)
+
+
+@hookimpl
+def register_configs(register: Callable[[str, str, Any], None]) -> None:
+    register("launcher", "slurm", SlurmLauncherConfig)

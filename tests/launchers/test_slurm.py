@@ -1,0 +1,191 @@
+"""The SLURM launcher against a real single-node SLURM (started by scripts/services.py)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from nasfw import ConfigError
+from nasfw.launchers.slurm import SlurmLauncher, SlurmLauncherConfig, parse_sacct
+from nasfw.testing import LauncherContract, die_on_three, square
+
+
+def sacct(job: str) -> dict[str, str]:
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", job.split("_")[0]],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(line.split("|", 1) for line in out.stdout.splitlines() if line)
+
+
+def settled(job: str, expected: dict[str, str], timeout: float = 30) -> dict[str, str]:
+    """sacct's states of ``job`` once they are ``expected`` (accounting lags a little)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (states := sacct(job)) != expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return states
+
+
+def cancel_and_wait(job: str, pid: int, timeout: float = 60) -> None:
+    """``scancel`` a job, return once its process is gone (SIGTERM, KillWait, SIGKILL)."""
+    import os
+    import time
+
+    subprocess.run(["scancel", job], check=True)
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{pid}"), f"job {job} still running after {timeout} s"
+
+
+@pytest.fixture
+def make_launcher(slurm_cluster, tmp_path):
+    def make(**overrides):
+        config = SlurmLauncherConfig(folder=str(tmp_path / "jobs"), poll_interval_s=0.5)
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        return SlurmLauncher(config)
+
+    return make
+
+
+class TestSlurmContract(LauncherContract):
+    retries_lost = True
+
+    @pytest.fixture
+    def launcher(self, make_launcher):
+        return make_launcher()
+
+    def interrupt(self, where):
+        job = f"{where['SLURM_ARRAY_JOB_ID']}_{where['SLURM_ARRAY_TASK_ID']}"
+        cancel_and_wait(job, where["pid"])
+
+
+def test_generation_is_one_job_array(make_launcher):
+    launcher = make_launcher()
+    assert [r.metric for r in launcher.map(square, [1, 2, 3])] == [1.0, 4.0, 9.0]
+    assert not (launcher.folder / "jobs.jsonl").exists()  # plain functions: no key, no record
+    arrays = {p.name.split("_")[0] for p in launcher.folder.glob("*_*") if p.name[0].isdigit()}
+    assert len(arrays) == 1
+    array = next(iter(arrays))
+    expected = {f"{array}_{i}": "COMPLETED" for i in range(3)}
+    assert settled(array, expected) == expected
+
+
+def test_dead_job_fails_only_its_item_without_retry(make_launcher):
+    results = make_launcher().map(die_on_three, [1, 2, 3, 4])
+    assert [r.ok for r in results] == [True, True, False, True]
+    assert "FAILED" in (results[2].error or "") and "exit code 13" in (results[2].error or "")
+
+
+def test_cancelled_job_stays_failed_after_max_retries(make_launcher, tmp_path):
+    from nasfw.testing import hold
+
+    launcher = make_launcher(max_retries=0)
+    import threading
+    import time
+
+    tmp_path.chmod(0o777)
+    out = []
+    t = threading.Thread(target=lambda: out.append(launcher.map(hold, [(str(tmp_path), 0)])))
+    t.start()
+    while not (tmp_path / "started-0").exists():
+        time.sleep(0.05)
+    import json
+
+    where = json.loads((tmp_path / "started-0").read_text())
+    cancel_and_wait(where["SLURM_JOB_ID"], where["pid"])
+    (tmp_path / "release").touch()
+    t.join(120)
+    [result] = out[0]
+    assert not result.ok and "CANCELLED" in (result.error or "") and "attempt 1" in result.error
+
+
+def test_parse_sacct_expands_pending_array_ranges():
+    text = (
+        "7_0|COMPLETED|0:0|None\n7_1|CANCELLED by 0|0:15|None\n7_[2-3,5%2]|PENDING|0:0|Priority\n"
+    )
+    states = parse_sacct(text)
+    assert states["7_0"].state == "COMPLETED"
+    assert states["7_1"].state == "CANCELLED" and "CANCELLED by 0" in states["7_1"].reason
+    assert [states[f"7_{i}"].state for i in (2, 3, 5)] == ["PENDING"] * 3
+    assert "7_4" not in states
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"partition": "nope"}, "launcher.partition"),
+        ({"cpus_per_task": 64}, "launcher.cpus_per_task"),
+        ({"max_retries": -1}, "launcher.max_retries"),
+        ({"time_min": 0}, "launcher.time_min"),
+    ],
+)
+def test_bad_settings_fail_before_any_submission(make_launcher, overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        make_launcher(**overrides)
+
+
+# -- searches through the command line ------------------------------------------------------
+
+SEARCH = [
+    "problem=iris",
+    "search_space=tabular_mlp",
+    "tuner=random",
+    "tuner.n_trials=4",
+    "tuner.batch_size=2",
+    "train.epochs=1",
+    "tracking=none",
+    "launcher=slurm",
+    "launcher.poll_interval_s=0.5",
+]
+STUDY = "random-iris-tabular_mlp-seed0"
+
+
+def journal(folder) -> list[dict]:
+    import json
+
+    path = folder / "jobs.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def assert_one_trial_per_candidate(url: str, study: str = STUDY, total: int = 4) -> list:
+    import optuna
+    from cli import trials
+
+    stored = trials(url, study)
+    keys = sorted((t.user_attrs["generation"], t.user_attrs["index"]) for t in stored)
+    assert keys == [(g, i) for g in range(total // 2) for i in range(2)], keys
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in stored)
+    return stored
+
+
+def test_search_runs_each_generation_as_a_job_array(slurm_cluster, postgres_url, tmp_path):
+    import uuid
+
+    from cli import nasfw
+
+    study = f"slurm-{uuid.uuid4().hex[:8]}"
+    folder = tmp_path / "jobs"
+    out = nasfw(
+        tmp_path,
+        *SEARCH,
+        f"launcher.folder={folder}",
+        f"storage.url={postgres_url}",
+        f"study_name={study}",
+    )
+    assert out.returncode == 0, out.stderr
+    assert_one_trial_per_candidate(postgres_url, study)
+    submitted = [e["job"] for e in journal(folder) if e["event"] == "submitted"]
+    arrays = sorted({job.split("_")[0] for job in submitted})
+    assert len(submitted) == 4 and len(arrays) == 2  # one array of 2 per generation
+    for array in arrays:
+        expected = {f"{array}_{i}": "COMPLETED" for i in range(2)}
+        assert settled(array, expected) == expected
+    logs = "".join(p.read_text() for p in folder.glob("*/*_log.err"))
+    assert "cannot write" not in logs and "cannot read" not in logs  # jobs wrote the trials
