@@ -263,8 +263,7 @@ def _run_generation(
         task = progress.add_task(f"generation {generation}", total=len(candidates))
         progress.update(task, completed=len(records))
 
-        def on_result(position: int, result: Any) -> None:
-            index = todo[position]
+        def store(index: int, result: Any) -> None:
             record = ledger.record(candidates[index], result, generation, index)
             records[index] = record
             context.history.append(record)
@@ -272,6 +271,9 @@ def _run_generation(
                 context=context, candidate=candidates[index], result=result, trial=record
             )
             progress.advance(task)
+
+        def on_result(position: int, result: Any) -> None:
+            store(todo[position], result)
 
         if getattr(launcher, "workers_write_trials", False):
             from nasfw.ledger import StoredEvaluation, absolute_url
@@ -285,16 +287,8 @@ def _run_generation(
             launcher.map(evaluator, [candidates[i] for i in todo], on_result)
         for index, source in copies.items():
             original = source if isinstance(source, TrialRecord) else records[source]
-            result = replace(
-                original.result, extra={**original.result.extra, "reused_from": original.number}
-            )
-            record = ledger.record(candidates[index], result, generation, index)
-            records[index] = record
-            context.history.append(record)
-            hook.nasfw_trial_complete(
-                context=context, candidate=candidates[index], result=result, trial=record
-            )
-            progress.advance(task)
+            extra = {**original.result.extra, "reused_from": original.number}
+            store(index, replace(original.result, extra=extra))
     missing = [i for i in range(len(candidates)) if i not in records]
     if missing:
         raise RuntimeError(f"launcher returned no result for candidates {missing}")

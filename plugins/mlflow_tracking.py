@@ -559,8 +559,6 @@ def _generation_run(client: MlflowClient, state: dict[str, Any], generation: int
 
 
 def _log_plot(client: MlflowClient, run_id: str, context: SearchContext) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     trials = _all_trials(context, ())
     points = [(t.number, m) for t in trials if (m := _ok_metric(t)) is not None]
@@ -571,8 +569,7 @@ def _log_plot(client: MlflowClient, run_id: str, context: SearchContext) -> None
     for y in ys:
         best = max(best, y)
         running.append(best)
-    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
-    FigureCanvasAgg(fig)  # the Agg backend, without touching pyplot's global state
+    fig = _agg_figure((6.4, 4.0))
     ax = fig.add_subplot()
     ax.scatter(xs, ys, s=14, alpha=0.6, label=f"trial {context.problem.metric}")
     ax.step(xs, running, where="post", color="C1", label="best so far")

@@ -23,8 +23,9 @@ from .scoring import regularized_score
 
 
 @dataclass
-class RegularizedScoringConfig(EvaluationConfig):
-    name: str = "regularized"
+class MorphSettings:
+    """How MorphNet shrinks a network (shared by scoring and the post-processor)."""
+
     # λ = strength / initial FLOPs (the seeds: 1 / init_flop).
     strength: float = 1.0
     # |gamma| above this is alive (the seeds: 0.1 for MNIST/CIFAR-10, 0.05 for harder sets).
@@ -37,13 +38,15 @@ class RegularizedScoringConfig(EvaluationConfig):
 
 
 @dataclass
-class MorphNetConfig(PostprocConfig):
+class RegularizedScoringConfig(EvaluationConfig, MorphSettings):
+    name: str = "regularized"
+
+
+@dataclass
+class MorphNetConfig(PostprocConfig, MorphSettings):
     name: str = "morphnet"
+    # How many of the best networks (distinct graphs) are shrunk and retrained.
     top_k: int = 3
-    strength: float = 1.0
-    threshold: float = 0.1
-    shrink_epochs: int = 1
-    gate_lr: float = 0.05
     # Expand the shrunk network uniformly to this many FLOPs (None: no expansion).
     flop_budget: float | None = None
 
