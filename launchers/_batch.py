@@ -27,8 +27,9 @@ from nasfw import ConfigError, Launcher, LauncherConfig, Result
 
 log = logging.getLogger(__name__)
 
-# A job unknown to the scheduler's accounting for this long (and with no result) is lost.
-LOST_AFTER_S = 600.0
+# A job the scheduler no longer knows of (no queue entry, no accounting record, no result) for
+# this long left the queue unseen, e.g. a pending array task cancelled before it ever started.
+VANISHED_AFTER_S = 10.0
 # A job the scheduler calls finished gets this long for its result file to show up.
 RESULT_GRACE_S = 30.0
 
@@ -143,8 +144,8 @@ class BatchLauncher(Launcher[Any]):
         """Where submitit's job ``job_id`` leaves its ``(outcome, value)`` pickle."""
         raise NotImplementedError
 
-    def _poll(self, job_ids: Sequence[str]) -> dict[str, JobState]:
-        """The states of ``job_ids`` (jobs it does not know are left out), one command."""
+    def _poll(self, job_ids: Sequence[str]) -> dict[str, JobState] | None:
+        """The states of ``job_ids`` it knows, or None when the scheduler did not answer."""
         raise NotImplementedError
 
     def _cancel(self, job_ids: Sequence[str]) -> None:
@@ -216,7 +217,10 @@ class BatchLauncher(Launcher[Any]):
             states = self._poll(sorted(set(running.values())))
             retry: list[int] = []
             for index, job_id in sorted(running.items()):
-                outcome = self._outcome(job_id, states.get(job_id), waiting_since)
+                if states is None:  # no answer this round: only result files tell anything
+                    outcome = self._outcome(job_id, JobState("UNKNOWN", ""), waiting_since)
+                else:
+                    outcome = self._outcome(job_id, states.get(job_id), waiting_since)
                 if outcome is None:
                     continue
                 del running[index]
@@ -295,15 +299,21 @@ class BatchLauncher(Launcher[Any]):
             lines = [line for line in str(value).splitlines() if line.strip()]
             return Result.failed(lines[-1].strip() if lines else "raised an exception")
         now = time.monotonic()
-        if state is None or state.state in self.done_states:
-            # Unknown yet to accounting, or finished with its result file not visible yet.
+        if state is None:
             since = waiting_since.setdefault(job_id, now)
-            limit = LOST_AFTER_S if state is None else RESULT_GRACE_S
-            if now - since < limit:
+            if now - since < VANISHED_AFTER_S:
                 return None
-            what = "unknown to the scheduler" if state is None else state.reason
-            return Result.failed(f"{self.scheduler} job {job_id} {what}, and left no result")
-        if state.state in self.active_states:
+            return (
+                f"{self.scheduler} job {job_id} left the queue without a result or an "
+                "accounting record (cancelled before it started?)"
+            )
+        if state.state in self.done_states:
+            since = waiting_since.setdefault(job_id, now)  # the result file may lag a little
+            if now - since < RESULT_GRACE_S:
+                return None
+            return Result.failed(f"{self.scheduler} job {job_id} {state.reason}, left no result")
+        if state.state == "UNKNOWN" or state.state in self.active_states:
+            waiting_since.pop(job_id, None)
             return None
         waiting_since.pop(job_id, None)
         reason = f"{self.scheduler} job {job_id} {state.reason}"

@@ -10,6 +10,7 @@ the cluster needs accounting (slurmdbd).
 
 from __future__ import annotations
 
+import getpass
 import re
 import shutil
 import subprocess
@@ -61,26 +62,30 @@ _ACTIVE = frozenset(
         "RESV_DEL_HOLD",
     }
 )
+_GONE = JobState("GONE", "")
 _ARRAY_RANGE = re.compile(r"^(\d+)_\[([0-9,\-]+)(?:%\d+)?\]$")
 
 
-def parse_sacct(text: str) -> dict[str, JobState]:
+def parse_sacct(
+    text: str, columns: Sequence[str] = ("JobID", "State", "ExitCode", "Reason")
+) -> dict[str, JobState]:
     """``sacct -X -n -P -o JobID,State,ExitCode,Reason`` lines -> state per job id.
 
-    Pending array tasks come as one range line (``12_[3-5%2]``); each task gets its state.
+    Also reads ``squeue -h -r -o %i|%T|%r`` (``columns=("JobID", "State", "Reason")``).
+    Pending array tasks can come as one range line (``12_[3-5%2]``); each task gets its state.
     """
     states: dict[str, JobState] = {}
     for line in text.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) < 2 or not parts[0]:
+        row = dict(zip(columns, line.strip().split("|"), strict=False))
+        job, state = row.get("JobID", ""), row.get("State", "")
+        if not job or not state:
             continue
-        job, state = parts[0], parts[1]
-        word = state.split()[0].rstrip("+") if state.split() else "UNKNOWN"
+        word = state.split()[0].rstrip("+")
         details = [state]
-        if len(parts) > 2 and parts[2] not in ("", "0:0"):
-            details.append(f"exit code {parts[2]}")
-        if len(parts) > 3 and parts[3] not in ("", "None"):
-            details.append(f"reason {parts[3]}")
+        if row.get("ExitCode", "") not in ("", "0:0"):
+            details.append(f"exit code {row['ExitCode']}")
+        if row.get("Reason", "") not in ("", "None"):
+            details.append(f"reason {row['Reason']}")
         info = JobState(word, ", ".join(details))
         match = _ARRAY_RANGE.match(job)
         if match:
@@ -177,10 +182,25 @@ class SlurmLauncher(BatchLauncher):
     def _result_path(self, job_id: str) -> Path:
         return self.folder / job_id / f"{job_id}_0_result.pkl"
 
-    def _poll(self, job_ids: Sequence[str]) -> dict[str, JobState]:
-        arrays = sorted({j.split("_")[0] for j in job_ids})
-        if not arrays:
-            return {}
+    def _poll(self, job_ids: Sequence[str]) -> dict[str, JobState] | None:
+        """squeue for jobs it still holds (MinJobAge), sacct for finished ones (exit codes).
+
+        A pending array task cancelled before it started is in neither: it vanishes.
+        """
+        queue = subprocess.run(
+            ["squeue", "-h", "-r", "-t", "all", "-u", getpass.getuser(), "-o", "%i|%T|%r"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if queue.returncode != 0:
+            return None
+        queued = parse_sacct(queue.stdout, ("JobID", "State", "Reason"))
+        ended = [j for j in job_ids if queued.get(j, _GONE).state not in self.active_states]
+        states = {j: queued[j] for j in job_ids if j in queued}
+        if not ended:
+            return states
+        arrays = sorted({j.split("_")[0] for j in ended})
         out = subprocess.run(
             [
                 "sacct",
@@ -197,8 +217,16 @@ class SlurmLauncher(BatchLauncher):
             timeout=60,
         )
         if out.returncode != 0:
-            return {}  # accounting briefly unreachable: nothing is known this round
-        return parse_sacct(out.stdout)
+            return None
+        accounted = parse_sacct(out.stdout)
+        for job in ended:
+            record = accounted.get(job)
+            if record is None:
+                continue
+            # Accounting lags the controller a little: a finished state wins over a live one.
+            if record.state not in self.active_states or job not in states:
+                states[job] = record
+        return states
 
     def _cancel(self, job_ids: Sequence[str]) -> None:
         subprocess.run(["scancel", *job_ids], capture_output=True, timeout=60)

@@ -21,6 +21,10 @@ def sacct(job: str) -> dict[str, str]:
     return dict(line.split("|", 1) for line in out.stdout.splitlines() if line)
 
 
+def squeue_state(job: str) -> str:
+    return all_tasks().get(job, "")
+
+
 def settled(job: str, expected: dict[str, str], timeout: float = 30) -> dict[str, str]:
     """sacct's states of ``job`` once they are ``expected`` (accounting lags a little)."""
     import time
@@ -106,6 +110,31 @@ def test_cancelled_job_stays_failed_after_max_retries(make_launcher, tmp_path):
     assert not result.ok and "CANCELLED" in (result.error or "") and "attempt 1" in result.error
 
 
+def test_pending_task_cancelled_before_it_started_is_retried(make_launcher):
+    import threading
+
+    from nasfw.testing import napping_square
+
+    launcher = make_launcher()
+    launcher.config.array_parallelism = 1
+    out = []
+    t = threading.Thread(target=lambda: out.append(launcher.map(napping_square, [2, 5, 8])))
+    t.start()
+    _wait(lambda: any(s == "PENDING" for s in all_tasks().values()), "a pending task")
+    pending = sorted(j for j, s in all_tasks().items() if s == "PENDING")[-1]
+    subprocess.run(["scancel", pending], check=True)
+    t.join(120)
+    assert [r.metric for r in out[0]] == [4.0, 25.0, 64.0]
+    assert pending not in all_tasks()  # SLURM 22.05 keeps no trace of it: it vanished
+
+
+def all_tasks() -> dict[str, str]:
+    out = subprocess.run(
+        ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T"], capture_output=True, text=True
+    )
+    return dict(line.split("|", 1) for line in out.stdout.splitlines())
+
+
 def test_parse_sacct_expands_pending_array_ranges():
     text = (
         "7_0|COMPLETED|0:0|None\n7_1|CANCELLED by 0|0:15|None\n7_[2-3,5%2]|PENDING|0:0|Priority\n"
@@ -189,3 +218,103 @@ def test_search_runs_each_generation_as_a_job_array(slurm_cluster, postgres_url,
         assert settled(array, expected) == expected
     logs = "".join(p.read_text() for p in folder.glob("*/*_log.err"))
     assert "cannot write" not in logs and "cannot read" not in logs  # jobs wrote the trials
+
+
+def _start_search(tmp_path, folder, url, study):
+    import sys
+
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nasfw",
+            *SEARCH,
+            "launcher.array_parallelism=1",  # tasks one after the other: easy to catch mid-way
+            f"launcher.folder={folder}",
+            f"storage.url={url}",
+            f"study_name={study}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait(condition, what: str, timeout: float = 180) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_job_cancelled_mid_generation_is_retried_and_the_search_finishes(slurm_cluster, tmp_path):
+    url, folder = f"sqlite:///{tmp_path}/s.db", tmp_path / "jobs"
+    proc = _start_search(tmp_path, folder, url, STUDY)
+    try:
+        _wait(lambda: len(journal(folder)) >= 2, "generation 0 to be submitted")
+        victim = journal(folder)[0]  # task 0 runs, task 1 waits (array_parallelism=1)
+        _wait(lambda: squeue_state(victim["job"]) == "RUNNING", "task 0 to run")
+        subprocess.run(["scancel", victim["job"]], check=True)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert_one_trial_per_candidate(url)
+    events = [(e["event"], e["job"]) for e in journal(folder) if e["key"] == victim["key"]]
+    assert [e for e, _ in events] == ["submitted", "failed", "submitted"]
+    retried = events[2][1]
+    assert sacct(victim["job"])[victim["job"]].startswith("CANCELLED")
+    assert sacct(retried)[retried] == "COMPLETED"
+    reasons = [e["reason"] for e in journal(folder) if e["event"] == "failed"]
+    assert len(reasons) == 1 and f"SLURM job {victim['job']} CANCELLED" in reasons[0]
+
+
+def test_driver_killed_mid_generation_restarts_without_duplicates(
+    slurm_cluster, postgres_url, tmp_path
+):
+    import signal
+    import uuid
+
+    from cli import nasfw, trials
+
+    study, folder = f"restart-{uuid.uuid4().hex[:8]}", tmp_path / "jobs"
+
+    def stored() -> int:
+        try:
+            return len(trials(postgres_url, study))
+        except KeyError:
+            return 0
+
+    proc = _start_search(tmp_path, folder, postgres_url, study)
+    try:
+        # Generation 0 done and task 0 of generation 1 written by its job: task 1 is queued
+        # or running when the driver dies.
+        _wait(lambda: stored() >= 3, "3 trials")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+    pending = journal(folder)[-1]["job"]
+    again = nasfw(
+        tmp_path,
+        *SEARCH,
+        "launcher.array_parallelism=1",
+        f"launcher.folder={folder}",
+        f"storage.url={postgres_url}",
+        f"study_name={study}",
+    )
+    assert again.returncode == 0, again.stderr
+    assert "Resuming" in again.stderr
+    assert_one_trial_per_candidate(postgres_url, study)
+    submitted = [e["job"] for e in journal(folder) if e["event"] == "submitted"]
+    assert len(submitted) == 4, submitted  # the restarted driver submitted nothing again
+    assert submitted[-1] == pending
+    arrays = sorted({job.split("_")[0] for job in submitted})
+    states: dict[str, str] = {}
+    for array in arrays:
+        expected = {f"{array}_{i}": "COMPLETED" for i in range(2)}
+        states.update(settled(array, expected))
+    assert set(states.values()) == {"COMPLETED"} and len(states) == 4
