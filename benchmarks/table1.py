@@ -452,6 +452,12 @@ def group_summary(runs: list[dict[str, Any]], generations: int) -> dict[str, Any
     last = [t for r in runs for t in r["trials"] if t["generation"] == last_gen]
     ok = [t for t in last if t["state"] == "COMPLETE" and t["value"] is not None]
     regularized = runs[0]["group"] == "regularized" if runs else False
+    every = [
+        t
+        for r in runs
+        for t in r["trials"]
+        if t["state"] == "COMPLETE" and t["flops"] and t["flops_after"] is not None
+    ]
     flops_key = "flops_after" if regularized else "flops"
     params_key = "params_after" if regularized else "params"
     return {
@@ -473,12 +479,31 @@ def group_summary(runs: list[dict[str, Any]], generations: int) -> dict[str, Any
         "accuracy": (sum(t["value"] for t in ok) / len(last)) if last else float("nan"),
         "accuracy_ok_only": _mean(t["value"] for t in ok),
         "best_val": _mean(r["best_val"] for r in runs),
+        # The first generation holds the same networks in both groups: a paired comparison.
+        "first_generation_train_seconds": _mean(
+            sum(t["train_seconds"] or 0.0 for t in r["trials"] if t["generation"] == 0)
+            for r in runs
+        ),
+        "first_generation_accuracy": _mean(
+            t["value"] or 0.0 for r in runs for t in r["trials"] if t["generation"] == 0
+        ),
         # What was trained: the shrunk networks for regularized scoring.
         "flops": _mean(t[flops_key] for t in ok),
         "params": _mean(t[params_key] for t in ok),
         # The genomes' own (unmodified) size, for both groups.
         "genome_flops": _mean(t["flops"] for t in ok),
+        # Regularized scoring: how many networks (all generations) the MorphNet phase made
+        # smaller, and the mean FLOPs ratio shrunk / unmodified.
+        "shrunk": sum(1 for t in every if _smaller(t)),
+        "scored": len(every),
+        "shrink_flops_ratio": _mean(
+            t["flops_after"] / t["flops"] for t in every if t["flops_after"] is not None
+        ),
     }
+
+
+def _smaller(t: dict[str, Any]) -> bool:
+    return t["flops_after"] is not None and bool(t["flops"]) and t["flops_after"] < t["flops"]
 
 
 def _ratio(a: float, b: float) -> float:
@@ -525,8 +550,8 @@ def _f(x: float, fmt: str) -> str:
     return "n/a" if x is None or not math.isfinite(x) else format(x, fmt)
 
 
-def _pair(v: dict[str, Any], key: str) -> str:
-    return f"{_f(v['plain'][key], '.1f')} / {_f(v['regularized'][key], '.1f')}"
+def _pair(v: dict[str, Any], key: str, scale: float = 1.0, fmt: str = ".1f") -> str:
+    return f"{_f(v['plain'][key] * scale, fmt)} / {_f(v['regularized'][key] * scale, fmt)}"
 
 
 def table_rows(summary: dict[str, Any]) -> list[tuple[str, list[str]]]:
@@ -542,27 +567,44 @@ def table_rows(summary: dict[str, Any]) -> list[tuple[str, list[str]]]:
         row("speedup (wall clock)", lambda v: _f(v["speedup"], ".2f")),
         row("acc. degradation, pts", lambda v: _f(v["acc_degradation"], "+.2f")),
         row("speedup (sum of train_seconds)", lambda v: _f(v["speedup_train_seconds"], ".2f")),
+        row("speedup (CPU seconds)", lambda v: _f(v["speedup_cpu"], ".2f")),
         row("time plain, s", g("plain", "time_seconds", ".1f")),
         row("time regularized, s", g("regularized", "time_seconds", ".1f")),
-        row("  until 1st result plain / reg., s", lambda v: _pair(v, "first_result_seconds")),
+        row("  to 1st result plain / reg., s", lambda v: _pair(v, "first_result_seconds")),
         row("  generations plain / reg., s", lambda v: _pair(v, "evaluation_seconds")),
         row("  export + exit plain / reg., s", lambda v: _pair(v, "tail_seconds")),
+        row("CPU s plain / reg.", lambda v: _pair(v, "cpu_seconds")),
         row("train_seconds plain, s", g("plain", "train_seconds", ".1f")),
         row("train_seconds regularized, s", g("regularized", "train_seconds", ".1f")),
         row("  of which shrink phase, s", g("regularized", "shrink_seconds", ".1f")),
+        row(
+            "1st gen. (same nets) train s plain / reg.",
+            lambda v: _pair(v, "first_generation_train_seconds"),
+        ),
+        row(
+            "1st gen. accuracy plain / reg., %",
+            lambda v: _pair(v, "first_generation_accuracy", 100.0, ".2f"),
+        ),
         row("accuracy plain, %", g("plain", "accuracy", ".2f", 100)),
         row("accuracy regularized, %", g("regularized", "accuracy", ".2f", 100)),
         row(
             "failed last-gen trials plain/reg.",
             lambda v: (
                 f"{v['plain']['last_generation_failed']}/"
-                f"{v['plain']['last_generation_trials']} | "
+                f"{v['plain']['last_generation_trials']} / "
                 f"{v['regularized']['last_generation_failed']}/"
                 f"{v['regularized']['last_generation_trials']}"
             ),
         ),
         row("FLOPs plain (last gen.)", g("plain", "flops", ",.0f")),
-        row("FLOPs regularized (shrunk, last gen.)", g("regularized", "flops", ",.0f")),
+        row("FLOPs reg. (shrunk, last gen.)", g("regularized", "flops", ",.0f")),
+        row(
+            "networks shrunk (reg., all gen.)",
+            lambda v: (
+                f"{v['regularized']['shrunk']}/{v['regularized']['scored']} "
+                f"(FLOPs x{_f(v['regularized']['shrink_flops_ratio'], '.2f')})"
+            ),
+        ),
     ]
 
 
@@ -578,7 +620,7 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']['description']}  ",
-        f"Commit: {meta['git_commit']}"
+        f"Commit: {', '.join(meta['git_commits_of_runs'] or [str(meta['git_commit'])])}"
         + (" (plus uncommitted changes)" if meta["uncommitted_changes"] else "")
         + "  ",
         f"Protocol: {json.dumps(meta['protocol'])}",
@@ -591,12 +633,12 @@ def print_table(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title="Table 1: plain CoDeepNEAT vs regularized scoring")
-    table.add_column("")
+    table.add_column("", no_wrap=True)
     for name in summary["problems"]:
         table.add_column(name, justify="right")
     for label, cells in table_rows(summary):
         table.add_row(label, *cells)
-    console = Console(width=max(100, shutil.get_terminal_size().columns))
+    console = Console(width=max(120, shutil.get_terminal_size().columns))
     console.print(table)
     console.print(f"[dim]{FAILED_NOTE}.[/]")
 
@@ -715,6 +757,10 @@ def log_mlflow(
                     "last_generation_failed",
                 ):
                     metrics[f"{problem}.{key}_{group}"] = v[group][key]
+            metrics[f"{problem}.shrunk_fraction"] = _ratio(
+                v["regularized"]["shrunk"], v["regularized"]["scored"]
+            )
+            metrics[f"{problem}.shrink_flops_ratio"] = v["regularized"]["shrink_flops_ratio"]
         for key, value in summary["mean"].items():
             metrics[f"mean.{key}"] = value
         mlflow.log_metrics(
@@ -824,6 +870,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 r = run_experiment(args, problem, k, group, population, log_dir)
                 r["order"] = done
+                r["git_commit"] = source["git_commit"]
+                r["uncommitted_changes"] = bool(source["uncommitted_changes"])
                 records[(problem, group, k)] = r
                 with runs_file.open("a") as f:
                     f.write(json.dumps(r) + "\n")
@@ -842,6 +890,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "protocol": proto,
         **source,
         "git_commit_at_end": git_state()["git_commit"],
+        # Runs reused from an earlier invocation were measured at their own commits.
+        "git_commits_of_runs": sorted(
+            {r["git_commit"] for r in records.values() if r.get("git_commit")}
+        ),
         "date": dt.datetime.now().isoformat(timespec="seconds"),
     }
     print_table(summary)
