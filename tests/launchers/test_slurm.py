@@ -318,3 +318,35 @@ def test_driver_killed_mid_generation_restarts_without_duplicates(
         expected = {f"{array}_{i}": "COMPLETED" for i in range(2)}
         states.update(settled(array, expected))
     assert set(states.values()) == {"COMPLETED"} and len(states) == 4
+
+
+def test_hydra_multirun_with_submitit_slurm_is_one_job_array(slurm_cluster, tmp_path):
+    import optuna
+    from cli import nasfw
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    out = nasfw(
+        tmp_path,
+        "-m",
+        "hydra/launcher=submitit_slurm",
+        "hydra.launcher.timeout_min=10",
+        f"hydra.launcher.submitit_folder={tmp_path}/submitit/%j",
+        "seed=0,1,2,3",
+        "tuner=random",  # a tuner.* override would also go to the default tuner in a sweep
+        "tuner.n_trials=2",
+        "tuner.batch_size=2",
+        "problem=iris",
+        "search_space=tabular_mlp",
+        "train.epochs=1",
+        "tracking=none",
+        "launcher.workers=0",
+        f"storage.url={url}",
+    )
+    assert out.returncode == 0, out.stderr
+    studies = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(url)}
+    assert studies == {f"random-iris-tabular_mlp-seed{seed}": 2 for seed in range(4)}
+    jobs = sorted(p.name for p in (tmp_path / "submitit").glob("[0-9]*_*"))
+    array = jobs[0].split("_")[0]
+    assert jobs == [f"{array}_{i}" for i in range(4)]  # one job array of 4 tasks
+    expected = {f"{array}_{i}": "COMPLETED" for i in range(4)}
+    assert settled(array, expected) == expected
