@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 # A job the scheduler no longer knows of (no queue entry, no accounting record, no result) for
 # this long left the queue unseen, e.g. a pending array task cancelled before it ever started.
 VANISHED_AFTER_S = 10.0
+# A scheduler whose status command fails this long fails the evaluations still waiting.
+STATUS_TIMEOUT_S = 600.0
 # A job the scheduler calls finished gets this long for its result file to show up.
 RESULT_GRACE_S = 30.0
 
@@ -213,8 +216,23 @@ class BatchLauncher(Launcher[Any]):
                 give_up(index)
         self._submit(fn, items, keys, to_submit, running, failures, give_up)
 
+        answered = time.monotonic()
         while running:
-            states = self._poll(sorted(set(running.values())))
+            try:
+                states = self._poll(sorted(set(running.values())))
+            except (OSError, subprocess.SubprocessError) as err:
+                log.warning("%s status command failed: %s", self.scheduler, err)
+                states = None
+            if states is not None:
+                answered = time.monotonic()
+            elif time.monotonic() - answered > STATUS_TIMEOUT_S:
+                for index, job_id in sorted(running.items()):
+                    failures[index].append(
+                        f"{self.scheduler} job {job_id}: no answer from the scheduler's status "
+                        f"command for {STATUS_TIMEOUT_S:.0f} s"
+                    )
+                    give_up(index)
+                return [r for r in results if r is not None]
             retry: list[int] = []
             for index, job_id in sorted(running.items()):
                 if states is None:  # no answer this round: only result files tell anything

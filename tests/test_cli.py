@@ -19,7 +19,7 @@ def test_help_lists_groups_and_options(tmp_path):
     for line in (
         "tuner: codeepneat, evolution, random, tpe",
         "search_space: image_small, tabular_mlp",
-        "launcher: local, slurm",
+        "launcher: local, lsf, slurm",
         "tracking: mlflow, none",
         "postproc: morphnet, none",
     ):
