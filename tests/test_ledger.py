@@ -72,3 +72,55 @@ def test_journal_storage(tmp_path, candidate):
     url = f"journal://{tmp_path}/journal.log"
     Ledger(url, "study").record(candidate, Result(status="ok", metric=0.5), 0, 0)
     assert [r.result.metric for r in Ledger(url, "study").records()] == [0.5]
+
+
+# -- trials written by the jobs of cluster launchers ----------------------------------------
+
+
+class _Counting:
+    """A picklable evaluator that counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, candidate):
+        self.calls += 1
+        return Result(status="ok", metric=0.5, flops=7)
+
+
+def test_stored_evaluation_writes_the_trial_once(tmp_path, candidate):
+    from nasfw.ledger import StoredEvaluation, StoredResult
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    evaluate = _Counting()
+    job = StoredEvaluation(evaluate, url, "study", generation=2)
+    first = job((3, candidate))
+    assert isinstance(first, StoredResult) and first.metric == 0.5
+    # A retried job (its first attempt was killed after writing) does not train again.
+    again = job((3, candidate))
+    assert evaluate.calls == 1 and again.trial_number == first.trial_number
+    # The driver picks the trial up without writing a second one.
+    driver = Ledger(url, "study")
+    record = driver.record(candidate, again, generation=2, index=3)
+    assert record.number == first.trial_number and type(record.result) is Result
+    stored = optuna.load_study(study_name="study", storage=url).get_trials()
+    assert len(stored) == 1 and stored[0].user_attrs["generation"] == 2
+    assert job.key((3, candidate)) == f"study:2:3:{candidate.graph.hash}"
+
+
+def test_stored_evaluation_without_storage_leaves_the_writing_to_the_driver(candidate):
+    from nasfw.ledger import StoredEvaluation, StoredResult
+
+    job = StoredEvaluation(_Counting(), "sqlite:////nonexistent/dir/x.db", "study", 0)
+    result = job((0, candidate))
+    assert result.ok and not isinstance(result, StoredResult)
+
+
+def test_absolute_url(tmp_path, monkeypatch):
+    from nasfw.ledger import absolute_url
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_url("sqlite:///nasfw.db") == f"sqlite:///{tmp_path}/nasfw.db"
+    assert absolute_url("journal://j.log") == f"journal://{tmp_path}/j.log"
+    assert absolute_url("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert absolute_url("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"
