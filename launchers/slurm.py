@@ -98,6 +98,15 @@ def parse_sacct(
     return states
 
 
+# sbatch's words when there is no cluster to talk to, as opposed to settings it refuses.
+_NO_CLUSTER = (
+    "Could not establish a configuration source",
+    "Unable to contact slurm controller",
+    "Could not open configuration",
+    "Unable to process configuration file",
+)
+
+
 class SlurmLauncher(BatchLauncher):
     """Evaluations as SLURM job arrays (submitit), results through the shared study.
 
@@ -149,6 +158,12 @@ class SlurmLauncher(BatchLauncher):
         )
         if out.returncode != 0:
             message = " ".join(out.stderr.split()) or f"exit code {out.returncode}"
+            if any(text in out.stderr for text in _NO_CLUSTER):
+                raise ConfigError(
+                    "launcher=slurm: no SLURM cluster answers from this machine (no slurm.conf "
+                    f"or controller reachable): {message}. Run on a SLURM login node, or use "
+                    "launcher=local."
+                )
             raise ConfigError(
                 f"launcher=slurm: SLURM refuses these job settings ({' '.join(flags)}; keys "
                 "launcher.partition, launcher.time_min, launcher.cpus_per_task, launcher.mem_gb, "

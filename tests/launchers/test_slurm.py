@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 import pytest
@@ -350,3 +351,13 @@ def test_hydra_multirun_with_submitit_slurm_is_one_job_array(slurm_cluster, tmp_
     assert jobs == [f"{array}_{i}" for i in range(4)]  # one job array of 4 tasks
     expected = {f"{array}_{i}": "COMPLETED" for i in range(4)}
     assert settled(array, expected) == expected
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is None, reason="sbatch is not installed")
+def test_no_cluster_is_named_as_such(tmp_path, monkeypatch):
+    """Without a usable slurm.conf the error says there is no cluster, not bad settings."""
+    empty = tmp_path / "slurm.conf"
+    empty.write_text("")
+    monkeypatch.setenv("SLURM_CONF", str(empty))
+    with pytest.raises(ConfigError, match="no SLURM cluster answers"):
+        SlurmLauncher(SlurmLauncherConfig(folder=str(tmp_path / "jobs")))
