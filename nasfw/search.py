@@ -146,9 +146,16 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
             f"problem={problem.name} is {problem.modality}; pick a search space for "
             f"{problem.modality} data (e.g. search_space=tabular_mlp for tabular problems)"
         )
-    ledger = Ledger(cfg.storage.url, cfg.study_name)
-    ledger.check_fingerprint(fingerprint(cfg))
+    # Tuner and launcher check their settings first: a bad config must not leave its
+    # fingerprint in a new study, or the corrected rerun would be refused as another search.
     tuner = tuner_cls(cfg.tuner, space, int(cfg.seed))
+    launcher = launcher_cls(cfg.launcher)
+    try:
+        ledger = Ledger(cfg.storage.url, cfg.study_name)
+        ledger.check_fingerprint(fingerprint(cfg))
+    except BaseException:
+        launcher.close()
+        raise
     saved = ledger.load_state()
     start_generation = 0
     if saved is not None:
@@ -167,7 +174,6 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
     )
     hook = _hooks()
     best: TrialRecord | None = None
-    launcher = launcher_cls(cfg.launcher)
     try:
         if saved is not None:
             console.print(

@@ -228,3 +228,12 @@ def test_identical_networks_are_evaluated_once(tmp_path):
             assert not reused
     # Seeded evaluation: retraining the twin gives exactly what reusing it gave.
     assert values["true"] == values["false"]
+
+
+def test_a_rejected_config_does_not_claim_the_study(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    bad = nasfw(tmp_path, *TINY, f"storage.url={url}", "tuner.n_trials=0")
+    assert bad.returncode == 2 and "tuner.n_trials" in bad.stderr
+    fixed = nasfw(tmp_path, *TINY, f"storage.url={url}")
+    assert fixed.returncode == 0, fixed.stderr
+    assert len(trials(url, "random-iris-tabular_mlp-seed0")) == 2
