@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from nasfw.tuner import Candidate, Result
 STATE_ATTR = "nasfw:tuner_state"
 GENERATION_ATTR = "nasfw:last_generation"
 FINGERPRINT_ATTR = "nasfw:fingerprint"
+_SCHEMA_RACE_ATTEMPTS = 8
 _RESULT_FIELDS = ("loss", "flops", "n_params", "train_seconds", "epochs", "regularized_score")
 
 
@@ -51,8 +53,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             if not path.parent.is_dir():
                 raise LedgerError(f"storage.url={url}: directory {path.parent} does not exist")
             # Wait for a lock instead of failing when another process writes to the file.
-            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-        return optuna.storages.RDBStorage(url)
+            return _create_rdb_storage(url, {"connect_args": {"timeout": 60}})
+        return _create_rdb_storage(url, None)
     except LedgerError:
         raise
     except Exception as err:
@@ -61,6 +63,28 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             f"{str(err).splitlines()[0] if str(err) else ''}). Use sqlite:///file.db for one "
             "machine, or a PostgreSQL URL / journal:///shared/path.log for clusters."
         ) from err
+
+
+def _create_rdb_storage(
+    url: str, engine_kwargs: dict[str, Any] | None
+) -> optuna.storages.RDBStorage:
+    """``RDBStorage(url)``, retried while other processes create the same fresh schema.
+
+    Jobs of one array (Hydra multirun on SLURM, say) open a new database at the same moment;
+    all but one then fail on a table or version row the winner has just created. Once the
+    schema exists, opening it again succeeds.
+    """
+    import sqlalchemy.exc
+
+    for attempt in range(1, _SCHEMA_RACE_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except sqlalchemy.exc.DBAPIError as err:
+            schema_race = isinstance(err, sqlalchemy.exc.IntegrityError)
+            if not (schema_race or "already exists" in str(err)):
+                raise
+            time.sleep(0.1 * attempt)
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
 
 
 def absolute_url(url: str) -> str:

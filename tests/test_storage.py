@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.synchronize
 import uuid
 
 import optuna
@@ -46,6 +47,26 @@ def _assert_nothing_lost_or_duplicated(stored: list[optuna.trial.FrozenTrial]) -
     failed = [t for t in stored if t.state == optuna.trial.TrialState.FAIL]
     assert len(failed) == WRITERS * EACH // 5
     assert all(t.user_attrs["fail_reason"] == "boom" for t in failed)
+
+
+def _open_when_all_ready(url: str, ready: multiprocessing.synchronize.Barrier) -> None:
+    ready.wait(60)
+    open_storage(url)
+
+
+def test_processes_creating_one_fresh_sqlite_database_at_once_all_open_it(tmp_path):
+    """Array jobs start together on a new database: all must open it, not lose the schema race."""
+    context = multiprocessing.get_context("spawn")
+    for round_ in range(3):
+        url = f"sqlite:///{tmp_path}/fresh{round_}.db"
+        ready = context.Barrier(6)
+        procs = [context.Process(target=_open_when_all_ready, args=(url, ready)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert [p.exitcode for p in procs] == [0] * 6, f"round {round_}"
+    assert optuna.get_all_study_summaries(url) == []
 
 
 def test_postgres_concurrent_writers_lose_and_duplicate_nothing(postgres_url):
