@@ -30,6 +30,7 @@ from nasfw.tuner import Candidate, Result
 
 STATE_ATTR = "nasfw:tuner_state"
 GENERATION_ATTR = "nasfw:last_generation"
+SECONDS_ATTR = "nasfw:generation_seconds"
 FINGERPRINT_ATTR = "nasfw:fingerprint"
 _SCHEMA_RACE_ATTEMPTS = 8
 _RESULT_FIELDS = ("loss", "flops", "n_params", "train_seconds", "epochs", "regularized_score")
@@ -139,10 +140,23 @@ class Ledger:
             )
 
     # -- tuner state ----------------------------------------------------------------------
-    def save_state(self, generation: int, state: dict[str, Any]) -> None:
-        # State first: a crash between the two writes re-runs the generation's tell, not skips it.
+    def save_state(
+        self,
+        generation: int,
+        state: dict[str, Any],
+        generation_seconds: dict[int, float] | None = None,
+    ) -> None:
+        # State first: a crash between the writes re-runs the generation's tell, not skips it.
         self.study.set_user_attr(STATE_ATTR, json.dumps(state))
+        if generation_seconds is not None:
+            timing = {str(g): s for g, s in sorted(generation_seconds.items())}
+            self.study.set_user_attr(SECONDS_ATTR, json.dumps(timing))
         self.study.set_user_attr(GENERATION_ATTR, generation)
+
+    def generation_seconds(self) -> dict[int, float]:
+        """Wall seconds per finished generation, as :meth:`save_state` recorded them."""
+        raw = self.study.user_attrs.get(SECONDS_ATTR)
+        return {int(g): float(s) for g, s in json.loads(raw).items()} if raw else {}
 
     def load_state(self) -> tuple[int, dict[str, Any]] | None:
         attrs = self.study.user_attrs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,9 @@ class SearchContext:
     export_dir: Path | None = None
     # What the post-processor reported (one row per network it processed).
     postproc_report: list[dict[str, Any]] = field(default_factory=list)
+    # Wall seconds of each generation (asking, evaluating, telling), kept across resumes: the
+    # seeds' "time required for evolving a series of generations".
+    generation_seconds: dict[int, float] = field(default_factory=dict)
     # Set when the search stopped on an exception (KeyboardInterrupt included).
     error: BaseException | None = None
     plugin_state: dict[str, Any] = field(default_factory=dict)
@@ -171,6 +175,7 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
         output_dir=output_dir,
         history=ledger.records(),
         start_generation=start_generation,
+        generation_seconds=ledger.generation_seconds(),
     )
     hook = _hooks()
     best: TrialRecord | None = None
@@ -190,12 +195,15 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
             scoring=scoring,
         )
         generation = start_generation
+        started = time.perf_counter()
         while candidates := tuner.ask():
             records = _run_generation(
                 context, ledger, launcher, evaluator, candidates, generation, console
             )
             tuner.tell(candidates, [r.result for r in records])
-            ledger.save_state(generation, tuner.state())
+            context.generation_seconds[generation] = time.perf_counter() - started
+            ledger.save_state(generation, tuner.state(), context.generation_seconds)
+            started = time.perf_counter()
             hook.nasfw_generation_end(context=context, generation=generation, trials=records)
             _report_generation(console, context, generation, records)
             generation += 1

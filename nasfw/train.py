@@ -17,6 +17,9 @@ from nasfw.problem import Problem, Split
 
 # Optional extra loss (e.g. a MorphNet regularizer): called on the model at every step.
 ExtraLoss = Callable[[nn.Module], torch.Tensor]
+# Optional hook before every optimizer step: (optimizer, step, total steps), steps from 0, e.g.
+# to anneal one parameter group's learning rate.
+BeforeStep = Callable[[torch.optim.Optimizer, int, int], None]
 
 
 @dataclass
@@ -99,6 +102,7 @@ def train_model(
     overrides: Mapping[str, Any] | None = None,
     extra_loss: ExtraLoss | None = None,
     param_groups: list[dict[str, Any]] | None = None,
+    before_step: BeforeStep | None = None,
 ) -> TrainOutcome:
     """Train ``model`` on ``problem.train`` and score it on ``problem.val``.
 
@@ -107,7 +111,8 @@ def train_model(
     (``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``weight_decay``). A loss that turns NaN
     or infinite stops training at once with ``diverged=True``. ``extra_loss(model)`` is added
     to the task loss at every step (a regularizer); ``param_groups`` are torch optimizer groups
-    for some parameters (e.g. a larger learning rate for MorphNet's gates).
+    for some parameters (e.g. a larger learning rate for MorphNet's gates); ``before_step``
+    runs before every optimizer step (e.g. to anneal a group's learning rate).
     """
     settings = _settings(config, overrides or {})
     torch.manual_seed(seed)
@@ -120,13 +125,16 @@ def train_model(
     history: list[dict[str, float]] = []
     model.train()
     epoch_loss = math.nan
+    # A batch of one breaks batch norm and adds nothing: skipped unless it is all the data.
+    batches = [
+        s for s in range(0, len(x), batch_size) if len(x) == 1 or min(batch_size, len(x) - s) > 1
+    ]
+    total_steps, step = settings["epochs"] * len(batches), 0
     for epoch in range(1, settings["epochs"] + 1):
         permutation = torch.randperm(len(x), generator=order)
         total, seen = 0.0, 0
-        for start in range(0, len(x), batch_size):
+        for start in batches:
             index = permutation[start : start + batch_size]
-            if len(index) < 2 and len(x) > 1:
-                continue  # a batch of one breaks batch norm and adds nothing
             loss = criterion(model(x[index]), y[index])
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
@@ -142,7 +150,10 @@ def train_model(
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if before_step is not None:
+                before_step(optimizer, step, total_steps)
             optimizer.step()
+            step += 1
             total += float(loss.detach()) * len(index)
             seen += len(index)
         epoch_loss = total / max(seen, 1)

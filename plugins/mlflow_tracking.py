@@ -163,6 +163,7 @@ def nasfw_generation_end(
                 "n_ok": len(ok),
                 "n_failed": sum(not t.result.ok for t in trials),
                 "best_so_far": best_so_far,
+                "generation_seconds": context.generation_seconds.get(generation),
             }
             if ok:
                 values |= {

@@ -34,7 +34,10 @@ class MorphSettings:
     shrink_epochs: int = 1
     # Learning rate of the gates during the shrink phase: with few steps per epoch (small data
     # sets), the network's own learning rate cannot move a gamma from 1 to below the threshold.
-    gate_lr: float = 0.05
+    gate_lr: float = 0.5
+    # Start the shrunk network from the gated one's surviving weights (scale folded in)
+    # instead of a fresh initialization; layers whose channels cannot be traced start fresh.
+    carry_weights: bool = False
 
 
 @dataclass

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from nasfw import SearchContext, TrainConfig, build_model, model_cost, train_model
 
-from .scoring import morph
+from .scoring import build_shrunk, morph
 from .shrink import expand
 
 
@@ -38,12 +36,11 @@ def run_postproc(context: SearchContext, config: Any) -> list[dict[str, Any]]:
     report = []
     for trial in top:
         seed = candidate_seed(int(context.cfg.seed), Candidate(trial.graph, train=trial.train))
-        small, facts = morph(trial.graph, problem, train, seed, config, trial.train)
+        small, facts, regularizer = morph(trial.graph, problem, train, seed, config, trial.train)
         if config.flop_budget:
             small = expand(small, problem, float(config.flop_budget))
-        torch.manual_seed(seed)
         before = model_cost(build_model(trial.graph, problem), problem.input_shape)
-        model = build_model(small, problem)
+        model = build_shrunk(small, problem, seed, config, regularizer)
         after = model_cost(model, problem.input_shape)
         outcome = train_model(model, problem, train, seed, overrides=trial.train)
         row = {

@@ -175,6 +175,30 @@ class FlopRegularizer(nn.Module):
         with torch.no_grad():
             return {o: int((self.gamma(o) > self.threshold).sum()) for o in self._owners()}
 
+    def kept_channels(self) -> dict[str, torch.Tensor]:
+        """Indices of the channels a shrunk network keeps, per conv2d/dense node: its group's
+        alive channels, or the strongest one when none is alive (as :func:`shrink` keeps one)."""
+        with torch.no_grad():
+            kept = {}
+            for owner in self._owners():
+                gamma = self.gamma(owner)
+                alive = torch.nonzero(gamma > self.threshold).flatten()
+                kept[owner] = alive if len(alive) else gamma.argmax().reshape(1)
+            return kept
+
+    def input_channels(self, term: Term, kept: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Indices of ``term``'s input features a shrunk network keeps (flattened maps
+        channel-major, as ``torch.flatten`` orders them); None when an input has no gamma
+        (its width in the shrunk network is not a subset of this one's)."""
+        pieces, offset = [], 0
+        for s in term.inputs:
+            if s.owner is None:
+                return None
+            pixels = torch.arange(s.repeat)
+            pieces.append(offset + (kept[s.owner][:, None] * s.repeat + pixels).flatten())
+            offset += s.width
+        return torch.cat(pieces)
+
     def _width(self, segments: tuple[Segment, ...], alive: dict[str, int]) -> float:
         return float(
             sum((s.length if s.owner is None else alive[s.owner]) * s.repeat for s in segments)

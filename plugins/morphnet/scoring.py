@@ -12,7 +12,7 @@ import torch
 from nasfw import Candidate, Problem, Result, TrainConfig, build_model, model_cost, train_model
 
 from .regularizer import FlopRegularizer, add_gates
-from .shrink import shrink
+from .shrink import carry_weights, shrink
 
 
 def morph(
@@ -22,8 +22,9 @@ def morph(
     seed: int,
     settings: Mapping[str, Any],
     overrides: Mapping[str, Any] | None = None,
-) -> tuple[Any, dict[str, Any]]:
-    """Train ``graph`` with gates and the FLOP regularizer; return the shrunk graph and facts."""
+) -> tuple[Any, dict[str, Any], FlopRegularizer]:
+    """Train ``graph`` with gates and the FLOP regularizer; return the shrunk graph, facts,
+    and the regularizer (its ``model`` is the trained gated network)."""
     gated = add_gates(graph)
     torch.manual_seed(seed)
     model = build_model(gated, problem)
@@ -31,8 +32,17 @@ def morph(
     initial_flops = regularizer.flops()
     # The seeds' coefficient: strength / initial FLOPs, so the penalty starts near 2·strength.
     strength = float(settings["strength"]) / max(initial_flops, 1.0)
-    groups = [{"params": regularizer.gate_parameters(), "lr": float(settings["gate_lr"])}]
+    gate_lr = float(settings["gate_lr"])
+    groups = [{"params": regularizer.gate_parameters(), "lr": gate_lr}]
     phase = {**(overrides or {}), "epochs": int(settings["shrink_epochs"])}
+
+    def anneal_gates(optimizer: torch.optim.Optimizer, step: int, total: int) -> None:
+        # Adam moves a gamma by about its lr per step however small the L1 gradient is, so at
+        # a constant lr a gamma the penalty has beaten jitters around zero with an amplitude
+        # near gate_lr and may end the phase above the threshold. Decaying the lr to zero
+        # lets it settle.
+        optimizer.param_groups[-1]["lr"] = gate_lr * (1.0 - step / max(total, 1))
+
     outcome = train_model(
         model,
         problem,
@@ -41,6 +51,7 @@ def morph(
         overrides=phase,
         extra_loss=lambda _: strength * regularizer(),
         param_groups=groups,
+        before_step=anneal_gates,
     )
     facts: dict[str, Any] = {
         "shrink_seconds": outcome.seconds,
@@ -51,7 +62,18 @@ def morph(
     }
     small, changes = shrink(graph, regularizer.alive())
     facts["changes"] = changes
-    return small, facts
+    return small, facts, regularizer
+
+
+def build_shrunk(
+    small: Any, problem: Problem, seed: int, settings: Mapping[str, Any], regularizer: Any
+) -> torch.nn.Module:
+    """The shrunk network, with the gated network's surviving weights if ``carry_weights``."""
+    torch.manual_seed(seed)
+    model = build_model(small, problem)
+    if settings.get("carry_weights", False):
+        carry_weights(regularizer, model)
+    return model
 
 
 def regularized_score(
@@ -63,13 +85,14 @@ def regularized_score(
 ) -> Result:
     """``evaluation=regularized``: MorphNet phase, then the shrunk network trains and scores."""
     started = time.perf_counter()
-    small, facts = morph(candidate.graph, problem, train, seed, settings, candidate.train)
+    small, facts, regularizer = morph(
+        candidate.graph, problem, train, seed, settings, candidate.train
+    )
     if facts["diverged"]:
         return Result.failed(f"regularized phase {facts['reason']}")
     epochs = int(candidate.train.get("epochs", train.epochs))
     remaining = max(1, epochs - int(settings["shrink_epochs"]))
-    torch.manual_seed(seed)
-    model = build_model(small, problem)
+    model = build_shrunk(small, problem, seed, settings, regularizer)
     after = model_cost(model, problem.input_shape)
     outcome = train_model(
         model, problem, train, seed, overrides={**candidate.train, "epochs": remaining}

@@ -7,6 +7,8 @@ from typing import Any
 
 from nasfw import ArchGraph
 
+from .regularizer import GATE_SUFFIX as GATE
+
 WIDTH_PARAM = {"conv2d": "filters", "dense": "units"}
 
 
@@ -28,6 +30,55 @@ def shrink(graph: ArchGraph, alive: dict[str, int]) -> tuple[ArchGraph, dict[str
         changes[node.id] = (before, after)
         nodes.append(replace(node, params={**node.params, param: after}))
     return graph.replace(nodes), changes
+
+
+def carry_weights(regularizer: Any, small: Any) -> int:
+    """Copy the surviving weights of ``regularizer.model`` (the gated network after the shrink
+    phase) into ``small`` (built from :func:`shrink`'s graph); returns how many layers got them.
+
+    Each conv2d/dense layer and the head keep the rows of their alive output channels and the
+    columns of their inputs' alive channels. A gate's scale gamma/sqrt(var + eps) is folded into
+    its layer's kept rows (exact through the ReLU for positive gammas); its shift is dropped, so
+    the small network starts close to, not equal to, the gated one and the remaining epochs
+    adapt it. Layers whose inputs cannot be traced to gates (behind a projected ``add``) and
+    merge projections keep their fresh initialization.
+    """
+    import torch
+    from torch import nn
+
+    gated = regularizer.model
+    kept = regularizer.kept_channels()
+    carried = 0
+    with torch.no_grad():
+        for term in regularizer.terms:
+            inputs = regularizer.input_channels(term, kept)
+            if inputs is None:
+                continue
+            if term.owner is None:
+                source, target, rows, scale = gated.head, small.head, None, None
+            else:
+                source = _layer(gated.node_modules[term.owner])
+                target = _layer(small.node_modules[term.owner])
+                rows = kept[term.owner]
+                gate: nn.BatchNorm1d | nn.BatchNorm2d = gated.node_modules[f"{term.owner}{GATE}"]
+                scale = (gate.weight / torch.sqrt(gate.running_var + gate.eps))[rows]
+            weight = source.weight if rows is None else source.weight[rows]
+            weight = weight[:, inputs]
+            bias = source.bias if rows is None else source.bias[rows]
+            if scale is not None and bool((scale > 0).all()):
+                weight = weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
+                bias = bias * scale
+            if weight.shape != target.weight.shape:
+                continue
+            target.weight.copy_(weight)
+            target.bias.copy_(bias)
+            carried += 1
+    return carried
+
+
+def _layer(module: Any) -> Any:
+    """The Conv2d/Linear of a conv2d/dense node's module (``Sequential(layer, activation)``)."""
+    return module[0]
 
 
 def scale_widths(graph: ArchGraph, factor: float) -> ArchGraph:
