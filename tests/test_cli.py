@@ -12,6 +12,8 @@ import optuna
 import pytest
 from cli import TINY, nasfw, trials
 
+from nasfw.ledger import SECONDS_ATTR as SECONDS
+
 
 def test_help_lists_groups_and_options(tmp_path):
     out = nasfw(tmp_path, "--help")
@@ -27,6 +29,9 @@ def test_help_lists_groups_and_options(tmp_path):
     assert "digits" in out.stdout and "cifar10" in out.stdout
 
 
+STUDY = "random-iris-tabular_mlp-seed0"
+
+
 def test_tiny_search_then_rerun_resumes_without_rerunning(tmp_path):
     url = f"sqlite:///{tmp_path}/s.db"
     first = nasfw(tmp_path, *TINY, f"storage.url={url}")
@@ -37,6 +42,8 @@ def test_tiny_search_then_rerun_resumes_without_rerunning(tmp_path):
     assert {t.user_attrs["generation"] for t in done} == {0}
     assert json.loads(done[0].user_attrs["graph"])["nodes"]
     assert done[0].params and done[0].user_attrs["flops"] > 0
+    timing = json.loads(optuna.load_study(study_name=STUDY, storage=url).user_attrs[SECONDS])
+    assert list(timing) == ["0"] and timing["0"] > 0  # the generation's wall seconds
     exported = list(tmp_path.glob("outputs/*/*/best_model/graph.json"))
     assert len(exported) == 1 and exported[0].with_name("state_dict.pt").is_file()
 

@@ -45,6 +45,9 @@ def test_tuner_state_round_trip(tmp_path):
     ledger.save_state(3, {"rng": [1, 2], "asked": 8})
     reopened = Ledger(f"sqlite:///{tmp_path}/s.db", "study")
     assert reopened.load_state() == (3, {"rng": [1, 2], "asked": 8})
+    assert reopened.generation_seconds() == {}
+    reopened.save_state(4, {"asked": 9}, {3: 1.5, 4: 2.25})
+    assert Ledger(f"sqlite:///{tmp_path}/s.db", "study").generation_seconds() == {3: 1.5, 4: 2.25}
 
 
 def test_fingerprint_mismatch_names_the_key(tmp_path):

@@ -62,6 +62,23 @@ def test_extra_loss_is_added(blobs):
     assert penalised.loss > plain.loss + 1e5
 
 
+def test_before_step_sees_every_step_of_the_run(blobs):
+    """The hook (MorphNet anneals its gates' lr with it) gets step 0 .. total-1 and the total,
+    and what it sets on the optimizer is what the step uses."""
+    seen: list[tuple[int, int, float]] = []
+
+    def anneal(optimizer, step: int, total: int) -> None:
+        optimizer.param_groups[0]["lr"] = 0.01 * (1 - step / total)
+        seen.append((step, total, optimizer.param_groups[0]["lr"]))
+
+    config = TrainConfig(epochs=3, batch_size=32)
+    train_model(build_model(MLP, blobs), blobs, config, seed=0, before_step=anneal)
+    batches = math.ceil(len(blobs.train.y) / 32)
+    assert [s for s, _, _ in seen] == list(range(3 * batches))
+    assert {t for _, t, _ in seen} == {3 * batches}
+    assert seen[0][2] == 0.01 and 0 < seen[-1][2] < 0.01 / batches
+
+
 def test_diverging_candidate_is_a_failed_result(blobs, monkeypatch):
     import nasfw.evaluate as evaluate
 

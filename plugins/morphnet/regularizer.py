@@ -186,16 +186,18 @@ class FlopRegularizer(nn.Module):
                 kept[owner] = alive if len(alive) else gamma.argmax().reshape(1)
             return kept
 
-    def input_channels(self, term: Term, kept: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    def input_channels(self, term: Term, kept: dict[str, torch.Tensor]) -> torch.Tensor:
         """Indices of ``term``'s input features a shrunk network keeps (flattened maps
-        channel-major, as ``torch.flatten`` orders them); None when an input has no gamma
-        (its width in the shrunk network is not a subset of this one's)."""
+        channel-major, as ``torch.flatten`` orders them). Inputs without a gamma keep every
+        channel (the image; behind a projected ``add`` the shrunk width may differ, which
+        callers see as a shape mismatch)."""
         pieces, offset = [], 0
         for s in term.inputs:
             if s.owner is None:
-                return None
-            pixels = torch.arange(s.repeat)
-            pieces.append(offset + (kept[s.owner][:, None] * s.repeat + pixels).flatten())
+                pieces.append(offset + torch.arange(s.width))
+            else:
+                pixels = torch.arange(s.repeat)
+                pieces.append(offset + (kept[s.owner][:, None] * s.repeat + pixels).flatten())
             offset += s.width
         return torch.cat(pieces)
 

@@ -40,8 +40,8 @@ def carry_weights(regularizer: Any, small: Any) -> int:
     columns of their inputs' alive channels. A gate's scale gamma/sqrt(var + eps) is folded into
     its layer's kept rows (exact through the ReLU for positive gammas); its shift is dropped, so
     the small network starts close to, not equal to, the gated one and the remaining epochs
-    adapt it. Layers whose inputs cannot be traced to gates (behind a projected ``add``) and
-    merge projections keep their fresh initialization.
+    adapt it. Layers whose kept weights do not fit the small layer (behind a projected ``add``
+    whose width changed) and merge projections keep their fresh initialization.
     """
     import torch
     from torch import nn
@@ -52,8 +52,6 @@ def carry_weights(regularizer: Any, small: Any) -> int:
     with torch.no_grad():
         for term in regularizer.terms:
             inputs = regularizer.input_channels(term, kept)
-            if inputs is None:
-                continue
             if term.owner is None:
                 source, target, rows, scale = gated.head, small.head, None, None
             else:

@@ -10,7 +10,7 @@ from cli import TINY, nasfw
 
 from nasfw import ArchGraph, Node, build_model, model_cost
 from nasfw.plugins.morphnet.regularizer import FlopRegularizer, add_gates
-from nasfw.plugins.morphnet.shrink import expand, scale_widths, shrink
+from nasfw.plugins.morphnet.shrink import carry_weights, expand, scale_widths, shrink
 
 
 class Image:
@@ -71,6 +71,48 @@ def test_dead_channels_are_removed_and_flops_drop_exactly(ops):
     assert shrunk == reg.flops() < full
     # c0: 2·64·9·1·5; c1: 2·64·9·5·6; d: 2·(6·16)·8; head: 2·8·10
     assert shrunk == 2 * 64 * 9 * 5 + 2 * 64 * 9 * 5 * 6 + 2 * 96 * 8 + 2 * 8 * 10
+
+
+def test_carried_weights_compute_what_the_gated_network_computed(ops):
+    """With gates that only scale (mean 0, var 1, beta 0), the shrunk network that carries the
+    surviving weights gives exactly the gated network's outputs: dead channels are the removed
+    ones, rows and columns line up through concat, pooling and flattening."""
+    graph = ArchGraph(
+        [
+            conv("c0", 8),
+            conv("c1", 6, "c0"),
+            conv("c2", 4, "c0"),
+            Node("p", "maxpool2d", {"pool_size": 2}, inputs=("c1", "c2"), merge="concat"),
+            Node("d", "dense", {"units": 12}, inputs=("p",)),
+        ],
+        output="d",
+    )
+    model, reg = gated(graph, ops)
+    with torch.no_grad():
+        for node in ("c0", "c1", "c2", "d"):
+            gate = model.node_modules[f"{node}_gate"]
+            gate.weight.uniform_(0.5, 2.0)
+            gate.bias.zero_()
+            gate.running_mean.zero_()
+            gate.running_var.fill_(1.0)
+    kill(model, "c0", [1, 3, 5])
+    kill(model, "c1", [0])
+    kill(model, "c2", [0, 1, 3])
+    with torch.no_grad():  # none alive: the strongest channel is kept, its scale folded in
+        model.node_modules["c2_gate"].weight[2] = 0.05
+    kill(model, "d", [2, 7, 11])
+    small, changes = shrink(graph, reg.alive())
+    assert changes == {"c0": (8, 5), "c1": (6, 5), "c2": (4, 1), "d": (12, 9)}
+    torch.manual_seed(1)
+    shrunk = build_model(small, Image(), ops)
+    assert carry_weights(reg, shrunk) == 5  # four layers and the head
+    x = torch.randn(16, *Image.input_shape)
+    model.eval()
+    shrunk.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(shrunk(x), model(x), rtol=1e-4, atol=1e-5)
+        fresh = build_model(small, Image(), ops).eval()
+        assert not torch.allclose(fresh(x), model(x), atol=1e-3)
 
 
 def test_add_merge_makes_one_group(ops):
