@@ -32,8 +32,9 @@ class MorphSettings:
     threshold: float = 0.1
     # Epochs of regularized training before shrinking (the seeds: one).
     shrink_epochs: int = 1
-    # Learning rate of the gates during the shrink phase: with few steps per epoch (small data
-    # sets), the network's own learning rate cannot move a gamma from 1 to below the threshold.
+    # Learning rate of the gates at the start of the shrink phase, annealed linearly to 0: with
+    # few steps per epoch (small data sets) the network's own rate cannot move a gamma from 1
+    # below the threshold, and a constant one leaves beaten gammas jittering around 0.
     gate_lr: float = 0.5
     # Start the shrunk network from the gated one's surviving weights (scale folded in)
     # instead of a fresh initialization; layers whose channels cannot be traced start fresh.
