@@ -43,7 +43,10 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -324,13 +327,17 @@ def run_cli(overrides: list[str], log: Path, timeout: float | None) -> dict[str,
     }
 
 
-def read_trials(url: str, study: str) -> list[dict[str, Any]]:
-    """The study's finished trials as plain dicts (what the table needs)."""
+def load_study(url: str, study: str) -> optuna.Study:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=study, storage=url)
+
+
+def read_trials(study: optuna.Study) -> list[dict[str, Any]]:
+    """The study's finished trials as plain dicts (what the table needs)."""
     out = []
-    for t in optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False):
+    for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
         if "generation" not in a:
             continue
@@ -356,15 +363,13 @@ def read_trials(url: str, study: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (r["generation"], r["index"]))
 
 
-def evolution_seconds(url: str, study: str) -> float:
+def evolution_seconds(study: optuna.Study) -> float:
     """The search's own timing of its generations (``nasfw:generation_seconds``), summed: the
     seeds' "time required for evolving a series of generations", without process start-up and
     the export of the best network."""
-    import optuna
-
     from nasfw.ledger import SECONDS_ATTR
 
-    raw = optuna.load_study(study_name=study, storage=url).user_attrs.get(SECONDS_ATTR)
+    raw = study.user_attrs.get(SECONDS_ATTR)
     return sum(json.loads(raw).values()) if raw else float("nan")
 
 
@@ -390,7 +395,8 @@ def run_experiment(
     if group == "regularized":
         overrides += list(args.regularized_override)
     run = run_cli(overrides, log_dir / f"{name}.log", args.timeout)
-    trials = read_trials(url, study)
+    stored = load_study(url, study)
+    trials = read_trials(stored)
     # Where the wall time goes, from when results arrived (counted from the launch): until the
     # first result, start-up (imports, data, worker processes) plus one evaluation; between the
     # first and the last result, the generations; after the last, the best network's
@@ -415,7 +421,7 @@ def run_experiment(
         **run,
         "first_result_seconds": first,
         "evaluation_seconds": last - first,
-        "evolution_seconds": evolution_seconds(url, study),
+        "evolution_seconds": evolution_seconds(stored),
         "tail_seconds": run["wall_seconds"] - last,
         "train_seconds": sum(t["train_seconds"] or 0.0 for t in trials),
         "shrink_seconds": sum(t["shrink_seconds"] or 0.0 for t in trials),

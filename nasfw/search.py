@@ -203,10 +203,10 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
             tuner.tell(candidates, [r.result for r in records])
             context.generation_seconds[generation] = time.perf_counter() - started
             ledger.save_state(generation, tuner.state(), context.generation_seconds)
-            started = time.perf_counter()
             hook.nasfw_generation_end(context=context, generation=generation, trials=records)
             _report_generation(console, context, generation, records)
             generation += 1
+            started = time.perf_counter()  # tracking and reporting are not the generation's
         best = context.best()
         if best is not None:
             _export_best(context, best, train_config)

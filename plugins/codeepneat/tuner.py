@@ -137,6 +137,18 @@ class CoDeepNEAT(Tuner):
         self.next_id[kind] += 1
         return value
 
+    def _mutated_blueprint(self, parent: Blueprint, by_stage: dict[int, list[int]]) -> Blueprint:
+        """A mutated copy of ``parent`` with a fresh id (``by_stage``: species per stage)."""
+        return mutate_blueprint(
+            parent,
+            self._new_id("blueprint"),
+            by_stage,
+            self.inn,
+            self.var,
+            self.rng,
+            self.space.skip,
+        )
+
     def _random_module(self, stage: int) -> Module:
         chooser = RandomChooser(self.rng)
         node = self.space.sample_node(chooser, self.space.stages[stage], "x")
@@ -235,17 +247,7 @@ class CoDeepNEAT(Tuner):
         self.blueprints.append(original_bp)
         by_stage = self._species_by_stage()
         while len(self.blueprints) < c.blueprint_population:
-            self.blueprints.append(
-                mutate_blueprint(
-                    original_bp,
-                    self._new_id("blueprint"),
-                    by_stage,
-                    self.inn,
-                    self.var,
-                    self.rng,
-                    self.space.skip,
-                )
-            )
+            self.blueprints.append(self._mutated_blueprint(original_bp, by_stage))
         self._speciate_blueprints()
 
     def _speciate_blueprints(self) -> None:
@@ -479,15 +481,7 @@ class CoDeepNEAT(Tuner):
                         a, b, self._new_id("blueprint"), self.rng, species_stage
                     )
                 else:
-                    child = mutate_blueprint(
-                        choice(self.rng, parents),
-                        self._new_id("blueprint"),
-                        by_stage,
-                        self.inn,
-                        self.var,
-                        self.rng,
-                        self.space.skip,
-                    )
+                    child = self._mutated_blueprint(choice(self.rng, parents), by_stage)
                 blueprints.append(child)
         self.blueprints = blueprints
         self._speciate_blueprints()

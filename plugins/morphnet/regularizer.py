@@ -170,18 +170,31 @@ class FlopRegularizer(nn.Module):
     def _owners(self) -> list[str]:
         return [t.owner for t in self.terms if t.owner is not None]
 
+    def _group_gammas(self) -> dict[str, torch.Tensor]:
+        """:meth:`gamma` of every conv2d/dense node, each group's computed once."""
+        by_root: dict[str, torch.Tensor] = {}
+        gammas = {}
+        for owner in self._owners():
+            root = self._find(owner)
+            if root not in by_root:
+                by_root[root] = self.gamma(owner)
+            gammas[owner] = by_root[root]
+        return gammas
+
+    def _alive(self, gammas: dict[str, torch.Tensor]) -> dict[str, int]:
+        with torch.no_grad():
+            return {o: int((g > self.threshold).sum()) for o, g in gammas.items()}
+
     def alive(self) -> dict[str, int]:
         """Alive channels of every conv2d/dense node (its group's count)."""
-        with torch.no_grad():
-            return {o: int((self.gamma(o) > self.threshold).sum()) for o in self._owners()}
+        return self._alive(self._group_gammas())
 
     def kept_channels(self) -> dict[str, torch.Tensor]:
         """Indices of the channels a shrunk network keeps, per conv2d/dense node: its group's
         alive channels, or the strongest one when none is alive (as :func:`shrink` keeps one)."""
         with torch.no_grad():
             kept = {}
-            for owner in self._owners():
-                gamma = self.gamma(owner)
+            for owner, gamma in self._group_gammas().items():
                 alive = torch.nonzero(gamma > self.threshold).flatten()
                 kept[owner] = alive if len(alive) else gamma.argmax().reshape(1)
             return kept
@@ -217,17 +230,20 @@ class FlopRegularizer(nn.Module):
         )
 
     def forward(self) -> torch.Tensor:
-        alive = self.alive()
+        # Called at every training step: each group's gamma is computed (and summed) once.
+        gammas = self._group_gammas()
+        alive = self._alive(gammas)
+        sums = {o: g.sum() for o, g in gammas.items()}
         total = torch.zeros(())
         for t in self.terms:
             a_in = self._width(t.inputs, alive)
             gamma_in = sum(
-                (self.gamma(s.owner).sum() * s.repeat for s in t.inputs if s.owner is not None),
+                (sums[s.owner] * s.repeat for s in t.inputs if s.owner is not None),
                 torch.zeros(()),
             )
             if t.owner is not None:
                 a_out = float(alive[t.owner])
-                total = total + t.cost * (a_in * self.gamma(t.owner).sum() + a_out * gamma_in)
+                total = total + t.cost * (a_in * sums[t.owner] + a_out * gamma_in)
             else:
                 total = total + t.cost * float(t.out_width) * gamma_in
         return total
