@@ -53,23 +53,28 @@ def test_tiny_search_then_rerun_resumes_without_rerunning(tmp_path):
     assert len(trials(url, "random-iris-tabular_mlp-seed0")) == 2
 
 
+# (arguments, trials in the whole search). Networks train in ~0.2 s, so the search is made long
+# enough (5 generations of 4) that polling the study cannot miss the middle of it on a loaded CI.
 KILL_CASES = {
-    "random": ["tuner=random", "tuner.n_trials=6", "tuner.batch_size=2"],
-    # 4 networks per generation, 3 generations: killed in generation 1.
-    "codeepneat": [
-        "tuner=codeepneat",
-        "tuner.generations=3",
-        "tuner.blueprint_population=2",
-        "tuner.genomes_per_blueprint=2",
-        "tuner.module_population=4",
-    ],
+    "random": (["tuner=random", "tuner.n_trials=20", "tuner.batch_size=4"], 20),
+    "codeepneat": (
+        [
+            "tuner=codeepneat",
+            "tuner.generations=5",
+            "tuner.blueprint_population=2",
+            "tuner.genomes_per_blueprint=2",
+            "tuner.module_population=4",
+        ],
+        20,
+    ),
 }
+KILL_AFTER = 6  # trials seen: killed in generation 1, with 3 generations still to come
 
 
 @pytest.mark.parametrize("tuner", sorted(KILL_CASES))
 def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path, tuner):
-    args = [*KILL_CASES[tuner], "train.epochs=2", "launcher.workers=0", "tracking=none"]
-    total = 6 if tuner == "random" else 12
+    case, total = KILL_CASES[tuner]
+    args = [*case, "train.epochs=2", "launcher.workers=0", "tracking=none"]
     url = f"sqlite:///{tmp_path}/s.db"
     study = f"{tuner}-digits-image_small-seed0"
     proc = subprocess.Popen(
@@ -85,12 +90,12 @@ def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path, tuner):
             seen = len(trials(url, study))
         except KeyError:  # the study does not exist yet
             seen = 0
-        if seen >= total // 2:  # in the middle of a generation
+        if seen >= KILL_AFTER:
             break
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert total // 2 <= seen < total, f"could not kill the search mid-way ({seen} trials)"
+    assert KILL_AFTER <= seen < total, f"could not kill the search mid-way ({seen} trials)"
     killed_at = len(trials(url, study))
 
     resumed = nasfw(tmp_path, *args, f"storage.url={url}")
