@@ -33,9 +33,9 @@ from nasfw.tuner import Candidate, Result, Tuner
 
 if TYPE_CHECKING:
     from nasfw.builder import BuildError, ModelCost, build_model, model_cost
-    from nasfw.evaluate import Evaluator
+    from nasfw.evaluate import Evaluator, candidate_seed
     from nasfw.search import SearchContext, TrialRecord, run_search
-    from nasfw.train import TrainOutcome, train_model
+    from nasfw.train import TrainOutcome, evaluate_model, train_model
 
 # Modules that import torch or optuna load on first use, so `python -m nasfw --help` stays quick.
 _LAZY = {
@@ -44,11 +44,13 @@ _LAZY = {
     "build_model": "nasfw.builder",
     "model_cost": "nasfw.builder",
     "Evaluator": "nasfw.evaluate",
+    "candidate_seed": "nasfw.evaluate",
     "SearchContext": "nasfw.search",
     "TrialRecord": "nasfw.search",
     "run_search": "nasfw.search",
     "TrainOutcome": "nasfw.train",
     "train_model": "nasfw.train",
+    "evaluate_model": "nasfw.train",
 }
 
 
@@ -105,6 +107,8 @@ __all__ = [
     "Tuner",
     "TunerConfig",
     "build_model",
+    "candidate_seed",
+    "evaluate_model",
     "hookimpl",
     "model_cost",
     "plugin_manager",

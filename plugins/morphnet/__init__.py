@@ -38,12 +38,16 @@ class MorphSettings:
     gate_lr: float = 0.5
     # Start the shrunk network from the gated one's surviving weights (scale folded in)
     # instead of a fresh initialization; layers whose channels cannot be traced start fresh.
+    # Off for the post-processor: MorphNet retrains the final architecture from scratch.
     carry_weights: bool = False
 
 
 @dataclass
 class RegularizedScoringConfig(EvaluationConfig, MorphSettings):
     name: str = "regularized"
+    # On for scoring: the small network then trains the whole budget, not one epoch less; on
+    # the same first-generation networks it scored 80.5 % instead of 75.7 % (plain: 80.9 %).
+    carry_weights: bool = True
 
 
 @dataclass

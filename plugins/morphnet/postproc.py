@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from nasfw import SearchContext, TrainConfig, build_model, model_cost, train_model
+from nasfw import (
+    Candidate,
+    SearchContext,
+    TrainConfig,
+    build_model,
+    candidate_seed,
+    evaluate_model,
+    model_cost,
+    train_model,
+)
 
 from .scoring import build_shrunk, morph
 from .shrink import expand
@@ -12,11 +21,8 @@ from .shrink import expand
 
 def run_postproc(context: SearchContext, config: Any) -> list[dict[str, Any]]:
     """MorphNet on the ``top_k`` best trials; the report goes to ``context.postproc_report``."""
+    import torch
     from omegaconf import OmegaConf
-
-    from nasfw.evaluate import candidate_seed
-    from nasfw.train import evaluate_model
-    from nasfw.tuner import Candidate
 
     train: TrainConfig = OmegaConf.to_object(
         OmegaConf.merge(OmegaConf.structured(TrainConfig), context.cfg.train)
@@ -39,8 +45,9 @@ def run_postproc(context: SearchContext, config: Any) -> list[dict[str, Any]]:
         small, facts, regularizer = morph(trial.graph, problem, train, seed, config, trial.train)
         if config.flop_budget:
             small = expand(small, problem, float(config.flop_budget))
-        before = model_cost(build_model(trial.graph, problem), problem.input_shape)
-        model = build_shrunk(small, problem, seed, config, regularizer)
+        with torch.device("meta"):  # only counted, never run: no weights needed
+            before = model_cost(build_model(trial.graph, problem), problem.input_shape)
+        model, _ = build_shrunk(small, problem, seed, config, regularizer)
         after = model_cost(model, problem.input_shape)
         outcome = train_model(model, problem, train, seed, overrides=trial.train)
         row = {

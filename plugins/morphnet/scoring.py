@@ -67,13 +67,13 @@ def morph(
 
 def build_shrunk(
     small: Any, problem: Problem, seed: int, settings: Mapping[str, Any], regularizer: Any
-) -> torch.nn.Module:
-    """The shrunk network, with the gated network's surviving weights if ``carry_weights``."""
+) -> tuple[torch.nn.Module, int]:
+    """The shrunk network, with the gated network's surviving weights if ``carry_weights``,
+    and how many of its layers got them."""
     torch.manual_seed(seed)
     model = build_model(small, problem)
-    if settings.get("carry_weights", False):
-        carry_weights(regularizer, model)
-    return model
+    carried = carry_weights(regularizer, model) if settings.get("carry_weights", False) else 0
+    return model, carried
 
 
 def regularized_score(
@@ -92,7 +92,7 @@ def regularized_score(
         return Result.failed(f"regularized phase {facts['reason']}")
     epochs = int(candidate.train.get("epochs", train.epochs))
     remaining = max(1, epochs - int(settings["shrink_epochs"]))
-    model = build_shrunk(small, problem, seed, settings, regularizer)
+    model, carried = build_shrunk(small, problem, seed, settings, regularizer)
     after = model_cost(model, problem.input_shape)
     outcome = train_model(
         model, problem, train, seed, overrides={**candidate.train, "epochs": remaining}
@@ -111,5 +111,6 @@ def regularized_score(
             "params_after": float(after.params),
             "shrink_seconds": facts["shrink_seconds"],
             "widths_changed": float(sum(1 for b, a in facts["changes"].values() if a < b)),
+            "carried_layers": float(carried),
         },
     )

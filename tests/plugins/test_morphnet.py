@@ -207,6 +207,27 @@ def test_regularized_scoring_in_a_codeepneat_run(tmp_path):
         # The genome stored is the unmodified one; its FLOPs are the original network's.
         assert t.user_attrs["extra"]["flops_after"] <= t.user_attrs["flops"]
         assert ArchGraph.from_json(t.user_attrs["graph"]).hash == t.user_attrs["graph_hash"]
+        # Scoring carries the surviving weights by default: every layer and the head.
+        graph = ArchGraph.from_json(t.user_attrs["graph"])
+        layers = sum(1 for n in graph if n.op in ("conv2d", "dense")) + 1
+        assert t.user_attrs["extra"]["carried_layers"] == layers
+
+
+@pytest.mark.parametrize("carry", [True, False])
+def test_regularized_score_starts_the_small_network_as_told(carry):
+    from nasfw import Candidate, ProblemConfig, TrainConfig
+    from nasfw.evaluate import load_problem
+    from nasfw.plugins.morphnet import RegularizedScoringConfig
+    from nasfw.plugins.morphnet.scoring import regularized_score
+
+    problem = load_problem(ProblemConfig(name="digits"))
+    graph = ArchGraph(
+        [conv("c0", 16), Node("d", "dense", {"units": 32}, inputs=("c0",))], output="d"
+    )
+    settings = {**vars(RegularizedScoringConfig()), "carry_weights": carry}
+    result = regularized_score(Candidate(graph), problem, TrainConfig(epochs=2), 0, settings)
+    assert result.ok and 0 < result.metric <= 1
+    assert result.extra["carried_layers"] == (3 if carry else 0)
 
 
 def test_postproc_morphnet_reports_smaller_networks(tmp_path):
