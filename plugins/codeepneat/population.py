@@ -60,6 +60,13 @@ def choice(rng: np.random.Generator, items: Sequence[Any]) -> Any:
     return items[int(rng.integers(len(items)))]
 
 
+def crossover_parents(rng: np.random.Generator, parents: Sequence[T]) -> tuple[T, T]:
+    """Two distinct parents drawn at random, the fitter first (crossover keeps its genes)."""
+    i, j = rng.choice(len(parents), size=2, replace=False)
+    a, b = sorted((parents[i], parents[j]), key=lambda g: -(g.fitness or 0.0))
+    return a, b
+
+
 def speciate(
     members: list[T],
     spec: Speciation,

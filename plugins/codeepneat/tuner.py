@@ -43,6 +43,7 @@ from .population import (
     choice,
     crossover_blueprints,
     crossover_modules,
+    crossover_parents,
     minimal_blueprint,
     mutate_blueprint,
     mutate_module,
@@ -433,8 +434,7 @@ class CoDeepNEAT(Tuner):
             parents = selection.parents[sid]
             for _ in range(count):
                 if len(parents) > 1 and self.rng.random() < c.module_crossover_prob:
-                    i, j = self.rng.choice(len(parents), size=2, replace=False)
-                    a, b = sorted((parents[i], parents[j]), key=lambda m: -(m.fitness or 0.0))
+                    a, b = crossover_parents(self.rng, parents)
                     child = crossover_modules(a, b, self._new_id("module"), self.rng)
                 else:
                     parent = choice(self.rng, parents)
@@ -475,8 +475,7 @@ class CoDeepNEAT(Tuner):
             parents = selection.parents[sid]
             for _ in range(count):
                 if len(parents) > 1 and self.rng.random() < c.blueprint_crossover_prob:
-                    i, j = self.rng.choice(len(parents), size=2, replace=False)
-                    a, b = sorted((parents[i], parents[j]), key=lambda x: -(x.fitness or 0.0))
+                    a, b = crossover_parents(self.rng, parents)
                     child = crossover_blueprints(
                         a, b, self._new_id("blueprint"), self.rng, species_stage
                     )
