@@ -74,11 +74,35 @@ class LocalLauncher(Launcher[Any]):
             return [r for r in results if r is not None]
 
         # A dying worker breaks every item in flight, so the items of a broken pool are rerun
-        # one at a time: an innocent one then succeeds, the culprit fails on its own.
-        suspects = self._run(fn, items, range(len(items)), deliver, isolate=False)
-        for index in suspects:
+        # one at a time: an innocent one then succeeds, the culprit fails on its own. Items the
+        # broken pool refused before they were sent never ran: they go to the next fresh pool.
+        suspects: list[int] = []
+        unsent: Sequence[int] = range(len(items))
+        while unsent:
+            broken, unsent = self._run(fn, items, unsent, deliver, isolate=False)
+            suspects += broken
+        for index in sorted(suspects):
             self._run(fn, items, [index], deliver, isolate=True)
         return [r for r in results if r is not None]
+
+    def _submit(
+        self, fn: Callable[[Any], Result], items: Sequence[Any], indices: Sequence[int]
+    ) -> tuple[dict[Future[Result], int], list[int]]:
+        """Send ``items[i]`` to the pool; return the futures and the indices it refused.
+
+        A pool refuses work once a worker has died, even while it is still being filled.
+        """
+        pending: dict[Future[Result], int] = {}
+        for position, index in enumerate(indices):
+            try:
+                pending[self._executor().submit(fn, items[index])] = index
+            except BrokenProcessPool:
+                if pending:
+                    return pending, list(indices[position:])
+                # Broken before this call sent anything (a worker died while idle): start afresh.
+                self.close()
+                pending[self._executor().submit(fn, items[index])] = index
+        return pending, []
 
     def _run(
         self,
@@ -87,13 +111,14 @@ class LocalLauncher(Launcher[Any]):
         indices: Sequence[int],
         deliver: Callable[[int, Result], None],
         isolate: bool,
-    ) -> list[int]:
-        """Evaluate ``items[i]`` for ``i`` in ``indices``; return those a dead worker broke."""
-        pending: dict[Future[Result], int] = {
-            self._executor().submit(fn, items[i]): i for i in indices
-        }
+    ) -> tuple[list[int], list[int]]:
+        """Evaluate ``items[i]`` for ``i`` in ``indices``.
+
+        Returns the indices a dead worker broke and those the broken pool never took.
+        """
+        pending, unsent = self._submit(fn, items, indices)
         broken: list[int] = []
-        died = False
+        died = bool(unsent)
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -114,7 +139,7 @@ class LocalLauncher(Launcher[Any]):
                 deliver(index, result)
         if died:
             self.close()  # a broken pool takes no more work: the next call starts a fresh one
-        return sorted(broken)
+        return broken, unsent
 
     def close(self) -> None:
         if self._pool is not None:

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+import signal
+import time
+from collections.abc import Sequence
+
 import pytest
 
 from nasfw.launchers.local import LocalLauncher, LocalLauncherConfig
@@ -29,8 +34,6 @@ class TestLocalWorkers(LauncherContract):
         return shared
 
     def test_runs_in_other_processes(self, launcher):
-        import os
-
         from nasfw.testing import square as f
 
         assert f(2).metric == 4.0
@@ -43,6 +46,37 @@ class TestLocalWorkers(LauncherContract):
         assert "worker process died" in (results[2].error or "")
         # The pool was rebuilt and still works.
         assert [r.metric for r in launcher.map(square, [3])] == [9.0]
+
+    def test_items_still_unsent_when_a_worker_dies_are_run(self, launcher):
+        launcher.map(square, [1, 2])  # warm workers: the first item dies at once
+        items = _SlowAfterFirst([3, 4, 5, 6])
+        results = launcher.map(die_on_three, items)
+        assert [r.ok for r in results] == [False, True, True, True]
+        assert "worker process died" in (results[0].error or "")
+        assert [r.metric for r in results[1:]] == [4.0, 5.0, 6.0]
+
+    def test_worker_killed_between_calls_costs_nothing(self, launcher):
+        pids = {int(r.metric) for r in launcher.map(_pid, list(range(4)))}
+        os.kill(pids.pop(), signal.SIGKILL)
+        time.sleep(0.2)  # the pool notices whenever it does; both outcomes must be handled
+        assert [r.metric for r in launcher.map(square, [1, 2, 3])] == [1.0, 4.0, 9.0]
+
+
+class _SlowAfterFirst(Sequence[int]):
+    """Items whose second one takes a second to read: the pool breaks while being filled."""
+
+    def __init__(self, items: list[int]) -> None:
+        self._items = items
+        self._waited = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if index == 1 and not self._waited:
+            self._waited = True
+            time.sleep(1.0)
+        return self._items[index]
 
 
 def _pid(_: int):
