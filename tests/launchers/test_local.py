@@ -72,7 +72,7 @@ class _SlowAfterFirst(Sequence[int]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index: int) -> int:  # type: ignore[override]
         if index == 1 and not self._waited:
             self._waited = True
             time.sleep(1.0)

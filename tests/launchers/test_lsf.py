@@ -117,10 +117,9 @@ def fake_lsf(monkeypatch, tmp_path):
 @pytest.fixture
 def make_launcher(fake_lsf, tmp_path):
     def make(**overrides):
-        config = LsfLauncherConfig(folder=str(tmp_path / "jobs"), poll_interval_s=0.2)
-        for key, value in overrides.items():
-            setattr(config, key, value)
-        return LsfLauncher(config)
+        return LsfLauncher(
+            LsfLauncherConfig(folder=str(tmp_path / "jobs"), poll_interval_s=0.2, **overrides)
+        )
 
     return make
 

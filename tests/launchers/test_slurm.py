@@ -51,10 +51,9 @@ def cancel_and_wait(job: str, pid: int, timeout: float = 60) -> None:
 @pytest.fixture
 def make_launcher(slurm_cluster, tmp_path):
     def make(**overrides):
-        config = SlurmLauncherConfig(folder=str(tmp_path / "jobs"), poll_interval_s=0.5)
-        for key, value in overrides.items():
-            setattr(config, key, value)
-        return SlurmLauncher(config)
+        return SlurmLauncher(
+            SlurmLauncherConfig(folder=str(tmp_path / "jobs"), poll_interval_s=0.5, **overrides)
+        )
 
     return make
 
