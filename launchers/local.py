@@ -9,7 +9,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from nasfw import Launcher, LauncherConfig, Result, hookimpl
+from nasfw import ConfigError, Launcher, LauncherConfig, Result, hookimpl
 
 
 @dataclass
@@ -33,10 +33,10 @@ class LocalLauncher(Launcher[Any]):
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         if config.workers < 0:
-            raise ValueError(f"launcher.workers={config.workers} must be 0 or more")
+            raise ConfigError(f"launcher.workers={config.workers} must be 0 or more")
         methods = multiprocessing.get_all_start_methods()
         if config.start_method not in methods:
-            raise ValueError(
+            raise ConfigError(
                 f"launcher.start_method={config.start_method!r} is not one of {methods}"
             )
         self._pool: ProcessPoolExecutor | None = None

@@ -128,6 +128,7 @@ def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path, tuner):
         (["storage.url=sqlite:////nonexistent/dir/x.db"], ["storage.url", "/nonexistent/dir"]),
         (["problem=mnist", "search_space=image_small"], ["problem=mnist", "data_dir"]),
         (["search_space=image_small"], ["search_space=image_small", "tabular"]),
+        (["launcher.workers=-1"], ["launcher.workers=-1", "0 or more"]),
     ],
     ids=[
         "unknown-option",
@@ -137,6 +138,7 @@ def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path, tuner):
         "storage",
         "no-data-dir",
         "modality",
+        "launcher-setting",
     ],
 )
 def test_bad_input_fails_clearly_before_training(tmp_path, args, expected):

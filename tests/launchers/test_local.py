@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from nasfw import ConfigError
 from nasfw.launchers.local import LocalLauncher, LocalLauncherConfig
 from nasfw.testing import LauncherContract, die_on_three, square
 
@@ -88,7 +89,7 @@ def _pid(_: int):
 
 
 def test_bad_config_names_the_key():
-    with pytest.raises(ValueError, match=r"launcher\.workers"):
+    with pytest.raises(ConfigError, match=r"launcher\.workers"):
         LocalLauncher(LocalLauncherConfig(workers=-1))
-    with pytest.raises(ValueError, match=r"launcher\.start_method"):
+    with pytest.raises(ConfigError, match=r"launcher\.start_method"):
         LocalLauncher(LocalLauncherConfig(start_method="teleport"))
