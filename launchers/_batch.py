@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from nasfw import ConfigError, Launcher, LauncherConfig, Result
+from nasfw import Launcher, LauncherConfig, Result, setting
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +45,21 @@ class BatchLauncherConfig(LauncherConfig):
     # file system the compute nodes share, and stay the same across a driver's restart.
     folder: str = "nasfw-jobs"
     # Wall-clock limit of one evaluation's job, in minutes.
-    time_min: int = 60
+    time_min: int = setting(60, ge=1)
     # CPU cores per evaluation (also its torch threads).
-    cpus_per_task: int = 1
+    cpus_per_task: int = setting(1, ge=1)
     # Memory per evaluation in GB (None: the scheduler's default).
-    mem_gb: float | None = None
+    mem_gb: float | None = setting(None, gt=0)
     # GPUs per evaluation.
-    gpus_per_task: int = 0
+    gpus_per_task: int = setting(0, ge=0)
     # At most this many evaluations of a job array run at once.
-    array_parallelism: int = 64
+    array_parallelism: int = setting(64, ge=1)
     # Resubmissions of a job the scheduler ended (see retry_states) before it is a failed trial.
-    max_retries: int = 2
+    max_retries: int = setting(2, ge=0)
     # Shell lines run in the job before the evaluation (e.g. ["module load cuda/12.1"]).
     setup: list[str] = field(default_factory=list)
     # Seconds between two status polls of the scheduler.
-    poll_interval_s: float = 5.0
+    poll_interval_s: float = setting(5.0, gt=0)
     # Job name shown by the scheduler.
     job_name: str = "nasfw"
     # Python in the jobs (None: the driver's interpreter, which must exist on the nodes too).
@@ -132,7 +132,6 @@ class BatchLauncher(Launcher[Any]):
             )
         super().__init__(config)
         self.config: BatchLauncherConfig
-        self._check_config()
         self.folder = Path(self.config.folder).expanduser().resolve()
         self.folder.mkdir(parents=True, exist_ok=True)
         self._journal = _Journal(self.folder / "jobs.jsonl")
@@ -153,22 +152,6 @@ class BatchLauncher(Launcher[Any]):
 
     def _cancel(self, job_ids: Sequence[str]) -> None:
         raise NotImplementedError
-
-    # -- configuration --------------------------------------------------------------------
-    def _check_config(self) -> None:
-        c = self.config
-        checks = [
-            ("time_min", c.time_min >= 1, "at least 1"),
-            ("cpus_per_task", c.cpus_per_task >= 1, "at least 1"),
-            ("mem_gb", c.mem_gb is None or c.mem_gb > 0, "positive or null"),
-            ("gpus_per_task", c.gpus_per_task >= 0, "0 or more"),
-            ("array_parallelism", c.array_parallelism >= 1, "at least 1"),
-            ("max_retries", c.max_retries >= 0, "0 or more"),
-            ("poll_interval_s", c.poll_interval_s > 0, "positive"),
-        ]
-        for key, ok, what in checks:
-            if not ok:
-                raise ConfigError(f"launcher.{key}={getattr(c, key)} must be {what}")
 
     @property
     def workers(self) -> int:

@@ -9,14 +9,14 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from nasfw import ConfigError, Launcher, LauncherConfig, Result, hookimpl
+from nasfw import ConfigError, Launcher, LauncherConfig, Result, hookimpl, setting
 
 
 @dataclass
 class LocalLauncherConfig(LauncherConfig):
     name: str = "local"
     # Worker processes; 0 evaluates in the driver process (handy for debugging).
-    workers: int = 2
+    workers: int = setting(2, ge=0)
     # "spawn" is safe with torch's threads; "fork" starts faster where it is safe.
     start_method: str = "spawn"
 
@@ -32,8 +32,6 @@ class LocalLauncher(Launcher[Any]):
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
-        if config.workers < 0:
-            raise ConfigError(f"launcher.workers={config.workers} must be 0 or more")
         methods = multiprocessing.get_all_start_methods()
         if config.start_method not in methods:
             raise ConfigError(

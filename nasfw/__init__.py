@@ -22,6 +22,8 @@ from nasfw.config import (
     TrackingConfig,
     TrainConfig,
     TunerConfig,
+    check_settings,
+    setting,
 )
 from nasfw.graph import INPUT, MERGE_KINDS, ArchGraph, GraphError, Node
 from nasfw.launcher import Launcher
@@ -108,12 +110,14 @@ __all__ = [
     "TunerConfig",
     "build_model",
     "candidate_seed",
+    "check_settings",
     "evaluate_model",
     "hookimpl",
     "model_cost",
     "plugin_manager",
     "registry",
     "run_search",
+    "setting",
     "split_arrays",
     "train_model",
 ]

@@ -40,7 +40,8 @@ def _summary(context: SearchContext, top: int = 5) -> None:
     if not context.history:
         console.print(f"{context.cfg.study_name}: the tuner proposed no network; nothing to train")
         return
-    ok = sorted((t for t in context.history if t.result.ok), key=lambda t: -t.result.fitness)[:top]
+    ok = sorted((t for t in context.history if t.result.ok), key=lambda t: t.rank, reverse=True)
+    ok = ok[:top]
     failed = sum(1 for t in context.history if not t.result.ok)
     metric = context.problem.metric
     table = Table(

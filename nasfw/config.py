@@ -6,6 +6,8 @@ wrong type or an unknown key fails at compose time with the key's full name.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -15,6 +17,82 @@ from omegaconf import MISSING
 
 class ConfigError(ValueError):
     """A config value is unusable; the message names the key (e.g. ``tuner.mode``)."""
+
+
+def setting(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A schema field with an allowed range, e.g. ``epochs: int = setting(5, ge=1)``.
+
+    :func:`check_settings` enforces it (``None`` passes, for optional settings) before the
+    study is created. Hydra and OmegaConf check types only; ranges are nasfw's.
+    """
+    bounds = {k: v for k, v in {"ge": ge, "gt": gt, "le": le, "lt": lt}.items() if v is not None}
+    return field(default=default, metadata={"nasfw.range": bounds})
+
+
+_RANGE_TEXT = {"ge": ">= {}", "gt": "> {}", "le": "<= {}", "lt": "< {}"}
+_RANGE_OK = {
+    "ge": lambda v, b: v >= b,
+    "gt": lambda v, b: v > b,
+    "le": lambda v, b: v <= b,
+    "lt": lambda v, b: v < b,
+}
+
+
+def check_settings(node: Any, prefix: str = "") -> None:
+    """Check a config against its schema's ranges; raise :class:`ConfigError` naming the key.
+
+    ``node`` is a composed ``DictConfig`` (the whole run's, or one group's with ``prefix`` such
+    as ``"tuner"``) or a schema dataclass instance. Every value is checked against the range
+    its field declares with :func:`setting`, and no float may be NaN or infinite (no setting
+    means one). Nested nodes and lists are walked.
+    """
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(node, ListConfig | list | tuple):
+        for i, item in enumerate(node):
+            check_settings(item, f"{prefix}[{i}]")
+        return
+    if isinstance(node, DictConfig):
+        schema = OmegaConf.get_type(node)
+        keys = [str(k) for k in node if not OmegaConf.is_missing(node, k)]
+
+        def value_of(key: str) -> Any:
+            return node[key]
+    elif dataclasses.is_dataclass(node) and not isinstance(node, type):
+        schema = type(node)
+        keys = [f.name for f in dataclasses.fields(node)]
+
+        def value_of(key: str) -> Any:
+            return getattr(node, key)
+    else:
+        return
+    fields = (
+        {f.name: f for f in dataclasses.fields(schema)}
+        if schema is not None and dataclasses.is_dataclass(schema)
+        else {}
+    )
+    for key in keys:
+        name = f"{prefix}.{key}" if prefix else key
+        value = value_of(key)
+        if value is MISSING:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name}={value} must be a finite number")
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            check_settings(value, name)
+            continue
+        bounds = fields[key].metadata.get("nasfw.range", {}) if key in fields else {}
+        for kind, bound in bounds.items():
+            if not _RANGE_OK[kind](value, bound):
+                wanted = " and ".join(_RANGE_TEXT[k].format(b) for k, b in bounds.items())
+                raise ConfigError(f"{name}={value} is out of range: it must be {wanted}")
 
 
 class Optimizer(StrEnum):
@@ -30,12 +108,12 @@ class ProblemConfig:
     name: str = MISSING
     # Directory with the standard files, for problems read from disk (mnist, cifar10, ...).
     data_dir: str | None = None
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
+    val_fraction: float = setting(0.2, gt=0, lt=1)
+    test_fraction: float = setting(0.2, gt=0, lt=1)
     # Splits depend on this seed only, so searches with different seeds see the same data.
     split_seed: int = 0
     # Use at most this many training examples (None: all); handy for quick runs.
-    max_train_samples: int | None = None
+    max_train_samples: int | None = setting(None, ge=1)
     # How candidates of this problem are scored when evaluation=auto (plain or regularized).
     evaluation: str = "plain"
 
@@ -75,22 +153,22 @@ class SearchSpaceConfig:
     connections: list[str] = field(default_factory=lambda: ["sequential", "skip"])
     merge: list[str] = field(default_factory=lambda: ["concat", "add"])
     # Upper bound on nodes in a graph (None: the sum of the stages' max_nodes).
-    max_nodes: int | None = None
+    max_nodes: int | None = setting(None, ge=1)
     # Candidates larger than this are failed trials ("too large") before any training.
-    max_params: int = 2_000_000
+    max_params: int = setting(2_000_000, ge=1)
 
 
 @dataclass
 class TrainConfig:
     """The one training loop's knobs (``nasfw/train.py``)."""
 
-    epochs: int = 5
-    batch_size: int = 64
+    epochs: int = setting(5, ge=1)
+    batch_size: int = setting(64, ge=1)
     optimizer: Optimizer = Optimizer.adam
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    lr: float = setting(1e-3, gt=0)
+    weight_decay: float = setting(0.0, ge=0)
     # Torch intra-op threads per worker (None: cores divided among the launcher's workers).
-    threads: int | None = None
+    threads: int | None = setting(None, ge=1)
     device: str = "cpu"
 
 
@@ -144,7 +222,7 @@ class NasfwConfig:
     storage: StorageConfig = MISSING
     tracking: Any = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
-    seed: int = 0
+    seed: int = setting(0, ge=0)
     # Study name in the Optuna storage; rerunning with the same name resumes the search.
     study_name: str = MISSING
     # Reuse the result of an identical network with identical training settings evaluated

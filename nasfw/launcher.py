@@ -27,6 +27,9 @@ class Launcher(ABC, Generic[T]):
     workers_write_trials: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
+        from nasfw.config import check_settings
+
+        check_settings(config, "launcher")  # the ranges its schema declares (ConfigError)
         self.config = config
 
     @abstractmethod

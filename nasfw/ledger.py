@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -171,6 +170,8 @@ class Ledger:
         """Store one evaluation as a finished trial and return it.
 
         A :class:`StoredResult` was stored by a worker already: it is returned, not written again.
+        Any other result is stored as :meth:`Result.finite` makes it (a NaN metric is a failed
+        trial), and the returned record holds what was stored.
         """
         if isinstance(result, StoredResult):
             return TrialRecord(
@@ -183,6 +184,7 @@ class Ledger:
                 train=dict(candidate.train),
                 attrs=dict(candidate.attrs),
             )
+        result = result.finite()
         attrs: dict[str, Any] = {
             "generation": generation,
             "index": index,
@@ -195,7 +197,7 @@ class Ledger:
         }
         for name in _RESULT_FIELDS:
             value = getattr(result, name)
-            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            if value is not None:
                 attrs[name] = value
         if result.ok:
             state, values = optuna.trial.TrialState.COMPLETE, [float(result.metric or 0.0)]
@@ -309,7 +311,8 @@ class StoredEvaluation:
         if ledger is None:
             return result
         try:
-            return _stored(result, ledger.record(candidate, result, self.generation, index).number)
+            record = ledger.record(candidate, result, self.generation, index)
+            return _stored(record.result, record.number)
         except Exception as err:
             print(
                 f"nasfw: cannot write to {self.url} from this job ({err}); the driver writes",

@@ -33,6 +33,15 @@ class TrialRecord:
     train: dict[str, Any] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def rank(self) -> tuple[float, int, int]:
+        """Sort key, higher is better: fitness, ties to the earlier (generation, index).
+
+        Trial numbers follow completion order with several workers, so they cannot break ties
+        reproducibly; a candidate's place in its generation can.
+        """
+        return (self.result.fitness, -self.generation, -self.index)
+
 
 @dataclass
 class SearchContext:
@@ -61,7 +70,7 @@ class SearchContext:
 
     def best(self) -> TrialRecord | None:
         ok = [t for t in self.history if t.result.ok]
-        return max(ok, key=lambda t: (t.result.fitness, -t.number)) if ok else None
+        return max(ok, key=lambda t: t.rank) if ok else None
 
 
 def fingerprint(cfg: DictConfig) -> dict[str, Any]:
@@ -126,7 +135,7 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
     import optuna
     from rich.console import Console
 
-    from nasfw.config import ProblemConfig, TrainConfig
+    from nasfw.config import ConfigError, ProblemConfig, TrainConfig, check_settings
     from nasfw.evaluate import Evaluator, load_problem
     from nasfw.ledger import Ledger
     from nasfw.registry import registry
@@ -134,6 +143,12 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     console = console or Console(stderr=True)
+    check_settings(cfg)
+    if cfg.train.device != "cpu":
+        raise ConfigError(
+            f"train.device={cfg.train.device!r}: nasfw trains on the CPU only for now "
+            "(train.device=cpu)"
+        )
     reg = registry()
     problem_config: ProblemConfig = _schema(cfg.problem, ProblemConfig)
     train_config: TrainConfig = _schema(cfg.train, TrainConfig)

@@ -128,6 +128,13 @@ class SearchSpace:
             raise SearchSpaceError(
                 f"search_space.max_nodes={self.max_nodes} is below the stages' min_nodes total"
             )
+        if sum(s.min_nodes for s in self.stages) < 1:
+            # Sampling and mutation could then give a graph with no layer at all.
+            raise SearchSpaceError(
+                "search_space.stages: every stage has min_nodes=0, so a sampled graph could "
+                "have no layer at all; give one stage min_nodes >= 1 (e.g. "
+                "search_space.stages.0.min_nodes=1)"
+            )
         self._all_ops = dict(ops)
         self.op_specs = {name: ops[name] for s in self.stages for name in s.ops}
         self.ranges: dict[str, dict[str, ParamRange]] = {}
@@ -226,8 +233,12 @@ class SearchSpace:
         """A random valid graph; every decision goes through ``chooser`` with a stable name."""
         nodes: list[Node] = []
         prev = INPUT
+        # Later stages keep room for their min_nodes within max_nodes.
+        room = self.max_nodes - sum(s.min_nodes for s in self.stages)
         for stage in self.stages:
-            n = chooser.int(f"{stage.name}.n_nodes", stage.min_nodes, stage.max_nodes)
+            high = min(stage.max_nodes, stage.min_nodes + room)
+            n = chooser.int(f"{stage.name}.n_nodes", stage.min_nodes, high)
+            room -= n - stage.min_nodes
             for i in range(n):
                 node = self.sample_node(chooser, stage, f"{stage.name}{i}")
                 inputs = [prev]
@@ -241,8 +252,6 @@ class SearchSpace:
                         node = replace(node, merge=merge)
                 nodes.append(replace(node, inputs=tuple(inputs)))
                 prev = node.id
-        if not nodes:
-            raise SearchSpaceError(f"search space {self.name!r} sampled a graph with no nodes")
         return ArchGraph(nodes, output=prev)
 
     # -- checking -------------------------------------------------------------------------

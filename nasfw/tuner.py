@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from nasfw.graph import ArchGraph
@@ -62,6 +62,45 @@ class Result:
     def failed(cls, reason: str, **facts: Any) -> Result:
         return cls(status="failed", error=reason, **facts)
 
+    def finite(self) -> Result:
+        """This result with every number finite: what the study stores and tuners are told.
+
+        An ``ok`` result without a metric, or whose metric, loss or any other number
+        (``extra`` included) is NaN or infinite, becomes a failed one naming the first such
+        value; a failed result just loses its non-finite facts (JSON, and so the study's user
+        attrs and optuna-dashboard, have no NaN or infinity).
+        """
+        bad = [name for name in _NUMBER_FIELDS if _non_finite(getattr(self, name))]
+        bad_extra = [k for k, v in self.extra.items() if _non_finite(v)]
+        missing = self.ok and self.metric is None
+        if not (bad or bad_extra or missing):
+            return self
+        cleaned = replace(
+            self,
+            **{name: 0.0 if name == "train_seconds" else None for name in bad},
+            extra={k: v for k, v in self.extra.items() if k not in bad_extra},
+        )
+        if not self.ok:
+            return cleaned
+        if missing:
+            reason = "the evaluation returned no metric"
+        else:
+            name = bad[0] if bad else f"extra.{bad_extra[0]}"
+            value = getattr(self, name) if bad else self.extra[bad_extra[0]]
+            reason = f"non-finite {name} ({value}): the network's outputs or loss overflowed"
+        return replace(cleaned, status="failed", metric=None, regularized_score=None, error=reason)
+
+
+_NUMBER_FIELDS = ("metric", "loss", "regularized_score", "flops", "n_params", "train_seconds")
+
+
+def _non_finite(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and not (math.isfinite(value))
+    )
+
 
 class Tuner(ABC):
     """A search algorithm behind ask/tell.
@@ -75,6 +114,9 @@ class Tuner(ABC):
     """
 
     def __init__(self, config: TunerConfig, space: SearchSpace, seed: int) -> None:
+        from nasfw.config import check_settings
+
+        check_settings(config, "tuner")  # the ranges its schema declares (ConfigError)
         self.config = config
         self.space = space
         self.seed = seed

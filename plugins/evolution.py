@@ -30,6 +30,7 @@ from nasfw import (
     Tuner,
     TunerConfig,
     hookimpl,
+    setting,
 )
 
 
@@ -37,13 +38,13 @@ from nasfw import (
 class EvolutionConfig(TunerConfig):
     name: str = "evolution"
     # P: networks kept alive; each new child retires the oldest one.
-    population_size: int = 12
+    population_size: int = setting(12, ge=1)
     # S: tournament size, 1..population_size. Larger means greedier parent selection.
     sample_size: int = 4
     # Total evaluations, the random initial population included (at least population_size).
     n_trials: int = 40
     # Children per generation after the initial one (one batch for the launcher).
-    batch_size: int = 4
+    batch_size: int = setting(4, ge=1)
 
 
 @dataclass
@@ -62,10 +63,6 @@ class RegularizedEvolution(Tuner):
 
     def __init__(self, config: Any, space: Any, seed: int) -> None:
         super().__init__(config, space, seed)
-        if config.population_size < 1:
-            raise ConfigError(
-                f"tuner.population_size must be at least 1 (got {config.population_size})"
-            )
         if not 1 <= config.sample_size <= config.population_size:
             raise ConfigError(
                 f"tuner.sample_size must be between 1 and tuner.population_size="
@@ -76,8 +73,6 @@ class RegularizedEvolution(Tuner):
                 f"tuner.n_trials must be at least tuner.population_size="
                 f"{config.population_size}, the random initial population (got {config.n_trials})"
             )
-        if config.batch_size < 1:
-            raise ConfigError(f"tuner.batch_size must be at least 1 (got {config.batch_size})")
         self.rng = np.random.default_rng(seed)
         self.population: list[Member] = []
         self.evaluated = 0

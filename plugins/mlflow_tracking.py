@@ -179,7 +179,7 @@ def nasfw_generation_end(
             client.log_table(run_id, data=_population(trials), artifact_file="population.json")
             best_here = max(
                 (t for t in trials if _ok_metric(t) is not None),
-                key=lambda t: (_ok_metric(t), -t.number),
+                key=lambda t: t.rank,
                 default=None,
             )
             if best_here is not None:

@@ -8,16 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from nasfw import Candidate, ConfigError, RandomChooser, Result, Tuner, TunerConfig, hookimpl
+from nasfw import Candidate, RandomChooser, Result, Tuner, TunerConfig, hookimpl, setting
 
 
 @dataclass
 class RandomSearchConfig(TunerConfig):
     name: str = "random"
     # Total evaluations.
-    n_trials: int = 20
+    n_trials: int = setting(20, ge=1)
     # Evaluations per generation (one batch for the launcher).
-    batch_size: int = 4
+    batch_size: int = setting(4, ge=1)
 
 
 class RandomSearch(Tuner):
@@ -27,8 +27,6 @@ class RandomSearch(Tuner):
 
     def __init__(self, config: Any, space: Any, seed: int) -> None:
         super().__init__(config, space, seed)
-        if config.n_trials < 1 or config.batch_size < 1:
-            raise ConfigError("tuner.n_trials and tuner.batch_size must be at least 1")
         self.rng = np.random.default_rng(seed)
         self.asked = 0
 

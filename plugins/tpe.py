@@ -16,18 +16,18 @@ import optuna
 from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.trial import TrialState
 
-from nasfw import Candidate, ConfigError, Result, Tuner, TunerConfig, hookimpl
+from nasfw import Candidate, Result, Tuner, TunerConfig, hookimpl, setting
 
 
 @dataclass
 class TPEConfig(TunerConfig):
     name: str = "tpe"
     # Total evaluations.
-    n_trials: int = 20
+    n_trials: int = setting(20, ge=1)
     # Evaluations per generation (one batch for the launcher); pending ones are "lied" about.
-    batch_size: int = 4
+    batch_size: int = setting(4, ge=1)
     # Random trials before TPE starts modelling.
-    n_startup_trials: int = 8
+    n_startup_trials: int = setting(8, ge=0)
     multivariate: bool = True
     # Conditional spaces (params that exist only for some ops) need grouped multivariate TPE.
     group: bool = True
@@ -54,8 +54,6 @@ class TPETuner(Tuner):
 
     def __init__(self, config: Any, space: Any, seed: int) -> None:
         super().__init__(config, space, seed)
-        if config.n_trials < 1 or config.batch_size < 1:
-            raise ConfigError("tuner.n_trials and tuner.batch_size must be at least 1")
         self.generation = 0
         self.told: list[dict[str, Any]] = []
         self.study = optuna.create_study(direction="maximize")

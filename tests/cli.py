@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -37,3 +38,18 @@ def nasfw(
 
 def trials(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=study, storage=url).get_trials()
+
+
+def compose(*overrides: str) -> Any:
+    """The run's config as ``python -m nasfw <overrides>`` composes it, in this process."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.config_store import ConfigStore
+
+    from nasfw.config import NasfwConfig
+    from nasfw.registry import registry, store_configs
+
+    store_configs(registry())
+    ConfigStore.instance().store(name="nasfw_schema", node=NasfwConfig, provider="nasfw")
+    with initialize_config_module("nasfw.conf", version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides))

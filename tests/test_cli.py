@@ -128,7 +128,7 @@ def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path, tuner):
         (["storage.url=sqlite:////nonexistent/dir/x.db"], ["storage.url", "/nonexistent/dir"]),
         (["problem=mnist", "search_space=image_small"], ["problem=mnist", "data_dir"]),
         (["search_space=image_small"], ["search_space=image_small", "tabular"]),
-        (["launcher.workers=-1"], ["launcher.workers=-1", "0 or more"]),
+        (["launcher.workers=-1"], ["launcher.workers=-1", ">= 0"]),
     ],
     ids=[
         "unknown-option",
@@ -148,6 +148,52 @@ def test_bad_input_fails_clearly_before_training(tmp_path, args, expected):
         assert text in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
     assert not list(tmp_path.glob("outputs/*/*/best_model"))
+
+
+# Settings that were accepted and then failed every candidate or meant nothing (each range
+# of every schema is tested in-process in test_config.py).
+OUT_OF_RANGE = [
+    ("train.epochs=0", "train.epochs=0"),
+    ("train.batch_size=0", "train.batch_size=0"),
+    ("train.lr=-1", "train.lr=-1"),
+    ("train.lr=nan", "train.lr=nan"),
+    ("train.threads=-3", "train.threads=-3"),
+    ("train.device=cuda", "train.device"),
+    ("search_space.max_params=-5", "search_space.max_params=-5"),
+    ("search_space.stages.0.min_nodes=0", "min_nodes"),
+    ("seed=-1", "seed=-1"),
+    ("postproc=morphnet postproc.top_k=0", "postproc.top_k=0"),
+]
+
+
+@pytest.mark.parametrize(("args", "key"), OUT_OF_RANGE, ids=[c[0] for c in OUT_OF_RANGE])
+def test_settings_out_of_range_fail_before_the_study_exists(tmp_path, args, key):
+    url = f"sqlite:///{tmp_path}/s.db"
+    out = nasfw(tmp_path, *TINY, f"storage.url={url}", *args.split())
+    assert out.returncode == 2, out.stderr
+    assert key in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "s.db").exists() or not optuna.get_all_study_names(url)
+
+
+def test_a_non_finite_metric_is_a_failed_trial_not_a_crash(tmp_path):
+    # Faithful to the report: SGD at lr=1e12 on diabetes makes the last step's weights
+    # overflow, so training ends with a finite loss and the validation R^2 is NaN.
+    url = f"sqlite:///{tmp_path}/s.db"
+    args = [
+        *TINY,
+        "problem=diabetes",
+        "train.batch_size=512",
+        "train.optimizer=sgd",
+        "train.lr=1e12",
+        f"storage.url={url}",
+    ]
+    for _ in range(2):  # the rerun resumes the stored study instead of crashing again
+        out = nasfw(tmp_path, *args)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert "no candidate" in out.stderr and "non-finite" in out.stderr
+        stored = trials(url, "random-diabetes-tabular_mlp-seed0")
+        assert [t.state for t in stored] == [optuna.trial.TrialState.FAIL] * 2
+        assert all("non-finite" in t.user_attrs["fail_reason"] for t in stored)
 
 
 def test_data_dir_without_the_files_names_them(tmp_path):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import optuna
 import pytest
@@ -127,3 +129,38 @@ def test_absolute_url(tmp_path, monkeypatch):
     assert absolute_url("journal://j.log") == f"journal://{tmp_path}/j.log"
     assert absolute_url("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
     assert absolute_url("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"
+
+
+NON_FINITE = [
+    (Result(status="ok", metric=float("nan"), loss=0.5), "metric", "non-finite metric (nan)"),
+    (Result(status="ok", metric=0.9, loss=float("inf")), "loss", "non-finite loss (inf)"),
+    (Result(status="ok", metric=-math.inf), "metric", "non-finite metric (-inf)"),
+    (Result(status="ok", metric=0.9, regularized_score=math.nan), "regularized_score", "nan"),
+    (Result(status="ok", metric=0.9, extra={"flops_after": math.inf}), "extra", "flops_after"),
+    (Result(status="ok", metric=None), "metric", "no metric"),
+]
+
+
+@pytest.mark.parametrize(
+    ("result", "field", "reason"), NON_FINITE, ids=[c[1] + str(i) for i, c in enumerate(NON_FINITE)]
+)
+def test_a_non_finite_number_makes_a_failed_trial(tmp_path, candidate, result, field, reason):
+    url = f"sqlite:///{tmp_path}/s.db"
+    record = Ledger(url, "study").record(candidate, result, generation=0, index=0)
+    assert not record.result.ok and reason in record.result.error  # what the tuner is told
+    (trial,) = optuna.load_study(study_name="study", storage=url).get_trials()
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert reason in trial.user_attrs["fail_reason"]
+    stored = [v for k, v in trial.user_attrs.items() if isinstance(v, float)]
+    stored += [v for v in trial.user_attrs["extra"].values() if isinstance(v, float)]
+    assert all(math.isfinite(v) for v in stored)  # JSON for optuna-dashboard: no NaN
+
+
+def test_a_failed_result_keeps_its_reason_and_loses_non_finite_facts(tmp_path, candidate):
+    url = f"sqlite:///{tmp_path}/s.db"
+    diverged = Result.failed("diverged: loss became inf", loss=math.inf, flops=10, epochs=1)
+    record = Ledger(url, "study").record(candidate, diverged, generation=0, index=0)
+    assert record.result.error == "diverged: loss became inf"
+    assert record.result.loss is None and record.result.flops == 10
+    (trial,) = optuna.load_study(study_name="study", storage=url).get_trials()
+    assert "loss" not in trial.user_attrs and trial.user_attrs["flops"] == 10

@@ -251,3 +251,34 @@ def test_op_without_range_or_default_is_an_error(ops: dict[str, OpSpec]) -> None
         SearchSpaceError, match=r"search_space\.ops\.conv2d\.filters: no range given"
     ):
         SearchSpace(cfg, ops)
+
+
+# -- spaces that could produce an invalid graph are refused at start -------------------------
+def _min_nodes(name: str, *mins: int) -> dict[str, object]:
+    stages = OmegaConf.to_container(OmegaConf.load(CONF / "search_space" / f"{name}.yaml").stages)
+    assert isinstance(stages, list)
+    return {"stages": [{**stage, "min_nodes": m} for stage, m in zip(stages, mins, strict=True)]}
+
+
+def test_a_space_whose_stages_may_all_be_empty_is_refused(ops: dict[str, OpSpec]) -> None:
+    with pytest.raises(SearchSpaceError, match=r"search_space\.stages.*min_nodes"):
+        load_space("tabular_mlp", ops, _min_nodes("tabular_mlp", 0))
+    with pytest.raises(SearchSpaceError, match=r"min_nodes"):
+        load_space("image_small", ops, _min_nodes("image_small", 0, 0))
+    # One empty-able stage is fine while another always has a node.
+    space = load_space("image_small", ops, _min_nodes("image_small", 0, 1))
+    sizes = set()
+    for seed in range(40):
+        sizes.add(len(space.check(space.sample(RandomChooser(np.random.default_rng(seed))))))
+    assert min(sizes) == 1
+
+
+def test_sampling_keeps_within_max_nodes(ops: dict[str, OpSpec]) -> None:
+    # Stages allow 5 + 2 nodes; the space caps graphs at 3, so later stages keep their room.
+    space = load_space("image_small", ops, {"max_nodes": 3})
+    sizes = set()
+    for seed in range(80):
+        graph = space.sample(RandomChooser(np.random.default_rng(seed)))
+        assert space.check(graph) is graph
+        sizes.add(len(graph))
+    assert sizes == {2, 3}

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nasfw import Tuner, TunerConfig, hookimpl
+from nasfw import Tuner, TunerConfig, hookimpl, setting
 
 from .tuner import CoDeepNEAT
 
@@ -37,42 +37,42 @@ class CoDeepNEATConfig(TunerConfig):
     init_population: str | None = None
     # Write the initial populations to this file.
     save_init_population: str | None = None
-    generations: int = 5
-    blueprint_population: int = 6
-    module_population: int = 12
-    genomes_per_blueprint: int = 2
+    generations: int = setting(5, ge=0)
+    blueprint_population: int = setting(6, ge=1)
+    module_population: int = setting(12, ge=1)
+    genomes_per_blueprint: int = setting(2, ge=1)
     # mean or max of a blueprint's / module's networks.
     fitness_aggregation: str = "mean"
-    module_max_layers: int = 3
-    blueprint_max_nodes: int = 8
+    module_max_layers: int = setting(3, ge=1)
+    blueprint_max_nodes: int = setting(8, ge=1)
     # Speciation: thresholds move toward the target number of species.
-    module_species_target: int = 4
-    module_species_distance: float = 0.3
-    blueprint_species_target: int = 2
-    blueprint_species_distance: float = 0.3
+    module_species_target: int = setting(4, ge=1)
+    module_species_distance: float = setting(0.3, ge=0)
+    blueprint_species_target: int = setting(2, ge=1)
+    blueprint_species_distance: float = setting(0.3, ge=0)
     # Selection.
-    module_elitism: int = 1
-    blueprint_elitism: int = 1
-    parent_fraction: float = 0.5
-    min_offspring: int = 1
-    max_stagnation: int = 5
-    species_elitism: int = 2
+    module_elitism: int = setting(1, ge=0)
+    blueprint_elitism: int = setting(1, ge=0)
+    parent_fraction: float = setting(0.5, gt=0, le=1)
+    min_offspring: int = setting(1, ge=1)
+    max_stagnation: int = setting(5, ge=1)
+    species_elitism: int = setting(2, ge=0)
     # Module variation.
-    module_crossover_prob: float = 0.2
-    module_add_layer_prob: float = 0.15
-    module_remove_layer_prob: float = 0.1
-    module_param_fraction: float = 0.3
+    module_crossover_prob: float = setting(0.2, ge=0, le=1)
+    module_add_layer_prob: float = setting(0.15, ge=0, le=1)
+    module_remove_layer_prob: float = setting(0.1, ge=0, le=1)
+    module_param_fraction: float = setting(0.3, ge=0, le=1)
     # Blueprint variation (relative weights of the mutations; crossover is tried first).
-    blueprint_crossover_prob: float = 0.15
-    blueprint_add_node_prob: float = 0.25
-    blueprint_add_conn_prob: float = 0.15
-    blueprint_remove_conn_prob: float = 0.05
-    blueprint_remove_node_prob: float = 0.05
-    blueprint_species_prob: float = 0.25
-    blueprint_hyper_prob: float = 0.25
+    blueprint_crossover_prob: float = setting(0.15, ge=0, le=1)
+    blueprint_add_node_prob: float = setting(0.25, ge=0, le=1)
+    blueprint_add_conn_prob: float = setting(0.15, ge=0, le=1)
+    blueprint_remove_conn_prob: float = setting(0.05, ge=0, le=1)
+    blueprint_remove_node_prob: float = setting(0.05, ge=0, le=1)
+    blueprint_species_prob: float = setting(0.25, ge=0, le=1)
+    blueprint_hyper_prob: float = setting(0.25, ge=0, le=1)
     optimizers: list[str] = field(default_factory=lambda: ["adam", "sgd"])
-    lr_min: float = 1e-4
-    lr_max: float = 1e-2
+    lr_min: float = setting(1e-4, gt=0)
+    lr_max: float = setting(1e-2, gt=0)
 
 
 @hookimpl

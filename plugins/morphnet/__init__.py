@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nasfw import EvaluationConfig, PostprocConfig, hookimpl
+from nasfw import EvaluationConfig, PostprocConfig, hookimpl, setting
 
 from .postproc import run_postproc
 from .scoring import regularized_score
@@ -27,15 +27,15 @@ class MorphSettings:
     """How MorphNet shrinks a network (shared by scoring and the post-processor)."""
 
     # λ = strength / initial FLOPs (the seeds: 1 / init_flop).
-    strength: float = 1.0
+    strength: float = setting(1.0, gt=0)
     # |gamma| above this is alive (the seeds: 0.1 for MNIST/CIFAR-10, 0.05 for harder sets).
-    threshold: float = 0.1
+    threshold: float = setting(0.1, ge=0)
     # Epochs of regularized training before shrinking (the seeds: one).
-    shrink_epochs: int = 1
+    shrink_epochs: int = setting(1, ge=1)
     # Learning rate of the gates at the start of the shrink phase, annealed linearly to 0: with
     # few steps per epoch (small data sets) the network's own rate cannot move a gamma from 1
     # below the threshold, and a constant one leaves beaten gammas jittering around 0.
-    gate_lr: float = 0.5
+    gate_lr: float = setting(0.5, gt=0)
     # Start the shrunk network from the gated one's surviving weights (scale folded in)
     # instead of a fresh initialization; layers whose channels cannot be traced start fresh.
     # Off for the post-processor: MorphNet retrains the final architecture from scratch.
@@ -54,9 +54,9 @@ class RegularizedScoringConfig(EvaluationConfig, MorphSettings):
 class MorphNetConfig(PostprocConfig, MorphSettings):
     name: str = "morphnet"
     # How many of the best networks (distinct graphs) are shrunk and retrained.
-    top_k: int = 3
+    top_k: int = setting(3, ge=1)
     # Expand the shrunk network uniformly to this many FLOPs (None: no expansion).
-    flop_budget: float | None = None
+    flop_budget: float | None = setting(None, gt=0)
 
 
 @hookimpl

@@ -28,9 +28,7 @@ def run_postproc(context: SearchContext, config: Any) -> list[dict[str, Any]]:
         OmegaConf.merge(OmegaConf.structured(TrainConfig), context.cfg.train)
     )  # type: ignore[assignment]
     problem = context.problem
-    ranked = sorted(
-        (t for t in context.history if t.result.ok), key=lambda t: (-t.result.fitness, t.number)
-    )
+    ranked = sorted((t for t in context.history if t.result.ok), key=lambda t: t.rank, reverse=True)
     seen: set[str] = set()
     top = []
     for t in ranked:

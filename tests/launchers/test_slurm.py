@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
@@ -352,9 +351,12 @@ def test_hydra_multirun_with_submitit_slurm_is_one_job_array(slurm_cluster, tmp_
     assert settled(array, expected) == expected
 
 
-@pytest.mark.skipif(shutil.which("sbatch") is None, reason="sbatch is not installed")
-def test_no_cluster_is_named_as_such(tmp_path, monkeypatch):
-    """Without a usable slurm.conf the error says there is no cluster, not bad settings."""
+def test_no_cluster_is_named_as_such(slurm_cluster, tmp_path, monkeypatch):
+    """Without a usable slurm.conf the error says there is no cluster, not bad settings.
+
+    ``slurm_cluster`` installs sbatch (or skips with the reason it cannot): whether the tools
+    exist is known only once the services script has run, not when tests are collected.
+    """
     empty = tmp_path / "slurm.conf"
     empty.write_text("")
     monkeypatch.setenv("SLURM_CONF", str(empty))
