@@ -9,7 +9,15 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from nasfw import ConfigError, Launcher, LauncherConfig, Result, hookimpl, setting
+from nasfw import (
+    ConfigError,
+    Launcher,
+    LauncherConfig,
+    Result,
+    hookimpl,
+    init_worker_process,
+    setting,
+)
 
 
 @dataclass
@@ -25,7 +33,9 @@ class LocalLauncher(Launcher[Any]):
     """Runs ``fn(item)`` in a pool of worker processes kept for the whole search.
 
     A worker that dies (killed, out of memory, a crash in native code) fails the items it was
-    running with that reason; the pool is rebuilt and the other items go on.
+    running with that reason; the pool is rebuilt and the other items go on. Workers ignore
+    Ctrl-C and exit when the driver dies (:func:`nasfw.init_worker_process`); a ``map``
+    interrupted in the driver (Ctrl-C) stops its workers at once instead of waiting for them.
     """
 
     config: LocalLauncherConfig
@@ -46,7 +56,9 @@ class LocalLauncher(Launcher[Any]):
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             context = multiprocessing.get_context(self.config.start_method)
-            self._pool = ProcessPoolExecutor(self.config.workers, mp_context=context)
+            self._pool = ProcessPoolExecutor(
+                self.config.workers, mp_context=context, initializer=init_worker_process
+            )
         return self._pool
 
     def map(
@@ -76,11 +88,15 @@ class LocalLauncher(Launcher[Any]):
         # broken pool refused before they were sent never ran: they go to the next fresh pool.
         suspects: list[int] = []
         unsent: Sequence[int] = range(len(items))
-        while unsent:
-            broken, unsent = self._run(fn, items, unsent, deliver, isolate=False)
-            suspects += broken
-        for index in sorted(suspects):
-            self._run(fn, items, [index], deliver, isolate=True)
+        try:
+            while unsent:
+                broken, unsent = self._run(fn, items, unsent, deliver, isolate=False)
+                suspects += broken
+            for index in sorted(suspects):
+                self._run(fn, items, [index], deliver, isolate=True)
+        except BaseException:  # Ctrl-C, or an error in on_result: nobody waits for the rest
+            self._terminate()
+            raise
         return [r for r in results if r is not None]
 
     def _submit(
@@ -143,6 +159,19 @@ class LocalLauncher(Launcher[Any]):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+    def _terminate(self) -> None:
+        """Stop the workers now, evaluations in flight included."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
+        if terminate is not None:
+            terminate()
+            return
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @hookimpl

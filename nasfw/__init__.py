@@ -26,7 +26,7 @@ from nasfw.config import (
     setting,
 )
 from nasfw.graph import INPUT, MERGE_KINDS, ArchGraph, GraphError, Node
-from nasfw.launcher import Launcher
+from nasfw.launcher import Launcher, init_worker_process
 from nasfw.ops import OpSpec, ParamSpec, Shape
 from nasfw.problem import DataError, Problem, Split, split_arrays
 from nasfw.registry import PluginError, Registry, hookimpl, plugin_manager, registry
@@ -113,6 +113,7 @@ __all__ = [
     "check_settings",
     "evaluate_model",
     "hookimpl",
+    "init_worker_process",
     "model_cost",
     "plugin_manager",
     "registry",

@@ -1,4 +1,10 @@
-"""``python -m nasfw``: compose the config with Hydra, run the search, print a summary."""
+"""``python -m nasfw``: compose the config with Hydra, run the search, print a summary.
+
+Exit codes: 0 done; 2 the input is wrong (a config key, a value out of range, a file, a
+storage), whether Hydra or nasfw found it, in one line naming the key; 130 interrupted with
+Ctrl-C (the finished evaluations are saved: rerun the same command to resume); 1 anything else
+(a bug: the traceback is printed).
+"""
 
 from __future__ import annotations
 
@@ -27,9 +33,34 @@ def _is_user_error(err: BaseException) -> bool:
     return any(f"{cls.__module__}.{cls.__qualname__}" in USER_ERRORS for cls in type(err).__mro__)
 
 
+INPUT_ERROR = 2
+INTERRUPTED = 130
+# Set when an exception escaped a search: Hydra then exits 1 as it does for its own compose
+# errors, which main() turns into INPUT_ERROR.
+_crashed = False
+
+
 def _fail(message: str) -> None:
     print(f"nasfw: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(INPUT_ERROR)
+
+
+def _interrupted(cfg: DictConfig) -> None:
+    saved = ""
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.load_study(study_name=cfg.study_name, storage=cfg.storage.url)
+        saved = f"{len(study.get_trials(deepcopy=False))} evaluations "
+    except Exception:  # nothing was stored yet, or the storage is the reason to stop
+        pass
+    print(
+        f"nasfw: interrupted; {saved}saved in study {cfg.study_name!r} ({cfg.storage.url}). "
+        "Rerun the same command to resume.",
+        file=sys.stderr,
+    )
+    sys.exit(INTERRUPTED)
 
 
 def _summary(context: SearchContext, top: int = 5) -> None:
@@ -82,12 +113,17 @@ def _task(cfg: DictConfig) -> float | None:
 
     from nasfw.search import run_search
 
+    global _crashed
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         context = run_search(cfg, output_dir)
+    except KeyboardInterrupt:
+        _interrupted(cfg)
+        raise  # not reached
     except Exception as err:
         if _is_user_error(err):
             _fail(str(err))
+        _crashed = True
         raise
     _summary(context)
     best = context.best()
@@ -113,4 +149,71 @@ def main() -> None:
     except PluginError as err:
         _fail(str(err))
     ConfigStore.instance().store(name="nasfw_schema", node=NasfwConfig, provider="nasfw")
-    hydra.main(version_base="1.3", config_path="pkg://nasfw.conf", config_name="config")(_task)()
+    _register_resolvers()
+    try:
+        hydra.main(version_base="1.3", config_path="pkg://nasfw.conf", config_name="config")(
+            _task
+        )()
+    except SystemExit as exit:
+        if exit.code == 1 and not _crashed:  # Hydra could not compose the config
+            _blocked_plugins_note()
+            sys.exit(INPUT_ERROR)
+        raise
+
+
+def _register_resolvers() -> None:
+    """``${nasfw.unique:}``: one random word per process, so runs never share a directory."""
+    import secrets
+
+    from omegaconf import OmegaConf
+
+    word = secrets.token_hex(3)
+    OmegaConf.register_new_resolver("nasfw.unique", lambda: word, replace=True)
+
+
+def _blocked_plugins_note() -> None:
+    """After a compose error, say which options NASFW_DISABLE_PLUGINS made unavailable."""
+    import os
+    from importlib.metadata import entry_points
+
+    from nasfw.registry import DISABLE_ENV, ENTRY_POINT_GROUP
+
+    wanted = {s.strip() for s in os.environ.get(DISABLE_ENV, "").split(",") if s.strip()}
+    blocked = sorted(wanted & {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+    missing = _unavailable_options(sys.argv[1:])
+    if blocked and missing:
+        print(
+            f"nasfw: note: {', '.join(missing)} is not available because "
+            f"{DISABLE_ENV}={os.environ[DISABLE_ENV]} blocks the plugin(s) "
+            f"{', '.join(blocked)}; unset it or choose another option.",
+            file=sys.stderr,
+        )
+
+
+def _unavailable_options(argv: list[str]) -> list[str]:
+    """``group=option`` choices (the defaults and ``argv``'s) that no config provides."""
+    import re
+    from importlib import resources
+
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    conf = resources.files("nasfw.conf")
+    chosen: dict[str, tuple[str, bool]] = {}
+    for entry in OmegaConf.load(str(conf / "config.yaml")).defaults:
+        if not isinstance(entry, str):
+            chosen.update((str(g), (str(o), True)) for g, o in entry.items())
+    for arg in argv:
+        match = re.fullmatch(r"([A-Za-z_]\w*)=([\w.-]+)", arg)
+        if match and match[1] in chosen:
+            chosen[match[1]] = (match[2], False)
+    missing = []
+    for group, (option, default) in chosen.items():
+        try:
+            stored = ConfigStore.instance().list(group)
+        except OSError:
+            stored = []
+        files = [p.name for p in (conf / group).iterdir()] if (conf / group).is_dir() else []
+        if f"{option}.yaml" not in {*stored, *files}:
+            missing.append(f"{group}={option}" + (" (the default)" if default else ""))
+    return missing

@@ -53,3 +53,28 @@ class Launcher(ABC, Generic[T]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def init_worker_process(poll_seconds: float = 1.0) -> None:
+    """Set up a local worker process (a pool's ``initializer``): call it first thing.
+
+    Ctrl-C reaches the whole process group; the worker ignores it so that only the driver
+    reacts (it stops the workers and says how to resume). A worker also exits, within
+    ``poll_seconds``, once its parent is gone, even after a ``kill -9`` that gave the parent no
+    chance to stop it: a watchdog thread sees the parent pid change (the orphan is re-parented).
+    Every launcher that starts local processes uses it.
+    """
+    import os
+    import signal
+    import threading
+    import time
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="nasfw-parent-watchdog", daemon=True).start()

@@ -53,3 +53,54 @@ def compose(*overrides: str) -> Any:
     ConfigStore.instance().store(name="nasfw_schema", node=NasfwConfig, provider="nasfw")
     with initialize_config_module("nasfw.conf", version_base="1.3"):
         return hydra_compose("config", overrides=list(overrides))
+
+
+def children(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` (from /proc; zombies excluded)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def start(cwd: Path, *args: str, **popen: Any) -> subprocess.Popen[str]:
+    """``python -m nasfw`` started in the background, in its own process group."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "nasfw", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **popen,
+    )
+
+
+def wait_for_trials(url: str, study: str, count: int, proc: subprocess.Popen[str]) -> int:
+    """Poll the study until it has ``count`` trials (or the search ended); return how many."""
+    import time
+
+    deadline = time.monotonic() + 240
+    seen = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            seen = len(trials(url, study))
+        except KeyError:  # the study does not exist yet
+            seen = 0
+        if seen >= count:
+            break
+        time.sleep(0.1)
+    return seen

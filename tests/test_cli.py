@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
 
 import optuna
 import pytest
-from cli import TINY, nasfw, trials
+from cli import TINY, nasfw, start, trials, wait_for_trials
 
 from nasfw.ledger import SECONDS_ATTR as SECONDS
 
@@ -77,24 +74,10 @@ def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path, tuner):
     args = [*case, "train.epochs=2", "launcher.workers=0", "tracking=none"]
     url = f"sqlite:///{tmp_path}/s.db"
     study = f"{tuner}-digits-image_small-seed0"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nasfw", *args, f"storage.url={url}"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 240
-    seen = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            seen = len(trials(url, study))
-        except KeyError:  # the study does not exist yet
-            seen = 0
-        if seen >= KILL_AFTER:
-            break
-        time.sleep(0.1)
+    proc = start(tmp_path, *args, f"storage.url={url}")
+    seen = wait_for_trials(url, study, KILL_AFTER, proc)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
     assert KILL_AFTER <= seen < total, f"could not kill the search mid-way ({seen} trials)"
     killed_at = len(trials(url, study))
 
@@ -143,7 +126,7 @@ def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path, tuner):
 )
 def test_bad_input_fails_clearly_before_training(tmp_path, args, expected):
     out = nasfw(tmp_path, *TINY, f"storage.url=sqlite:///{tmp_path}/s.db", *args)
-    assert out.returncode != 0
+    assert out.returncode == 2  # Hydra's compose errors and nasfw's own alike
     for text in expected:
         assert text in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
@@ -194,6 +177,15 @@ def test_a_non_finite_metric_is_a_failed_trial_not_a_crash(tmp_path):
         stored = trials(url, "random-diabetes-tabular_mlp-seed0")
         assert [t.state for t in stored] == [optuna.trial.TrialState.FAIL] * 2
         assert all("non-finite" in t.user_attrs["fail_reason"] for t in stored)
+
+
+def test_an_option_of_a_blocked_plugin_names_the_variable(tmp_path):
+    out = nasfw(tmp_path, *TINY, "tuner=codeepneat", env={"NASFW_DISABLE_PLUGINS": "codeepneat"})
+    assert out.returncode == 2
+    assert "Could not find 'tuner/codeepneat'" in out.stderr
+    assert "tuner=codeepneat is not available because NASFW_DISABLE_PLUGINS=codeepneat" in (
+        out.stderr
+    )
 
 
 def test_data_dir_without_the_files_names_them(tmp_path):

@@ -1,0 +1,80 @@
+"""The command line under signals and concurrency: Ctrl-C, kill -9, searches started together.
+
+Real processes throughout: ``python -m nasfw`` in its own process group, real SQLite storage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import optuna
+from cli import TINY, alive, children, nasfw, start, trials, wait_for_trials
+
+# Long enough to be caught mid-way: 5 generations of 4 digits networks, two workers.
+LONG = [
+    "tuner=random",
+    "tuner.n_trials=20",
+    "tuner.batch_size=4",
+    "train.epochs=2",
+    "launcher.workers=2",
+    "tracking=none",
+]
+STUDY = "random-digits-image_small-seed0"
+
+
+def test_ctrl_c_stops_workers_says_how_to_resume_and_exits_130(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    proc = start(tmp_path, *LONG, f"storage.url={url}")
+    assert wait_for_trials(url, STUDY, 2, proc) >= 2
+    workers = children(proc.pid)
+    assert workers, "the local launcher started no worker process"
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C: the whole group
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("nasfw:")]
+    assert len(lines) == 1 and "interrupted" in lines[0] and STUDY in lines[0], stderr
+    assert "Rerun the same command to resume" in lines[0]
+    time.sleep(0.5)
+    assert not [pid for pid in workers if alive(pid)]
+    saved = len(trials(url, STUDY))
+    assert f"{saved} evaluations saved" in lines[0]
+
+    resumed = nasfw(tmp_path, *LONG, f"storage.url={url}")
+    assert resumed.returncode == 0, resumed.stderr
+    keys = {(t.user_attrs["generation"], t.user_attrs["index"]) for t in trials(url, STUDY)}
+    assert len(keys) == 20
+
+
+def test_workers_exit_when_the_driver_is_killed(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    proc = start(tmp_path, *LONG, f"storage.url={url}")
+    assert wait_for_trials(url, STUDY, 1, proc) >= 1
+    workers = children(proc.pid)
+    assert workers
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(alive(pid) for pid in workers):
+        time.sleep(0.2)
+    assert not [pid for pid in workers if alive(pid)], "orphaned workers still running"
+
+
+def test_searches_started_together_keep_their_own_output_directories(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    procs = {
+        name: start(tmp_path, *TINY, f"storage.url={url}", f"study_name={name}") for name in "ab"
+    }
+    for proc in procs.values():
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr
+    summaries = [
+        json.loads(p.read_text()) for p in tmp_path.glob("outputs/*/*/best_model/summary.json")
+    ]
+    assert sorted(s["study"] for s in summaries) == ["a", "b"]
+    runs = sorted(p.name for p in tmp_path.glob("outputs/*/*"))
+    assert len(runs) == 2 and [r.split("_")[1] for r in runs] == ["a", "b"]
+    assert {len(optuna.load_study(study_name=n, storage=url).trials) for n in "ab"} == {2}
