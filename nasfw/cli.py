@@ -26,6 +26,7 @@ USER_ERRORS = (
     "nasfw.problem.DataError",
     "nasfw.registry.PluginError",
     "nasfw.ledger.LedgerError",
+    "nasfw.lease.LeaseError",
 )
 
 

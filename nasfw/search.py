@@ -137,6 +137,7 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
 
     from nasfw.config import ConfigError, ProblemConfig, TrainConfig, check_settings
     from nasfw.evaluate import Evaluator, load_problem
+    from nasfw.lease import DriverLease
     from nasfw.ledger import Ledger
     from nasfw.registry import registry
     from nasfw.search_space import SearchSpace, SearchSpaceError
@@ -169,11 +170,17 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
     # fingerprint in a new study, or the corrected rerun would be refused as another search.
     tuner = tuner_cls(cfg.tuner, space, int(cfg.seed))
     launcher = launcher_cls(cfg.launcher)
+    lease: DriverLease | None = None
     try:
         ledger = Ledger(cfg.storage.url, cfg.study_name)
+        # Before anything is written: a second driver on the study refuses here.
+        lease = DriverLease(ledger.storage, cfg.study_name)
+        lease.acquire()
         ledger.check_fingerprint(fingerprint(cfg))
     except BaseException:
         launcher.close()
+        if lease is not None:
+            lease.release()
         raise
     saved = ledger.load_state()
     start_generation = 0
@@ -232,7 +239,10 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
         raise
     finally:
         launcher.close()
-        hook.nasfw_search_end(context=context, best=best)
+        try:
+            hook.nasfw_search_end(context=context, best=best)
+        finally:
+            lease.release()
     return context
 
 

@@ -78,3 +78,19 @@ def test_searches_started_together_keep_their_own_output_directories(tmp_path):
     runs = sorted(p.name for p in tmp_path.glob("outputs/*/*"))
     assert len(runs) == 2 and [r.split("_")[1] for r in runs] == ["a", "b"]
     assert {len(optuna.load_study(study_name=n, storage=url).trials) for n in "ab"} == {2}
+
+
+def test_the_same_search_started_twice_runs_once(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    # 4 epochs: the winner runs for ~10 s, far longer than the two start-ups can drift apart.
+    args = [*LONG, "launcher.workers=0", "train.epochs=4", f"storage.url={url}"]
+    procs = [start(tmp_path, *args) for _ in range(2)]
+    outcomes = [(p.communicate(timeout=300)[1], p.returncode) for p in procs]
+    codes = sorted(code for _, code in outcomes)
+    assert codes == [0, 2], outcomes
+    refusal = next(err for err, code in outcomes if code == 2)
+    assert f"study '{STUDY}' is being run by another driver" in refusal, refusal
+    winner = next(p for p, (_, code) in zip(procs, outcomes, strict=True) if code == 0)
+    assert f"pid {winner.pid}" in refusal and "Traceback" not in refusal
+    keys = [(t.user_attrs["generation"], t.user_attrs["index"]) for t in trials(url, STUDY)]
+    assert len(keys) == len(set(keys)) == 20  # every candidate evaluated once
