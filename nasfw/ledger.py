@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +28,8 @@ import optuna
 from nasfw.graph import ArchGraph
 from nasfw.search import TrialRecord
 from nasfw.tuner import Candidate, Result
+
+_log = logging.getLogger(__name__)
 
 STATE_ATTR = "nasfw:tuner_state"
 GENERATION_ATTR = "nasfw:last_generation"
@@ -47,6 +51,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
             path = Path(url.removeprefix("journal://"))
             path.parent.mkdir(parents=True, exist_ok=True)
+            set_aside_torn_tail(path)
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         if url.startswith("sqlite:///"):
             path = Path(url.removeprefix("sqlite:///"))
@@ -63,6 +68,55 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             f"{str(err).splitlines()[0] if str(err) else ''}). Use sqlite:///file.db for one "
             "machine, or a PostgreSQL URL / journal:///shared/path.log for clusters."
         ) from err
+
+
+def set_aside_torn_tail(path: Path) -> Path | None:
+    """Move an unfinished last record of journal ``path`` into a backup file; return it.
+
+    A writer killed in the middle of a record leaves bytes without the closing newline. Optuna
+    reads past them, but the next record would be appended onto them, making a line no reader
+    can parse, and every later open of the journal would fail. The torn bytes go to
+    ``<path>.torn-<UTC time>`` (named in a warning) and the journal ends at its last whole
+    record. Done under the journal's own lock, so no live writer is cut short.
+    """
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        with open(path, "rb+") as f:
+            size = end = f.seek(0, 2)
+            cut = 0
+            while end > 0:  # the last newline, read backwards in blocks
+                start = max(0, end - 65536)
+                f.seek(start)
+                newline = f.read(end - start).rfind(b"\n")
+                if newline >= 0:
+                    cut = start + newline + 1
+                    break
+                end = start
+            if cut == size:
+                return None
+            f.seek(cut)
+            torn = f.read()
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            backup = path.with_name(f"{path.name}.torn-{stamp}")
+            backup.write_bytes(torn)
+            f.truncate(cut)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        lock.release()
+    _log.warning(
+        "journal %s ended in an unfinished record (%d bytes, from a writer that was killed "
+        "mid-write); it was moved to %s and the journal ends at its last whole record",
+        path,
+        len(torn),
+        backup,
+    )
+    return backup
 
 
 def _create_rdb_storage(

@@ -37,7 +37,9 @@ def nasfw(
 
 
 def trials(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=study, storage=url).get_trials()
+    from nasfw.ledger import open_storage
+
+    return optuna.load_study(study_name=study, storage=open_storage(url)).get_trials()
 
 
 def compose(*overrides: str) -> Any:

@@ -127,3 +127,55 @@ def test_unreachable_postgres_fails_naming_the_key(tmp_path, url):
     out = nasfw(tmp_path, *TINY, f"storage.url={url}")
     assert out.returncode == 2
     assert "storage.url" in out.stderr and "Traceback" not in out.stderr
+
+
+# -- a journal whose last record was torn by a kill -------------------------------------------
+TORN = b'{"op_code":4,"worker_id":"w","study_id":0,"datetime_start":"2026-'
+
+
+def test_a_torn_journal_tail_is_set_aside_before_anything_is_written(tmp_path, caplog):
+    path = tmp_path / "j.log"
+    Ledger(f"journal://{path}", "study").record(Candidate(_graph(1)), Result("ok", 0.5), 0, 0)
+    whole = path.read_bytes()
+    with path.open("ab") as f:
+        f.write(TORN)  # what a writer killed mid-record leaves behind
+
+    ledger = Ledger(f"journal://{path}", "study")
+    (backup,) = tmp_path.glob("j.log.torn-*")
+    assert backup.read_bytes() == TORN
+    assert path.read_bytes().startswith(whole) and TORN not in path.read_bytes()
+    assert str(backup) in caplog.text
+    ledger.record(Candidate(_graph(2)), Result("ok", 0.75), 0, 1)
+    again = Ledger(f"journal://{path}", "study").records()  # what used to fail for good
+    assert [r.result.metric for r in again] == [0.5, 0.75]
+    assert len(list(tmp_path.glob("j.log.torn-*"))) == 1  # a clean journal is left alone
+
+
+def test_a_journal_of_one_torn_record_is_emptied(tmp_path):
+    path = tmp_path / "j.log"
+    path.write_bytes(TORN)
+    assert Ledger(f"journal://{path}", "study").records() == []
+    assert path.read_bytes().count(b"\n") == path.read_bytes().count(b"}\n")  # whole records
+
+
+def test_killed_journal_search_with_a_torn_record_resumes(tmp_path):
+    from cli import start, wait_for_trials
+
+    path = tmp_path / "j.log"
+    url = f"journal://{path}"
+    study = "random-iris-tabular_mlp-seed0"
+    args = [*TINY, "tuner.n_trials=40", "tuner.batch_size=4", f"storage.url={url}"]
+    proc = start(tmp_path, *args)
+    assert wait_for_trials(url, study, 4, proc) >= 4
+    proc.kill()  # a real SIGKILL mid-search, then the torn record such a kill can leave
+    proc.communicate()
+    with path.open("ab") as f:
+        f.write(TORN)
+    outs = [nasfw(tmp_path, *args) for _ in range(2)]
+    assert [out.returncode for out in outs] == [0, 0], outs[-1].stderr
+    (backup,) = tmp_path.glob("j.log.torn-*")
+    assert backup.read_bytes() == TORN
+    assert str(backup) in outs[0].stdout + outs[0].stderr  # the warning names it
+    assert "unfinished record" not in outs[1].stdout + outs[1].stderr
+    done = trials(url, study)
+    assert len({(t.user_attrs["generation"], t.user_attrs["index"]) for t in done}) == 40
