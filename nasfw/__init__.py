@@ -23,6 +23,7 @@ from nasfw.config import (
     TrainConfig,
     TunerConfig,
     check_settings,
+    check_writable,
     setting,
 )
 from nasfw.graph import INPUT, MERGE_KINDS, ArchGraph, GraphError, Node
@@ -111,6 +112,7 @@ __all__ = [
     "build_model",
     "candidate_seed",
     "check_settings",
+    "check_writable",
     "evaluate_model",
     "hookimpl",
     "init_worker_process",

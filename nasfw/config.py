@@ -6,10 +6,12 @@ wrong type or an unknown key fails at compose time with the key's full name.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING
@@ -93,6 +95,36 @@ def check_settings(node: Any, prefix: str = "") -> None:
             if not _RANGE_OK[kind](value, bound):
                 wanted = " and ".join(_RANGE_TEXT[k].format(b) for k, b in bounds.items())
                 raise ConfigError(f"{name}={value} is out of range: it must be {wanted}")
+
+
+def check_writable(directory: str | Path, key: str) -> None:
+    """Raise :class:`ConfigError` naming ``key`` unless files can be written in ``directory``.
+
+    Missing directories are created to try, then removed again (a run that fails later leaves
+    no empty folders), so the check is a real write, right for root and read-only mounts too.
+    """
+    import os
+    import tempfile
+
+    path = Path(directory).expanduser().absolute()
+    created: list[Path] = []
+    missing = path
+    while not missing.exists() and missing != missing.parent:
+        created.append(missing)
+        missing = missing.parent
+    try:
+        for folder in reversed(created):
+            folder.mkdir()
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".nasfw-write-check-"):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"{key}: cannot write in {path} ({err.strerror or type(err).__name__})"
+        ) from None
+    finally:
+        for folder in created:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
 
 
 class Optimizer(StrEnum):

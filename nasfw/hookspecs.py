@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
     from nasfw.launcher import Launcher
     from nasfw.ops import OpSpec
     from nasfw.problem import Problem, ProblemConfig
@@ -94,6 +96,18 @@ def register_configs(register: Callable[[str, str, Any], None]) -> None:
     ``node`` is a dataclass (class or instance: its fields are the schema, so bad types fail at
     compose time), a mapping, or a path to a YAML file. ``register("tuner", "mine", MineConfig)``
     makes ``python -m nasfw tuner=mine`` work with nothing else than the plugin's entry point.
+    """
+
+
+@hookspec
+def nasfw_check_config(cfg: DictConfig) -> None:
+    """Check what the run will need from this plugin before the study is created.
+
+    Called once per search with the composed config, after the core's own checks and before
+    the Optuna study exists (so a rejected run leaves nothing behind and its corrected rerun is
+    not refused as another search). Check the files, directories and URIs the plugin will
+    write or read, quickly, and raise :class:`nasfw.ConfigError` (or a
+    :class:`nasfw.PluginError`) naming the offending key; do not connect for long or write.
     """
 
 

@@ -135,7 +135,13 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
     import optuna
     from rich.console import Console
 
-    from nasfw.config import ConfigError, ProblemConfig, TrainConfig, check_settings
+    from nasfw.config import (
+        ConfigError,
+        ProblemConfig,
+        TrainConfig,
+        check_settings,
+        check_writable,
+    )
     from nasfw.evaluate import Evaluator, load_problem
     from nasfw.lease import DriverLease
     from nasfw.ledger import Ledger
@@ -172,6 +178,9 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
     launcher = launcher_cls(cfg.launcher)
     lease: DriverLease | None = None
     try:
+        # Everything the run will write to is checked before the study exists.
+        check_writable(_export_path(cfg, output_dir), "export_dir")
+        _hooks().nasfw_check_config(cfg=cfg)
         ledger = Ledger(cfg.storage.url, cfg.study_name)
         # Before anything is written: a second driver on the study refuses here.
         lease = DriverLease(ledger.storage, cfg.study_name)
@@ -355,6 +364,12 @@ def _report_generation(
     )
 
 
+def _export_path(cfg: DictConfig, output_dir: Path) -> Path:
+    """Where the best model goes: ``export_dir``, relative to the run's output directory."""
+    path = Path(cfg.export_dir).expanduser()
+    return path if path.is_absolute() else output_dir / path
+
+
 def _export_best(context: SearchContext, best: TrialRecord, train_config: Any) -> None:
     """Retrain the best network (same seed as its evaluation), score it on test, export it."""
     import json
@@ -372,9 +387,7 @@ def _export_best(context: SearchContext, best: TrialRecord, train_config: Any) -
     train_model(model, context.problem, train_config, seed, overrides=best.train)
     test_metric = evaluate_model(model, context.problem, context.problem.test)
     best.result.extra["test_metric"] = test_metric
-    export_dir = Path(context.cfg.export_dir)
-    if not export_dir.is_absolute():
-        export_dir = context.output_dir / export_dir
+    export_dir = _export_path(context.cfg, context.output_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
     (export_dir / "graph.json").write_text(best.graph.to_json(indent=2))
     torch.save(model.state_dict(), export_dir / "state_dict.pt")

@@ -30,12 +30,13 @@ import copy
 import json
 import logging
 import math
+import os
 import re
 import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -259,21 +260,61 @@ def _state(context: SearchContext) -> dict[str, Any] | None:
     return state if state is not None and not (state.get("ended") or state.get("off")) else None
 
 
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (relative to the working dir)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+@hookimpl
+def nasfw_check_config(cfg: Any) -> None:
+    """Before the study exists: the SQLite file can be written, the server answers."""
+    from nasfw import check_writable
+
+    tracking = cfg.get("tracking")
+    if tracking is None or tracking.get("name") != "mlflow":
+        return
+    uri = str(tracking.get("tracking_uri", MlflowTrackingConfig.tracking_uri))
+    path = _sqlite_path(uri)
+    if path is not None:
+        # MLflow would retry an unwritable database for about 100 s before saying so.
+        check_writable(path.parent, "tracking.tracking_uri")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise TrackingError(f"tracking.tracking_uri={uri!r}: {path} is not writable")
+    elif uri.startswith(("http://", "https://")):
+        _probe(uri)
+
+
 def _connect(uri: str) -> MlflowClient:
-    """A client for ``uri``, checked by one query; the global URI is set too (for log_model)."""
+    """A client for ``uri``, checked by one query; the global URI is set too (for log_model).
+
+    Opening a SQLite store creates or migrates its schema; searches started together would
+    race through MLflow's migrations and leave a half-migrated database, so for ``sqlite:///``
+    URIs they take turns under a lock file beside the database (``<file>.lock``).
+    """
     import mlflow
+    from filelock import FileLock
     from mlflow import MlflowClient
 
     if uri.startswith(("http://", "https://")):
         _probe(uri)
+    path = _sqlite_path(uri)
+    turn = FileLock(f"{path}.lock", timeout=300) if path is not None else nullcontext()
     try:
-        client = MlflowClient(tracking_uri=uri)
-        client.search_experiments(max_results=1)
+        with turn:
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)
     except Exception as err:
+        hint = (
+            f" The database {path} may have been left half-migrated by an older start; move it "
+            "aside and rerun, or point tracking.tracking_uri at another file."
+            if path is not None and path.exists()
+            else " Use e.g. 'sqlite:///mlflow.db' or 'http://host:5000'."
+        )
         raise TrackingError(
             f"tracking.tracking_uri={_redact(uri)!r} cannot be used as an MLflow tracking store "
-            f"({type(err).__name__}: {_first_line(err)}). Use e.g. 'sqlite:///mlflow.db' or "
-            "'http://host:5000'."
+            f"({type(err).__name__}: {_first_line(err)}).{hint}"
         ) from err
     mlflow.set_tracking_uri(uri)
     return client

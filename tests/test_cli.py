@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import optuna
 import pytest
@@ -186,6 +187,31 @@ def test_an_option_of_a_blocked_plugin_names_the_variable(tmp_path):
     assert "tuner=codeepneat is not available because NASFW_DISABLE_PLUGINS=codeepneat" in (
         out.stderr
     )
+
+
+def test_files_and_stores_a_run_needs_are_checked_before_the_study_exists(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    bad_population = tmp_path / "pop.json"
+    bad_population.write_text(json.dumps({"format": "nasfw.codeepneat.population"}))
+    base = [a for a in TINY if not a.startswith("tuner")]
+    codeepneat = [*base, "tuner=codeepneat", "tuner.generations=1", "tuner.blueprint_population=2"]
+    cases = [
+        (["export_dir=/proc/x"], "export_dir: cannot write in /proc/x"),
+        (
+            ["tracking=mlflow", "tracking.tracking_uri=sqlite:////proc/x/m.db"],
+            "tracking.tracking_uri",
+        ),
+        ([*codeepneat, f"tuner.init_population={bad_population}"], "tuner.init_population"),
+        ([*codeepneat, "tuner.save_init_population=/proc/x/p.json"], "tuner.save_init_population"),
+    ]
+    for args, message in cases:
+        started = time.monotonic()
+        out = nasfw(tmp_path, *args, f"storage.url={url}")
+        assert out.returncode == 2 and message in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr and time.monotonic() - started < 60
+        assert not (tmp_path / "s.db").exists() or not optuna.get_all_study_names(url)
+    fixed = nasfw(tmp_path, *codeepneat, f"storage.url={url}")
+    assert fixed.returncode == 0, fixed.stderr
 
 
 def test_data_dir_without_the_files_names_them(tmp_path):

@@ -63,10 +63,14 @@ def test_workers_exit_when_the_driver_is_killed(tmp_path):
     assert not [pid for pid in workers if alive(pid)], "orphaned workers still running"
 
 
-def test_searches_started_together_keep_their_own_output_directories(tmp_path):
+def test_searches_started_together_keep_their_own_outputs_and_mlflow_store(tmp_path):
+    """Two first starts in an empty directory: the default mlflow.db and outputs/ are shared."""
+    from mlflow import MlflowClient
+
     url = f"sqlite:///{tmp_path}/s.db"
+    tiny = [a for a in TINY if a != "tracking=none"]
     procs = {
-        name: start(tmp_path, *TINY, f"storage.url={url}", f"study_name={name}") for name in "ab"
+        name: start(tmp_path, *tiny, f"storage.url={url}", f"study_name={name}") for name in "ab"
     }
     for proc in procs.values():
         _, stderr = proc.communicate(timeout=300)
@@ -78,6 +82,12 @@ def test_searches_started_together_keep_their_own_output_directories(tmp_path):
     runs = sorted(p.name for p in tmp_path.glob("outputs/*/*"))
     assert len(runs) == 2 and [r.split("_")[1] for r in runs] == ["a", "b"]
     assert {len(optuna.load_study(study_name=n, storage=url).trials) for n in "ab"} == {2}
+    later = nasfw(tmp_path, *tiny, f"storage.url={url}", "study_name=c")
+    assert later.returncode == 0, later.stderr  # the store is whole for every later run
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    parents = client.search_runs([client.get_experiment_by_name("nasfw").experiment_id])
+    names = sorted(r.info.run_name for r in parents if "mlflow.parentRunId" not in r.data.tags)
+    assert names == ["a", "b", "c"]
 
 
 def test_the_same_search_started_twice_runs_once(tmp_path):

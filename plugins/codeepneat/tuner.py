@@ -18,10 +18,12 @@ from nasfw import (
     Candidate,
     ConfigError,
     GraphError,
+    Node,
     RandomChooser,
     Result,
     SearchSpace,
     Tuner,
+    registry,
 )
 
 from .genome import (
@@ -97,7 +99,13 @@ class CoDeepNEAT(Tuner):
         else:
             self._init_nas()
         if config.save_init_population:
-            self.save_population(Path(config.save_init_population))
+            try:
+                self.save_population(Path(config.save_init_population))
+            except OSError as err:
+                raise ConfigError(
+                    f"tuner.save_init_population={config.save_init_population}: cannot write "
+                    f"the file ({err.strerror or type(err).__name__})"
+                ) from err
 
     def _validate(self) -> None:
         c = self.config
@@ -298,15 +306,69 @@ class CoDeepNEAT(Tuner):
             )
         try:
             self._set_population(document)
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ConfigError(f"{key}: malformed population ({type(err).__name__}: {err})") from err
+        self._check_population(key)
+
+    def _check_population(self, key: str) -> None:
+        """Validate loaded populations in full before the study exists (ConfigError).
+
+        Every module must be a valid chain of its stage's ops with params inside the space,
+        every blueprint an acyclic net from input to output over species that have modules,
+        with an allowed optimizer and learning rate, and every species must be on record.
+        """
+        c, space = self.config, self.space
+        stages = [s.name for s in space.stages]
+        module_species = set(self.mod_spec.species)
         for m in self.modules:
+            where = f"{key}: module {m.id}"
+            if not (isinstance(m.stage, int) and 0 <= m.stage < len(stages)):
+                raise ConfigError(
+                    f"{where} has stage {m.stage!r}; search space {space.name!r} has stages "
+                    f"0..{len(stages) - 1} ({', '.join(stages)})"
+                )
+            if m.species not in module_species:
+                raise ConfigError(f"{where} belongs to species {m.species}, which is not on record")
+            if not m.layers:
+                raise ConfigError(f"{where} has no layers")
             for layer in m.layers:
-                if layer.op not in self.space.stages[m.stage].ops:
+                if layer.op not in space.stages[m.stage].ops:
                     raise ConfigError(
-                        f"{key}: module {m.id} uses op {layer.op!r}, not allowed in stage "
-                        f"{stages[m.stage]!r} of search space {self.space.name!r}"
+                        f"{where} uses op {layer.op!r}, not allowed in stage "
+                        f"{stages[m.stage]!r} of search space {space.name!r}"
                     )
+            chain = [
+                Node(f"l{j}", layer.op, dict(layer.params), (f"l{j - 1}",) if j else (INPUT,))
+                for j, layer in enumerate(m.layers)
+            ]
+            try:
+                space.check(ArchGraph(chain, output=chain[-1].id), structure=False)
+            except GraphError as err:
+                raise ConfigError(f"{where}: {err}") from err
+            if m.merge not in space.merge and space.merge:
+                raise ConfigError(f"{where}: merge {m.merge!r} is not one of {list(space.merge)}")
+        members = {m.species: m for m in sorted(self.modules, key=lambda m: m.id)}
+        for bp in self.blueprints:
+            where = f"{key}: blueprint {bp.id}"
+            unknown = sorted(bp.referenced_species() - set(members))
+            if unknown:
+                raise ConfigError(f"{where} names module species {unknown}, which have no module")
+            if bp.species is not None and bp.species not in self.bp_spec.species:
+                raise ConfigError(f"{where} belongs to species {bp.species}, not on record")
+            if bp.optimizer not in c.optimizers:
+                raise ConfigError(
+                    f"{where}: optimizer {bp.optimizer!r} is not in tuner.optimizers="
+                    f"{list(c.optimizers)}"
+                )
+            if not (isinstance(bp.lr, int | float) and c.lr_min <= bp.lr <= c.lr_max):
+                raise ConfigError(
+                    f"{where}: lr {bp.lr!r} is outside [tuner.lr_min, tuner.lr_max] = "
+                    f"[{c.lr_min:g}, {c.lr_max:g}]"
+                )
+            try:
+                assemble(bp, members).validate(registry().ops)
+            except (GraphError, KeyError, ValueError) as err:
+                raise ConfigError(f"{where} cannot be assembled: {err}") from err
 
     # -- ask / tell ---------------------------------------------------------------------------
     def ask(self) -> list[Candidate]:

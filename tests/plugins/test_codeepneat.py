@@ -873,6 +873,68 @@ def test_population_file_errors(ops, tmp_path):
         assert detail in str(info.value), (name, str(info.value))
 
 
+def _corrupt(good, part, index, **changes):
+    document = json.loads(json.dumps(good))
+    document[part][index].update(changes)
+    return document
+
+
+def test_population_file_contents_are_validated_in_full(ops, tmp_path):
+    image = load_space("image_small", ops)
+    make(image, save_init_population=str(tmp_path / "good.json"))
+    good = json.loads((tmp_path / "good.json").read_text())
+    conv = next(i for i, m in enumerate(good["modules"]) if m["layers"][0]["op"] == "conv2d")
+    layer = good["modules"][conv]["layers"][0]
+    cases = {
+        "stage 99": (_corrupt(good, "modules", 0, stage=99), "has stage 99"),
+        "stage text": (_corrupt(good, "modules", 0, stage="x"), "has stage 'x'"),
+        "unknown species": (
+            _corrupt(good, "blueprints", 0, nodes=[[5, 999]]),
+            "names module species [999]",
+        ),
+        "species off record": (_corrupt(good, "modules", 0, species=77), "species 77"),
+        "param outside the space": (
+            _corrupt(
+                good,
+                "modules",
+                conv,
+                layers=[{**layer, "params": {**layer["params"], "filters": 100}}],
+            ),
+            "'filters'=100 is outside",
+        ),
+        "unknown op": (
+            _corrupt(good, "modules", conv, layers=[{**layer, "op": "conv9d"}]),
+            "conv9d",
+        ),
+        "no layers": (_corrupt(good, "modules", 0, layers=[]), "has no layers"),
+        "optimizer": (_corrupt(good, "blueprints", 0, optimizer="rmsprop"), "rmsprop"),
+        "lr": (_corrupt(good, "blueprints", 0, lr=5.0), "lr 5.0 is outside"),
+        "cycle": (
+            _corrupt(
+                good,
+                "blueprints",
+                0,
+                conns=[
+                    *good["blueprints"][0]["conns"],
+                    {
+                        "gene": 900,
+                        "src": good["blueprints"][0]["nodes"][-1][0],
+                        "dst": good["blueprints"][0]["nodes"][0][0],
+                    },
+                ],
+            ),
+            "cycle",
+        ),
+        "layers not a list": (_corrupt(good, "modules", 0, layers=7), "malformed"),
+    }
+    for name, (document, detail) in cases.items():
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(document))
+        with pytest.raises(ConfigError, match=r"tuner\.init_population") as info:
+            make(image, init_population=str(path))
+        assert detail in str(info.value), (name, str(info.value))
+
+
 # -- 9. adapt mode -----------------------------------------------------------------------------
 
 

@@ -467,3 +467,45 @@ def test_tuner_report_and_best_network_per_generation(env: Env, search: dict[str
 def test_fitness_per_generation_plot(env: Env, search: dict[str, Any]) -> None:
     path = download(env, search["run"].info.run_id, "fitness_per_generation.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- searches started together in an empty directory -------------------------------------------
+def _open_store(uri: str, barrier: Any, results: Any) -> None:
+    barrier.wait()
+    try:
+        plugin._connect(uri)
+        results.put("ok")
+    except Exception as err:
+        results.put(f"{type(err).__name__}: {err}")
+
+
+@pytest.mark.parametrize("round_", range(2))
+def test_stores_created_together_take_turns(tmp_path: Path, round_: int) -> None:
+    """Unserialised, 3 processes left a half-migrated database in 2 of 3 rounds."""
+    import multiprocessing
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_open_store, args=(uri, barrier, results)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=240) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert outcomes == ["ok"] * 3
+    client = MlflowClient(tracking_uri=uri)  # later runs open it: a whole, current schema
+    assert client.get_experiment_by_name("Default") is not None
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("sqlite:////proc/x/mlflow.db", "tracking.tracking_uri: cannot write in /proc/x"),
+        ("http://127.0.0.1:9", "no MLflow tracking server answers"),
+    ],
+)
+def test_an_unusable_store_is_named_before_the_study_exists(uri: str, message: str) -> None:
+    cfg = OmegaConf.create({"tracking": {"name": "mlflow", "tracking_uri": uri}})
+    with pytest.raises(Exception, match=message):
+        plugin.nasfw_check_config(cfg)
