@@ -59,6 +59,7 @@ RUN_ID_ATTR = "mlflow_run_id"
 MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 5000
 PARAMS_PER_BATCH = 100
+METRICS_PER_BATCH = 1000
 # Consecutive tracking failures after which a search stops logging (see _guard).
 MAX_FAILURES = 3
 
@@ -131,6 +132,9 @@ def nasfw_search_start(context: SearchContext) -> None:
     if resumed:
         with _guard(state, "tagging the resumed run"):
             client.set_tag(run_id, "nasfw.resumed_at_generation", str(context.start_generation))
+    if context.history:  # resuming a study: also one that ran untracked, or was killed
+        with _guard(state, "logging what the study holds and MLflow does not"):
+            _catch_up(context, state)
 
 
 @hookimpl
@@ -152,9 +156,27 @@ def nasfw_generation_end(
     state = _state(context)
     if state is None:
         return
+    _log_generation(context, state, generation, trials)
+
+
+def _log_generation(
+    context: SearchContext,
+    state: dict[str, Any],
+    generation: int,
+    trials: list[TrialRecord],
+    catching_up: bool = False,
+) -> None:
+    """The nested run of ``generation`` and the parent's ``best_so_far`` at that step.
+
+    ``catching_up``: logged after the fact for a generation the study finished but MLflow
+    missed (the search was killed in between); the tuner's report of that time is gone.
+    """
     client: MlflowClient = state["client"]
     parent_id: str = state["run_id"]
-    best_so_far = _best_metric(_all_trials(context, trials))
+    # Up to this generation only: on resume the history also holds later trials.
+    best_so_far = _best_metric(
+        [*trials, *(t for t in context.history if t.generation <= generation)]
+    )
     with _guard(state, f"logging generation {generation}"):
         run_id = _generation_run(client, state, generation)
         status = "FAILED"
@@ -174,8 +196,11 @@ def nasfw_generation_end(
                 }
             # The tuner's own view of its state, e.g. CoDeepNEAT's species counts and sizes.
             report = getattr(context.tuner, "generation_report", None)
-            if callable(report):
+            if callable(report) and not catching_up:
                 values |= report()
+            if state["resumed"]:  # a run a killed search left may hold some of them already
+                logged = client.get_run(run_id).data.metrics
+                values = {k: v for k, v in values.items() if k not in logged}
             client.log_batch(run_id, metrics=_metrics(values, step=generation))
             client.log_table(run_id, data=_population(trials), artifact_file="population.json")
             best_here = max(
@@ -188,12 +213,52 @@ def nasfw_generation_end(
                     f"{context.problem.metric} {best_here.result.metric:.4f}"
                 )
                 client.log_figure(run_id, graph_figure(best_here.graph, title), "best_network.png")
+            if catching_up:
+                client.set_tag(run_id, "nasfw.logged_on_resume", "true")
             status = "FINISHED"
         finally:
             client.set_terminated(run_id, status=status)
     if best_so_far is not None:
         with _guard(state, f"logging best_so_far of generation {generation}"):
-            client.log_batch(parent_id, metrics=_metrics({"best_so_far": best_so_far}, generation))
+            if not (state["resumed"] and generation in _steps(client, parent_id, "best_so_far")):
+                metrics = _metrics({"best_so_far": best_so_far}, generation)
+                client.log_batch(parent_id, metrics=metrics)
+
+
+def _steps(client: MlflowClient, run_id: str, key: str) -> set[int]:
+    return {m.step for m in client.get_metric_history(run_id, key)}
+
+
+def _catch_up(context: SearchContext, state: dict[str, Any]) -> None:
+    """Log what the study holds and this run does not yet; nothing twice.
+
+    The study is written first (the source of truth), MLflow after: a kill in between leaves
+    trials without ``trial_*`` metrics and finished generations without their nested run. A
+    study resumed with tracking on after running untracked gets its whole history.
+    """
+    client: MlflowClient = state["client"]
+    run_id: str = state["run_id"]
+    logged = _steps(client, run_id, "trial_failed")  # logged for every trial
+    metrics = [
+        metric
+        for t in context.history
+        if t.number not in logged
+        for metric in _metrics(_trial_values(t.result), step=t.number)
+    ]
+    for i in range(0, len(metrics), METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=metrics[i : i + METRICS_PER_BATCH])
+    finished = {
+        int(run.data.tags["nasfw.generation"])
+        for run in client.search_runs(
+            [state["experiment_id"]],
+            filter_string=f"tags.`mlflow.parentRunId` = '{run_id}' and status = 'FINISHED'",
+        )
+        if "nasfw.generation" in run.data.tags
+    }
+    for generation in range(context.start_generation):
+        if generation not in finished:
+            trials = [t for t in context.history if t.generation == generation]
+            _log_generation(context, state, generation, trials, catching_up=True)
 
 
 @hookimpl

@@ -104,3 +104,38 @@ def test_the_same_search_started_twice_runs_once(tmp_path):
     assert f"pid {winner.pid}" in refusal and "Traceback" not in refusal
     keys = [(t.user_attrs["generation"], t.user_attrs["index"]) for t in trials(url, STUDY)]
     assert len(keys) == len(set(keys)) == 20  # every candidate evaluated once
+
+
+def test_mlflow_catches_up_with_the_study_after_kills(tmp_path):
+    """The study is written before MLflow: whatever a kill leaves unlogged is logged on resume."""
+    from collections import Counter
+
+    from mlflow import MlflowClient
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracked = [a for a in LONG if a != "tracking=none"] + [f"tracking.tracking_uri={uri}"]
+    # Killed untracked after 6 trials, then killed tracked after 13, then finished tracked.
+    for args, kill_after in ((LONG, 6), (tracked, 13)):
+        proc = start(tmp_path, *args, "launcher.workers=0", f"storage.url={url}")
+        seen = wait_for_trials(url, STUDY, kill_after, proc)
+        proc.kill()
+        proc.communicate()
+        assert kill_after <= seen < 20
+    done = nasfw(tmp_path, *tracked, "launcher.workers=0", f"storage.url={url}")
+    assert done.returncode == 0, done.stderr
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("nasfw").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    steps = Counter(m.step for m in client.get_metric_history(parent.info.run_id, "trial_failed"))
+    assert steps == Counter(range(20))  # every trial once
+    best = Counter(m.step for m in client.get_metric_history(parent.info.run_id, "best_so_far"))
+    assert best == Counter(range(5))
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    generations = Counter(r.data.tags["nasfw.generation"] for r in nested)
+    assert generations == Counter(str(g) for g in range(5))
+    for run in nested:
+        assert run.info.status == "FINISHED"
+        assert len(client.get_metric_history(run.info.run_id, "n_ok")) == 1
+    assert any(r.data.tags.get("nasfw.logged_on_resume") for r in nested)  # gen 0 at least
