@@ -9,10 +9,14 @@ channel is. For every op with per-output-pixel cost ``C`` (2·H_out·W_out·k_h�
     regularizer = C · (A_in · Σ|gamma_out| + A_out · Σ|gamma_in|)
 
 where ``A`` are alive-channel counts (|gamma| > threshold) taken as constants, and inputs without a
-gamma (the image, a projection) count their full width. Channels joined by an ``add`` merge are
-one group (group gamma = element-wise max; alive if any member is); ``concat`` concatenates the
-vectors; flattening repeats each channel's gamma over its pixels. Channels are traced from the
-ArchGraph and the builder's shapes, never from parameter positions.
+gamma (the image, a projection) count their full width. Channels are grouped one by one, as
+morph-net's ``OpRegularizerManager`` groups them: the channels an ``add`` sums position by position
+are one group (its gamma is the element-wise max of the members', alive if any member is), through
+any nesting of ``add``, ``concat`` (which lays its inputs' channels end to end) and flattening
+(which repeats each channel over its pixels). A channel summed with one that has no gamma (the
+image) is always alive. Inputs an ``add`` projects (a 1x1 conv the builder inserts when widths
+differ) join no group: the projection adapts to any width. Channels are traced from the ArchGraph
+and the builder's shapes, never from parameter positions.
 """
 
 from __future__ import annotations
@@ -67,9 +71,24 @@ class Term:
     out_width: int
 
 
+def _positions(segments: list[Segment]) -> list[Channel]:
+    """The channel behind every position of a (flattened) tensor described by ``segments``."""
+    return [
+        None if s.owner is None else (s.owner, c)
+        for s in segments
+        for c in range(s.length)
+        for _ in range(s.repeat)
+    ]
+
+
 def _flatten(segments: list[Segment], shape: tuple[int, ...]) -> list[Segment]:
     pixels = math.prod(shape[1:])
     return [replace(s, repeat=s.repeat * pixels) for s in segments]
+
+
+# One channel of a gate: (owner node, channel index); None is a channel without a gamma.
+Channel = tuple[str, int] | None
+_PINNED: tuple[str, int] = ("", -1)  # the group of channels without a gamma: always alive
 
 
 class FlopRegularizer(nn.Module):
@@ -84,19 +103,43 @@ class FlopRegularizer(nn.Module):
         self.model = model
         self.threshold = threshold
         self.graph = graph
-        self._parent: dict[str, str] = {}
+        self._parent: dict[tuple[str, int], tuple[str, int]] = {}
         self.terms = self._trace()
+        self._index_groups()
 
-    # -- tracing ----------------------------------------------------------------------------
-    def _find(self, owner: str) -> str:
-        while self._parent.get(owner, owner) != owner:
-            owner = self._parent[owner]
-        return owner
+    # -- channel groups ---------------------------------------------------------------------
+    def _find(self, channel: tuple[str, int]) -> tuple[str, int]:
+        root = channel
+        while self._parent.get(root, root) != root:
+            root = self._parent[root]
+        while channel != root:  # path compression
+            channel, self._parent[channel] = self._parent[channel], root
+        return root
 
-    def _union(self, a: str, b: str) -> None:
-        ra, rb = self._find(a), self._find(b)
+    def _union(self, a: Channel, b: Channel) -> None:
+        ra, rb = self._find(a or _PINNED), self._find(b or _PINNED)
         if ra != rb:
-            self._parent[max(ra, rb)] = min(ra, rb)
+            self._parent[max(ra, rb)] = min(ra, rb)  # _PINNED sorts first: it stays the root
+
+    def _index_groups(self) -> None:
+        """Tensors for the per-step gammas: every gate channel's group and pinned flag."""
+        owners = self._owners()
+        self._slices: dict[str, slice] = {}
+        roots: dict[tuple[str, int], int] = {}
+        group, pinned, start = [], [], 0
+        for owner in owners:
+            width = self.model.node_modules[f"{owner}{GATE_SUFFIX}"].num_features
+            self._slices[owner] = slice(start, start + width)
+            start += width
+            for c in range(width):
+                root = self._find((owner, c))
+                group.append(roots.setdefault(root, len(roots)))
+                pinned.append(root == _PINNED)
+        self._group = torch.tensor(group, dtype=torch.long)
+        self._pinned = torch.tensor(pinned, dtype=torch.bool)
+        self._n_groups = len(roots)
+        # Without an add every channel is its own group: the gates' gammas are used as they are.
+        self._grouped = self._n_groups < len(group) or any(pinned)
 
     def _trace(self) -> list[Term]:
         model, gated_graph = self.model, self.model.graph
@@ -147,57 +190,63 @@ class FlopRegularizer(nn.Module):
             merged = [seg for group in ins for seg in group]
             return merged, (sum(s[0] for s in shapes), *spatial)
         channels = max(s[0] for s in shapes)
-        simple = [
-            g[0]
-            for g, s in zip(ins, shapes, strict=True)
-            if len(g) == 1 and g[0].owner is not None and s[0] == channels
-        ]
-        if len(simple) == len(ins) and len({(g.length, g.repeat) for g in simple}) == 1:
-            for g in simple[1:]:
-                self._union(simple[0].owner, g.owner)  # type: ignore[arg-type]
-            return [simple[0]], (channels, *spatial)
-        # Projected or mixed inputs: the sum's channels have no single gamma.
-        return [Segment(None, channels)], (channels, *spatial)
+        # Inputs narrower than the widest are projected by the builder: they join no group.
+        summed = [g for g, s in zip(ins, shapes, strict=True) if s[0] == channels]
+        first = _positions(summed[0])
+        for other in summed[1:]:
+            for a, b in zip(first, _positions(other), strict=True):
+                self._union(a, b)
+        # Position by position the sum is one group with the first input's channels.
+        return summed[0], (channels, *spatial)
 
     # -- gammas -----------------------------------------------------------------------------
+    def _effective(self) -> torch.Tensor:
+        """|gamma| of every gate channel raised to its group's max, shape ``(channels,)``."""
+        if not self._slices:  # no conv2d/dense layer: nothing to regularize
+            return torch.zeros(0)
+        gammas = torch.cat(
+            [self.model.node_modules[f"{o}{GATE_SUFFIX}"].weight.abs() for o in self._owners()]
+        )
+        if not self._grouped:
+            return gammas
+        group = self._group.to(gammas.device)
+        top = gammas.new_zeros(self._n_groups).scatter_reduce(
+            0, group, gammas, reduce="amax", include_self=False
+        )
+        return top[group]
+
     def gamma(self, owner: str) -> torch.Tensor:
-        """|gamma| of ``owner``'s group: the element-wise max over the group's gates."""
-        root = self._find(owner)
-        members = [o for o in self._owners() if self._find(o) == root]
-        vectors = [self.model.node_modules[f"{o}{GATE_SUFFIX}"].weight.abs() for o in members]
-        return torch.stack(vectors).amax(dim=0) if len(vectors) > 1 else vectors[0]
+        """|gamma| of ``owner``'s channels, each its group's element-wise max over the gates."""
+        if not self._grouped:
+            return self.model.node_modules[f"{owner}{GATE_SUFFIX}"].weight.abs()
+        return self._effective()[self._slices[owner]]
 
     def _owners(self) -> list[str]:
         return [t.owner for t in self.terms if t.owner is not None]
 
-    def _group_gammas(self) -> dict[str, torch.Tensor]:
-        """:meth:`gamma` of every conv2d/dense node, each group's computed once."""
-        by_root: dict[str, torch.Tensor] = {}
-        gammas = {}
-        for owner in self._owners():
-            root = self._find(owner)
-            if root not in by_root:
-                by_root[root] = self.gamma(owner)
-            gammas[owner] = by_root[root]
-        return gammas
-
-    def _alive(self, gammas: dict[str, torch.Tensor]) -> dict[str, int]:
-        with torch.no_grad():
-            return {o: int((g > self.threshold).sum()) for o, g in gammas.items()}
-
-    def alive(self) -> dict[str, int]:
-        """Alive channels of every conv2d/dense node (its group's count)."""
-        return self._alive(self._group_gammas())
+    def _alive_mask(self, effective: torch.Tensor) -> torch.Tensor:
+        return (effective > self.threshold) | self._pinned.to(effective.device)
 
     def kept_channels(self) -> dict[str, torch.Tensor]:
-        """Indices of the channels a shrunk network keeps, per conv2d/dense node: its group's
-        alive channels, or the strongest one when none is alive (as :func:`shrink` keeps one)."""
+        """Indices of the channels a shrunk network keeps, per conv2d/dense node: the alive
+        ones. A node with none keeps its strongest channel's group (as :func:`shrink` keeps
+        one channel), for every member of that group, so sums stay aligned."""
         with torch.no_grad():
-            kept = {}
-            for owner, gamma in self._group_gammas().items():
-                alive = torch.nonzero(gamma > self.threshold).flatten()
-                kept[owner] = alive if len(alive) else gamma.argmax().reshape(1)
-            return kept
+            effective = self._effective()
+            group = self._group.to(effective.device)
+            alive_group = torch.zeros(self._n_groups, dtype=torch.bool, device=effective.device)
+            alive_group[group[self._alive_mask(effective)]] = True
+            for part in self._slices.values():
+                if not alive_group[group[part]].any():
+                    alive_group[group[part][effective[part].argmax()]] = True
+            return {
+                owner: torch.nonzero(alive_group[group[part]]).flatten().cpu()
+                for owner, part in self._slices.items()
+            }
+
+    def alive(self) -> dict[str, int]:
+        """Channels a shrunk network keeps, per conv2d/dense node (:meth:`kept_channels`)."""
+        return {owner: len(kept) for owner, kept in self.kept_channels().items()}
 
     def input_channels(self, term: Term, kept: dict[str, torch.Tensor]) -> torch.Tensor:
         """Indices of ``term``'s input features a shrunk network keeps (flattened maps
@@ -220,7 +269,7 @@ class FlopRegularizer(nn.Module):
         )
 
     def flops(self) -> float:
-        """The cost model's FLOPs with the alive widths (full widths while every gamma is 1)."""
+        """The cost model's FLOPs at the kept widths (full widths while every gamma is 1)."""
         alive = self.alive()
         return sum(
             t.cost
@@ -230,10 +279,25 @@ class FlopRegularizer(nn.Module):
         )
 
     def forward(self) -> torch.Tensor:
-        # Called at every training step: each group's gamma is computed (and summed) once.
-        gammas = self._group_gammas()
-        alive = self._alive(gammas)
-        sums = {o: g.sum() for o, g in gammas.items()}
+        # Called at every training step: one gather of the group maxima for all gates. Pinned
+        # channels are alive whatever their gamma: pushing it down would gain nothing.
+        if self._grouped:
+            effective = self._effective()
+            free = effective.masked_fill(self._pinned.to(effective.device), 0.0)
+            gammas = {o: effective[part] for o, part in self._slices.items()}
+            sums = {o: free[part].sum() for o, part in self._slices.items()}
+            pinned = {o: self._pinned[part] for o, part in self._slices.items()}
+        else:  # the common case, no add: per-gate work only
+            gammas = {o: self.gamma(o) for o in self._slices}
+            sums = {o: g.sum() for o, g in gammas.items()}
+            pinned = {}
+        with torch.no_grad():
+            alive = {
+                o: int(((g > self.threshold) | pinned[o].to(g.device)).sum())
+                if o in pinned
+                else int((g > self.threshold).sum())
+                for o, g in gammas.items()
+            }
         total = torch.zeros(())
         for t in self.terms:
             a_in = self._width(t.inputs, alive)

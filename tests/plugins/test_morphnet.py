@@ -267,3 +267,113 @@ def test_bad_morphnet_config_names_the_key(tmp_path, bad):
     out = nasfw(tmp_path, *TINY, bad)
     assert out.returncode != 0
     assert bad.split("=")[0] in out.stderr or "postproc/nope" in out.stderr
+
+
+# -- channel groups through nested add / concat / flatten -------------------------------------
+def _shaped(shape: tuple[int, ...]) -> type:
+    return type("Shaped", (), {"input_shape": shape, "n_outputs": 10})
+
+
+def _set_gammas(model, gammas: dict[str, list[float]]) -> None:
+    with torch.no_grad():
+        for node, values in gammas.items():
+            model.node_modules[f"{node}_gate"].weight.copy_(torch.tensor(values))
+
+
+def _input_mask(reg, node: str) -> str:
+    """Which input positions of ``node``'s op a shrunk network keeps, as a 0/1 string."""
+    (term,) = [t for t in reg.terms if t.node == node]
+    kept = reg.kept_channels()
+    bits = []
+    for s in term.inputs:
+        alive = [1] * s.length if s.owner is None else [0] * s.length
+        if s.owner is not None:
+            for c in kept[s.owner].tolist():
+                alive[c] = 1
+        bits += [b for b in alive for _ in range(s.repeat)]
+    return "".join(map(str, bits))
+
+
+def test_an_add_of_a_concat_is_grouped_channel_by_channel(ops):
+    """The report's network: add(concat(conv1, conv2), conv4) was treated as ungated."""
+    graph = ArchGraph(
+        [
+            conv("conv1", 7),
+            conv("conv2", 5),
+            Node("cat", "identity", {}, inputs=("conv1", "conv2"), merge="concat"),
+            Node("conv3", "conv2d", {"filters": 4, "kernel_size": 1}, inputs=("cat",)),
+            conv("conv4", 12, "conv3"),
+            Node("sum", "identity", {}, inputs=("cat", "conv4"), merge="add"),
+            conv("conv5", 3, "sum"),
+        ],
+        output="conv5",
+    )
+    problem = _shaped((3, 17, 19))
+    torch.manual_seed(0)
+    model = build_model(add_gates(graph), problem(), ops)
+    reg = FlopRegularizer(model, graph, 0.1)
+    _set_gammas(
+        model,
+        {
+            "conv1": [0, 1, 1, 0, 1, 0, 1],
+            "conv4": [0, 1, 0, 1, 1, 0, 1, 0, 0, 1, 0, 0],
+            "conv2": [1] * 5,
+            "conv3": [1] * 4,
+            "conv5": [1] * 3,
+        },
+    )
+    alive = reg.alive()
+    assert alive["conv4"] == 10 and alive["conv1"] == 5 and alive["conv2"] == 5
+    assert _input_mask(reg, "conv5") == "011110111111"  # OR of [conv1 ++ conv2] and conv4
+    (term,) = [t for t in reg.terms if t.node == "conv5"]
+    assert sum(float(reg.gamma(s.owner).sum()) for s in term.inputs) == 10.0  # group sum
+    reg().backward()  # conv5's consumers put pressure on conv4's gammas through the group
+    assert float(model.node_modules["conv4_gate"].weight.grad[3]) > 0
+    small, changes = shrink(graph, alive)
+    assert changes["conv4"] == (12, 10) and changes["conv1"] == (7, 5)
+    shrunk = build_model(small, problem(), ops)
+    merge = shrunk.merges["sum"]
+    assert all(isinstance(a, torch.nn.Identity) for a in merge.adapters)  # no projection
+    assert model_cost(shrunk, problem.input_shape).flops == reg.flops()
+
+
+def test_an_add_of_a_concat_with_the_image_keeps_the_image_channels(ops):
+    graph = ArchGraph(
+        [
+            conv("conv2", 5),
+            Node("cat", "identity", {}, inputs=("input", "conv2"), merge="concat"),
+            Node("sum", "identity", {}, inputs=("cat", "cat"), merge="add"),
+            conv("out", 4, "sum"),
+        ],
+        output="out",
+    )
+    torch.manual_seed(0)
+    model = build_model(add_gates(graph), _shaped((6, 8, 8))(), ops)
+    reg = FlopRegularizer(model, graph, 0.1)
+    _set_gammas(model, {"conv2": [1, 0, 1, 0, 0], "out": [1] * 4})
+    assert _input_mask(reg, "out") == "11111110100"
+    assert reg.alive()["conv2"] == 2
+
+
+def test_groups_follow_flattening_into_a_dense_add(ops):
+    # A 2-channel 2x2 map flattened (8 features) summed with an 8-unit dense layer: feature i
+    # of the dense layer is grouped with channel i // 4 of the conv.
+    graph = ArchGraph(
+        [
+            Node("c", "conv2d", {"filters": 2, "kernel_size": 1}, inputs=("input",)),
+            Node("d", "dense", {"units": 8}, inputs=("input",)),
+            Node("sum", "identity", {}, inputs=("c", "d"), merge="add"),
+            Node("head", "dense", {"units": 3}, inputs=("sum",)),
+        ],
+        output="head",
+    )
+    problem = _shaped((1, 2, 2))
+    torch.manual_seed(0)
+    model = build_model(add_gates(graph), problem(), ops)
+    reg = FlopRegularizer(model, graph, 0.1)
+    _set_gammas(model, {"c": [0, 0], "d": [0, 0, 0, 0, 0, 1, 0, 0], "head": [1] * 3})
+    assert reg.alive() == {"c": 1, "d": 4, "head": 3}  # channel 1 lives through d's unit 5
+    assert [int(i) for i in reg.kept_channels()["d"]] == [4, 5, 6, 7]
+    small, _ = shrink(graph, reg.alive())
+    shrunk = build_model(small, problem(), ops)
+    assert model_cost(shrunk, problem.input_shape).flops == reg.flops()
