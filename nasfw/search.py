@@ -186,28 +186,28 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
         lease = DriverLease(ledger.storage, cfg.study_name)
         lease.acquire()
         ledger.check_fingerprint(fingerprint(cfg))
+        saved = ledger.load_state()
+        start_generation = 0
+        if saved is not None:
+            last, state = saved
+            tuner.restore(state)
+            start_generation = last + 1
+        context = SearchContext(
+            cfg=cfg,
+            problem=problem,
+            space=space,
+            tuner=tuner,
+            study=ledger.study,
+            output_dir=output_dir,
+            history=ledger.records(),
+            start_generation=start_generation,
+            generation_seconds=ledger.generation_seconds(),
+        )
     except BaseException:
         launcher.close()
         if lease is not None:
             lease.release()
         raise
-    saved = ledger.load_state()
-    start_generation = 0
-    if saved is not None:
-        last, state = saved
-        tuner.restore(state)
-        start_generation = last + 1
-    context = SearchContext(
-        cfg=cfg,
-        problem=problem,
-        space=space,
-        tuner=tuner,
-        study=ledger.study,
-        output_dir=output_dir,
-        history=ledger.records(),
-        start_generation=start_generation,
-        generation_seconds=ledger.generation_seconds(),
-    )
     hook = _hooks()
     best: TrialRecord | None = None
     try:

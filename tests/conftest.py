@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,32 @@ def slurm_cluster():
                 os.environ.pop("SLURM_CONF", None)
             else:
                 os.environ["SLURM_CONF"] = before
+
+
+def run_together(target: Callable[..., object], args: tuple[object, ...], n: int) -> list[object]:
+    """Run ``target(*args)`` in ``n`` spawned processes released at the same moment.
+
+    ``target`` must be importable (module level) and return something picklable; the results
+    come back in the order the processes finished (``"raised <error>"`` for one that raised).
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(n), context.Queue()
+    procs = [
+        context.Process(target=_released, args=(target, args, barrier, results)) for _ in range(n)
+    ]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=240) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    return outcomes
+
+
+def _released(target: Callable[..., object], args: tuple[object, ...], barrier, results) -> None:
+    barrier.wait()
+    try:
+        results.put(target(*args))
+    except Exception as err:  # reported, not lost: the caller would wait for it otherwise
+        results.put(f"raised {type(err).__name__}: {err}")

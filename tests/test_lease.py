@@ -9,6 +9,7 @@ import time
 
 import optuna
 import pytest
+from conftest import run_together
 
 from nasfw.lease import SEPARATOR, DriverLease, LeaseError
 from nasfw.ledger import open_storage
@@ -18,32 +19,22 @@ def _urls(tmp_path):
     return {"sqlite": f"sqlite:///{tmp_path}/s.db", "journal": f"journal://{tmp_path}/j.log"}
 
 
-def _contend(url: str, barrier, results) -> None:
-    storage = open_storage(url)
-    lease = DriverLease(storage, "study", interval=0.2)
-    barrier.wait()
+def _contend(url: str) -> tuple[str, object]:
+    lease = DriverLease(open_storage(url), "study", interval=0.2)
     try:
         lease.acquire()
     except LeaseError as err:
-        results.put(("refused", str(err)))
-        return
-    results.put(("won", os.getpid()))
+        return ("refused", str(err))
     time.sleep(4)  # hold it while the others look
     lease.release()
+    return ("won", os.getpid())
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_drivers_starting_together_get_one_lease(tmp_path, kind):
     url = _urls(tmp_path)[kind]
     open_storage(url)  # the schema exists: this test is about the lease, not the schema race
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(4), ctx.Queue()
-    procs = [ctx.Process(target=_contend, args=(url, barrier, results)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    outcomes = [results.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
+    outcomes = run_together(_contend, (url,), 4)
     won = [o for o in outcomes if o[0] == "won"]
     assert len(won) == 1, outcomes
     for _, message in (o for o in outcomes if o[0] == "refused"):

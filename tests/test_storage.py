@@ -9,6 +9,7 @@ import uuid
 import optuna
 import pytest
 from cli import TINY, nasfw, trials
+from conftest import run_together
 
 from nasfw import ArchGraph, Candidate, Node, Result
 from nasfw.ledger import Ledger, open_storage
@@ -49,23 +50,16 @@ def _assert_nothing_lost_or_duplicated(stored: list[optuna.trial.FrozenTrial]) -
     assert all(t.user_attrs["fail_reason"] == "boom" for t in failed)
 
 
-def _open_when_all_ready(url: str, ready: multiprocessing.synchronize.Barrier) -> None:
-    ready.wait(60)
+def _open(url: str) -> str:
     open_storage(url)
+    return "ok"
 
 
 def test_processes_creating_one_fresh_sqlite_database_at_once_all_open_it(tmp_path):
     """Array jobs start together on a new database: all must open it, not lose the schema race."""
-    context = multiprocessing.get_context("spawn")
     for round_ in range(3):
         url = f"sqlite:///{tmp_path}/fresh{round_}.db"
-        ready = context.Barrier(6)
-        procs = [context.Process(target=_open_when_all_ready, args=(url, ready)) for _ in range(6)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(120)
-        assert [p.exitcode for p in procs] == [0] * 6, f"round {round_}"
+        assert run_together(_open, (url,), 6) == ["ok"] * 6, f"round {round_}"
     assert optuna.get_all_study_summaries(url) == []
 
 

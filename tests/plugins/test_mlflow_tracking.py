@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from conftest import load_space
+from conftest import load_space, run_together
 from omegaconf import DictConfig, OmegaConf
 
 from nasfw import (
@@ -470,30 +470,19 @@ def test_fitness_per_generation_plot(env: Env, search: dict[str, Any]) -> None:
 
 
 # -- searches started together in an empty directory -------------------------------------------
-def _open_store(uri: str, barrier: Any, results: Any) -> None:
-    barrier.wait()
+def _open_store(uri: str) -> str:
     try:
         plugin._connect(uri)
-        results.put("ok")
     except Exception as err:
-        results.put(f"{type(err).__name__}: {err}")
+        return f"{type(err).__name__}: {err}"
+    return "ok"
 
 
 @pytest.mark.parametrize("round_", range(2))
 def test_stores_created_together_take_turns(tmp_path: Path, round_: int) -> None:
     """Unserialised, 3 processes left a half-migrated database in 2 of 3 rounds."""
-    import multiprocessing
-
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(3), ctx.Queue()
-    procs = [ctx.Process(target=_open_store, args=(uri, barrier, results)) for _ in range(3)]
-    for p in procs:
-        p.start()
-    outcomes = [results.get(timeout=240) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-    assert outcomes == ["ok"] * 3
+    assert run_together(_open_store, (uri,), 3) == ["ok"] * 3
     client = MlflowClient(tracking_uri=uri)  # later runs open it: a whole, current schema
     assert client.get_experiment_by_name("Default") is not None
 
