@@ -30,6 +30,11 @@ def test_every_preset_is_within_its_ranges(override):
 OUT_OF_RANGE = [
     ("train.epochs=0", "train.epochs=0 is out of range: it must be >= 1"),
     ("train.batch_size=0", "train.batch_size=0"),
+    ("train.lr=-1", "train.lr=-1.0 is out of range: it must be > 0"),
+    ("train.threads=-3", "train.threads=-3"),
+    ("seed=-1", "seed=-1"),
+    ("postproc=morphnet postproc.top_k=0", "postproc.top_k=0"),
+    ("search_space.max_params=-5", "search_space.max_params=-5"),
     ("train.lr=0", "train.lr=0.0 is out of range: it must be > 0"),
     ("train.lr=-inf", "train.lr=-inf must be a finite number"),
     ("train.weight_decay=-0.1", "train.weight_decay=-0.1"),
