@@ -18,9 +18,6 @@ from typing import Any
 
 from nasfw import EvaluationConfig, PostprocConfig, hookimpl, setting
 
-from .postproc import run_postproc
-from .scoring import regularized_score
-
 
 @dataclass
 class MorphSettings:
@@ -63,6 +60,22 @@ class MorphNetConfig(PostprocConfig, MorphSettings):
 def register_configs(register: Callable[[str, str, Any], None]) -> None:
     register("evaluation", "regularized", RegularizedScoringConfig)
     register("postproc", "morphnet", MorphNetConfig)
+
+
+# torch is imported when a network is scored or shrunk, not when plugins are discovered: every
+# `python -m nasfw` (--help and config errors included) loads this module.
+def regularized_score(*args: Any, **kwargs: Any) -> Any:
+    """:func:`.scoring.regularized_score`, imported on first use."""
+    from .scoring import regularized_score as score
+
+    return score(*args, **kwargs)
+
+
+def run_postproc(*args: Any, **kwargs: Any) -> Any:
+    """:func:`.postproc.run_postproc`, imported on first use."""
+    from .postproc import run_postproc as postproc
+
+    return postproc(*args, **kwargs)
 
 
 @hookimpl
