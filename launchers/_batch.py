@@ -153,6 +153,16 @@ class BatchLauncher(Launcher[Any]):
     def _cancel(self, job_ids: Sequence[str]) -> None:
         raise NotImplementedError
 
+    def check_device(self, spec: str) -> None:
+        """Jobs train on the nodes, not here: only check that a CUDA job gets a GPU."""
+        from nasfw import ConfigError
+
+        if spec.startswith("cuda") and self.config.gpus_per_task < 1:
+            raise ConfigError(
+                f"train.device={spec!r} needs launcher.gpus_per_task >= 1: a job is given no "
+                "GPU otherwise (train.device=auto trains on the GPU a job gets, if any)"
+            )
+
     @property
     def workers(self) -> int:
         # The search gives each evaluation cpu_count // workers torch threads: cpus_per_task.

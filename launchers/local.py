@@ -23,10 +23,15 @@ from nasfw import (
 @dataclass
 class LocalLauncherConfig(LauncherConfig):
     name: str = "local"
-    # Worker processes; 0 evaluates in the driver process (handy for debugging).
-    workers: int = setting(2, ge=0)
-    # "spawn" is safe with torch's threads; "fork" starts faster where it is safe.
+    # Worker processes; 0 evaluates in the driver process (handy for debugging). None: one per
+    # GPU when training on CUDA, else 2.
+    workers: int | None = setting(None, ge=0)
+    # "spawn" is safe with torch's threads and CUDA; "fork" starts faster where it is safe.
     start_method: str = "spawn"
+    # GPUs the workers train on (indices among the visible ones; None: all), one per worker
+    # through CUDA_VISIBLE_DEVICES, round-robin when there are more workers than GPUs. Used
+    # with train.device=auto or cuda; cuda:N puts every worker on GPU N.
+    gpus: list[int] | None = None
 
 
 class LocalLauncher(Launcher[Any]):
@@ -48,16 +53,43 @@ class LocalLauncher(Launcher[Any]):
                 f"launcher.start_method={config.start_method!r} is not one of {methods}"
             )
         self._pool: ProcessPoolExecutor | None = None
+        self._processes = 2 if config.workers is None else int(config.workers)
+        # CUDA_VISIBLE_DEVICES entries handed to workers in turn (empty: workers keep the
+        # driver's view).
+        self.gpu_ids: list[str] = []
 
     @property
     def workers(self) -> int:
-        return max(1, self.config.workers)
+        return max(1, self._processes)
+
+    def check_device(self, spec: str) -> None:
+        """Resolve ``train.device`` here; on CUDA give each worker its own GPU."""
+        from nasfw.device import cuda_devices, resolve_device
+
+        device = resolve_device(spec)
+        if device.type != "cuda" or spec.startswith("cuda:"):
+            return
+        visible = cuda_devices()
+        chosen = list(range(len(visible))) if self.config.gpus is None else self.config.gpus
+        wrong = [i for i in chosen if not 0 <= i < len(visible)]
+        if wrong or not chosen:
+            raise ConfigError(
+                f"launcher.gpus={list(chosen)}: {len(visible)} GPU(s) are visible "
+                f"(indices 0..{len(visible) - 1})"
+            )
+        self.gpu_ids = [visible[i] for i in chosen]
+        if self.config.workers is None:
+            self._processes = len(self.gpu_ids)
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             context = multiprocessing.get_context(self.config.start_method)
+            turn = context.Value("i", 0)  # shared by the pools' workers, replacements included
             self._pool = ProcessPoolExecutor(
-                self.config.workers, mp_context=context, initializer=init_worker_process
+                self._processes,
+                mp_context=context,
+                initializer=_init_worker,
+                initargs=(turn, self.gpu_ids),
             )
         return self._pool
 
@@ -74,7 +106,7 @@ class LocalLauncher(Launcher[Any]):
             if on_result is not None:
                 on_result(index, result)
 
-        if self.config.workers == 0:
+        if self._processes == 0:
             for index, item in enumerate(items):
                 try:
                     result = fn(item)
@@ -172,6 +204,19 @@ class LocalLauncher(Launcher[Any]):
         for process in list((getattr(pool, "_processes", None) or {}).values()):
             process.terminate()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _init_worker(turn: Any, gpu_ids: list[str]) -> None:
+    """Worker set-up: :func:`nasfw.init_worker_process`, then the next GPU in turn (before
+    anything initialises CUDA in this process, so it sees that GPU only, as ``cuda:0``)."""
+    import os
+
+    init_worker_process()
+    if gpu_ids:
+        with turn.get_lock():
+            index = turn.value
+            turn.value += 1
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_ids[index % len(gpu_ids)]
 
 
 @hookimpl

@@ -15,6 +15,7 @@ from nasfw.config import (
     Optimizer,
     ParamRange,
     PostprocConfig,
+    Precision,
     ProblemConfig,
     SearchSpaceConfig,
     StageConfig,
@@ -36,7 +37,7 @@ from nasfw.tuner import Candidate, Result, Tuner
 
 if TYPE_CHECKING:
     from nasfw.builder import BuildError, ModelCost, build_model, model_cost
-    from nasfw.evaluate import Evaluator, candidate_seed
+    from nasfw.evaluate import Evaluator, candidate_seed, device_facts
     from nasfw.search import SearchContext, TrialRecord, run_search
     from nasfw.train import TrainOutcome, evaluate_model, train_model
 
@@ -48,6 +49,7 @@ _LAZY = {
     "model_cost": "nasfw.builder",
     "Evaluator": "nasfw.evaluate",
     "candidate_seed": "nasfw.evaluate",
+    "device_facts": "nasfw.evaluate",
     "SearchContext": "nasfw.search",
     "TrialRecord": "nasfw.search",
     "run_search": "nasfw.search",
@@ -90,6 +92,7 @@ __all__ = [
     "ParamSpec",
     "PluginError",
     "PostprocConfig",
+    "Precision",
     "Problem",
     "ProblemConfig",
     "RandomChooser",
@@ -113,6 +116,7 @@ __all__ = [
     "candidate_seed",
     "check_settings",
     "check_writable",
+    "device_facts",
     "evaluate_model",
     "hookimpl",
     "init_worker_process",

@@ -133,6 +133,14 @@ class Optimizer(StrEnum):
     sgd = "sgd"
 
 
+class Precision(StrEnum):
+    """Arithmetic of training and scoring: fp32, or bf16/fp16 mixed precision (autocast)."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
 @dataclass
 class ProblemConfig:
     """A problem preset: which data, and how it is split."""
@@ -201,7 +209,14 @@ class TrainConfig:
     weight_decay: float = setting(0.0, ge=0)
     # Torch intra-op threads per worker (None: cores divided among the launcher's workers).
     threads: int | None = setting(None, ge=1)
-    device: str = "cpu"
+    # auto (CUDA when a GPU is visible, else MPS where torch has it, else CPU), cpu, cuda,
+    # cuda:N or mps. Every network is built, trained and scored there (nasfw/device.py).
+    device: str = "auto"
+    # fp32, or bf16 / fp16 autocast (fp16 with a gradient scaler): faster on recent GPUs.
+    precision: Precision = Precision.fp32
+    # torch.use_deterministic_algorithms(True), cuDNN autotuning off: bit-identical results on
+    # one GPU model and software stack, at some speed (see the README).
+    deterministic: bool = False
 
 
 @dataclass

@@ -92,7 +92,17 @@ class Evaluator:
             "train_seconds": outcome.seconds,
             "epochs": outcome.epochs,
             "loss": outcome.loss,
+            "extra": device_facts(outcome),
         }
         if outcome.diverged:
             return Result.failed(outcome.reason or "diverged", **facts)
         return Result(status="ok", metric=outcome.metric, **facts)
+
+
+def device_facts(outcome: Any) -> dict[str, str]:
+    """Where a :class:`nasfw.TrainOutcome` trained, for ``Result.extra`` (and so the trial)."""
+    return {
+        "device": outcome.device,
+        "device_name": outcome.device_name,
+        "precision": str(outcome.precision),
+    }

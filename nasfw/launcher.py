@@ -45,6 +45,19 @@ class Launcher(ABC, Generic[T]):
         """How many evaluations run at once (used to share CPU threads)."""
         return 1
 
+    def check_device(self, spec: str) -> None:
+        """Check, before the study exists, that evaluations can train on ``train.device=spec``
+        where this launcher runs them, and prepare for it (e.g. give workers their GPUs).
+
+        The default: evaluations run on this machine, so it must have the device.
+
+        Raises:
+            nasfw.ConfigError: naming ``train.device`` (or the launcher key at fault).
+        """
+        from nasfw.device import resolve_device
+
+        resolve_device(spec)
+
     def close(self) -> None:
         """Release workers; the launcher is not used afterwards."""
 

@@ -80,7 +80,11 @@ def fingerprint(cfg: DictConfig) -> dict[str, Any]:
     full = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     assert isinstance(full, dict)
     keys = ("tuner", "search_space", "problem", "train", "evaluation", "seed")
-    return {k: full[k] for k in keys}
+    found = {k: full[k] for k in keys}
+    # Where it trains is not what it searches: a search may resume on another machine (each
+    # trial records its device). train.precision and train.deterministic stay.
+    found["train"] = {k: v for k, v in found["train"].items() if k != "device"}
+    return found
 
 
 def _schema(node: Any, schema: type) -> Any:
@@ -136,7 +140,6 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
     from rich.console import Console
 
     from nasfw.config import (
-        ConfigError,
         ProblemConfig,
         TrainConfig,
         check_settings,
@@ -151,11 +154,6 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     console = console or Console(stderr=True)
     check_settings(cfg)
-    if cfg.train.device != "cpu":
-        raise ConfigError(
-            f"train.device={cfg.train.device!r}: nasfw trains on the CPU only for now "
-            "(train.device=cpu)"
-        )
     reg = registry()
     problem_config: ProblemConfig = _schema(cfg.problem, ProblemConfig)
     train_config: TrainConfig = _schema(cfg.train, TrainConfig)
@@ -178,6 +176,7 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
     launcher = launcher_cls(cfg.launcher)
     lease: DriverLease | None = None
     try:
+        launcher.check_device(str(cfg.train.device))
         # Everything the run will write to is checked before the study exists.
         check_writable(_export_path(cfg, output_dir), "export_dir")
         _hooks().nasfw_check_config(cfg=cfg)
@@ -384,8 +383,11 @@ def _export_best(context: SearchContext, best: TrialRecord, train_config: Any) -
     seed = candidate_seed(int(context.cfg.seed), Candidate(best.graph, train=best.train))
     torch.manual_seed(seed)
     model = build_model(best.graph, context.problem)
-    train_model(model, context.problem, train_config, seed, overrides=best.train)
-    test_metric = evaluate_model(model, context.problem, context.problem.test)
+    outcome = train_model(model, context.problem, train_config, seed, overrides=best.train)
+    test_metric = evaluate_model(
+        model, context.problem, context.problem.test, precision=train_config.precision
+    )
+    model.cpu()  # exported and handed to post-processors and trackers as a CPU model
     best.result.extra["test_metric"] = test_metric
     export_dir = _export_path(context.cfg, context.output_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
@@ -397,6 +399,11 @@ def _export_best(context: SearchContext, best: TrialRecord, train_config: Any) -
         f"val_{context.problem.metric}": best.result.metric,
         f"test_{context.problem.metric}": test_metric,
         "train_overrides": best.train,
+        "trained_on": {
+            "device": outcome.device,
+            "device_name": outcome.device_name,
+            "precision": str(outcome.precision),
+        },
     }
     (export_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     context.best_model = model

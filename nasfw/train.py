@@ -1,4 +1,8 @@
-"""The one training loop: every tuner and post-processor trains through ``train_model``."""
+"""The one training loop: every tuner and post-processor trains through ``train_model``.
+
+Networks train on ``train.device`` (nasfw/device.py) in ``train.precision``; a problem's data
+goes to that device once per process and stays there, so batches are slices of device tensors.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nasfw.config import Optimizer, TrainConfig
+from nasfw.config import Optimizer, Precision, TrainConfig
+from nasfw.device import device_name, resolve_device
 from nasfw.problem import Problem, Split
 
 # Optional extra loss (e.g. a MorphNet regularizer): called on the model at every step.
@@ -24,7 +29,8 @@ BeforeStep = Callable[[torch.optim.Optimizer, int, int], None]
 
 @dataclass
 class TrainOutcome:
-    """``metric`` is the validation metric after the last epoch (higher is better)."""
+    """``metric`` is the validation metric after the last epoch (higher is better); ``device``,
+    ``device_name`` and ``precision`` say where and how it trained."""
 
     metric: float
     loss: float
@@ -33,6 +39,42 @@ class TrainOutcome:
     diverged: bool = False
     reason: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    device: str = "cpu"
+    device_name: str = ""
+    precision: str = Precision.fp32.value
+
+
+# Steps between two reads of the loss on an accelerator (each read waits for its queue).
+SYNC_EVERY = 32
+_AUTOCAST = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}
+# (id of a split, device) -> (the split, x, y): each process moves a problem's data once.
+_ON_DEVICE: dict[tuple[int, str], tuple[Split, torch.Tensor, torch.Tensor]] = {}
+
+
+def prepare_device(config: TrainConfig) -> torch.device:
+    """Resolve ``config.device`` and set this process up to train there (cuDNN autotuning, or
+    deterministic algorithms with ``config.deterministic``)."""
+    import os
+
+    device = resolve_device(config.device)
+    if config.deterministic:
+        # cuBLAS needs a fixed workspace for deterministic matmuls (set before its first use).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # architectures vary; shapes repeat per network
+    return device
+
+
+def autocast(device: torch.device, precision: Precision | str) -> Any:
+    """``torch.autocast`` for ``precision`` on ``device`` (a no-op context for fp32)."""
+    precision = Precision(precision)
+    return torch.autocast(
+        device_type=device.type,
+        dtype=_AUTOCAST.get(precision, torch.float32),
+        enabled=precision is not Precision.fp32,
+    )
 
 
 def _settings(config: TrainConfig, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -65,12 +107,22 @@ def _optimizer(
     return torch.optim.Adam(params, lr=lr, weight_decay=wd)
 
 
-def _tensors(split: Split, problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:
+def _tensors(
+    split: Split, problem: Problem, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``split`` as tensors on ``device``, moved there once per process (zero-copy on CPU)."""
+    key = (id(split), str(device))
+    cached = _ON_DEVICE.get(key)
+    if cached is not None and cached[0] is split:
+        return cached[1], cached[2]
     x = torch.from_numpy(np.ascontiguousarray(split.x, dtype=np.float32))
     if problem.task == "classification":
-        return x, torch.from_numpy(np.asarray(split.y, dtype=np.int64))
-    y = torch.from_numpy(np.asarray(split.y, dtype=np.float32))
-    return x, y.reshape(len(y), -1)
+        y = torch.from_numpy(np.asarray(split.y, dtype=np.int64))
+    else:
+        y = torch.from_numpy(np.asarray(split.y, dtype=np.float32)).reshape(len(split.y), -1)
+    x, y = x.to(device), y.to(device)
+    _ON_DEVICE[key] = (split, x, y)  # holding the split keeps its id from being reused
+    return x, y
 
 
 def loss_fn(problem: Problem) -> nn.Module:
@@ -79,13 +131,22 @@ def loss_fn(problem: Problem) -> nn.Module:
 
 @torch.no_grad()
 def evaluate_model(
-    model: nn.Module, problem: Problem, split: Split, batch_size: int = 512
+    model: nn.Module,
+    problem: Problem,
+    split: Split,
+    batch_size: int = 512,
+    precision: Precision | str = Precision.fp32,
 ) -> float:
-    """Accuracy (classification) or R² (regression) of ``model`` on ``split``."""
-    x, y = _tensors(split, problem)
+    """Accuracy (classification) or R² (regression) of ``model`` on ``split``, computed on the
+    device the model's parameters are on, in ``precision``."""
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    x, y = _tensors(split, problem, device)
     was_training = model.training
     model.eval()
-    outputs = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    with autocast(device, precision):
+        batches = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    outputs = torch.cat(batches).float()
     model.train(was_training)
     if problem.task == "classification":
         return float((outputs.argmax(dim=1) == y).float().mean())
@@ -106,6 +167,8 @@ def train_model(
 ) -> TrainOutcome:
     """Train ``model`` on ``problem.train`` and score it on ``problem.val``.
 
+    The model moves to ``config.device`` and trains there in ``config.precision`` (bf16/fp16
+    under autocast, fp16 with a gradient scaler); it stays on that device afterwards.
     Seeded (weights are expected to be initialised under the same seed by the caller; the
     batch order depends on ``seed`` only). ``overrides`` replace config knobs for this run
     (``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``weight_decay``). A loss that turns NaN
@@ -115,11 +178,17 @@ def train_model(
     runs before every optimizer step (e.g. to anneal a group's learning rate).
     """
     settings = _settings(config, overrides or {})
+    device = prepare_device(config)
+    precision = Precision(config.precision)
+    model.to(device)
     torch.manual_seed(seed)
-    order = torch.Generator().manual_seed(seed)
-    x, y = _tensors(problem.train, problem)
+    order = torch.Generator().manual_seed(seed)  # on the CPU: the same order on every device
+    x, y = _tensors(problem.train, problem, device)
     criterion = loss_fn(problem)
     optimizer = _optimizer(model, settings, param_groups)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision is Precision.fp16)
+    facts = {"device": str(device), "device_name": device_name(device), "precision": precision}
+    check_every = 1 if device.type == "cpu" else SYNC_EVERY
     batch_size = settings["batch_size"]
     started = time.perf_counter()
     history: list[dict[str, float]] = []
@@ -131,37 +200,52 @@ def train_model(
     ]
     total_steps, step = settings["epochs"] * len(batches), 0
     for epoch in range(1, settings["epochs"] + 1):
-        permutation = torch.randperm(len(x), generator=order)
-        total, seen = 0.0, 0
-        for start in batches:
+        permutation = torch.randperm(len(x), generator=order).to(device)
+        total, seen = torch.zeros((), device=device), 0
+        for position, start in enumerate(batches):
             index = permutation[start : start + batch_size]
-            loss = criterion(model(x[index]), y[index])
-            if extra_loss is not None:
-                loss = loss + extra_loss(model)
-            if not torch.isfinite(loss):
+            with autocast(device, precision):
+                loss = criterion(model(x[index]), y[index])
+                if extra_loss is not None:
+                    loss = loss + extra_loss(model)
+            total += loss.detach().float() * len(index)
+            seen += len(index)
+            # Checking reads the loss back from the device: every step on the CPU (a diverged
+            # network stops before its bad step), every few dozen on an accelerator, whose
+            # queue must not drain at each step. A NaN or inf anywhere makes the sum one.
+            checking = (step + 1) % check_every == 0 or position == len(batches) - 1
+            if checking and not torch.isfinite(total):
+                value = float(loss.detach()) if not torch.isfinite(loss) else float(total)
                 return TrainOutcome(
                     metric=math.nan,
-                    loss=float(loss.detach()),
+                    loss=value,
                     epochs=epoch,
                     seconds=time.perf_counter() - started,
                     diverged=True,
-                    reason=f"diverged: loss became {float(loss.detach())} in epoch {epoch}",
+                    reason=f"diverged: loss became {value} in epoch {epoch}",
                     history=history,
+                    **facts,
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if before_step is not None:
                 before_step(optimizer, step, total_steps)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             step += 1
-            total += float(loss.detach()) * len(index)
-            seen += len(index)
-        epoch_loss = total / max(seen, 1)
+        epoch_loss = float(total) / max(seen, 1)
         history.append({"epoch": epoch, "loss": epoch_loss})
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the seconds are the GPU's, not the launch queue's
     seconds = time.perf_counter() - started
-    metric = evaluate_model(model, problem, problem.val)
+    metric = evaluate_model(model, problem, problem.val, precision=precision)
     if history:
         history[-1]["val_metric"] = metric
     return TrainOutcome(
-        metric=metric, loss=epoch_loss, epochs=settings["epochs"], seconds=seconds, history=history
+        metric=metric,
+        loss=epoch_loss,
+        epochs=settings["epochs"],
+        seconds=seconds,
+        history=history,
+        **facts,
     )

@@ -45,7 +45,8 @@ class Result:
     epochs: int = 0
     error: str | None = None
     regularized_score: float | None = None
-    extra: dict[str, float] = field(default_factory=dict)
+    # Facts a scorer adds: numbers (logged as trial_<key> metrics) and strings (e.g. device).
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -60,6 +60,8 @@ MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 5000
 PARAMS_PER_BATCH = 100
 METRICS_PER_BATCH = 1000
+# What nasfw.device_facts records of where a network trained (Result.extra keys).
+DEVICE_FACTS = ("device", "device_name", "precision")
 # Consecutive tracking failures after which a search stops logging (see _guard).
 MAX_FAILURES = 3
 
@@ -147,6 +149,12 @@ def nasfw_trial_complete(
     with _guard(state, f"logging trial {trial.number}"):
         metrics = _metrics(_trial_values(result), step=trial.number)
         state["client"].log_batch(state["run_id"], metrics=metrics)
+    if not state.get("device_logged") and "device" in result.extra:
+        # Where networks actually trained (train.device may say auto): the first trial's.
+        with _guard(state, "logging the training device"):
+            params = {f"trained_on.{k}": str(result.extra.get(k)) for k in DEVICE_FACTS}
+            _log_params(state["client"], state["run_id"], params.items(), resumed=True)
+        state["device_logged"] = True
 
 
 @hookimpl
@@ -608,6 +616,7 @@ def _population(trials: list[TrialRecord]) -> dict[str, list[Any]]:
         "train_seconds",
         "regularized_score",
         "error",
+        *DEVICE_FACTS,
     ]
     attr_keys = sorted({k for t in trials for k in t.attrs})
     attr_columns = {k: k if k not in columns else f"attrs.{k}" for k in attr_keys}
@@ -627,6 +636,7 @@ def _population(trials: list[TrialRecord]) -> dict[str, list[Any]]:
             r.train_seconds,
             r.regularized_score,
             r.error,
+            *(r.extra.get(k) for k in DEVICE_FACTS),
         ]
         for column, value in zip(columns, row, strict=True):
             table[column].append(value)

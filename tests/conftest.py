@@ -87,3 +87,12 @@ def _released(target: Callable[..., object], args: tuple[object, ...], barrier, 
         results.put(target(*args))
     except Exception as err:  # reported, not lost: the caller would wait for it otherwise
         results.put(f"raised {type(err).__name__}: {err}")
+
+
+def fake_gpus(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    """This process believes it sees ``count`` CUDA GPUs (no CUDA call is made)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)

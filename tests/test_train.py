@@ -102,3 +102,49 @@ def test_too_large_and_unbuildable_candidates_fail(blobs, monkeypatch):
     conv_on_vector = ArchGraph([Node("c", "conv2d", {"filters": 4})], output="c")
     result = small(Candidate(conv_on_vector))
     assert not result.ok and "'c'" in result.error
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_and_is_recorded(blobs, precision):
+    import torch
+
+    config = TrainConfig(epochs=10, batch_size=32, lr=0.01, precision=precision, device="cpu")
+    torch.manual_seed(0)
+    outcome = train_model(build_model(MLP, blobs), blobs, config, seed=0)
+    assert outcome.metric > 0.9 and math.isfinite(outcome.loss)
+    assert (outcome.device, outcome.precision) == ("cpu", precision) and outcome.device_name
+
+
+def test_the_trial_records_where_it_trained(blobs, monkeypatch):
+    from nasfw import evaluate
+
+    monkeypatch.setattr(evaluate, "load_problem", lambda config: blobs)
+    evaluator = Evaluator(
+        problem=ProblemConfig(name="blobs"),
+        train=TrainConfig(epochs=2, precision="bf16"),
+        seed=0,
+        max_params=10_000,
+    )
+    result = evaluator(Candidate(MLP))
+    assert result.ok
+    expected = "cuda:0" if torch_cuda() else "cpu"
+    assert result.extra["device"] == expected and result.extra["precision"] == "bf16"
+    assert result.extra["device_name"]
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def test_deterministic_algorithms_on_request(blobs):
+    import torch
+
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        config = TrainConfig(epochs=2, deterministic=True, device="cpu")
+        train_model(build_model(MLP, blobs), blobs, config, seed=0)
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(before)

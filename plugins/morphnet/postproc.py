@@ -46,7 +46,8 @@ def run_postproc(context: SearchContext, config: Any) -> list[dict[str, Any]]:
         with torch.device("meta"):  # only counted, never run: no weights needed
             before = model_cost(build_model(trial.graph, problem), problem.input_shape)
         model, _ = build_shrunk(small, problem, seed, config, regularizer)
-        after = model_cost(model, problem.input_shape)
+        with torch.device("meta"):
+            after = model_cost(build_model(small, problem), problem.input_shape)
         outcome = train_model(model, problem, train, seed, overrides=trial.train)
         row = {
             "trial": trial.number,
@@ -56,7 +57,7 @@ def run_postproc(context: SearchContext, config: Any) -> list[dict[str, Any]]:
             "params_after": after.params,
             "val_before": trial.result.metric,
             "val_after": outcome.metric,
-            "test_after": evaluate_model(model, problem, problem.test),
+            "test_after": evaluate_model(model, problem, problem.test, precision=train.precision),
             "shrink_seconds": facts["shrink_seconds"],
             "shrunk_graph": small.to_json(),
         }

@@ -279,35 +279,34 @@ class FlopRegularizer(nn.Module):
         )
 
     def forward(self) -> torch.Tensor:
-        # Called at every training step: one gather of the group maxima for all gates. Pinned
-        # channels are alive whatever their gamma: pushing it down would gain nothing.
+        # Called at every training step, so it never reads a value back from the device: alive
+        # counts stay tensors (constants: no gradient). One gather of the group maxima for all
+        # gates; pinned channels are alive whatever their gamma, so they are not pushed down.
+        zero = torch.zeros((), device=next(self.model.parameters()).device)
         if self._grouped:
             effective = self._effective()
-            free = effective.masked_fill(self._pinned.to(effective.device), 0.0)
-            gammas = {o: effective[part] for o, part in self._slices.items()}
+            pinned = self._pinned.to(effective.device)
+            free = effective.masked_fill(pinned, 0.0)
             sums = {o: free[part].sum() for o, part in self._slices.items()}
-            pinned = {o: self._pinned[part] for o, part in self._slices.items()}
+            with torch.no_grad():
+                mask = (effective > self.threshold) | pinned
+                alive = {o: mask[part].sum().to(zero.dtype) for o, part in self._slices.items()}
         else:  # the common case, no add: per-gate work only
             gammas = {o: self.gamma(o) for o in self._slices}
             sums = {o: g.sum() for o, g in gammas.items()}
-            pinned = {}
-        with torch.no_grad():
-            alive = {
-                o: int(((g > self.threshold) | pinned[o].to(g.device)).sum())
-                if o in pinned
-                else int((g > self.threshold).sum())
-                for o, g in gammas.items()
-            }
-        total = torch.zeros(())
+            with torch.no_grad():
+                alive = {o: (g > self.threshold).sum().to(zero.dtype) for o, g in gammas.items()}
+        total = zero
         for t in self.terms:
-            a_in = self._width(t.inputs, alive)
+            a_in = sum(
+                ((s.length if s.owner is None else alive[s.owner]) * s.repeat for s in t.inputs),
+                zero,
+            )
             gamma_in = sum(
-                (sums[s.owner] * s.repeat for s in t.inputs if s.owner is not None),
-                torch.zeros(()),
+                (sums[s.owner] * s.repeat for s in t.inputs if s.owner is not None), zero
             )
             if t.owner is not None:
-                a_out = float(alive[t.owner])
-                total = total + t.cost * (a_in * sums[t.owner] + a_out * gamma_in)
+                total = total + t.cost * (a_in * sums[t.owner] + alive[t.owner] * gamma_in)
             else:
                 total = total + t.cost * float(t.out_width) * gamma_in
         return total

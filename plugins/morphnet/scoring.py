@@ -9,7 +9,16 @@ from typing import Any
 
 import torch
 
-from nasfw import Candidate, Problem, Result, TrainConfig, build_model, model_cost, train_model
+from nasfw import (
+    Candidate,
+    Problem,
+    Result,
+    TrainConfig,
+    build_model,
+    device_facts,
+    model_cost,
+    train_model,
+)
 
 from .regularizer import FlopRegularizer, add_gates
 from .shrink import carry_weights, shrink
@@ -93,7 +102,8 @@ def regularized_score(
     epochs = int(candidate.train.get("epochs", train.epochs))
     remaining = max(1, epochs - int(settings["shrink_epochs"]))
     model, carried = build_shrunk(small, problem, seed, settings, regularizer)
-    after = model_cost(model, problem.input_shape)
+    with torch.device("meta"):  # counted without computing anything
+        after = model_cost(build_model(small, problem), problem.input_shape)
     outcome = train_model(
         model, problem, train, seed, overrides={**candidate.train, "epochs": remaining}
     )
@@ -112,5 +122,6 @@ def regularized_score(
             "shrink_seconds": facts["shrink_seconds"],
             "widths_changed": float(sum(1 for b, a in facts["changes"].values() if a < b)),
             "carried_layers": float(carried),
+            **device_facts(outcome),
         },
     )

@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 
 import pytest
+from conftest import fake_gpus
 
 from nasfw import ConfigError
 from nasfw.launchers.local import LocalLauncher, LocalLauncherConfig
@@ -93,3 +94,60 @@ def test_bad_config_names_the_key():
         LocalLauncher(LocalLauncherConfig(workers=-1))
     with pytest.raises(ConfigError, match=r"launcher\.start_method"):
         LocalLauncher(LocalLauncherConfig(start_method="teleport"))
+
+
+# -- workers and GPUs (the device count is faked: CI has no GPU) ------------------------------
+def _visible_gpu(_: int) -> tuple[int, str | None]:
+    import os
+    import time
+
+    time.sleep(0.3)  # long enough that every worker gets items
+    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def _gpus_of_workers(launcher: LocalLauncher, items: int) -> list[str | None]:
+    from concurrent.futures import wait
+
+    pool = launcher._executor()
+    futures = [pool.submit(_visible_gpu, i) for i in range(items)]
+    wait(futures)
+    by_worker = dict(f.result() for f in futures)
+    return sorted(by_worker.values(), key=str)
+
+
+def test_each_worker_gets_its_own_gpu(monkeypatch):
+    fake_gpus(monkeypatch, 4)
+    launcher = LocalLauncher(LocalLauncherConfig())
+    launcher.check_device("auto")
+    try:
+        assert launcher.workers == 4  # one per GPU when workers is not set
+        assert _gpus_of_workers(launcher, 16) == ["0", "1", "2", "3"]
+    finally:
+        launcher.close()
+
+
+def test_more_workers_than_gpus_share_them_round_robin(monkeypatch):
+    fake_gpus(monkeypatch, 4)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    launcher = LocalLauncher(LocalLauncherConfig(workers=3, gpus=[1, 3]))
+    launcher.check_device("cuda")
+    try:
+        assert launcher.gpu_ids == ["5", "7"]  # indices among the visible GPUs
+        assert _gpus_of_workers(launcher, 12) == ["5", "5", "7"]
+    finally:
+        launcher.close()
+
+
+def test_gpu_settings_that_cannot_work_name_the_key(monkeypatch):
+    fake_gpus(monkeypatch, 2)
+    with pytest.raises(ConfigError, match=r"launcher\.gpus=\[2\]: 2 GPU\(s\) are visible"):
+        LocalLauncher(LocalLauncherConfig(gpus=[2])).check_device("auto")
+    pinned = LocalLauncher(LocalLauncherConfig())
+    pinned.check_device("cuda:1")  # every worker on GPU 1: no per-worker GPU
+    assert pinned.gpu_ids == [] and pinned.workers == 2
+    fake_gpus(monkeypatch, 0)
+    cpu = LocalLauncher(LocalLauncherConfig())
+    cpu.check_device("auto")
+    assert cpu.gpu_ids == [] and cpu.workers == 2
+    with pytest.raises(ConfigError, match=r"train\.device='cuda'"):
+        cpu.check_device("cuda")

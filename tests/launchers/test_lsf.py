@@ -243,3 +243,10 @@ def test_search_with_launcher_lsf(fake_lsf, tmp_path):
         script = (fake_lsf / "jobs" / array / "script.sh").read_text()
         assert '#BSUB -J "nasfw[1-2]%2"' in script and "#BSUB -q normal" in script
         assert shlex.split(script.splitlines()[-1])[1:4] == ["-u", "-m", "submitit.core._submit"]
+
+
+def test_a_cuda_search_needs_gpus_per_task(make_launcher):
+    with pytest.raises(ConfigError, match=r"train\.device='cuda' needs launcher\.gpus_per_task"):
+        make_launcher().check_device("cuda")
+    make_launcher(gpus_per_task=1).check_device("cuda")  # the driver itself needs no GPU
+    make_launcher().check_device("auto")

@@ -488,3 +488,23 @@ def test_cifar10_malformed_meta_is_named(load: Callable[..., Problem], tmp_path:
     (tmp_path / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"a"]}))
     with pytest.raises(DataError, match=r"batches\.meta"):
         load("cifar10", data_dir=str(tmp_path))
+
+
+# -- the real data sets on these machines (../shared/data, see its README) --------------------
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@pytest.mark.parametrize(
+    ("name", "folder", "train_rows", "test_rows"),
+    [("mnist", "mnist10k", 8000, 2000), ("fashion_mnist", "fashion_mnist", 60000, 10000)],
+)
+def test_the_real_idx_files_load_unchanged(name, folder, train_rows, test_rows):
+    data_dir = SHARED_DATA / folder
+    if not data_dir.is_dir():
+        pytest.skip(f"no real {name} data at {data_dir}")
+    from nasfw.evaluate import load_problem
+
+    problem = load_problem(ProblemConfig(name=name, data_dir=str(data_dir), val_fraction=0.1))
+    assert problem.input_shape == (1, 28, 28) and problem.n_outputs == 10
+    assert len(problem.train) + len(problem.val) == train_rows and len(problem.test) == test_rows
+    assert sorted(set(problem.test.y.tolist())) == list(range(10))
