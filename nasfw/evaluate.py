@@ -92,7 +92,7 @@ class Evaluator:
             "train_seconds": outcome.seconds,
             "epochs": outcome.epochs,
             "loss": outcome.loss,
-            "extra": device_facts(outcome),
+            "extra": {**device_facts(outcome), "score_seconds": outcome.score_seconds},
         }
         if outcome.diverged:
             return Result.failed(outcome.reason or "diverged", **facts)

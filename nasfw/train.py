@@ -42,6 +42,8 @@ class TrainOutcome:
     device: str = "cpu"
     device_name: str = ""
     precision: str = Precision.fp32.value
+    # Seconds of scoring the validation split after training (not in ``seconds``).
+    score_seconds: float = 0.0
 
 
 # Steps between two reads of the loss on an accelerator (each read waits for its queue).
@@ -239,6 +241,7 @@ def train_model(
         torch.cuda.synchronize(device)  # the seconds are the GPU's, not the launch queue's
     seconds = time.perf_counter() - started
     metric = evaluate_model(model, problem, problem.val, precision=precision)
+    score_seconds = time.perf_counter() - started - seconds
     if history:
         history[-1]["val_metric"] = metric
     return TrainOutcome(
@@ -247,5 +250,6 @@ def train_model(
         epochs=settings["epochs"],
         seconds=seconds,
         history=history,
+        score_seconds=score_seconds,
         **facts,
     )

@@ -63,3 +63,27 @@ def test_table1_quick(tmp_path: Path) -> None:
     assert "digits.acc_degradation" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"fig4a_time.png", "fig4b_accuracy.png", "table1.md", "table1.json"} <= artifacts
+
+
+def test_gpu_benchmark_quick(tmp_path: Path) -> None:
+    """benchmarks/gpu.py on small Fashion-MNIST-format files: the CPU rows (and GPU rows where
+    torch sees a GPU), the search part reported as not run without one."""
+    sys.path.insert(0, str(REPO / "tests" / "plugins"))
+    try:
+        from test_problems import _mnist_dir
+    finally:
+        sys.path.pop(0)
+    data = _mnist_dir(tmp_path / "fmnist", gz=True, n_train=200, n_test=50)["dir"]
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--quick", "--cpu-samples", "100",
+         "--data-dir", str(data), "--out", str(out), "--threads", "1"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((out / "gpu.json").read_text())
+    cpu = [r for r in doc["networks"] if r["device"] == "cpu"]
+    assert [r["network"] for r in cpu] == ["mlp-256", "conv-16-32", "conv-32-64", "conv-32-64-64"]
+    assert all(r["samples_per_second"] > 0 and 0 <= r["overhead_share"] < 1 for r in cpu)
+    assert cpu[-1]["flops"] > 5e7  # the largest is ~10^8 FLOPs
+    assert "samples / s" in (out / "gpu.md").read_text()
