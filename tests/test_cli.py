@@ -8,9 +8,12 @@ import time
 
 import optuna
 import pytest
+import torch
 from cli import TINY, nasfw, start, trials, wait_for_trials
 
 from nasfw.ledger import SECONDS_ATTR as SECONDS
+
+CUDA = torch.cuda.is_available()
 
 
 def test_help_lists_groups_and_options(tmp_path):
@@ -40,6 +43,9 @@ def test_tiny_search_then_rerun_resumes_without_rerunning(tmp_path):
     assert {t.user_attrs["generation"] for t in done} == {0}
     assert json.loads(done[0].user_attrs["graph"])["nodes"]
     assert done[0].params and done[0].user_attrs["flops"] > 0
+    # train.device=auto: the GPU where there is one, else the CPU; the trial says which.
+    assert done[0].user_attrs["extra"]["device"] == ("cuda:0" if CUDA else "cpu")
+    assert done[0].user_attrs["extra"]["precision"] == "fp32"
     timing = json.loads(optuna.load_study(study_name=STUDY, storage=url).user_attrs[SECONDS])
     assert list(timing) == ["0"] and timing["0"] > 0  # the generation's wall seconds
     exported = list(tmp_path.glob("outputs/*/*/best_model/graph.json"))
@@ -263,6 +269,7 @@ def test_multirun_sweep_gives_one_mlflow_run_each(tmp_path):
         assert parent.info.status == "FINISHED"
         assert parent.data.tags["nasfw.problem"] == "iris"
         assert parent.data.params["tuner.n_trials"] == "20"
+        assert parent.data.params["trained_on.device"] == ("cuda:0" if CUDA else "cpu")
         assert "best_metric" in parent.data.metrics
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         assert len(children) == 5  # 20 trials in generations of 4
