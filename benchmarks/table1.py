@@ -363,14 +363,14 @@ def read_trials(study: optuna.Study) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (r["generation"], r["index"]))
 
 
-def evolution_seconds(study: optuna.Study) -> float:
+def evolution_seconds(url: str, study: str) -> float:
     """The search's own timing of its generations (``nasfw:generation_seconds``), summed: the
     seeds' "time required for evolving a series of generations", without process start-up and
     the export of the best network."""
-    from nasfw.ledger import SECONDS_ATTR
+    from nasfw.ledger import Ledger
 
-    raw = study.user_attrs.get(SECONDS_ATTR)
-    return sum(json.loads(raw).values()) if raw else float("nan")
+    seconds = Ledger(url, study).generation_seconds()
+    return sum(seconds.values()) if seconds else float("nan")
 
 
 def run_experiment(
@@ -421,7 +421,7 @@ def run_experiment(
         **run,
         "first_result_seconds": first,
         "evaluation_seconds": last - first,
-        "evolution_seconds": evolution_seconds(stored),
+        "evolution_seconds": evolution_seconds(url, study),
         "tail_seconds": run["wall_seconds"] - last,
         "train_seconds": sum(t["train_seconds"] or 0.0 for t in trials),
         "shrink_seconds": sum(t["shrink_seconds"] or 0.0 for t in trials),

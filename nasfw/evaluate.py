@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -50,6 +51,13 @@ class Evaluator:
     scoring: dict[str, Any] = field(default_factory=lambda: {"name": "plain"})
 
     def __call__(self, candidate: Candidate) -> Result:
+        """Evaluate ``candidate``, timed by this machine's clock (``started``, ``finished``)."""
+        started = time.time()
+        result = self._evaluate(candidate)
+        result.started, result.finished = started, time.time()
+        return result
+
+    def _evaluate(self, candidate: Candidate) -> Result:
         import torch
 
         from nasfw.builder import build_model, model_cost

@@ -206,7 +206,9 @@ class ArchGraph:
         }
 
     def to_json(self, indent: int | None = None) -> str:
-        return json.dumps(self.to_dict(), indent=indent, sort_keys=indent is not None)
+        if indent is None:  # compact: one line, as stored with every trial
+            return json.dumps(self.to_dict(), separators=(",", ":"))
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ArchGraph:
@@ -254,6 +256,24 @@ class ArchGraph:
         text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def summary(self) -> str:
+        """A short readable form, one layer per arrow in topological order, e.g.
+        ``conv2d(41,5,relu) → maxpool2d(2) → dense(96,relu)``; a node that merges inputs names
+        the others by position (``identity[add 0]``: also fed by the first layer)."""
+        order = self.topological_order()
+        position = {n.id: i for i, n in enumerate(order)}
+        position[INPUT] = -1
+        parts = []
+        for node in order:
+            values = ",".join(_short(node.params[k]) for k in node.params)
+            text = f"{node.op}({values})" if values else node.op
+            others = node.inputs[1:]
+            if others:
+                names = ",".join("input" if o == INPUT else str(position[o]) for o in others)
+                text += f"[{node.merge} {names}]"
+            parts.append(text)
+        return " → ".join(parts)
+
     def hyperparameters(self) -> dict[str, Any]:
         """The graph as flat ``{"<node>.op": ..., "<node>.<param>": ...}`` values."""
         flat: dict[str, Any] = {}
@@ -265,3 +285,7 @@ class ArchGraph:
                 flat[f"{node.id}.inputs"] = ",".join(node.inputs)
                 flat[f"{node.id}.merge"] = node.merge
         return flat
+
+
+def _short(value: Any) -> str:
+    return f"{value:.2g}" if isinstance(value, float) else str(value)

@@ -1,5 +1,8 @@
 """The Optuna study as the ledger of every evaluated candidate.
 
+nasfw's own bookkeeping (tuner state, fingerprint, generation timing) lives in the study's
+*system* attrs, so the user attrs that optuna-dashboard shows stay readable.
+
 One finished trial per evaluation (COMPLETE with the metric, or FAIL with the reason), written
 in one storage call when the result arrives; the tuner's state after each generation goes into
 the study's user attrs. Together they let a rerun with the same storage and study name resume.
@@ -13,6 +16,7 @@ gone; the driver then gets a :class:`StoredResult` and writes nothing.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import logging
 import os
@@ -35,6 +39,7 @@ STATE_ATTR = "nasfw:tuner_state"
 GENERATION_ATTR = "nasfw:last_generation"
 SECONDS_ATTR = "nasfw:generation_seconds"
 FINGERPRINT_ATTR = "nasfw:fingerprint"
+GRAPH_ATTR = "nasfw:graph"  # a trial's system attr: its ArchGraph as compact JSON
 _SCHEMA_RACE_ATTEMPTS = 8
 _RESULT_FIELDS = ("loss", "flops", "n_params", "train_seconds", "epochs", "regularized_score")
 
@@ -177,12 +182,31 @@ class Ledger:
                 f"({type(err).__name__}: {err})"
             ) from err
 
+    # -- nasfw's own state: study system attrs, out of the user attrs dashboards show --------
+    def _attrs(self) -> dict[str, Any]:
+        """nasfw's study attrs (system attrs; user attrs of studies written before they moved)."""
+        stored = self.storage.get_study_system_attrs(self.study_id)
+        legacy = {k: v for k, v in self.study.user_attrs.items() if k.startswith("nasfw:")}
+        return {**legacy, **stored}
+
+    def _set(self, key: str, value: Any) -> None:
+        self.storage.set_study_system_attr(self.study_id, key, value)
+
+    def set_metric_name(self, name: str) -> None:
+        """Name the study's objective (e.g. ``val_accuracy``) for optuna-dashboard and others."""
+        if self.study.metric_names != [name]:
+            import warnings
+
+            with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and stable since
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names([name])
+
     # -- the search's identity ------------------------------------------------------------
     def check_fingerprint(self, fingerprint: dict[str, Any]) -> None:
         """Refuse to resume a study that was made by a different search config."""
-        stored = self.study.user_attrs.get(FINGERPRINT_ATTR)
+        stored = self._attrs().get(FINGERPRINT_ATTR)
         if stored is None:
-            self.study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+            self._set(FINGERPRINT_ATTR, fingerprint)
             return
         differing = _differing_keys(stored, fingerprint)
         if differing:
@@ -200,19 +224,19 @@ class Ledger:
         generation_seconds: dict[int, float] | None = None,
     ) -> None:
         # State first: a crash between the writes re-runs the generation's tell, not skips it.
-        self.study.set_user_attr(STATE_ATTR, json.dumps(state))
+        self._set(STATE_ATTR, json.dumps(state, separators=(",", ":")))
         if generation_seconds is not None:
             timing = {str(g): s for g, s in sorted(generation_seconds.items())}
-            self.study.set_user_attr(SECONDS_ATTR, json.dumps(timing))
-        self.study.set_user_attr(GENERATION_ATTR, generation)
+            self._set(SECONDS_ATTR, json.dumps(timing))
+        self._set(GENERATION_ATTR, generation)
 
     def generation_seconds(self) -> dict[int, float]:
         """Wall seconds per finished generation, as :meth:`save_state` recorded them."""
-        raw = self.study.user_attrs.get(SECONDS_ATTR)
+        raw = self._attrs().get(SECONDS_ATTR)
         return {int(g): float(s) for g, s in json.loads(raw).items()} if raw else {}
 
     def load_state(self) -> tuple[int, dict[str, Any]] | None:
-        attrs = self.study.user_attrs
+        attrs = self._attrs()
         if GENERATION_ATTR not in attrs:
             return None
         return int(attrs[GENERATION_ATTR]), json.loads(attrs[STATE_ATTR])
@@ -242,7 +266,7 @@ class Ledger:
         attrs: dict[str, Any] = {
             "generation": generation,
             "index": index,
-            "graph": candidate.graph.to_json(),
+            "architecture": candidate.graph.summary(),
             "graph_hash": candidate.graph.hash,
             "nodes": len(candidate.graph),
             "train": candidate.train,
@@ -264,7 +288,15 @@ class Ledger:
             params=candidate.params,
             distributions=candidate.distributions,
             user_attrs=attrs,
+            # The graph itself, compact, beside the readable summary the dashboard shows.
+            system_attrs={GRAPH_ATTR: candidate.graph.to_json()},
         )
+        # The evaluation's own times, so durations and optuna-dashboard's timeline are real.
+        now = time.time()
+        finished = result.finished if result.finished is not None else now
+        started = result.started if result.started is not None else finished
+        frozen.datetime_start = datetime.datetime.fromtimestamp(started)
+        frozen.datetime_complete = datetime.datetime.fromtimestamp(finished)
         # What study.add_trial does, keeping the new trial's id (its number is then exact
         # even when other processes add trials to the same study at the same time).
         trial_id = self.storage.create_new_trial(self.study_id, template_trial=frozen)
@@ -293,7 +325,8 @@ class Ledger:
         out = []
         for trial in self.study.get_trials(deepcopy=False, states=states):
             a = trial.user_attrs
-            if "graph" not in a:
+            graph = trial.system_attrs.get(GRAPH_ATTR, a.get("graph"))  # "graph": before 0.2
+            if graph is None:
                 continue  # not written by nasfw
             ok = trial.state == optuna.trial.TrialState.COMPLETE
             result = Result(
@@ -301,6 +334,8 @@ class Ledger:
                 metric=trial.value if ok else None,
                 error=a.get("fail_reason"),
                 extra=a.get("extra", {}),
+                started=_timestamp(trial.datetime_start),
+                finished=_timestamp(trial.datetime_complete),
                 **{k: a[k] for k in _RESULT_FIELDS if k in a},
             )
             out.append(
@@ -308,7 +343,7 @@ class Ledger:
                     number=trial.number,
                     generation=a["generation"],
                     index=a["index"],
-                    graph=ArchGraph.from_json(a["graph"]),
+                    graph=ArchGraph.from_json(graph),
                     result=result,
                     params=dict(trial.params),
                     train=a.get("train", {}),
@@ -316,6 +351,10 @@ class Ledger:
                 )
             )
         return out
+
+
+def _timestamp(moment: datetime.datetime | None) -> float | None:
+    return moment.timestamp() if moment is not None else None
 
 
 @dataclass

@@ -185,6 +185,7 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
         lease = DriverLease(ledger.storage, cfg.study_name)
         lease.acquire()
         ledger.check_fingerprint(fingerprint(cfg))
+        ledger.set_metric_name(f"val_{problem.metric}")
         saved = ledger.load_state()
         start_generation = 0
         if saved is not None:
@@ -335,7 +336,8 @@ def _run_generation(
         for index, source in copies.items():
             original = source if isinstance(source, TrialRecord) else records[source]
             extra = {**original.result.extra, "reused_from": original.number}
-            store(index, replace(original.result, extra=extra))
+            # Not evaluated again: the trial takes no time (stored now, start = end).
+            store(index, replace(original.result, extra=extra, started=None, finished=None))
     missing = [i for i in range(len(candidates)) if i not in records]
     if missing:
         raise RuntimeError(f"launcher returned no result for candidates {missing}")

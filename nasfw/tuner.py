@@ -45,6 +45,10 @@ class Result:
     epochs: int = 0
     error: str | None = None
     regularized_score: float | None = None
+    # When the evaluation started and finished: seconds since the epoch on the machine that ran
+    # it (None: unknown, e.g. a worker that died); the trial's start and completion times.
+    started: float | None = None
+    finished: float | None = None
     # Facts a scorer adds: numbers (logged as trial_<key> metrics) and strings (e.g. device).
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from cli import TINY, nasfw, start, trials, wait_for_trials
 
+from nasfw import ArchGraph
 from nasfw.ledger import SECONDS_ATTR as SECONDS
 
 CUDA = torch.cuda.is_available()
@@ -41,12 +42,16 @@ def test_tiny_search_then_rerun_resumes_without_rerunning(tmp_path):
     done = trials(url, "random-iris-tabular_mlp-seed0")
     assert [t.state for t in done] == [optuna.trial.TrialState.COMPLETE] * 2
     assert {t.user_attrs["generation"] for t in done} == {0}
-    assert json.loads(done[0].user_attrs["graph"])["nodes"]
+    graph = ArchGraph.from_json(done[0].system_attrs["nasfw:graph"])
+    assert done[0].user_attrs["architecture"] == graph.summary() and "→" in graph.summary()
     assert done[0].params and done[0].user_attrs["flops"] > 0
     # train.device=auto: the GPU where there is one, else the CPU; the trial says which.
     assert done[0].user_attrs["extra"]["device"] == ("cuda:0" if CUDA else "cpu")
     assert done[0].user_attrs["extra"]["precision"] == "fp32"
-    timing = json.loads(optuna.load_study(study_name=STUDY, storage=url).user_attrs[SECONDS])
+    study = optuna.load_study(study_name=STUDY, storage=url)
+    timing = json.loads(study._storage.get_study_system_attrs(study._study_id)[SECONDS])
+    assert study.metric_names == ["val_accuracy"]
+    assert not [k for k in study.user_attrs if k.startswith("nasfw:")]  # not a dashboard wall
     assert list(timing) == ["0"] and timing["0"] > 0  # the generation's wall seconds
     exported = list(tmp_path.glob("outputs/*/*/best_model/graph.json"))
     assert len(exported) == 1 and exported[0].with_name("state_dict.pt").is_file()

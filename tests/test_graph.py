@@ -255,3 +255,16 @@ def test_hyperparameters_flatten_the_graph() -> None:
     assert flat["m.inputs"] == "c1,p0"
     assert flat["m.merge"] == "add"
     assert "c0.inputs" not in flat
+
+
+def test_summary_reads_as_layers_in_order():
+    graph = ArchGraph(
+        [
+            Node("a", "conv2d", {"filters": 41, "kernel_size": 5}),
+            Node("b", "maxpool2d", {"pool_size": 2}, ("a",)),
+            Node("c", "dropout", {"rate": 0.123456}, ("b",)),
+            Node("d", "dense", {"units": 96}, ("c", "a"), merge="concat"),
+        ],
+        output="d",
+    )
+    assert graph.summary() == ("conv2d(41,5) → maxpool2d(2) → dropout(0.12) → dense(96)[concat 0]")

@@ -164,3 +164,49 @@ def test_a_failed_result_keeps_its_reason_and_loses_non_finite_facts(tmp_path, c
     assert record.result.loss is None and record.result.flops == 10
     (trial,) = optuna.load_study(study_name="study", storage=url).get_trials()
     assert "loss" not in trial.user_attrs and trial.user_attrs["flops"] == 10
+
+
+def test_a_trial_takes_its_times_from_the_evaluation(tmp_path, candidate):
+    url = f"sqlite:///{tmp_path}/s.db"
+    ledger = Ledger(url, "study")
+    timed = Result(status="ok", metric=0.5, started=1_700_000_000.25, finished=1_700_000_012.75)
+    ledger.record(candidate, timed, generation=0, index=0)
+    ledger.record(candidate, Result.failed("worker died"), generation=0, index=1)  # no times
+    first, second = optuna.load_study(study_name="study", storage=url).get_trials()
+    assert (first.datetime_complete - first.datetime_start).total_seconds() == 12.5
+    assert first.datetime_start.timestamp() == 1_700_000_000.25
+    assert second.datetime_start == second.datetime_complete  # unknown: stored when it came
+    again = Ledger(url, "study").records()
+    assert (again[0].result.started, again[0].result.finished) == (timed.started, timed.finished)
+
+
+def test_nasfw_state_stays_out_of_the_user_attrs(tmp_path, candidate):
+    url = f"sqlite:///{tmp_path}/s.db"
+    ledger = Ledger(url, "study")
+    ledger.check_fingerprint({"seed": 0})
+    ledger.save_state(0, {"asked": 4}, {0: 1.5})
+    ledger.set_metric_name("val_accuracy")
+    ledger.record(candidate, Result(status="ok", metric=0.5), generation=0, index=0)
+    study = optuna.load_study(study_name="study", storage=url)
+    assert study.user_attrs == {} and study.metric_names == ["val_accuracy"]
+    (trial,) = study.get_trials()
+    assert trial.user_attrs["architecture"] == candidate.graph.summary()
+    assert "graph" not in trial.user_attrs and "\n" not in trial.system_attrs["nasfw:graph"]
+    assert len(trial.system_attrs["nasfw:graph"]) == len(candidate.graph.to_json())
+
+
+def test_studies_written_before_the_move_still_resume(tmp_path, candidate):
+    """Older nasfw kept its state in the study's user attrs and the graph in the trial's."""
+    import json
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="old", storage=url, direction="maximize")
+    study.set_user_attr("nasfw:fingerprint", {"seed": 0})
+    study.set_user_attr("nasfw:tuner_state", json.dumps({"asked": 4}))
+    study.set_user_attr("nasfw:last_generation", 0)
+    attrs = {"generation": 0, "index": 0, "graph": candidate.graph.to_json(), "extra": {}}
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs=attrs))
+    ledger = Ledger(url, "old")
+    ledger.check_fingerprint({"seed": 0})
+    assert ledger.load_state() == (0, {"asked": 4})
+    assert [r.graph for r in ledger.records()] == [candidate.graph]

@@ -225,5 +225,5 @@ def test_search_with_the_installed_wheel(venv: Path, tmp_path: Path) -> None:
     assert summary["study"] == "random-digits-image_small-seed0"
     assert summary["trial"] == study.trials[0].number
     assert json.loads((export / "graph.json").read_text()) == json.loads(
-        study.trials[0].user_attrs["graph"]
+        study.trials[0].system_attrs["nasfw:graph"]
     )

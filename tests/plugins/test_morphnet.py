@@ -206,9 +206,9 @@ def test_regularized_scoring_in_a_codeepneat_run(tmp_path):
         assert t.user_attrs["regularized_score"] == t.value
         # The genome stored is the unmodified one; its FLOPs are the original network's.
         assert t.user_attrs["extra"]["flops_after"] <= t.user_attrs["flops"]
-        assert ArchGraph.from_json(t.user_attrs["graph"]).hash == t.user_attrs["graph_hash"]
+        assert ArchGraph.from_json(t.system_attrs["nasfw:graph"]).hash == t.user_attrs["graph_hash"]
         # Scoring carries the surviving weights by default: every layer and the head.
-        graph = ArchGraph.from_json(t.user_attrs["graph"])
+        graph = ArchGraph.from_json(t.system_attrs["nasfw:graph"])
         layers = sum(1 for n in graph if n.op in ("conv2d", "dense")) + 1
         assert t.user_attrs["extra"]["carried_layers"] == layers
 
