@@ -30,7 +30,7 @@ from nasfw.config import (
 from nasfw.graph import INPUT, MERGE_KINDS, ArchGraph, GraphError, Node
 from nasfw.launcher import Launcher, init_worker_process
 from nasfw.ops import OpSpec, ParamSpec, Shape
-from nasfw.problem import DataError, Problem, Split, split_arrays
+from nasfw.problem import DataError, Problem, Split, Standardization, split_arrays
 from nasfw.registry import PluginError, Registry, hookimpl, plugin_manager, registry
 from nasfw.search_space import Chooser, RandomChooser, SearchSpace, SearchSpaceError
 from nasfw.tuner import Candidate, Result, Tuner
@@ -105,6 +105,7 @@ __all__ = [
     "Shape",
     "Split",
     "StageConfig",
+    "Standardization",
     "StorageConfig",
     "TrackingConfig",
     "TrainConfig",

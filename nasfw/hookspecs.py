@@ -117,6 +117,13 @@ def nasfw_search_start(context: SearchContext) -> None:
 
 
 @hookspec
+def nasfw_generation_start(
+    context: SearchContext, generation: int, candidates: list[Candidate]
+) -> None:
+    """The tuner proposed ``candidates`` (one generation); their evaluation starts now."""
+
+
+@hookspec
 def nasfw_trial_complete(
     context: SearchContext, candidate: Candidate, result: Result, trial: TrialRecord
 ) -> None:

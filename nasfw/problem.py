@@ -12,17 +12,52 @@ from nasfw.config import ProblemConfig
 Task = Literal["classification", "regression"]
 Modality = Literal["image", "tabular", "sequence", "text"]
 
-__all__ = ["DataError", "Modality", "Problem", "ProblemConfig", "Split", "Task", "split_arrays"]
+__all__ = [
+    "DataError",
+    "Modality",
+    "Problem",
+    "ProblemConfig",
+    "Split",
+    "Standardization",
+    "Task",
+    "split_arrays",
+]
 
 
 class DataError(ValueError):
     """Problem data is missing or malformed; the message names the file or key."""
 
 
+@dataclass(frozen=True)
+class Standardization:
+    """How raw inputs become model inputs: ``(raw - shift) / scale``, per channel (images,
+    sequences) or per feature (tabular); ``shift``/``scale`` broadcast against ``(N, *shape)``.
+    """
+
+    shift: np.ndarray
+    scale: np.ndarray
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        return ((raw - self.shift) / self.scale).astype(np.float32, copy=False)
+
+    def invert(self, x: np.ndarray) -> np.ndarray:
+        """Raw inputs of standardised ones (e.g. to give an exported model raw examples)."""
+        return (x * self.scale + self.shift).astype(np.float32, copy=False)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "formula": "model_input = (raw - shift) / scale",
+            "shift": self.shift.tolist(),
+            "scale": self.scale.tolist(),
+        }
+
+
 @dataclass
 class Split:
     x: np.ndarray
     y: np.ndarray
+    # What split_arrays standardised ``x`` with (train statistics), in the loader's units.
+    standardization: Standardization | None = None
 
     def __len__(self) -> int:
         return len(self.x)
@@ -41,11 +76,21 @@ class Problem:
     val: Split
     test: Split
     class_names: list[str] | None = None
+    # The loader's units per raw unit (e.g. 1/255 for 8-bit pixels it divided by 255).
+    raw_scale: float = 1.0
 
     @property
     def metric(self) -> str:
         """Name of the validation metric; higher is better for every task."""
         return "accuracy" if self.task == "classification" else "r2"
+
+    @property
+    def preprocessing(self) -> Standardization | None:
+        """Raw inputs (as stored in the data files) to model inputs, or None if unknown."""
+        stats = self.train.standardization
+        if stats is None:
+            return None
+        return Standardization(stats.shift / self.raw_scale, stats.scale / self.raw_scale)
 
 
 def _split(
@@ -118,11 +163,9 @@ def split_arrays(
     std = x_train.std(axis=axes, keepdims=True)
     std[std < 1e-8] = 1.0
 
-    def norm(a: np.ndarray) -> np.ndarray:
-        return ((a - mean) / std).astype(np.float32, copy=False)
-
+    stats = Standardization(mean, std)
     return (
-        Split(norm(x_train), y_train),
-        Split(norm(x_val), y_val),
-        Split(norm(x_test), y_test),
+        Split(stats.apply(x_train), y_train, stats),
+        Split(stats.apply(x_val), y_val, stats),
+        Split(stats.apply(x_test), y_test, stats),
     )

@@ -228,6 +228,9 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
         generation = start_generation
         started = time.perf_counter()
         while candidates := tuner.ask():
+            hook.nasfw_generation_start(
+                context=context, generation=generation, candidates=candidates
+            )
             records = _run_generation(
                 context, ledger, launcher, evaluator, candidates, generation, console
             )
@@ -408,5 +411,9 @@ def _export_best(context: SearchContext, best: TrialRecord, train_config: Any) -
         },
     }
     (export_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    preprocessing = context.problem.preprocessing
+    if preprocessing is not None:  # the model expects standardised inputs: say how
+        text = json.dumps(preprocessing.to_dict(), indent=2)
+        (export_dir / "preprocessing.json").write_text(text)
     context.best_model = model
     context.export_dir = export_dir

@@ -243,6 +243,7 @@ def _load_mnist_like(config: ProblemConfig, title: str, class_names: list[str]) 
         val=val,
         test=test_split,
         class_names=list(class_names),
+        raw_scale=1 / 255,  # raw files hold 8-bit pixels
     )
 
 
@@ -357,6 +358,7 @@ def load_cifar10(config: ProblemConfig) -> Problem:
         val=val,
         test=test,
         class_names=_cifar_class_names(directory / "batches.meta", config.name),
+        raw_scale=1 / 255,  # raw files hold 8-bit pixels
     )
 
 

@@ -275,7 +275,7 @@ def test_multirun_sweep_gives_one_mlflow_run_each(tmp_path):
         assert parent.data.tags["nasfw.problem"] == "iris"
         assert parent.data.params["tuner.n_trials"] == "20"
         assert parent.data.params["trained_on.device"] == ("cuda:0" if CUDA else "cpu")
-        assert "best_metric" in parent.data.metrics
+        assert "best_val_accuracy" in parent.data.metrics
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         assert len(children) == 5  # 20 trials in generations of 4
         artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}

@@ -131,10 +131,13 @@ def test_mlflow_catches_up_with_the_study_after_kills(tmp_path):
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("nasfw").experiment_id])
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    steps = Counter(m.step for m in client.get_metric_history(parent.info.run_id, "trial_failed"))
+    history = client.get_metric_history
+    steps = Counter(m.step for m in history(parent.info.run_id, "trial/failed"))
     assert steps == Counter(range(16))  # every trial once
-    best = Counter(m.step for m in client.get_metric_history(parent.info.run_id, "best_so_far"))
-    assert best == Counter(range(4))
+    best = Counter(m.step for m in history(parent.info.run_id, "best_val_accuracy"))
+    assert best == Counter(range(16))
+    counts = Counter(m.step for m in history(parent.info.run_id, "n_trials_ok"))
+    assert sorted(counts.values()) == [1, 1, 1, 1]  # one per generation
     nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     generations = Counter(r.data.tags["nasfw.generation"] for r in nested)
     assert generations == Counter(str(g) for g in range(4))

@@ -29,7 +29,8 @@ from nasfw import (
     split_arrays,
 )
 from nasfw.plugins import mlflow_tracking as plugin
-from nasfw.plugins.mlflow_tracking import MlflowTrackingConfig, TrackingError
+from nasfw.plugins.mlflow_tracking import MlflowTrackingConfig, TrackingError, _runs
+from nasfw.plugins.mlflow_tracking.config import MAX_FAILURES
 
 mlflow = pytest.importorskip("mlflow")
 MlflowClient = mlflow.MlflowClient
@@ -130,6 +131,7 @@ def make_trials(space, generation: int, metrics: list[float | None]) -> list[Tri
 
 
 def run_generation(context: SearchContext, generation: int, trials: list[TrialRecord]) -> None:
+    plugin.nasfw_generation_start(context=context, generation=generation, candidates=trials)
     for trial in trials:
         context.history.append(trial)
         plugin.nasfw_trial_complete(
@@ -215,6 +217,13 @@ def test_one_parent_run_with_params_and_tags(env: Env, search: dict[str, Any]) -
     assert tags["nasfw.launcher"] == "local"
     assert tags["nasfw.study"] == context.study.study_name
     assert tags["nasfw.storage"] == "postgresql://nas:***@db/nasfw"
+    assert tags["mlflow.user"] and tags["mlflow.source.name"] == "python -m nasfw"
+    assert tags["nasfw.command"].startswith("python -m nasfw")
+    assert f"study `{context.study.study_name}`" in tags["mlflow.note.content"]
+    nasfw_dir = Path(plugin.__file__).parents[2]
+    own = subprocess.run(["git", "-C", str(nasfw_dir), "rev-parse", "HEAD"], capture_output=True)
+    if own.returncode == 0:  # nasfw runs from a checkout: its commit, wherever the user is
+        assert tags["nasfw.git_commit"] == own.stdout.decode().strip()
     in_repo = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True).returncode == 0
     if in_repo:  # the commit of the working directory's repo (HEAD may have moved since)
         commit = tags["mlflow.source.git.commit"]
@@ -230,28 +239,39 @@ def test_trial_metrics_are_logged_per_trial_number(env: Env, search: dict[str, A
         # with the same step and value, so compare as a mapping.
         return {m.step: m.value for m in env.client.get_metric_history(run_id, key)}
 
-    assert history("trial_metric") == pytest.approx({0: 0.5, 2: 0.7, 3: 0.6, 4: 0.9})
-    assert history("trial_failed") == {0: 0, 1: 1, 2: 0, 3: 0, 4: 0, 5: 1}
-    assert history("trial_params") == {0: 100, 1: 3e6, 2: 300, 3: 400, 4: 500, 5: 3e6}
-    assert history("trial_flops") == {0: 1000, 2: 3000, 3: 4000, 4: 5000}
-    assert set(history("trial_loss")) == {0, 2, 3, 4}
-    assert history("trial_train_seconds")[2] == 0.5
-    assert history("trial_regularized_score") == pytest.approx({0: 0.45, 3: 0.55})
-    assert history("best_so_far") == pytest.approx({0: 0.7, 1: 0.9})
+    assert history("trial/val_accuracy") == pytest.approx({0: 0.5, 2: 0.7, 3: 0.6, 4: 0.9})
+    assert history("trial/failed") == {0: 0, 1: 1, 2: 0, 3: 0, 4: 0, 5: 1}
+    assert history("trial/params") == {0: 100, 1: 3e6, 2: 300, 3: 400, 4: 500, 5: 3e6}
+    assert history("trial/flops") == {0: 1000, 2: 3000, 3: 4000, 4: 5000}
+    assert set(history("trial/loss")) == {0, 2, 3, 4}
+    assert history("trial/train_seconds")[2] == 0.5
+    assert history("trial/regularized_score") == pytest.approx({0: 0.45, 3: 0.55})
+    # The summary is the best so far after each trial (the last value is the search's best).
+    best = history("best_val_accuracy")
+    assert best == pytest.approx({0: 0.5, 1: 0.5, 2: 0.7, 3: 0.7, 4: 0.9, 5: 0.9})
+    assert search["run"].data.metrics["best_val_accuracy"] == pytest.approx(0.9)
+    assert history("n_trials_ok") == {2: 2, 5: 4} and history("n_trials_failed") == {2: 1, 5: 2}
+    assert not [k for k in search["run"].data.metrics if k.startswith("trial_")]
 
 
 def test_one_nested_run_per_generation(env: Env, search: dict[str, Any]) -> None:
     children = child_runs(env, search["run"].info.run_id)
-    assert [c.info.run_name for c in children] == ["generation-0", "generation-1"]
-    assert all(c.info.status == "FINISHED" for c in children)
-    expected = [
-        {"best_metric": 0.7, "mean_metric": 0.6, "median_metric": 0.6, "best_so_far": 0.7},
-        {"best_metric": 0.9, "mean_metric": 0.75, "median_metric": 0.75, "best_so_far": 0.9},
+    study = search["context"].study.study_name
+    assert [c.info.run_name for c in children] == [
+        f"{study} · generation 0",
+        f"{study} · generation 1",
     ]
-    for child, want in zip(children, expected, strict=True):
+    assert all(c.info.status == "FINISHED" for c in children)
+    names = ("best_val_accuracy", "mean_val_accuracy", "median_val_accuracy")
+    expected = [
+        dict(zip(names, (0.7, 0.6, 0.6), strict=True)) | {"best_val_accuracy_so_far": 0.7},
+        dict(zip(names, (0.9, 0.75, 0.75), strict=True)) | {"best_val_accuracy_so_far": 0.9},
+    ]
+    for g, (child, want) in enumerate(zip(children, expected, strict=True)):
         metrics = child.data.metrics
         assert {k: metrics[k] for k in want} == pytest.approx(want)
         assert metrics["n_ok"] == 2 and metrics["n_failed"] == 1
+        assert child.data.params == {"generation": str(g), "tuner": "random", "candidates": "3"}
 
 
 def test_population_table(env: Env, search: dict[str, Any], space) -> None:
@@ -284,8 +304,10 @@ def test_best_graph_and_summary(env: Env, search: dict[str, Any]) -> None:
     run, best = search["run"], search["best"]
     graph = ArchGraph.from_json(download(env, run.info.run_id, "best_model/graph.json").read_text())
     assert graph == best.graph
-    assert run.data.metrics["best_metric"] == pytest.approx(0.9)
-    assert run.data.metrics["best_test_metric"] == pytest.approx(0.8)
+    assert run.data.metrics["best_val_accuracy"] == pytest.approx(0.9)
+    assert run.data.metrics["best_test_accuracy"] == pytest.approx(0.8)
+    assert "trial 4" in run.data.tags["mlflow.note.content"]
+    assert best.graph.summary() in run.data.tags["mlflow.note.content"]
     assert run.data.tags["nasfw.best_trial"] == "4"
     artifacts = {a.path for a in env.client.list_artifacts(run.info.run_id, "best_model")}
     assert {"best_model/graph.json", "best_model/state_dict.pt"} <= artifacts
@@ -301,11 +323,19 @@ def test_logged_model_loads_and_predicts_the_same(
     assert model.training  # the plugin exported an eval-mode copy, the search's model is as it was
     mlflow.set_tracking_uri(env.uri)
     loaded = mlflow.pytorch.load_model(uri)
-    x = torch.from_numpy(problem.test.x)  # another batch size than the input example
+    # The logged model takes raw inputs: it applies the problem's standardisation itself.
+    raw = problem.preprocessing.invert(problem.test.x)  # another batch size than the example
+    x = torch.from_numpy(problem.test.x)
     with torch.no_grad():
-        assert torch.allclose(loaded(x), model.eval()(x), atol=1e-6)
-    [logged] = env.client.search_logged_models([env.experiment_id])
-    assert logged.source_run_id == run.info.run_id
+        assert torch.allclose(loaded(torch.from_numpy(raw)), model.eval()(x), atol=1e-5)
+    predicted = mlflow.pyfunc.load_model(uri).predict(raw)
+    assert np.allclose(predicted, model(x).detach().numpy(), atol=1e-5)
+    [logged] = [
+        m
+        for m in env.client.search_logged_models([env.experiment_id])
+        if m.source_run_id == run.info.run_id
+    ]
+    assert logged.name == search["context"].study.study_name  # named after the study
     assert logged.status == "READY"
     # Saved as a torch.export program (MLflow 3's safe default), not pickled.
     data = env.client.list_logged_model_artifacts(logged.model_id, "data")
@@ -342,11 +372,12 @@ def test_resume_continues_the_run_and_its_generation(
     top = env.client.search_runs(
         [env.experiment_id], filter_string="tags.`nasfw.study` = '" + study.study_name + "'"
     )
-    assert [r.info.run_id for r in top] == [run_id]
+    assert [r.info.run_id for r in top if "mlflow.parentRunId" not in r.data.tags] == [run_id]
     run = env.client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["nasfw.resumed_at_generation"] == "1"
-    assert [c.info.run_name for c in child_runs(env, run_id)] == ["generation-0", "generation-1"]
+    names = [c.info.run_name.rsplit(" ", 1)[-1] for c in child_runs(env, run_id)]
+    assert names == ["0", "1"]
 
 
 def test_tracking_none_logs_nothing(env: Env, problem: Problem, space) -> None:
@@ -378,7 +409,7 @@ def test_search_error_ends_the_run(
     run = env.client.get_run(context.plugin_state["mlflow"]["run_id"])
     assert run.info.status == status
     assert run.data.tags["nasfw.error"].startswith(type(error).__name__)
-    assert "best_metric" not in run.data.metrics
+    assert "best_test_accuracy" not in run.data.metrics
     assert env.client.list_artifacts(run.info.run_id) == []
 
 
@@ -412,7 +443,7 @@ def test_a_tracking_hiccup_does_not_stop_the_search(
     plugin.nasfw_search_end(context=context, best=context.best())
     run = env.client.get_run(run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["best_metric"] == 0.5
+    assert run.data.metrics["best_val_accuracy"] == 0.5
 
 
 def test_tracking_stops_after_repeated_failures(
@@ -427,7 +458,7 @@ def test_tracking_stops_after_repeated_failures(
                 context=context, candidate=None, result=trial.result, trial=trial
             )
         plugin.nasfw_search_end(context=context, best=context.best())
-    assert caplog.text.count("failed (") == plugin.MAX_FAILURES
+    assert caplog.text.count("failed (") == MAX_FAILURES
     assert "nothing more is logged" in caplog.text
 
 
@@ -444,7 +475,7 @@ def test_interleaved_searches_in_one_process(env: Env, problem: Problem, space) 
         run_id = context.plugin_state["mlflow"]["run_id"]
         run = env.client.get_run(run_id)
         assert run.data.params["seed"] == str(i + 1)
-        history = env.client.get_metric_history(run_id, "trial_metric")
+        history = env.client.get_metric_history(run_id, "trial/val_accuracy")
         assert sorted((m.step, round(m.value, 6)) for m in history) == [
             (0, round(0.1 * (i + 1), 6)),
             (1, round(0.1 * (i + 1) + 0.01, 6)),
@@ -472,7 +503,7 @@ def test_fitness_per_generation_plot(env: Env, search: dict[str, Any]) -> None:
 # -- searches started together in an empty directory -------------------------------------------
 def _open_store(uri: str) -> str:
     try:
-        plugin._connect(uri)
+        _runs.connect(uri)
     except Exception as err:
         return f"{type(err).__name__}: {err}"
     return "ok"

@@ -259,7 +259,7 @@ def test_postproc_morphnet_reports_smaller_networks(tmp_path):
     assert row["flops_after"] <= row["flops_before"] and row["params_after"] <= row["params_before"]
     assert 0 <= row["val_after"] <= 1
     ArchGraph.from_json(row["shrunk_graph"])
-    assert "postproc_flops_after" in run.data.metrics
+    assert "postproc/flops_after" in run.data.metrics
 
 
 @pytest.mark.parametrize("bad", ["evaluation.threshold=abc", "postproc=nope"])

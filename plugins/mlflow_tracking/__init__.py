@@ -1,0 +1,316 @@
+"""MLflow tracking: one parent run per search, one nested run per generation.
+
+Selected with ``tracking=mlflow`` (the default); ``tracking=none`` turns it off. The plugin is
+this thin module of hooks over a small package: ``_runs`` (store, parent and generation runs,
+tags, params), ``_metrics`` (names, values, population table), ``_figures`` (plots) and
+``_model`` (the best model with its preprocessing).
+
+What is logged, with ``<val>`` the problem's validation metric (e.g. ``val_accuracy``):
+
+- parent run (named ``tracking.run_name``, else the study name): the resolved config as params;
+  tags for the groups, study, storage, user (``mlflow.user``), source, command line, the git
+  commit of the user's project (``mlflow.source.git.commit``) and of nasfw's own checkout
+  (``nasfw.git_commit``); a description (``mlflow.note.content``: command, output directory,
+  best trial). Summaries: ``best_<val>`` after every trial, ``best_test_<metric>`` once,
+  ``n_trials_ok`` / ``n_trials_failed`` / ``n_trials_pruned`` after every generation. Per
+  trial: ``trial/<val>``, ``trial/loss``, ``trial/flops``, ``trial/params``,
+  ``trial/train_seconds``, ``trial/failed``, ``trial/regularized_score`` and the scorer's
+  numeric facts ``trial/<key>``; ``trained_on.*`` params (device, its name, precision). Plots
+  ``best_so_far.png`` and ``fitness_per_generation.png``, ``best_model/`` (the exported files),
+  and the best model as an MLflow PyTorch model named after the study that takes raw inputs.
+- nested run ``<study> · generation <g>``, opened when the generation starts (its duration is
+  the generation's) with params ``generation``, ``tuner``, ``candidates``: ``best_<val>``,
+  ``mean_<val>``, ``median_<val>``, ``best_<val>_so_far``, ``n_ok``, ``n_failed``,
+  ``generation_seconds``, the tuner's report (e.g. species sizes), ``population.json`` and
+  ``best_network.png``.
+
+Steps: in the parent run every metric's step is a trial number and its timestamp the time that
+evaluation finished (MLflow's "Step" and "Time" axes); in a generation run, the generation.
+
+The parent run id is stored in the Optuna study (user attr ``mlflow_run_id``): a resumed search
+continues its run and first logs what the study holds and the run does not (a kill between the
+two writes, or a study that ran untracked), never twice. Logging goes through
+:class:`mlflow.MlflowClient` with explicit run ids, so several searches in one process (a
+Hydra multirun) do not share an active run. A tracking store that cannot be used fails the
+search before its study exists, naming ``tracking.tracking_uri``; any later tracking error is
+logged as a warning and the search goes on.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nasfw import hookimpl
+
+from . import _figures, _metrics, _runs
+from ._figures import graph_figure
+from .config import MAX_TAG_VALUE, METRICS_PER_BATCH, MlflowTrackingConfig, TrackingError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from nasfw import Candidate, Result, SearchContext, TrialRecord
+
+__all__ = ["MlflowTrackingConfig", "TrackingError", "graph_figure"]
+
+_log = _runs._log
+
+
+@hookimpl
+def register_configs(register: Callable[[str, str, Any], None]) -> None:
+    register("tracking", "mlflow", MlflowTrackingConfig)
+
+
+@hookimpl
+def nasfw_check_config(cfg: Any) -> None:
+    tracking = cfg.get("tracking")
+    if tracking is not None and tracking.get("name") == "mlflow":
+        _runs.check_store(str(tracking.get("tracking_uri", MlflowTrackingConfig.tracking_uri)))
+
+
+@hookimpl
+def nasfw_search_start(context: SearchContext) -> None:
+    if not _runs.enabled(context):
+        return
+    uri = str(_runs.setting(context, "tracking_uri"))
+    client = _runs.connect(uri)
+    experiment_id = _runs.experiment(client, str(_runs.setting(context, "experiment_name")), uri)
+
+    run_id, resumed = None, False
+    previous = context.study.user_attrs.get(_runs.RUN_ID_ATTR)
+    if previous:
+        run_id = _runs.reopen(client, str(previous), experiment_id)
+        resumed = run_id is not None
+    if run_id is None:
+        run_name = _runs.setting(context, "run_name") or context.study.study_name
+        try:
+            run = client.create_run(
+                experiment_id, run_name=str(run_name), tags=_runs.run_tags(context)
+            )
+        except Exception as err:
+            raise TrackingError(
+                f"tracking.tracking_uri={_runs.redact(uri)!r}: cannot create an MLflow run in "
+                f"experiment {experiment_id} ({type(err).__name__}: {err})"
+            ) from err
+        run_id = run.info.run_id
+        context.study.set_user_attr(_runs.RUN_ID_ATTR, run_id)
+    state: dict[str, Any] = {
+        "client": client,
+        "tracking_uri": uri,
+        "experiment_id": experiment_id,
+        "run_id": run_id,
+        "resumed": resumed,
+        "generation_runs": {},
+    }
+    context.plugin_state[_runs.STATE_KEY] = state
+    with _runs.guard(state, "logging the config as params"):
+        params = _runs.flatten(_runs.resolved(context.cfg))
+        _runs.log_params(client, run_id, params, resumed)
+    if resumed:
+        with _runs.guard(state, "tagging the resumed run"):
+            client.set_tag(run_id, "nasfw.resumed_at_generation", str(context.start_generation))
+    if context.history:  # resuming a study: also one that ran untracked, or was killed
+        with _runs.guard(state, "logging what the study holds and MLflow does not"):
+            _catch_up(context, state)
+
+
+@hookimpl
+def nasfw_generation_start(
+    context: SearchContext, generation: int, candidates: list[Candidate]
+) -> None:
+    state = _runs.state_of(context)
+    if state is None:
+        return
+    with _runs.guard(state, f"opening the run of generation {generation}"):
+        _runs.generation_run(context, state, generation, candidates)
+
+
+@hookimpl
+def nasfw_trial_complete(
+    context: SearchContext, candidate: Candidate, result: Result, trial: TrialRecord
+) -> None:
+    state = _runs.state_of(context)
+    if state is None:
+        return
+    val = _metrics.val_name(context)
+    with _runs.guard(state, f"logging trial {trial.number}"):
+        best = _metrics.best_metric(_metrics.all_trials(context, [trial]))
+        metrics = _metrics.trial_metrics(trial, best, val)
+        state["client"].log_batch(state["run_id"], metrics=metrics)
+    if not state.get("device_logged") and "device" in result.extra:
+        # Where networks actually trained (train.device may say auto): the first trial's.
+        with _runs.guard(state, "logging the training device"):
+            params = {f"trained_on.{k}": str(result.extra.get(k)) for k in _metrics.DEVICE_FACTS}
+            _runs.log_params(state["client"], state["run_id"], params.items(), resumed=True)
+        state["device_logged"] = True
+
+
+@hookimpl
+def nasfw_generation_end(
+    context: SearchContext, generation: int, trials: list[TrialRecord]
+) -> None:
+    state = _runs.state_of(context)
+    if state is None:
+        return
+    _log_generation(context, state, generation, trials)
+
+
+@hookimpl
+def nasfw_search_end(context: SearchContext, best: TrialRecord | None) -> None:
+    state = _runs.state_of(context)
+    if state is None:
+        return
+    client: MlflowClient = state["client"]
+    run_id: str = state["run_id"]
+    if context.error is not None:
+        killed = isinstance(context.error, KeyboardInterrupt)
+        with _runs.guard(state, "closing the failed run"):
+            text = f"{type(context.error).__name__}: {context.error}"
+            client.set_tag(run_id, "nasfw.error", text[:MAX_TAG_VALUE])
+            client.set_terminated(run_id, status="KILLED" if killed else "FAILED")
+        state["ended"] = True
+        return
+
+    with _runs.guard(state, "plotting best_so_far.png"):
+        _figures.log_progress_plot(client, run_id, context)
+    with _runs.guard(state, "plotting fitness_per_generation.png"):
+        _figures.log_generation_plot(client, run_id, context)
+    step = best.number if best is not None else 0
+    if best is not None:
+        with _runs.guard(state, "logging the best trial"):
+            test = best.result.extra.get("test_metric")
+            summary = {f"best_test_{context.problem.metric}": test}
+            client.log_batch(run_id, metrics=_metrics.metrics(summary, step=step))
+            client.set_tag(run_id, "nasfw.best_trial", str(best.number))
+            client.set_tag(run_id, "mlflow.note.content", _runs.description(context, best))
+            client.log_text(run_id, best.graph.to_json(indent=2), "best_model/graph.json")
+    if context.postproc_report:
+        with _runs.guard(state, "logging the post-processor report"):
+            _figures.log_postproc(client, run_id, context)
+    if context.export_dir is not None and Path(context.export_dir).is_dir():
+        with _runs.guard(state, f"logging the exported files of {context.export_dir}"):
+            client.log_artifacts(run_id, str(context.export_dir), "best_model")
+    if _runs.setting(context, "log_models") and context.best_model is not None:
+        with _runs.guard(state, "logging the best model"):
+            from . import _model  # torch: imported when there is a model, not at discovery
+
+            uri = _model.log_model(context, state, step)
+            client.set_tag(run_id, "nasfw.model_uri", uri)
+    with _runs.guard(state, "closing the run"):
+        client.set_terminated(run_id, status="FINISHED")
+    state["ended"] = True
+
+
+# -- generations and catching up --------------------------------------------------------------
+
+
+def _log_generation(
+    context: SearchContext,
+    state: dict[str, Any],
+    generation: int,
+    trials: list[TrialRecord],
+    catching_up: bool = False,
+) -> None:
+    """Close the nested run of ``generation`` with its metrics; the parent's counts.
+
+    ``catching_up``: logged after the fact for a generation the study finished but MLflow
+    missed (the search was killed in between); the tuner's report of that time is gone.
+    """
+    client: MlflowClient = state["client"]
+    val = _metrics.val_name(context)
+    # Up to this generation only: on resume the history also holds later trials.
+    upto = [*trials, *(t for t in context.history if t.generation <= generation)]
+    best_so_far = _metrics.best_metric(upto)
+    with _runs.guard(state, f"logging generation {generation}"):
+        run_id = _runs.generation_run(context, state, generation)
+        status = "FAILED"
+        try:
+            ok = [m for m in (_metrics.ok_metric(t) for t in trials) if m is not None]
+            values: dict[str, float | None] = {
+                "n_ok": len(ok),
+                "n_failed": sum(not t.result.ok for t in trials),
+                f"best_{val}_so_far": best_so_far,
+                "generation_seconds": context.generation_seconds.get(generation),
+            }
+            if ok:
+                values |= {
+                    f"best_{val}": max(ok),
+                    f"mean_{val}": statistics.fmean(ok),
+                    f"median_{val}": statistics.median(ok),
+                }
+            # The tuner's own view of its state, e.g. CoDeepNEAT's species counts and sizes.
+            report = getattr(context.tuner, "generation_report", None)
+            if callable(report) and not catching_up:
+                values |= report()
+            if state["resumed"]:  # a run a killed search left may hold some of them already
+                logged = client.get_run(run_id).data.metrics
+                values = {k: v for k, v in values.items() if k not in logged}
+            client.log_batch(run_id, metrics=_metrics.metrics(values, step=generation))
+            table = _metrics.population(trials)
+            client.log_table(run_id, data=table, artifact_file="population.json")
+            best_here = max(
+                (t for t in trials if _metrics.ok_metric(t) is not None),
+                key=lambda t: t.rank,
+                default=None,
+            )
+            if best_here is not None:
+                title = f"generation {generation}: trial {best_here.number}, " + (
+                    f"{val} {best_here.result.metric:.4f}"
+                )
+                figure = graph_figure(best_here.graph, title)
+                client.log_figure(run_id, figure, "best_network.png")
+            if catching_up:
+                client.set_tag(run_id, "nasfw.logged_on_resume", "true")
+            status = "FINISHED"
+        finally:
+            client.set_terminated(run_id, status=status)
+            state["generation_runs"].pop(generation, None)
+    last = max((t.number for t in upto), default=None)
+    if last is not None:
+        with _runs.guard(state, f"logging the trial counts after generation {generation}"):
+            done = [t for t in _metrics.all_trials(context, trials) if t.number <= last]
+            counts = _metrics.counts(done)
+            if state["resumed"]:
+                counts = {k: v for k, v in counts.items() if last not in _steps(client, state, k)}
+            client.log_batch(state["run_id"], metrics=_metrics.metrics(counts, step=last))
+
+
+def _steps(client: MlflowClient, state: dict[str, Any], key: str) -> set[int]:
+    return {m.step for m in client.get_metric_history(state["run_id"], key)}
+
+
+def _catch_up(context: SearchContext, state: dict[str, Any]) -> None:
+    """Log what the study holds and this run does not yet; nothing twice.
+
+    The study is written first (the source of truth), MLflow after: a kill in between leaves
+    trials without ``trial/*`` metrics and finished generations without their nested run. A
+    study resumed with tracking on after running untracked gets its whole history.
+    """
+    client: MlflowClient = state["client"]
+    run_id: str = state["run_id"]
+    val = _metrics.val_name(context)
+    logged = _steps(client, state, "trial/failed")  # logged for every trial
+    batch, best = [], None
+    for trial in sorted(context.history, key=lambda t: t.number):
+        metric = _metrics.ok_metric(trial)
+        if metric is not None:
+            best = metric if best is None else max(best, metric)
+        if trial.number not in logged:
+            batch += _metrics.trial_metrics(trial, best, val)
+    for i in range(0, len(batch), METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=batch[i : i + METRICS_PER_BATCH])
+    finished = {
+        int(run.data.tags["nasfw.generation"])
+        for run in client.search_runs(
+            [state["experiment_id"]],
+            filter_string=f"tags.`mlflow.parentRunId` = '{run_id}' and status = 'FINISHED'",
+        )
+        if "nasfw.generation" in run.data.tags
+    }
+    for generation in range(context.start_generation):
+        if generation not in finished:
+            trials = [t for t in context.history if t.generation == generation]
+            _log_generation(context, state, generation, trials, catching_up=True)

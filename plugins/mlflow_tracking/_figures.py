@@ -1,0 +1,159 @@
+"""Figures and tables logged as artifacts: the search's progress, the networks, post-processing."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import TYPE_CHECKING, Any
+
+from nasfw import INPUT, ArchGraph
+
+from ._metrics import all_trials, metrics, ok_metric
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from nasfw import SearchContext
+
+
+def log_progress_plot(client: MlflowClient, run_id: str, context: SearchContext) -> None:
+
+    trials = all_trials(context, ())
+    points = [(t.number, m) for t in trials if (m := ok_metric(t)) is not None]
+    if not points:
+        return
+    xs, ys = zip(*points, strict=True)
+    running, best = [], -math.inf
+    for y in ys:
+        best = max(best, y)
+        running.append(best)
+    fig = _figure((6.4, 4.0))
+    ax = fig.add_subplot()
+    ax.scatter(xs, ys, s=14, alpha=0.6, label=f"trial val_{context.problem.metric}")
+    ax.step(xs, running, where="post", color="C1", label="best so far")
+    n_failed = sum(not t.result.ok for t in trials)
+    ax.set(
+        xlabel="trial",
+        ylabel=f"val_{context.problem.metric}",
+        title=f"{context.study.study_name} ({len(trials)} trials, {n_failed} failed)",
+    )
+    ax.legend(loc="lower right")
+    client.log_figure(run_id, fig, "best_so_far.png", save_kwargs={"dpi": 100})
+
+
+def log_postproc(client: MlflowClient, run_id: str, context: SearchContext) -> None:
+    """The post-processor's rows as a table, and each row's before/after figures as metrics
+    ``postproc/<key>`` at the step of the trial it processed."""
+    rows = context.postproc_report
+    columns = sorted({k for row in rows for k in row})
+    client.log_table(
+        run_id,
+        data={c: [row.get(c) for row in rows] for c in columns},
+        artifact_file="postproc.json",
+    )
+    batch = []
+    for position, row in enumerate(rows):
+        numeric = {
+            f"postproc/{key}": value
+            for key, value in row.items()
+            if isinstance(value, int | float) and not isinstance(value, bool) and key != "trial"
+        }
+        batch.extend(metrics(numeric, step=int(row.get("trial", position))))
+    client.log_batch(run_id, metrics=batch)
+
+
+def _figure(size: tuple[float, float]) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)  # the Agg backend, without touching pyplot's global state
+    return fig
+
+
+def log_generation_plot(client: MlflowClient, run_id: str, context: SearchContext) -> None:
+    by_generation: dict[int, list[float]] = {}
+    for t in all_trials(context, ()):
+        if (m := ok_metric(t)) is not None:
+            by_generation.setdefault(t.generation, []).append(m)
+    if not by_generation:
+        return
+    gens = sorted(by_generation)
+    fig = _figure((6.4, 4.0))
+    ax = fig.add_subplot()
+    ax.plot(gens, [max(by_generation[g]) for g in gens], "o-", label="best")
+    ax.plot(gens, [statistics.fmean(by_generation[g]) for g in gens], "s--", label="mean")
+    ax.set(
+        xlabel="generation",
+        ylabel=f"val_{context.problem.metric}",
+        title=f"{context.study.study_name}: {context.problem.metric} per generation",
+    )
+    ax.legend(loc="lower right")
+    client.log_figure(run_id, fig, "fitness_per_generation.png", save_kwargs={"dpi": 100})
+
+
+_SHOWN_PARAMS = ("filters", "kernel_size", "units", "rate", "pool_size", "activation")
+
+
+def graph_figure(graph: ArchGraph, title: str = "") -> Any:
+    """A matplotlib figure of ``graph``: nodes in columns by depth from the input."""
+    order = graph.topological_order()
+    depth: dict[str, int] = {INPUT: 0}
+    for node in order:
+        depth[node.id] = 1 + max(depth[i] for i in node.inputs)
+    columns: dict[int, list[str]] = {}
+    for name in [INPUT, *(n.id for n in order)]:
+        columns.setdefault(depth[name], []).append(name)
+    pos = {
+        name: (d, -(i - (len(names) - 1) / 2))
+        for d, names in columns.items()
+        for i, name in enumerate(names)
+    }
+    height = max(len(names) for names in columns.values())
+    fig = _figure((max(4.0, 1.9 * len(columns)), max(2.5, 1.3 * height)))
+    ax = fig.add_subplot()
+    for node in order:
+        for src in node.inputs:
+            ax.annotate(
+                "",
+                xy=pos[node.id],
+                xytext=pos[src],
+                arrowprops={
+                    "arrowstyle": "->",
+                    "color": "0.4",
+                    "shrinkA": 22,
+                    "shrinkB": 22,
+                    # Skips bend, so they do not run under the boxes of the main path.
+                    "connectionstyle": f"arc3,rad={0.2 if depth[node.id] - depth[src] > 1 else 0}",
+                },
+            )
+    for name, (x, y) in pos.items():
+        if name == INPUT:
+            label, color = "input", "0.85"
+        else:
+            node = graph[name]
+            shown = [
+                f"{k}={node.params[k]:.2g}"
+                if isinstance(node.params[k], float)
+                else f"{k}={node.params[k]}"
+                for k in _SHOWN_PARAMS
+                if k in node.params
+            ]
+            merge = [f"merge={node.merge}"] if len(node.inputs) > 1 else []
+            label = "\n".join([node.op, *shown, *merge])
+            color = "#f6d38b" if name == graph.output else "#bcd7f2"
+        ax.text(
+            x,
+            y,
+            label,
+            ha="center",
+            va="center",
+            fontsize=7,
+            bbox={"boxstyle": "round", "facecolor": color, "edgecolor": "0.3"},
+        )
+    ax.set_xlim(-0.6, len(columns) - 0.4)
+    ax.set_ylim(-height / 2 - 0.9, height / 2 + 0.3)
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig
