@@ -132,13 +132,14 @@ def test_mlflow_catches_up_with_the_study_after_kills(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("nasfw").experiment_id])
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     history = client.get_metric_history
-    steps = Counter(m.step for m in history(parent.info.run_id, "trial/failed"))
-    assert steps == Counter(range(16))  # every trial once
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    steps = Counter(m.step for r in nested for m in history(r.info.run_id, "trial/failed"))
+    assert steps == Counter(range(16))  # every trial once, in its generation's run
+    assert Counter(m.step for m in history(parent.info.run_id, "n_trials")) == Counter(range(16))
     best = Counter(m.step for m in history(parent.info.run_id, "best_val_accuracy"))
     assert best == Counter(range(16))
     counts = Counter(m.step for m in history(parent.info.run_id, "n_trials_ok"))
     assert sorted(counts.values()) == [1, 1, 1, 1]  # one per generation
-    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     generations = Counter(r.data.tags["nasfw.generation"] for r in nested)
     assert generations == Counter(str(g) for g in range(4))
     for run in nested:

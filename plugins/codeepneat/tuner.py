@@ -454,10 +454,9 @@ class CoDeepNEAT(Tuner):
             used = m.id in mod_scores
             m.fitness = aggregate(mod_scores[m.id]) if used else None
             m.unused = 0 if used else m.unused + 1
-        self.report = {
-            "best_fitness": max(scores, default=0.0),
-            "mean_fitness": statistics.fmean(scores) if scores else 0.0,
-        }
+        # The best score is the generation's best_val_<metric> already; the mean differs from
+        # the trackers' (failed networks count as 0 here), so it is the tuner's to report.
+        self.report = {"mean_fitness": statistics.fmean(scores) if scores else 0.0}
 
     def generation_report(self) -> dict[str, float]:
         return dict(self.report)

@@ -11,21 +11,23 @@ What is logged, with ``<val>`` the problem's validation metric (e.g. ``val_accur
   tags for the groups, study, storage, user (``mlflow.user``), source, command line, the git
   commit of the user's project (``mlflow.source.git.commit``) and of nasfw's own checkout
   (``nasfw.git_commit``); a description (``mlflow.note.content``: command, output directory,
-  best trial). Summaries: ``best_<val>`` after every trial, ``best_test_<metric>`` once,
-  ``n_trials_ok`` / ``n_trials_failed`` / ``n_trials_pruned`` after every generation. Per
-  trial: ``trial/<val>``, ``trial/loss``, ``trial/flops``, ``trial/params``,
-  ``trial/train_seconds``, ``trial/failed``, ``trial/regularized_score`` and the scorer's
-  numeric facts ``trial/<key>``; ``trained_on.*`` params (device, its name, precision). Plots
+  best trial). Only summaries of the search, so MLflow's compare view ranks searches truly:
+  ``n_trials`` and ``best_<val>`` after every trial, ``best_test_<metric>`` once,
+  ``n_trials_ok`` / ``n_trials_failed`` / ``n_trials_pruned`` after every generation;
+  ``trained_on.*`` params (device, its name, precision). Plots
   ``best_so_far.png`` and ``fitness_per_generation.png``, ``best_model/`` (the exported files),
   and the best model as an MLflow PyTorch model named after the study that takes raw inputs.
 - nested run ``<study> · generation <g>``, opened when the generation starts (its duration is
   the generation's) with params ``generation``, ``tuner``, ``candidates``: ``best_<val>``,
   ``mean_<val>``, ``median_<val>``, ``best_<val>_so_far``, ``n_ok``, ``n_failed``,
   ``generation_seconds``, the tuner's report (e.g. species sizes), ``population.json`` and
-  ``best_network.png``.
+  ``best_network.png``; and each of its trials' series: ``trial/<val>``, ``trial/loss``,
+  ``trial/flops``, ``trial/params``, ``trial/train_seconds``, ``trial/failed``,
+  ``trial/regularized_score`` and the scorer's numeric facts ``trial/<key>``.
 
-Steps: in the parent run every metric's step is a trial number and its timestamp the time that
-evaluation finished (MLflow's "Step" and "Time" axes); in a generation run, the generation.
+Steps: a trial's number, for every metric logged per trial (the parent's summaries and the
+generation runs' ``trial/*``), with the time that evaluation finished as timestamp (MLflow's
+"Step" and "Time" axes); a generation's own metrics are at the step of its number.
 
 The parent run id is stored in the Optuna study (user attr ``mlflow_run_id``): a resumed search
 continues its run and first logs what the study holds and the run does not (a kill between the
@@ -137,9 +139,11 @@ def nasfw_trial_complete(
         return
     val = _metrics.val_name(context)
     with _runs.guard(state, f"logging trial {trial.number}"):
-        best = _metrics.best_metric(_metrics.all_trials(context, [trial]))
-        metrics = _metrics.trial_metrics(trial, best, val)
-        state["client"].log_batch(state["run_id"], metrics=metrics)
+        done = _metrics.all_trials(context, [trial])
+        summary = _metrics.summary_metrics(trial, len(done), _metrics.best_metric(done), val)
+        state["client"].log_batch(state["run_id"], metrics=summary)
+        run_id = _runs.generation_run(context, state, trial.generation)
+        state["client"].log_batch(run_id, metrics=_metrics.trial_metrics(trial, val))
     if not state.get("device_logged") and "device" in result.extra:
         # Where networks actually trained (train.device may say auto): the first trial's.
         with _runs.guard(state, "logging the training device"):
@@ -292,16 +296,20 @@ def _catch_up(context: SearchContext, state: dict[str, Any]) -> None:
     client: MlflowClient = state["client"]
     run_id: str = state["run_id"]
     val = _metrics.val_name(context)
-    logged = _steps(client, state, "trial/failed")  # logged for every trial
-    batch, best = [], None
-    for trial in sorted(context.history, key=lambda t: t.number):
+    logged = _steps(client, state, "n_trials")  # logged after every trial
+    batches: dict[str, list[Any]] = {}
+    best = None
+    for seen, trial in enumerate(sorted(context.history, key=lambda t: t.number), start=1):
         metric = _metrics.ok_metric(trial)
         if metric is not None:
             best = metric if best is None else max(best, metric)
         if trial.number not in logged:
-            batch += _metrics.trial_metrics(trial, best, val)
-    for i in range(0, len(batch), METRICS_PER_BATCH):
-        client.log_batch(run_id, metrics=batch[i : i + METRICS_PER_BATCH])
+            batches.setdefault(run_id, []).extend(_metrics.summary_metrics(trial, seen, best, val))
+            generation_run = _runs.generation_run(context, state, trial.generation)
+            batches.setdefault(generation_run, []).extend(_metrics.trial_metrics(trial, val))
+    for target, batch in batches.items():
+        for i in range(0, len(batch), METRICS_PER_BATCH):
+            client.log_batch(target, metrics=batch[i : i + METRICS_PER_BATCH])
     finished = {
         int(run.data.tags["nasfw.generation"])
         for run in client.search_runs(

@@ -57,10 +57,15 @@ def trial_values(result: Result, val: str) -> dict[str, float | int | None]:
     }
 
 
-def trial_metrics(trial: TrialRecord, best: float | None, val: str) -> list[Metric]:
-    """A trial's series and the search's ``best_<val>`` after it, at the trial's number."""
-    values = trial_values(trial.result, val)
-    values[f"best_{val}"] = best
+def trial_metrics(trial: TrialRecord, val: str) -> list[Metric]:
+    """A trial's own series (for its generation's run), at the trial's number."""
+    return metrics(trial_values(trial.result, val), trial.number, trial.result.finished)
+
+
+def summary_metrics(trial: TrialRecord, seen: int, best: float | None, val: str) -> list[Metric]:
+    """The search after ``trial`` (for the parent run): ``n_trials`` evaluated so far and the
+    ``best_<val>`` among them, at the trial's number."""
+    values = {"n_trials": seen, f"best_{val}": best}
     return metrics(values, trial.number, trial.result.finished)
 
 

@@ -233,25 +233,34 @@ def test_one_parent_run_with_params_and_tags(env: Env, search: dict[str, Any]) -
 
 def test_trial_metrics_are_logged_per_trial_number(env: Env, search: dict[str, Any]) -> None:
     run_id = search["run"].info.run_id
+    children = [c.info.run_id for c in child_runs(env, run_id)]
 
-    def history(key: str) -> dict[int, float]:
+    def history(key: str, *runs: str) -> dict[int, float]:
         # log_model links the metrics at the best trial's step to the model: a second entry
         # with the same step and value, so compare as a mapping.
-        return {m.step: m.value for m in env.client.get_metric_history(run_id, key)}
+        return {
+            m.step: m.value
+            for r in runs or (run_id,)
+            for m in env.client.get_metric_history(r, key)
+        }
 
-    assert history("trial/val_accuracy") == pytest.approx({0: 0.5, 2: 0.7, 3: 0.6, 4: 0.9})
-    assert history("trial/failed") == {0: 0, 1: 1, 2: 0, 3: 0, 4: 0, 5: 1}
-    assert history("trial/params") == {0: 100, 1: 3e6, 2: 300, 3: 400, 4: 500, 5: 3e6}
-    assert history("trial/flops") == {0: 1000, 2: 3000, 3: 4000, 4: 5000}
-    assert set(history("trial/loss")) == {0, 2, 3, 4}
-    assert history("trial/train_seconds")[2] == 0.5
-    assert history("trial/regularized_score") == pytest.approx({0: 0.45, 3: 0.55})
-    # The summary is the best so far after each trial (the last value is the search's best).
+    # Each trial's series is in its generation's run, at the trial's number.
+    assert history("trial/val_accuracy", *children) == pytest.approx(
+        {0: 0.5, 2: 0.7, 3: 0.6, 4: 0.9}
+    )
+    assert history("trial/failed", children[1]) == {3: 0, 4: 0, 5: 1}
+    assert history("trial/params", *children) == {0: 100, 1: 3e6, 2: 300, 3: 400, 4: 500, 5: 3e6}
+    assert history("trial/flops", *children) == {0: 1000, 2: 3000, 3: 4000, 4: 5000}
+    assert set(history("trial/loss", *children)) == {0, 2, 3, 4}
+    assert history("trial/train_seconds", children[0])[2] == 0.5
+    assert history("trial/regularized_score", *children) == pytest.approx({0: 0.45, 3: 0.55})
+    # The parent holds summaries only: the best so far and the count after each trial.
     best = history("best_val_accuracy")
     assert best == pytest.approx({0: 0.5, 1: 0.5, 2: 0.7, 3: 0.7, 4: 0.9, 5: 0.9})
+    assert history("n_trials") == {n: n + 1 for n in range(6)}
     assert search["run"].data.metrics["best_val_accuracy"] == pytest.approx(0.9)
     assert history("n_trials_ok") == {2: 2, 5: 4} and history("n_trials_failed") == {2: 1, 5: 2}
-    assert not [k for k in search["run"].data.metrics if k.startswith("trial_")]
+    assert not [k for k in search["run"].data.metrics if k.startswith("trial")]
 
 
 def test_one_nested_run_per_generation(env: Env, search: dict[str, Any]) -> None:
@@ -475,7 +484,7 @@ def test_interleaved_searches_in_one_process(env: Env, problem: Problem, space) 
         run_id = context.plugin_state["mlflow"]["run_id"]
         run = env.client.get_run(run_id)
         assert run.data.params["seed"] == str(i + 1)
-        history = env.client.get_metric_history(run_id, "trial/val_accuracy")
+        history = env.client.get_metric_history(run_id, "best_val_accuracy")
         assert sorted((m.step, round(m.value, 6)) for m in history) == [
             (0, round(0.1 * (i + 1), 6)),
             (1, round(0.1 * (i + 1) + 0.01, 6)),
