@@ -54,6 +54,7 @@ def load_digits(config: ProblemConfig) -> Problem:
         val=val,
         test=test,
         class_names=[str(c) for c in bunch.target_names],
+        raw_scale=1 / 16,  # sklearn's raw pixels are counts 0..16
     )
 
 

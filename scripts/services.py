@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""Start and stop the services the cluster tests need: a single-node SLURM and PostgreSQL.
+"""Start and stop what the tests need: a single-node SLURM, PostgreSQL, and Chromium.
 
     python scripts/services.py start postgres [--dir DIR]   # prints url=postgresql+psycopg2://...
     python scripts/services.py start slurm [--dir DIR]      # prints SLURM_CONF=DIR/etc/slurm.conf
+    python scripts/services.py start chromium               # installs it; prints executable=...
     python scripts/services.py status slurm|postgres [--dir DIR]
     python scripts/services.py stop slurm|postgres [--dir DIR]
 
 Missing Debian packages are installed first (root only): ``postgresql`` for PostgreSQL;
 ``slurmctld slurmd slurm-client munge slurmdbd mariadb-server`` for SLURM, with MariaDB and
-slurmdbd for accounting (submitit needs ``sacct`` to see cancelled or killed jobs). Every file
+slurmdbd for accounting (submitit needs ``sacct`` to see cancelled or killed jobs);
+``chromium`` for the browser tests of the MLflow UI and optuna-dashboard. Every file
 of a service (config, data, logs, pid files) lives under ``--dir`` (default
 ``/tmp/nasfw-services/<service>``), which ``start`` wipes first: ``slurmctld -c`` numbers jobs
 from 1 again, so an old accounting database would answer for new jobs. Daemons are stopped by
@@ -411,7 +413,26 @@ def slurm_stop(root: Path, quiet: bool = False) -> None:
         log(f"SLURM in {root} stopped (munged left running)")
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def chromium_start(root: Path) -> dict[str, str]:
+    """Debian's Chromium for the browser tests (Playwright drives it; it is not a daemon)."""
+    apt_install(["chromium"], [str(CHROMIUM)])
+    return chromium_status(root)
+
+
+def chromium_status(root: Path) -> dict[str, str]:
+    out = run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--version"])
+    return {"executable": str(CHROMIUM), "version": out.stdout.strip().splitlines()[0]}
+
+
+def chromium_stop(root: Path, quiet: bool = False) -> None:
+    """Nothing runs between tests: each test starts and closes its own browser."""
+
+
 SERVICES = {
+    "chromium": (chromium_start, chromium_status, chromium_stop),
     "postgres": (postgres_start, postgres_status, postgres_stop),
     "slurm": (slurm_start, slurm_status, slurm_stop),
 }

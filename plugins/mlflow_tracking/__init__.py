@@ -41,6 +41,7 @@ logged as a warning and the search goes on.
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -224,12 +225,17 @@ def _log_generation(
     missed (the search was killed in between); the tuner's report of that time is gone.
     """
     client: MlflowClient = state["client"]
+    ended = time.time()  # the generation's end, not that of the logging below
+    times = [t.result for t in trials if t.result.started is not None]
+    first = min((r.started for r in times), default=None) if catching_up else None
+    last_done = max((r.finished or ended for r in times), default=ended)
+    end = last_done if catching_up else ended
     val = _metrics.val_name(context)
     # Up to this generation only: on resume the history also holds later trials.
     upto = [*trials, *(t for t in context.history if t.generation <= generation)]
     best_so_far = _metrics.best_metric(upto)
     with _runs.guard(state, f"logging generation {generation}"):
-        run_id = _runs.generation_run(context, state, generation)
+        run_id = _runs.generation_run(context, state, generation, started=first)
         status = "FAILED"
         try:
             ok = [m for m in (_metrics.ok_metric(t) for t in trials) if m is not None]
@@ -270,7 +276,7 @@ def _log_generation(
                 client.set_tag(run_id, "nasfw.logged_on_resume", "true")
             status = "FINISHED"
         finally:
-            client.set_terminated(run_id, status=status)
+            client.set_terminated(run_id, status=status, end_time=int(end * 1000))
             state["generation_runs"].pop(generation, None)
     last = max((t.number for t in upto), default=None)
     if last is not None:
@@ -299,13 +305,19 @@ def _catch_up(context: SearchContext, state: dict[str, Any]) -> None:
     logged = _steps(client, state, "n_trials")  # logged after every trial
     batches: dict[str, list[Any]] = {}
     best = None
+    first: dict[int, float] = {}  # when each generation's first evaluation started
+    for t in context.history:
+        if t.result.started is not None:
+            first[t.generation] = min(first.get(t.generation, t.result.started), t.result.started)
     for seen, trial in enumerate(sorted(context.history, key=lambda t: t.number), start=1):
         metric = _metrics.ok_metric(trial)
         if metric is not None:
             best = metric if best is None else max(best, metric)
         if trial.number not in logged:
             batches.setdefault(run_id, []).extend(_metrics.summary_metrics(trial, seen, best, val))
-            generation_run = _runs.generation_run(context, state, trial.generation)
+            generation_run = _runs.generation_run(
+                context, state, trial.generation, started=first.get(trial.generation)
+            )
             batches.setdefault(generation_run, []).extend(_metrics.trial_metrics(trial, val))
     for target, batch in batches.items():
         for i in range(0, len(batch), METRICS_PER_BATCH):

@@ -65,7 +65,8 @@ def trial_metrics(trial: TrialRecord, val: str) -> list[Metric]:
 def summary_metrics(trial: TrialRecord, seen: int, best: float | None, val: str) -> list[Metric]:
     """The search after ``trial`` (for the parent run): ``n_trials`` evaluated so far and the
     ``best_<val>`` among them, at the trial's number."""
-    values = {"n_trials": seen, f"best_{val}": best}
+    # best_<val> first: MLflow's compare view plots a run's first metric by default.
+    values = {f"best_{val}": best, "n_trials": seen}
     return metrics(values, trial.number, trial.result.finished)
 
 

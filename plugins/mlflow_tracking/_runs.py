@@ -362,11 +362,13 @@ def generation_run(
     state: dict[str, Any],
     generation: int,
     candidates: list[Candidate] | None = None,
+    started: float | None = None,
 ) -> str:
     """The nested run of ``generation``: the open one, the one a killed search left, or new.
 
-    Opened when the generation starts (so its duration is the generation's), named after the
-    study, with the generation's params.
+    Opened when the generation starts (so its duration is the generation's; ``started``, in
+    seconds since the epoch, backdates one opened after the fact), named after the study,
+    with the generation's params.
     """
     client: MlflowClient = state["client"]
     runs: dict[int, str] = state["generation_runs"]
@@ -389,6 +391,7 @@ def generation_run(
     if run_id is None:
         run = client.create_run(
             state["experiment_id"],
+            start_time=int(started * 1000) if started is not None else None,
             run_name=f"{context.study.study_name} · generation {generation}",
             tags={
                 "mlflow.parentRunId": parent_id,
