@@ -268,7 +268,11 @@ def check_model(space: Workspace, run: Any) -> dict[str, Any]:
     from nasfw.evaluate import load_problem
 
     mlflow.set_tracking_uri(space.tracking)
-    model = mlflow.pyfunc.load_model(run.data.tags["nasfw.model_uri"])
+    uri = run.data.tags["nasfw.model_uri"]
+    info = mlflow.models.get_model_info(uri)
+    check(info.signature is not None, "the logged model has no signature")
+    check(info.name == space.studies["codeepneat"], f"the logged model is named {info.name!r}")
+    model = mlflow.pyfunc.load_model(uri)
     problem = load_problem(ProblemConfig(name="digits"))
     raw = problem.preprocessing.invert(problem.test.x)
     check(float(raw.max()) > 15, "the raw digits are not raw 0..16 pixels")
@@ -297,6 +301,10 @@ def check_dashboard(space: Workspace, base: str, page: Any, shots: Path) -> dict
     text = wait_text(page, "Duration")
     check("nasfw:tuner_state" not in text, "the trial page shows nasfw's internal state")
     check("architecture" in text, "the trial page has no architecture summary")
+    # The page shows the selected trial's duration in ms, as the study's storage has it.
+    first = study.get_trials()[0]
+    shown_ms = round((first.datetime_complete - first.datetime_start).total_seconds() * 1000)
+    check(shown_ms > 0 and f"\n{shown_ms}\n" in f"\n{text}\n", f"no duration {shown_ms} shown")
     # A reused result (an identical network evaluated before) is a lookup: it takes no time.
     evaluated = [t for t in study.get_trials() if "reused_from" not in t.user_attrs["extra"]]
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in evaluated]
