@@ -66,27 +66,24 @@ def log_model(context: SearchContext, state: dict[str, Any], step: int) -> str:
     # only. Leaving the `with` pops it off the stack (even on errors); nested=True keeps a run
     # the caller may have open underneath ours.
     with mlflow.start_run(run_id=state["run_id"], nested=mlflow.active_run() is not None):
-        try:
-            info = mlflow.pytorch.log_model(
+
+        def log(serialization: str) -> Any:
+            return mlflow.pytorch.log_model(
                 model,
                 name=name,
                 input_example=example,
-                serialization_format="pt2",
+                serialization_format=serialization,
                 pip_requirements=requirements,
                 step=step,
             )
+
+        try:
+            info = log("pt2")
         except Exception as err:
             _log.warning(
                 "the best model cannot be exported with torch.export (%s: %s); logging it pickled",
                 type(err).__name__,
                 first_line(err),
             )
-            info = mlflow.pytorch.log_model(
-                model,
-                name=name,
-                input_example=example,
-                serialization_format="pickle",
-                pip_requirements=requirements,
-                step=step,
-            )
+            info = log("pickle")
     return info.model_uri
