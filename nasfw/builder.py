@@ -11,7 +11,9 @@ result is a :class:`GraphModule` whose layers are found by node id:
   flattens / pools / 1x1-projects input ``i``; projections are layers too);
 - ``model.reshapes[node_id]``: an ``nn.Flatten`` applied to the (merged) input before the op;
 - ``model.node_shapes[node_id]``: the node's output shape (no batch dimension);
-- ``model.head``: ``nn.Linear`` from the flattened output node to ``n_outputs``.
+- ``model.head``: ``nn.Linear`` from the flattened output node to ``n_outputs`` (for regression
+  its bias starts at the train targets' mean, ``problem.output_bias``: the mean predictor);
+- ``model.input_dtype``: ``torch.long`` for a text problem's token ids, else ``None`` (floats).
 
 Shapes never include the batch dimension and put channels first (see :mod:`nasfw.ops`).
 """
@@ -44,6 +46,9 @@ class ProblemShape(Protocol):
 
     @property
     def n_outputs(self) -> int: ...
+
+
+# Optional on a problem: ``vocab_size`` (its inputs are token ids) and ``output_bias``.
 
 
 # Per tensor rank (with channels): the pooling and 1x1 projection layers that reconcile merges.
@@ -91,9 +96,11 @@ class GraphModule(nn.Module):
         node_shapes: Mapping[str, Shape],
         merges: Mapping[str, Merge],
         reshapes: Mapping[str, nn.Module],
+        input_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.graph = graph
+        self.input_dtype = input_dtype
         self.input_shape = tuple(input_shape)
         self.n_outputs = n_outputs
         self.node_modules = nn.ModuleDict(dict(node_modules))
@@ -124,7 +131,8 @@ def build_model(
     """Build the network of ``graph`` for ``problem`` (its ``input_shape`` and ``n_outputs``).
 
     ``ops`` defaults to the registered ops. Raises :class:`BuildError` naming the node when the
-    graph is invalid, an op cannot take its input's rank, or an op's build fails.
+    graph is invalid, an op cannot take its input's rank, an op's build fails, or token ids
+    (a problem with a ``vocab_size``) meet an op that is not a token op or the other way round.
 
     Example:
         >>> model = build_model(graph, problem)  # doctest: +SKIP
@@ -147,6 +155,7 @@ def build_model(
         # One exception type for "this graph cannot be built", whatever the reason.
         raise BuildError(str(err)) from err
 
+    vocab_size = getattr(problem, "vocab_size", None)
     probe = nn.ModuleDict()
     shapes: dict[str, Shape] = {INPUT: input_shape}
     node_modules: dict[str, nn.Module] = {}
@@ -159,6 +168,7 @@ def build_model(
                 "attribute names)"
             )
         spec = ops[node.op]
+        _check_tokens(node, spec, vocab_size)
         in_shapes = [shapes[src] for src in node.inputs]
         if len(in_shapes) > 1:
             merges[node.id], shape = _merge(node, in_shapes)
@@ -173,8 +183,9 @@ def build_model(
                     f"node {node.id!r} ({node.op}): needs a rank-{spec.input_rank} input, got "
                     f"shape {shape}" + _from(node, in_shapes)
                 )
+        extra = (vocab_size,) if spec.tokens else ()
         try:
-            module, out_shape = spec.build(spec.with_defaults(node.params), shape)
+            module, out_shape = spec.build(spec.with_defaults(node.params), shape, *extra)
         except Exception as err:
             raise BuildError(
                 f"node {node.id!r} ({node.op}): building for input shape {shape} failed: "
@@ -189,7 +200,31 @@ def build_model(
         node_modules[node.id] = module
         shapes[node.id] = out_shape
     del shapes[INPUT]
-    return GraphModule(graph, input_shape, n_outputs, node_modules, shapes, merges, reshapes)
+    input_dtype = torch.long if vocab_size is not None else None
+    model = GraphModule(
+        graph, input_shape, n_outputs, node_modules, shapes, merges, reshapes, input_dtype
+    )
+    bias = getattr(problem, "output_bias", None)
+    if bias is not None:
+        with torch.no_grad():
+            model.head.bias.copy_(torch.as_tensor(bias, dtype=model.head.bias.dtype))
+    return model
+
+
+def _check_tokens(node: Node, spec: OpSpec, vocab_size: int | None) -> None:
+    """Token ids go to token ops only, and token ops read nothing but token ids."""
+    reads_input = INPUT in node.inputs
+    if spec.tokens and (vocab_size is None or node.inputs != (INPUT,)):
+        got = "a problem without token inputs" if vocab_size is None else "values of other nodes"
+        raise BuildError(
+            f"node {node.id!r} ({node.op}): a token op reads the input's token ids only, "
+            f"got {got} (inputs {list(node.inputs)})"
+        )
+    if vocab_size is not None and reads_input and not spec.tokens:
+        raise BuildError(
+            f"node {node.id!r} ({node.op}): the input holds token ids, which only token ops "
+            "(e.g. embedding) can read; put an embedding first"
+        )
 
 
 def _from(node: Node, in_shapes: Sequence[Shape]) -> str:
@@ -257,15 +292,26 @@ def model_cost(
     """FLOPs (``torch.utils.flop_counter`` conventions) of one eval-mode forward at batch 1,
     and the number of parameters.
 
-    ``example`` (batch of 1) replaces the zero input, for models that need e.g. token ids.
+    Counted on the meta device (a copy of ``model`` when it lives elsewhere): the fused CPU
+    kernels of LSTM and of attention in eval mode bypass the counter, which would count 0.
+    ``example`` (batch of 1) replaces the zero input (token ids for ``input_dtype=torch.long``).
     """
+    import copy
+
     from torch.utils.flop_counter import FlopCounterMode
 
     params = sum(p.numel() for p in model.parameters())
-    if example is None:
-        first = next(model.parameters(), None)
-        dtype = first.dtype if first is not None and first.is_floating_point() else None
-        device = first.device if first is not None else None
+    first = next(model.parameters(), None)
+    if first is not None and first.device.type != "meta":
+        model = copy.deepcopy(model).to("meta")
+        first = next(model.parameters())
+    dtype = getattr(model, "input_dtype", None)
+    if dtype is None and first is not None and first.is_floating_point():
+        dtype = first.dtype
+    device = first.device if first is not None else None
+    if example is not None:
+        example = example.to(device) if device is not None else example
+    else:
         example = torch.zeros((1, *input_shape), dtype=dtype, device=device)
     # Per-module modes, since a caller may have put only some submodules in eval mode.
     modes = [(m, m.training) for m in model.modules()]

@@ -154,6 +154,12 @@ class ProblemConfig:
     split_seed: int = 0
     # Use at most this many training examples (None: all); handy for quick runs.
     max_train_samples: int | None = setting(None, ge=1)
+    # Generated problems only (mnist1d, ppg_heart_rate, grammar_acceptability, ...): how many
+    # examples to generate and how much noise to add (None: the problem's own default; each
+    # problem's docstring says what noise means). The data depend on split_seed too; problems
+    # read from files refuse both.
+    n_samples: int | None = setting(None, ge=10)
+    noise: float | None = setting(None, ge=0)
     # How candidates of this problem are scored when evaluation=auto (plain or regularized).
     evaluation: str = "plain"
 

@@ -4,7 +4,9 @@ Ops are a registry like every other plugin kind (hook ``register_ops``); the bui
 dense ops live in ``nasfw.plugins.ops``. An op knows its parameters (with hard limits, so a graph
 can be checked without a search space) and how to build its ``torch.nn.Module`` for a given input
 shape. Shapes never include the batch dimension; channels come first, so an image is
-``(C, H, W)``, a sequence ``(C, L)`` and a feature vector ``(F,)``.
+``(C, H, W)``, a sequence ``(C, L)`` and a feature vector ``(F,)``. A text problem's input is
+``(L,)`` token ids (ints, not features): only *token ops* (``OpSpec.tokens``, e.g. ``embedding``)
+read it, and they read nothing else.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ class ParamSpec:
         return None
 
 
-BuildFn = Callable[[Mapping[str, Any], Shape], "tuple[nn.Module, Shape]"]
+# build(params, input_shape) for value ops; build(params, input_shape, vocab_size) for token ops.
+BuildFn = Callable[..., "tuple[nn.Module, Shape]"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class OpSpec:
     ``build(params, input_shape) -> (module, output_shape)`` makes the module. ``input_rank`` is
     the rank the op needs (3 for ``(C, H, W)``, 1 for features, ``None`` for any); the model
     builder flattens a larger input before an op that needs rank 1 and refuses other mismatches.
+    A token op (``tokens=True``) reads a text problem's ``(L,)`` token ids and nothing else;
+    its build takes the problem's vocabulary size as a third argument:
+    ``build(params, (L,), vocab_size)``.
     """
 
     name: str
@@ -65,6 +71,7 @@ class OpSpec:
     params: Mapping[str, ParamSpec] = field(default_factory=dict)
     input_rank: int | None = None
     description: str = ""
+    tokens: bool = False
 
     def check_params(self, params: Mapping[str, Any]) -> list[str]:
         """Return one message per problem with ``params`` (unknown, missing or out of limits)."""

@@ -78,11 +78,29 @@ class Problem:
     class_names: list[str] | None = None
     # The loader's units per raw unit (e.g. 1/255 for 8-bit pixels it divided by 255).
     raw_scale: float = 1.0
+    # The validation metric (nasfw.metrics; higher is better): "" picks the task's default,
+    # accuracy or r2.
+    metric: str = ""
+    # Text problems: x holds token ids, ints in [0, vocab_size) shaped (n, L), with 0 padding;
+    # only token ops (embedding) read them. None: x holds float values.
+    vocab_size: int | None = None
+    # The word of every token id (vocabulary[0] is the padding), where the problem knows them.
+    vocabulary: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        from nasfw.metrics import DEFAULT_METRIC, metric
+
+        self.metric = self.metric or DEFAULT_METRIC[self.task]
+        metric(self.metric, self.task)  # an unknown name fails when the problem loads
 
     @property
-    def metric(self) -> str:
-        """Name of the validation metric; higher is better for every task."""
-        return "accuracy" if self.task == "classification" else "r2"
+    def output_bias(self) -> np.ndarray | None:
+        """Regression: the train targets' mean per output, where the head's bias starts (the
+        mean predictor, the task's baseline); None for classification."""
+        if self.task != "regression" or not len(self.train):
+            return None
+        y = np.asarray(self.train.y, dtype=np.float64).reshape(len(self.train), -1)
+        return y.mean(axis=0).astype(np.float32)
 
     @property
     def preprocessing(self) -> Standardization | None:
@@ -116,6 +134,7 @@ def split_arrays(
     stratify: bool,
     *,
     test: tuple[np.ndarray, np.ndarray] | None = None,
+    standardize: bool = True,
 ) -> tuple[Split, Split, Split]:
     """Seeded train/val/test split; features standardised with train statistics only.
 
@@ -127,7 +146,7 @@ def split_arrays(
     that is the test split, ``test_fraction`` is unused and ``val_fraction`` is the share of
     ``x``/``y`` held out for validation. ``max_train_samples`` then caps the train split only.
     The splits depend on ``config.split_seed`` alone; ``stratify`` keeps class proportions
-    where the data allow it.
+    where the data allow it. ``standardize=False`` keeps ``x`` as it is (token ids).
     """
     keys = ("val_fraction",) if test is not None else ("val_fraction", "test_fraction")
     for key in keys:
@@ -158,6 +177,8 @@ def split_arrays(
         )
     if config.max_train_samples is not None:
         x_train, y_train = x_train[: config.max_train_samples], y_train[: config.max_train_samples]
+    if not standardize:
+        return Split(x_train, y_train), Split(x_val, y_val), Split(x_test, y_test)
     axes = (0,) if x.ndim == 2 else (0, *range(2, x.ndim))
     mean = x_train.mean(axis=axes, keepdims=True)
     std = x_train.std(axis=axes, keepdims=True)

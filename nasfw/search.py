@@ -415,5 +415,8 @@ def _export_best(context: SearchContext, best: TrialRecord, train_config: Any) -
     if preprocessing is not None:  # the model expects standardised inputs: say how
         text = json.dumps(preprocessing.to_dict(), indent=2)
         (export_dir / "preprocessing.json").write_text(text)
+    if context.problem.vocabulary is not None:  # the word of each token id the model takes
+        words = json.dumps(context.problem.vocabulary, indent=0)
+        (export_dir / "vocabulary.json").write_text(words)
     context.best_model = model
     context.export_dir = export_dir

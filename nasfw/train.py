@@ -117,7 +117,8 @@ def _tensors(
     cached = _ON_DEVICE.get(key)
     if cached is not None and cached[0] is split:
         return cached[1], cached[2]
-    x = torch.from_numpy(np.ascontiguousarray(split.x, dtype=np.float32))
+    dtype = np.int64 if problem.vocab_size is not None else np.float32  # token ids stay ints
+    x = torch.from_numpy(np.ascontiguousarray(split.x, dtype=dtype))
     if problem.task == "classification":
         y = torch.from_numpy(np.asarray(split.y, dtype=np.int64))
     else:
@@ -139,8 +140,10 @@ def evaluate_model(
     batch_size: int = 512,
     precision: Precision | str = Precision.fp32,
 ) -> float:
-    """Accuracy (classification) or R² (regression) of ``model`` on ``split``, computed on the
-    device the model's parameters are on, in ``precision``."""
+    """``problem.metric`` (:mod:`nasfw.metrics`: accuracy, R², MCC, -MAE, ...) of ``model`` on
+    ``split``, computed on the device the model's parameters are on, in ``precision``."""
+    from nasfw.metrics import metric
+
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
     x, y = _tensors(split, problem, device)
@@ -150,11 +153,7 @@ def evaluate_model(
         batches = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
     outputs = torch.cat(batches).float()
     model.train(was_training)
-    if problem.task == "classification":
-        return float((outputs.argmax(dim=1) == y).float().mean())
-    residual = ((outputs - y) ** 2).sum()
-    total = ((y - y.mean(dim=0)) ** 2).sum()
-    return float(1 - residual / total) if total > 0 else 0.0
+    return metric(problem.metric, problem.task).fn(outputs, y)
 
 
 def train_model(

@@ -7,8 +7,10 @@ directory the user fills (e.g. ``problem=mnist problem.data_dir=/data/mnist``).
 | problem | modality, input shape | task |
 |---|---|---|
 | ``digits`` (the default) | image (1, 8, 8) | classification, 10 classes |
+| ``digits_noisy``, ``digits_shifted`` | image (1, 8, 8) | the same digits, noised / shifted |
 | ``iris``, ``wine``, ``breast_cancer`` | tabular (F,) | classification |
 | ``diabetes`` | tabular (10,) | regression, 1 output (metric r2) |
+| ``friedman1`` | tabular (10,) | regression, generated (metric r2) |
 | ``mnist``, ``fashion_mnist`` | image (1, 28, 28) | classification, 10 classes |
 | ``cifar10`` | image (3, 32, 32) | classification, 10 classes |
 
@@ -35,13 +37,33 @@ Loader = Callable[[ProblemConfig], Problem]
 # -- scikit-learn's bundled data sets ---------------------------------------------------------
 
 
+def fixed_data(config: ProblemConfig) -> None:
+    """Refuse generation settings for a data set that is read, not generated."""
+    for key in ("n_samples", "noise"):
+        if getattr(config, key) is not None:
+            raise DataError(
+                f"problem={config.name} reads a fixed data set: problem.{key} is only for "
+                "generated problems (e.g. mnist1d, ppg_heart_rate, grammar_acceptability, "
+                "friedman1); use problem.max_train_samples to train on fewer examples"
+            )
+
+
 def load_digits(config: ProblemConfig) -> Problem:
     """sklearn's 8x8 digits as one-channel images."""
+    fixed_data(config)
+    return _digits(config, None)
+
+
+def _digits(
+    config: ProblemConfig, vary: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None
+) -> Problem:
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
     # Pixels are counts 0..16; scale to [0, 1] like the other image problems.
     x = (bunch.images[:, None, :, :] / 16.0).astype(np.float32)
+    if vary is not None:
+        x = vary(x, np.random.default_rng([config.split_seed, 4])).astype(np.float32)
     y = bunch.target.astype(np.int64)
     train, val, test = split_arrays(x, y, config, stratify=True)
     return Problem(
@@ -58,12 +80,78 @@ def load_digits(config: ProblemConfig) -> Problem:
     )
 
 
+def _no_samples(config: ProblemConfig) -> None:
+    if config.n_samples is not None:
+        raise DataError(
+            f"problem={config.name} varies sklearn's 1797 digits: problem.n_samples does not "
+            "apply (problem.max_train_samples trains on fewer)"
+        )
+
+
+def load_digits_noisy(config: ProblemConfig) -> Problem:
+    """sklearn's digits plus Gaussian pixel noise of standard deviation ``problem.noise``
+    (default 0.25, on the 0..1 pixel scale; clipped to 0..1), drawn from ``split_seed``: a
+    problem like ``digits`` but not equal to it (mini-benchmarking's variety)."""
+    _no_samples(config)
+    std = 0.25 if config.noise is None else config.noise
+
+    def vary(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.clip(x + rng.normal(0, std, size=x.shape), 0.0, 1.0)
+
+    return _digits(config, vary)
+
+
+def load_digits_shifted(config: ProblemConfig) -> Problem:
+    """sklearn's digits, each moved by up to ``problem.noise`` pixels (default 1, rounded) in
+    each direction, the vacated border zero, shifts drawn from ``split_seed``."""
+    _no_samples(config)
+    reach = round(1 if config.noise is None else config.noise)
+    if not 0 <= reach <= 4:
+        raise DataError(f"problem={config.name}: problem.noise={config.noise} (a shift) > 4")
+
+    def vary(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        out = np.zeros_like(x)
+        size = x.shape[-1]
+        for i, (dy, dx) in enumerate(rng.integers(-reach, reach + 1, size=(len(x), 2))):
+            src = x[i, :, max(0, -dy) : size - max(0, dy), max(0, -dx) : size - max(0, dx)]
+            out[
+                i, :, max(0, dy) : max(0, dy) + src.shape[1], max(0, dx) : max(0, dx) + src.shape[2]
+            ] = src
+        return out
+
+    return _digits(config, vary)
+
+
+def load_friedman1(config: ProblemConfig) -> Problem:
+    """Friedman #1 (Friedman 1991; ``sklearn.datasets.make_friedman1``): 10 uniform features,
+    5 of which enter ``10 sin(pi x0 x1) + 20 (x2 - 0.5)^2 + 10 x3 + 5 x4``, plus Gaussian noise
+    of standard deviation ``problem.noise`` (default 1.0). ``problem.n_samples`` default 2000,
+    seeded by ``split_seed``. A tabular regression standing in for NAS-Bench-HPO-Protein."""
+    from sklearn.datasets import make_friedman1
+
+    n = config.n_samples or 2000
+    noise = 1.0 if config.noise is None else config.noise
+    x, y = make_friedman1(n_samples=n, n_features=10, noise=noise, random_state=config.split_seed)
+    train, val, test = split_arrays(x, y.astype(np.float32), config, stratify=False)
+    return Problem(
+        name=config.name,
+        task="regression",
+        modality="tabular",
+        input_shape=(10,),
+        n_outputs=1,
+        train=train,
+        val=val,
+        test=test,
+    )
+
+
 def _load_tabular(
     config: ProblemConfig, dataset: str, task: Literal["classification", "regression"]
 ) -> Problem:
     """``sklearn.datasets.load_<dataset>`` as a tabular problem."""
     from sklearn import datasets
 
+    fixed_data(config)
     bunch = getattr(datasets, f"load_{dataset}")()
     x = np.asarray(bunch.data, dtype=np.float64)
     if task == "classification":
@@ -207,6 +295,7 @@ FASHION_MNIST_CLASSES = [
 
 def _load_mnist_like(config: ProblemConfig, title: str, class_names: list[str]) -> Problem:
     """The four IDX files of MNIST or of a drop-in replacement (Fashion-MNIST)."""
+    fixed_data(config)
     expected = f"{', '.join(f'{n}[.gz]' for n in IDX_FILES)} (the standard {title} files)"
     directory = _data_dir(config, expected)
     paths = _find_files(directory, IDX_FILES, config.name, expected, gz=True)
@@ -335,6 +424,7 @@ def read_cifar_batch(path: Path, problem: str = "?") -> tuple[np.ndarray, np.nda
 
 def load_cifar10(config: ProblemConfig) -> Problem:
     """CIFAR-10 from its python-version batches in ``problem.data_dir``."""
+    fixed_data(config)
     root = _data_dir(config, CIFAR_EXPECTED)
     # Accept both the directory the archive extracts into and its parent.
     sub = root / CIFAR_SUBDIR
@@ -381,10 +471,13 @@ def _cifar_class_names(path: Path, problem: str) -> list[str] | None:
 
 PROBLEMS: dict[str, Loader] = {
     "digits": load_digits,
+    "digits_noisy": load_digits_noisy,
+    "digits_shifted": load_digits_shifted,
     "iris": load_iris,
     "wine": load_wine,
     "breast_cancer": load_breast_cancer,
     "diabetes": load_diabetes,
+    "friedman1": load_friedman1,
     "mnist": load_mnist,
     "fashion_mnist": load_fashion_mnist,
     "cifar10": load_cifar10,

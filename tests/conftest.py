@@ -15,9 +15,9 @@ SPACE_NAMES = sorted(p.stem for p in (CONF / "search_space").glob("*.yaml"))
 
 @pytest.fixture(scope="session")
 def ops() -> dict[str, OpSpec]:
-    from nasfw.plugins.ops import OPS
+    from nasfw.plugins import ops, sequence_ops, text_ops
 
-    return {spec.name: spec for spec in OPS}
+    return {spec.name: spec for module in (ops, sequence_ops, text_ops) for spec in module.OPS}
 
 
 def load_space(

@@ -20,8 +20,10 @@ from nasfw.builder import BuildError, GraphModule, ModelCost, build_model, model
 FAKE_INPUTS: dict[str, list[tuple[int, ...]]] = {
     "image": [(1, 8, 8), (3, 16, 16)],
     "tabular": [(13,)],
-    "sequence": [(4, 32)],
+    "sequence": [(4, 32), (1, 7)],
+    "text": [(12,)],  # token ids below VOCAB
 }
+VOCAB = 30
 
 _SPACES: dict[str, SearchSpace] = {}
 
@@ -32,8 +34,21 @@ def space(name: str, ops: dict[str, OpSpec]) -> SearchSpace:
     return _SPACES[name]
 
 
-def problem(input_shape: tuple[int, ...], n_outputs: int = 3) -> SimpleNamespace:
-    return SimpleNamespace(input_shape=input_shape, n_outputs=n_outputs)
+def problem(
+    input_shape: tuple[int, ...], n_outputs: int = 3, vocab_size: int | None = None
+) -> SimpleNamespace:
+    return SimpleNamespace(input_shape=input_shape, n_outputs=n_outputs, vocab_size=vocab_size)
+
+
+def fake_problem(sp: SearchSpace, shape: tuple[int, ...], n_outputs: int = 3) -> SimpleNamespace:
+    """A problem of ``shape`` for ``sp``: token ids for a text space."""
+    return problem(shape, n_outputs, VOCAB if "text" in sp.modalities else None)
+
+
+def fake_batch(sp: SearchSpace, shape: tuple[int, ...], n: int = 2) -> torch.Tensor:
+    if "text" in sp.modalities:
+        return torch.randint(0, VOCAB, (n, *shape))
+    return torch.randn(n, *shape)
 
 
 def fake_inputs(sp: SearchSpace) -> list[tuple[int, ...]]:
@@ -83,9 +98,9 @@ def test_sampled_and_mutated_graphs_build_and_run(
         g = sp.mutate(g, rng)
     shape = data.draw(st.sampled_from(fake_inputs(sp)), label="input_shape")
     torch.manual_seed(seed % 2**31)
-    model = build_model(g, problem(shape, n_outputs), ops)
+    model = build_model(g, fake_problem(sp, shape, n_outputs), ops)
     assert set(model.node_modules) == set(model.node_shapes) == {n.id for n in g}
-    y = model(torch.randn(2, *shape))
+    y = model(fake_batch(sp, shape))
     assert y.shape == (2, n_outputs)
     assert torch.isfinite(y).all()
 
@@ -107,9 +122,9 @@ def test_mutated_graphs_exercise_merges(ops: dict[str, OpSpec], name: str) -> No
             continue
         kinds.update(n.merge for n in merged)
         for shape in fake_inputs(sp):
-            model = build_model(g, problem(shape), ops)
+            model = build_model(g, fake_problem(sp, shape), ops)
             assert set(model.merges) == {n.id for n in merged}
-            assert torch.isfinite(model(torch.randn(2, *shape))).all()
+            assert torch.isfinite(model(fake_batch(sp, shape))).all()
     assert kinds == set(sp.merge)
 
 

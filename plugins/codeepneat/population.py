@@ -227,6 +227,9 @@ class Variation:
     optimizers: list[str]
     lr_min: float
     lr_max: float
+    # Per search-space stage: at most this many blueprint nodes of the stage, and layers in a
+    # module of it (e.g. a text network's single embedding).
+    stage_max_nodes: list[int] = field(default_factory=list)
 
 
 def mutate_module(
@@ -243,7 +246,8 @@ def mutate_module(
     stage = space.stages[parent.stage]
     from nasfw import RandomChooser
 
-    if roll < var.module_add_layer and len(layers) < var.module_max_layers:
+    max_layers = min(var.module_max_layers, stage.max_nodes)
+    if roll < var.module_add_layer and len(layers) < max_layers:
         at = int(rng.integers(len(layers) + 1))
         node = space.sample_node(RandomChooser(rng), stage, "x")
         before = layers[at - 1].gene if at > 0 else 0
@@ -325,7 +329,17 @@ def _add_node(bp, species_by_stage, species_stage, last, inn, var, rng) -> bool:
     conn = choice(rng, bp.enabled())
     lo = _stage_of_node(bp, conn.src, species_stage, last)
     hi = _stage_of_node(bp, conn.dst, species_stage, last)
-    stage = int(rng.integers(lo, hi + 1))
+    counts = [0] * (last + 1)
+    for sid in bp.nodes.values():
+        counts[species_stage[sid]] += 1
+    room = [
+        s
+        for s in range(lo, hi + 1)
+        if not var.stage_max_nodes or counts[s] < var.stage_max_nodes[s]
+    ]
+    if not room:
+        return False
+    stage = choice(rng, room)
     node = inn.split_node(conn.src, conn.dst)
     if node in bp.nodes:
         return False
@@ -348,6 +362,8 @@ def _add_conn(bp, species_by_stage, species_stage, last, inn, var, rng) -> bool:
         and (src, n) not in existing
         and (src, n) != (BP_INPUT, BP_OUTPUT)  # a path through no module would be no network
         and _stage_of_node(bp, n, species_stage, last) >= stage
+        # The input feeds the first stage only (a text network's embedding reads the tokens).
+        and (src != BP_INPUT or _stage_of_node(bp, n, species_stage, last) == 0)
         and not bp.reaches(n, src)
     ]
     if not targets:
@@ -383,6 +399,8 @@ def _remove_node(bp, species_by_stage, species_stage, last, inn, var, rng) -> bo
     stages_left = {species_stage[s] for n, s in bp.nodes.items() if n != node}
     if species_stage[bp.nodes[node]] not in stages_left:
         return False  # every stage keeps at least one node
+    if BP_INPUT in preds and any(_stage_of_node(bp, s, species_stage, last) > 0 for s in succs):
+        return False  # bridging it would feed the input past the first stage
     del bp.nodes[node]
     bp.conns = [c for c in bp.conns if node not in (c.src, c.dst)]
     existing = {(c.src, c.dst) for c in bp.conns}

@@ -91,6 +91,7 @@ class CoDeepNEAT(Tuner):
             optimizers=list(config.optimizers),
             lr_min=config.lr_min,
             lr_max=config.lr_max,
+            stage_max_nodes=[stage.max_nodes for stage in self.space.stages],
         )
         if config.init_population:
             self._load_population(Path(config.init_population))
@@ -438,9 +439,16 @@ class CoDeepNEAT(Tuner):
 
     def assign_fitness(self, results: list[Result]) -> None:
         """Scores of the networks of the last ``ask()`` back to blueprints and modules."""
-        # A network that failed (could not build, diverged, too large) scores 0.
-        scores = [r.metric if r.ok and r.metric is not None else 0.0 for r in results]
-        scores = [s if math.isfinite(s) else 0.0 for s in scores]
+        # A network that failed (could not build, diverged, too large) scores 0, or as low as
+        # the generation's worst network where metrics go below 0 (R², -MAE, MCC): a failure
+        # never outranks a network that trained.
+        ok = [r.metric for r in results if r.ok and r.metric is not None]
+        ok = [m for m in ok if math.isfinite(m)]
+        floor = min([0.0, *ok])
+        scores = [
+            r.metric if r.ok and r.metric is not None and math.isfinite(r.metric) else floor
+            for r in results
+        ]
         aggregate = statistics.fmean if self.config.fitness_aggregation == "mean" else max
         bp_scores: dict[int, list[float]] = {}
         mod_scores: dict[int, list[float]] = {}

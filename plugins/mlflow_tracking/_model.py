@@ -54,7 +54,9 @@ def log_model(context: SearchContext, state: dict[str, Any], step: int) -> str:
     assert context.best_model is not None
     model: nn.Module = copy.deepcopy(context.best_model).cpu().eval()
     split = context.problem.val if len(context.problem.val) >= 2 else context.problem.train
-    example = np.ascontiguousarray(split.x[:2], dtype=np.float32)
+    # Token ids stay int64 (the embedding looks them up); values are float32.
+    dtype = np.int64 if context.problem.vocab_size is not None else np.float32
+    example = np.ascontiguousarray(split.x[:2], dtype=dtype)
     preprocessing = context.problem.preprocessing
     if preprocessing is not None:
         model = RawInputModel(model, preprocessing.shift, preprocessing.scale).eval()

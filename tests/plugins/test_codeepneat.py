@@ -47,9 +47,17 @@ SMALL = {
 }
 IMAGE = SimpleNamespace(input_shape=(1, 16, 16), n_outputs=3)
 TABULAR = SimpleNamespace(input_shape=(6,), n_outputs=2)
+SEQUENCE = SimpleNamespace(input_shape=(2, 24), n_outputs=1)
+TEXT = SimpleNamespace(input_shape=(12,), n_outputs=2, vocab_size=30)
+PROBLEMS = {
+    "image_small": IMAGE,
+    "tabular_mlp": TABULAR,
+    "sequence_small": SEQUENCE,
+    "text_small": TEXT,
+}
 
 
-@pytest.fixture(params=["image_small", "tabular_mlp"])
+@pytest.fixture(params=sorted(PROBLEMS))
 def space(request, ops):
     return load_space(request.param, ops)
 
@@ -69,7 +77,13 @@ def make(space, seed=0, **config):
 
 
 def problem_for(space):
-    return IMAGE if space.name == "image_small" else TABULAR
+    return PROBLEMS[space.name]
+
+
+def example(problem, n=2):
+    if getattr(problem, "vocab_size", None):
+        return torch.randint(0, problem.vocab_size, (n, *problem.input_shape))
+    return torch.randn(n, *problem.input_shape)
 
 
 def dense(gene=1, units=64, activation="relu", merge="concat", mid=1, species=None, stage=0):
@@ -372,7 +386,7 @@ def test_ask_puts_one_module_per_species_at_every_node(space):
 def test_every_assembled_graph_builds_and_runs(space, ops):
     problem = problem_for(space)
     tuner = make(space, seed=5, generations=4, genomes_per_blueprint=1)
-    x = torch.randn(2, *problem.input_shape)
+    x = example(problem)
     seen = 0
     while candidates := tuner.ask():
         for c in candidates:
@@ -459,6 +473,35 @@ def test_unused_modules_are_not_ranked_as_zero(tabular):
     assert all(p.id in used for ps in selection.parents.values() for p in ps)
     elites = [m for m in selection.survivors if m.fitness is not None]
     assert {m.id for m in elites} <= used
+
+
+def test_failed_networks_never_outrank_ones_that_trained(tabular):
+    """Metrics below 0 (R², -MAE, MCC): a failure scores as the worst trained network does."""
+    tuner = make(tabular, seed=1, blueprint_population=2, genomes_per_blueprint=1)
+    candidates = tuner.ask()
+    results = [Result(status="ok", metric=-30.0), Result.failed("too large")]
+    tuner.assign_fitness(results)
+    by_id = {bp.id: bp.fitness for bp in tuner.blueprints}
+    ok, failed = (by_id[c.attrs["blueprint"]] for c in candidates)
+    assert ok == failed == -30.0
+    tuner = make(tabular, seed=1, blueprint_population=2, genomes_per_blueprint=1)
+    candidates = tuner.ask()
+    tuner.assign_fitness([Result(status="ok", metric=0.7), Result.failed("too large")])
+    assert sorted(bp.fitness for bp in tuner.blueprints) == [0.0, 0.7]  # accuracy: as before
+
+
+def test_stage_max_nodes_caps_modules_and_blueprints(ops):
+    """text_small's embed stage allows one node: no module or blueprint ever chains two
+    embeddings (the second would read vectors, not token ids)."""
+    text = load_space("text_small", ops)
+    tuner = make(text, seed=3, generations=6, blueprint_population=6, module_population=12)
+    while candidates := tuner.ask():
+        for c in candidates:
+            embeddings = [n for n in c.graph if n.op == "embedding"]
+            assert len(embeddings) == 1 and embeddings[0].inputs == ("input",)
+            build_model(c.graph, TEXT, ops)
+        tuner.tell(candidates, fake_results(candidates))
+    assert all(len(m.layers) == 1 for m in tuner.modules if m.stage == 0)
 
 
 # -- 6. selection ------------------------------------------------------------------------------
@@ -599,10 +642,12 @@ def variation(tuner, **changes):
     return replace(tuner.var, **changes)
 
 
-def assert_valid_blueprint(bp, species_stage, max_nodes):
+def assert_valid_blueprint(bp, species_stage, max_nodes, stage_max=None):
     assert bp.active_order()
     assert 1 <= len(bp.nodes) <= max_nodes
     last = max(species_stage.values())
+    for stage_index, most in enumerate(stage_max or []):
+        assert sum(species_stage[s] == stage_index for s in bp.nodes.values()) <= most
 
     def stage(node):
         if node == BP_INPUT:
@@ -617,6 +662,7 @@ def assert_valid_blueprint(bp, species_stage, max_nodes):
         assert c.src in bp.nodes or c.src == BP_INPUT, c
         assert c.dst in bp.nodes or c.dst == BP_OUTPUT, c
         assert stage(c.src) <= stage(c.dst), (c, bp)
+        assert c.src != BP_INPUT or stage(c.dst) == 0, (c, bp)  # the input feeds stage 0
         succ.setdefault(c.src, set()).add(c.dst)
     # No cycle over all enabled connections, active or not (Kahn).
     indegree = {n: 0 for n in [BP_INPUT, BP_OUTPUT, *bp.nodes]}
@@ -657,12 +703,13 @@ def test_blueprint_variation_keeps_blueprints_valid(space):
             child = mutate_blueprint(
                 parent, 1000 + i, by_stage, tuner.inn, tuner.var, rng, space.skip
             )
-        assert_valid_blueprint(child, species_stage, 6)
+        assert_valid_blueprint(child, species_stage, 6, tuner.var.stage_max_nodes)
         grew = max(grew, len(child.nodes))
         pool.append(child)
         if len(pool) > 40:
             pool.pop(int(rng.integers(len(pool))))
-    assert grew == 6  # add-node ran into the limit
+    # add-node ran into the limit: blueprint_max_nodes, or the stages' max_nodes in all.
+    assert grew == min(6, sum(tuner.var.stage_max_nodes))
 
 
 def test_every_blueprint_mutation_keeps_blueprints_valid(image):

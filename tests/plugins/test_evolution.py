@@ -12,7 +12,7 @@ from nasfw.plugins.evolution import EvolutionConfig, RegularizedEvolution
 from nasfw.testing import TunerContract, fake_results
 
 
-@pytest.fixture(params=["image_small", "tabular_mlp"])
+@pytest.fixture(params=["image_small", "tabular_mlp", "sequence_small", "text_small"])
 def space(request, ops):
     return load_space(request.param, ops)
 
