@@ -87,3 +87,21 @@ def test_gpu_benchmark_quick(tmp_path: Path) -> None:
     assert all(r["samples_per_second"] > 0 and 0 <= r["overhead_share"] < 1 for r in cpu)
     assert cpu[-1]["flops"] > 5e7  # the largest is ~10^8 FLOPs
     assert "samples / s" in (out / "gpu.md").read_text()
+
+
+def test_problems_benchmark_quick(tmp_path: Path) -> None:
+    """benchmarks/problems.py: baselines with the problem's metric, then a (tiny) search."""
+    out = tmp_path / "out"
+    tiny = ["problem.n_samples=100", "tuner.generations=1", "tuner.blueprint_population=2",
+            "tuner.module_population=8", "train.epochs=1", "launcher.workers=0"]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "problems.py"), "--out", str(out),
+         "--problems", "review_sentiment", "--", *tiny],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    row = json.loads((out / "problems.json").read_text())["review_sentiment"]
+    assert row["metric"] == "accuracy" and 0.45 < row["trivial"] < 0.55
+    assert row["classic_score"] > row["trivial"] + 0.1  # word counts know "good" from "bad"
+    assert 0 <= row["codeepneat"]["test"] <= 1 and "embedding" in row["codeepneat"]["best_ops"]
+    assert "| `review_sentiment` | accuracy |" in proc.stdout

@@ -1,9 +1,9 @@
 """MorphNet's FLOP regularizer on batch-norm gammas, for networks built from an ArchGraph.
 
-After google-research/morph-net (GammaFlopsRegularizer): each conv2d/dense node gets a gate, a
-batch-norm node right after it (``<node>_gate``), whose |gamma| says how alive each output
+After google-research/morph-net (GammaFlopsRegularizer): each conv2d/conv1d/dense node gets a
+gate, a batch-norm node right after it (``<node>_gate``), whose |gamma| says how alive each output
 channel is. For every op with per-output-pixel cost ``C`` (2·H_out·W_out·k_h·k_w for conv2d,
-2 for dense and the head)::
+2·L_out·k for conv1d, 2 for dense and the head)::
 
     cost = C · A_in · A_out
     regularizer = C · (A_in · Σ|gamma_out| + A_out · Σ|gamma_in|)
@@ -17,6 +17,12 @@ any nesting of ``add``, ``concat`` (which lays its inputs' channels end to end) 
 image) is always alive. Inputs an ``add`` projects (a 1x1 conv the builder inserts when widths
 differ) join no group: the projection adapts to any width. Channels are traced from the ArchGraph
 and the builder's shapes, never from parameter positions.
+
+Ops in :data:`CHANNELWISE` pass each channel through on its own (pooling, normalisation,
+dropout, positional codes): their outputs are their inputs' channels. Every other op that is
+not gated (``gru``, ``lstm``, ``embedding``, ``attention``, a plugin's op) is *not regularized*:
+its FLOPs are outside the regularizer, and its output channels count as always alive, like the
+image's. A gated layer feeding such an op still shrinks; the op takes the narrower input.
 """
 
 from __future__ import annotations
@@ -29,12 +35,17 @@ from torch import nn
 
 from nasfw import INPUT, ArchGraph, Node
 
-GATED_OPS = ("conv2d", "dense")
+GATED_OPS = ("conv2d", "conv1d", "dense")
+CHANNELWISE = (
+    "maxpool2d", "avgpool2d", "maxpool1d", "avgpool1d", "global_avgpool", "global_maxpool",
+    "batchnorm", "dropout", "identity", "positional_encoding",
+)  # fmt: skip
 GATE_SUFFIX = "_gate"
 
 
 def add_gates(graph: ArchGraph) -> ArchGraph:
-    """``graph`` with a batch-norm gate after every conv2d/dense node (consumers rewired)."""
+    """``graph`` with a batch-norm gate after every conv2d/conv1d/dense node (consumers
+    rewired)."""
     gated = {n.id for n in graph if n.op in GATED_OPS}
     nodes: list[Node] = []
     for node in graph:
@@ -155,15 +166,16 @@ class FlopRegularizer(nn.Module):
                 merged_shape = (math.prod(merged_shape),)
             if node.op in GATED_OPS:
                 out_shape = shapes[node.id]
-                if node.op == "conv2d":
-                    k = int(self._kernel(node))
-                    cost = 2.0 * math.prod(out_shape[1:]) * k * k
-                else:
-                    cost = 2.0
+                # k per spatial axis: k·k for conv2d, k for conv1d, 1 for dense.
+                spatial = len(out_shape) - 1
+                k = int(self._kernel(node)) if spatial else 1
+                cost = 2.0 * math.prod(out_shape[1:]) * k**spatial
                 terms.append(Term(node.id, cost, tuple(merged), node.id, out_shape[0]))
                 segments[node.id] = [Segment(node.id, out_shape[0])]
-            else:
+            elif node.op in CHANNELWISE:
                 segments[node.id] = merged
+            else:  # not regularized: new channels, none with a gamma
+                segments[node.id] = [Segment(None, shapes[node.id][0])]
         last = gated_graph.output
         head_in = segments[last]
         if len(shapes[last]) > 1:
@@ -202,7 +214,7 @@ class FlopRegularizer(nn.Module):
     # -- gammas -----------------------------------------------------------------------------
     def _effective(self) -> torch.Tensor:
         """|gamma| of every gate channel raised to its group's max, shape ``(channels,)``."""
-        if not self._slices:  # no conv2d/dense layer: nothing to regularize
+        if not self._slices:  # no gated layer: nothing to regularize
             return torch.zeros(0)
         gammas = torch.cat(
             [self.model.node_modules[f"{o}{GATE_SUFFIX}"].weight.abs() for o in self._owners()]
@@ -228,7 +240,7 @@ class FlopRegularizer(nn.Module):
         return (effective > self.threshold) | self._pinned.to(effective.device)
 
     def kept_channels(self) -> dict[str, torch.Tensor]:
-        """Indices of the channels a shrunk network keeps, per conv2d/dense node: the alive
+        """Indices of the channels a shrunk network keeps, per gated node: the alive
         ones. A node with none keeps its strongest channel's group (as :func:`shrink` keeps
         one channel), for every member of that group, so sums stay aligned."""
         with torch.no_grad():
@@ -245,7 +257,7 @@ class FlopRegularizer(nn.Module):
             }
 
     def alive(self) -> dict[str, int]:
-        """Channels a shrunk network keeps, per conv2d/dense node (:meth:`kept_channels`)."""
+        """Channels a shrunk network keeps, per gated node (:meth:`kept_channels`)."""
         return {owner: len(kept) for owner, kept in self.kept_channels().items()}
 
     def input_channels(self, term: Term, kept: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -269,7 +281,8 @@ class FlopRegularizer(nn.Module):
         )
 
     def flops(self) -> float:
-        """The cost model's FLOPs at the kept widths (full widths while every gamma is 1)."""
+        """The cost model's FLOPs of the regularized layers (gated ones and the head) at the
+        kept widths (full widths while every gamma is 1); not-regularized ops add their own."""
         alive = self.alive()
         return sum(
             t.cost

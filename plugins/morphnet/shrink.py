@@ -9,11 +9,11 @@ from nasfw import ArchGraph
 
 from .regularizer import GATE_SUFFIX as GATE
 
-WIDTH_PARAM = {"conv2d": "filters", "dense": "units"}
+WIDTH_PARAM = {"conv2d": "filters", "conv1d": "filters", "dense": "units"}
 
 
 def shrink(graph: ArchGraph, alive: dict[str, int]) -> tuple[ArchGraph, dict[str, tuple[int, int]]]:
-    """``graph`` with every conv2d/dense width set to its alive channel count.
+    """``graph`` with every conv2d/conv1d/dense width set to its alive channel count.
 
     A layer with no alive channel keeps one: removing it could disconnect the graph, and one
     channel costs next to nothing. Returns the new graph and ``{node: (before, after)}``.
@@ -36,7 +36,7 @@ def carry_weights(regularizer: Any, small: Any) -> int:
     """Copy the surviving weights of ``regularizer.model`` (the gated network after the shrink
     phase) into ``small`` (built from :func:`shrink`'s graph); returns how many layers got them.
 
-    Each conv2d/dense layer and the head keep the rows of their alive output channels and the
+    Each conv2d/conv1d/dense layer and the head keep the rows of their alive output channels and the
     columns of their inputs' alive channels. A gate's scale gamma/sqrt(var + eps) is folded into
     its layer's kept rows (exact through the ReLU for positive gammas); its shift is dropped, so
     the small network starts close to, not equal to, the gated one and the remaining epochs
@@ -75,12 +75,12 @@ def carry_weights(regularizer: Any, small: Any) -> int:
 
 
 def _layer(module: Any) -> Any:
-    """The Conv2d/Linear of a conv2d/dense node's module (``Sequential(layer, activation)``)."""
+    """The Conv2d/Conv1d/Linear of a gated node's module (``Sequential(layer, activation)``)."""
     return module[0]
 
 
 def scale_widths(graph: ArchGraph, factor: float) -> ArchGraph:
-    """Every conv2d/dense width multiplied by ``factor`` (at least 1)."""
+    """Every conv2d/conv1d/dense width multiplied by ``factor`` (at least 1)."""
     nodes = []
     for node in graph:
         param = WIDTH_PARAM.get(node.op)

@@ -377,3 +377,69 @@ def test_groups_follow_flattening_into_a_dense_add(ops):
     small, _ = shrink(graph, reg.alive())
     shrunk = build_model(small, problem(), ops)
     assert model_cost(shrunk, problem.input_shape).flops == reg.flops()
+
+
+# -- sequences: conv1d is gated, recurrent layers are not regularized -------------------------
+class Sequence:
+    input_shape = (3, 16)
+    n_outputs = 2
+
+
+def conv1d(node_id: str, filters: int, *inputs: str) -> Node:
+    return Node(node_id, "conv1d", {"filters": filters, "kernel_size": 5}, inputs or ("input",))
+
+
+def test_conv1d_is_gated_and_carries_its_weights(ops):
+    graph = ArchGraph(
+        [
+            conv1d("c0", 8),
+            conv1d("c1", 6, "c0"),
+            Node("p", "maxpool1d", {"pool_size": 2}, ("c1",)),
+            Node("g", "global_avgpool", {}, ("p",)),
+            Node("d", "dense", {"units": 4}, ("g",)),
+        ],
+        output="d",
+    )
+    torch.manual_seed(0)
+    model = build_model(add_gates(graph), Sequence(), ops)
+    reg = FlopRegularizer(model, graph, 0.1)
+    assert reg.flops() == model_cost(build_model(graph, Sequence(), ops), (3, 16)).flops
+    with torch.no_grad():
+        for node in ("c0", "c1", "d"):
+            gate = model.node_modules[f"{node}_gate"]
+            gate.weight.uniform_(0.5, 2.0)
+            gate.bias.zero_()
+            gate.running_mean.zero_()
+            gate.running_var.fill_(1.0)
+    kill(model, "c0", [0, 2])
+    kill(model, "c1", [5])
+    small, changes = shrink(graph, reg.alive())
+    assert changes == {"c0": (8, 6), "c1": (6, 5), "d": (4, 4)}
+    shrunk = build_model(small, Sequence(), ops)
+    assert model_cost(shrunk, (3, 16)).flops == reg.flops()
+    assert carry_weights(reg, shrunk) == 4
+    x = torch.randn(8, 3, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(shrunk.eval()(x), model.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_recurrent_layers_are_not_regularized_but_take_the_shrunk_input(ops):
+    graph = ArchGraph(
+        [
+            conv1d("c0", 8),
+            Node("r", "gru", {"units": 5}, ("c0",)),
+            conv1d("c1", 6, "r"),
+            Node("g", "global_maxpool", {}, ("c1",)),
+        ],
+        output="g",
+    )
+    model = build_model(add_gates(graph), Sequence(), ops)
+    reg = FlopRegularizer(model, graph, 0.1)
+    assert [t.node for t in reg.terms] == ["c0", "c1", "head"]
+    (c1,) = [t for t in reg.terms if t.node == "c1"]
+    assert [(s.owner, s.length) for s in c1.inputs] == [(None, 5)]  # the GRU's, always alive
+    kill(model, "c0", [1, 2, 3])
+    small, _ = shrink(graph, reg.alive())
+    shrunk = build_model(small, Sequence(), ops)
+    gru = 2 * 3 * 5 * (5 + 5) * 16  # the GRU now reads 5 channels
+    assert model_cost(shrunk, (3, 16)).flops == reg.flops() + gru
