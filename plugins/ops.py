@@ -24,7 +24,8 @@ ACTIVATIONS = {
 ACTIVATION = ParamSpec("categorical", choices=tuple(ACTIVATIONS), default="relu")
 
 
-def _activation(name: str) -> nn.Module:
+def activation_layer(name: str) -> nn.Module:
+    """The ``torch.nn`` module of an ``activation`` param value (shared by the sequence ops)."""
     from torch import nn
 
     return getattr(nn, ACTIVATIONS[name])()
@@ -37,7 +38,7 @@ def _conv2d(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
     k = p["kernel_size"]
     # "same" padding keeps the spatial size, so branches merge without cropping.
     conv = nn.Conv2d(c, p["filters"], k, padding="same")
-    return nn.Sequential(conv, _activation(p["activation"])), (p["filters"], h, w)
+    return nn.Sequential(conv, activation_layer(p["activation"])), (p["filters"], h, w)
 
 
 def _pool2d(kind: str) -> Callable[[Mapping[str, Any], Shape], tuple[nn.Module, Shape]]:
@@ -71,7 +72,7 @@ def _dense(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
 
     (features,) = shape
     layer = nn.Linear(features, p["units"])
-    return nn.Sequential(layer, _activation(p["activation"])), (p["units"],)
+    return nn.Sequential(layer, activation_layer(p["activation"])), (p["units"],)
 
 
 def _identity(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:

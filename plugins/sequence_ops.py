@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from nasfw import OpSpec, ParamSpec, Shape, hookimpl
-from nasfw.plugins.ops import ACTIVATION, _activation
+from nasfw.plugins.ops import ACTIVATION, activation_layer
 
 if TYPE_CHECKING:
     from torch import nn
@@ -27,7 +27,7 @@ def _conv1d(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
 
     c, length = shape
     conv = nn.Conv1d(c, p["filters"], p["kernel_size"], padding="same")
-    return nn.Sequential(conv, _activation(p["activation"])), (p["filters"], length)
+    return nn.Sequential(conv, activation_layer(p["activation"])), (p["filters"], length)
 
 
 def _pool1d(kind: str) -> Callable[[Mapping[str, Any], Shape], tuple[nn.Module, Shape]]:

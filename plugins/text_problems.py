@@ -200,7 +200,7 @@ POSITIVE = ("good", "great", "wonderful", "fun", "moving", "clever")
 NEGATIVE = ("bad", "awful", "boring", "dull", "weak", "silly")
 INTENSIFIERS = ("very", "really", "quite")
 REVIEW_WORDS: tuple[str, ...] = (
-    "the", "was", "were", "not", "but", "and", "i", "think",
+    "the", "was", "not", "but", "and", "although", "i", "do", "think",
     *SUBJECTS, *POSITIVE, *NEGATIVE, *INTENSIFIERS,
 )  # fmt: skip
 REVIEW_LENGTH = 20
@@ -221,26 +221,37 @@ def _clause(rng: np.random.Generator) -> tuple[list[str], int]:
 
 
 def review(rng: np.random.Generator) -> tuple[list[str], int]:
-    """A one- or two-clause review and its sentiment: negation flips a clause, "but" makes the
-    second clause decide, "and" joins two clauses of one sentiment."""
+    """A review of one or two clauses and its sentiment. Negation flips a clause; in "A but
+    B" and "although A B" the second clause decides; "A and B" join clauses of one sentiment;
+    an opening "i do not think" flips the whole review ("i think" does not)."""
     first, polarity = _clause(rng)
-    words = (["i", "think"] if rng.random() < 0.2 else []) + first
     roll = rng.random()
-    if roll < 0.35:
+    if roll < 0.25:
         second, polarity = _clause(rng)
-        words += ["but", *second]
-    elif roll < 0.55:
+        words = [*first, "but", *second]
+    elif roll < 0.45:
+        second, polarity = _clause(rng)
+        words = ["although", *first, *second]
+    elif roll < 0.65:
         while True:
             second, other = _clause(rng)
             if other == polarity:
                 break
-        words += ["and", *second]
+        words = [*first, "and", *second]
+    else:
+        words = first
+    opening = rng.random()
+    if opening < 0.2:
+        words = ["i", "think", *words]
+    elif opening < 0.4:
+        words, polarity = ["i", "do", "not", "think", *words], 1 - polarity
     return words, polarity
 
 
 def load_review_sentiment(config: ProblemConfig) -> Problem:
-    """Positive or negative? Generated short reviews (:func:`review`) with negation, intensifiers
-    and contrast ("the plot was dull but the acting was not bad"). Stands in for SST-2 (Socher
+    """Positive or negative? Generated short reviews (:func:`review`) with negation, intensifiers,
+    contrast and negated opinions ("i do not think the plot was dull but the acting was not
+    bad"). Stands in for SST-2 (Socher
     et al. 2013); metric accuracy. Default 4000 reviews; label 1 = positive.
     """
     n = _n_samples(config, 4000)

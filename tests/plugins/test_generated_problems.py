@@ -197,13 +197,14 @@ def test_label_noise_flips_that_share_of_labels():
 
 
 def sentiment(words: list[str]) -> int:
-    """Independent labeller: a clause is positive iff its adjective is positive xor it has
-    "not"; after "but" the last clause decides; "and" joins clauses of one sentiment."""
+    """Independent labeller: a clause ("the ...") is positive iff its adjective is positive xor
+    it has "not"; the last clause decides ("but", "although"; "and" joins equal ones); an
+    opening "i do not think" flips the review."""
     text = " ".join(words)
-    clauses = re.split(r"\b(?:but|and)\b", text)
-    last = clauses[-1].split()
-    adjective = next(w for w in reversed(last) if w in POSITIVE or w in NEGATIVE)
-    return int((adjective in POSITIVE) != ("not" in last))
+    last = re.split(r"\bthe\b", text)[-1].split()
+    adjective = next(w for w in last if w in POSITIVE or w in NEGATIVE)
+    clause = (adjective in POSITIVE) != ("not" in last)
+    return int(clause != text.startswith("i do not think"))
 
 
 def test_review_labels_follow_negation_and_contrast():
@@ -211,7 +212,8 @@ def test_review_labels_follow_negation_and_contrast():
     x, y = everything(problem)
     sentences = [[problem.vocabulary[t] for t in row if t] for row in x]
     assert [sentiment(s) for s in sentences] == y.tolist()
-    assert any("but" in s for s in sentences) and any("not" in s for s in sentences)
+    for word in ("but", "although", "and", "not", "do"):
+        assert any(word in s for s in sentences), word
 
 
 def test_digits_variants_are_alike_but_not_equal():
