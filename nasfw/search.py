@@ -87,6 +87,24 @@ def fingerprint(cfg: DictConfig) -> dict[str, Any]:
     return found
 
 
+def _spaces_for(modality: str, reg: Any) -> list[str]:
+    """Names of the search spaces (built-in presets and plugins') that serve ``modality``."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    from nasfw.registry import config_node
+
+    nodes: dict[str, Any] = {}
+    for path in files("nasfw.conf").joinpath("search_space").iterdir():
+        if path.name.endswith(".yaml"):
+            nodes[path.name.removesuffix(".yaml")] = OmegaConf.load(str(path))
+    for (group, name), node in reg.configs.items():
+        if group == "search_space":
+            nodes[name] = OmegaConf.create(config_node(node))
+    return sorted(n for n, node in nodes.items() if modality in node.get("modalities", ["image"]))
+
+
 def _schema(node: Any, schema: type) -> Any:
     from omegaconf import OmegaConf
 
@@ -165,10 +183,16 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
     scoring = _scoring(cfg, problem_config, reg)
     problem = load_problem(problem_config)
     if not space.accepts(problem.modality):
+        serving = _spaces_for(problem.modality, reg)
+        hint = (
+            f" (search_space={' or search_space='.join(serving)})"
+            if serving
+            else " (none is registered: write one, see the README)"
+        )
         raise SearchSpaceError(
             f"search_space={space.name} serves {list(space.modalities)} problems but "
             f"problem={problem.name} is {problem.modality}; pick a search space for "
-            f"{problem.modality} data (e.g. search_space=tabular_mlp for tabular problems)"
+            f"{problem.modality} data{hint}"
         )
     # Tuner and launcher check their settings first: a bad config must not leave its
     # fingerprint in a new study, or the corrected rerun would be refused as another search.

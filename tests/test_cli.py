@@ -22,13 +22,13 @@ def test_help_lists_groups_and_options(tmp_path):
     assert out.returncode == 0, out.stderr
     for line in (
         "tuner: codeepneat, evolution, random, tpe",
-        "search_space: image_small, tabular_mlp",
+        "search_space: image_small, sequence_small, tabular_mlp, text_small",
         "launcher: local, lsf, slurm",
         "tracking: mlflow, none",
         "postproc: morphnet, none",
     ):
         assert line in out.stdout
-    assert "digits" in out.stdout and "cifar10" in out.stdout
+    assert "digits" in out.stdout and "cifar10" in out.stdout and "mnist1d" in out.stdout
 
 
 STUDY = "random-iris-tabular_mlp-seed0"

@@ -92,12 +92,18 @@ def test_the_cli_searches_text_with_codeepneat_and_logs_a_token_model(tmp_path):
 
 
 def test_a_search_space_for_another_modality_is_refused(tmp_path):
-    run = nasfw(
-        tmp_path,
+    from nasfw.search_space import SearchSpaceError
+
+    cfg = compose(
         "problem=grammar_acceptability",
         "search_space=sequence_small",
         "problem.n_samples=60",
         "tracking=none",
+        f"storage.url=sqlite:///{tmp_path}/nasfw.db",
     )
-    assert run.returncode == 2
-    assert "search_space" in run.stderr and "text" in run.stderr
+    wanted = r"serves \['sequence'\] problems .* is text; .*\(search_space=text_small\)"
+    with pytest.raises(SearchSpaceError, match=wanted):
+        run_search(cfg, tmp_path)
+    assert not (tmp_path / "nasfw.db").exists() or not trials(
+        f"sqlite:///{tmp_path}/nasfw.db", "codeepneat-grammar_acceptability-sequence_small-seed0"
+    )

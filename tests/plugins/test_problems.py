@@ -54,7 +54,8 @@ def load(registered: dict[str, tuple[Loader, ProblemConfig]]) -> Callable[..., P
 
 def test_registers_every_builtin_problem(registered: dict[str, tuple[Loader, ProblemConfig]]):
     assert set(registered) == {
-        "digits", "iris", "wine", "breast_cancer", "diabetes", "mnist", "fashion_mnist", "cifar10",
+        "digits", "digits_noisy", "digits_shifted", "iris", "wine", "breast_cancer", "diabetes",
+        "friedman1", "mnist", "fashion_mnist", "cifar10",
     }  # fmt: skip
     for name, (loader, node) in registered.items():
         assert isinstance(node, ProblemConfig)
