@@ -1,4 +1,8 @@
-"""Built-in ops: image (conv, pooling, batch norm) and dense layers, plus dropout and identity.
+"""Built-in ops: image (conv, separable and dilated conv, pooling, batch norm) and dense layers,
+plus dropout and identity.
+
+``sep_conv2d``, ``dil_conv2d`` and same-size pooling (``same=true``) are Petridish's candidate
+ops (Hu et al. 2019, §4; the DARTS operation set), usable by every tuner.
 
 Activation is part of conv2d and dense (``relu`` by default), as in the seeds' search spaces.
 """
@@ -41,11 +45,39 @@ def _conv2d(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
     return nn.Sequential(conv, activation_layer(p["activation"])), (p["filters"], h, w)
 
 
+def _sep_conv2d(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
+    from torch import nn
+
+    c, h, w = shape
+    k = p["kernel_size"]
+    # Depthwise (one k x k filter per input channel), then pointwise (1x1) to the filters.
+    depthwise = nn.Conv2d(c, c, k, padding="same", groups=c)
+    pointwise = nn.Conv2d(c, p["filters"], 1)
+    module = nn.Sequential(depthwise, pointwise, activation_layer(p["activation"]))
+    return module, (p["filters"], h, w)
+
+
+def _dil_conv2d(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
+    from torch import nn
+
+    c, h, w = shape
+    k, dilation = p["kernel_size"], p["dilation"]
+    conv = nn.Conv2d(c, p["filters"], k, padding="same", dilation=dilation)
+    return nn.Sequential(conv, activation_layer(p["activation"])), (p["filters"], h, w)
+
+
 def _pool2d(kind: str) -> Callable[[Mapping[str, Any], Shape], tuple[nn.Module, Shape]]:
     def build(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
         from torch import nn
 
         c, h, w = shape
+        if p["same"]:  # stride 1, padded: the size stays (Petridish's and DARTS' 3x3 pools)
+            size = p["pool_size"]
+            if size % 2 == 0:
+                raise ValueError(f"same-size pooling needs an odd pool_size, got {size}")
+            if kind == "AvgPool2d":  # the padding is not averaged in
+                return nn.AvgPool2d(size, 1, size // 2, count_include_pad=False), shape
+            return nn.MaxPool2d(size, 1, size // 2), shape
         size = min(p["pool_size"], h, w)
         if size <= 1:  # nothing left to pool: the node is a no-op rather than a failure
             return nn.Identity(), shape
@@ -81,7 +113,15 @@ def _identity(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
     return nn.Identity(), shape
 
 
-POOL = {"pool_size": ParamSpec("int", low=1, high=64, default=2)}
+POOL = {
+    "pool_size": ParamSpec("int", low=1, high=64, default=2),
+    # false: stride = pool_size (downsampling); true: stride 1, same padding (odd sizes).
+    "same": ParamSpec("bool", default=False),
+}
+CONV = {
+    "filters": ParamSpec("int", low=1, high=4096),
+    "kernel_size": ParamSpec("int", low=1, high=15, default=3),
+}
 
 OPS = (
     OpSpec(
@@ -94,6 +134,20 @@ OPS = (
         },
         input_rank=3,
         description="2-D convolution, stride 1, same padding, then the activation",
+    ),
+    OpSpec(
+        "sep_conv2d",
+        _sep_conv2d,
+        {**CONV, "activation": ACTIVATION},
+        input_rank=3,
+        description="depthwise-separable conv: a k x k filter per channel, then 1x1 to filters",
+    ),
+    OpSpec(
+        "dil_conv2d",
+        _dil_conv2d,
+        {**CONV, "dilation": ParamSpec("int", low=1, high=8, default=2), "activation": ACTIVATION},
+        input_rank=3,
+        description="dilated 2-D convolution, stride 1, same padding, then the activation",
     ),
     OpSpec("maxpool2d", _pool2d("MaxPool2d"), POOL, input_rank=3, description="max pooling"),
     OpSpec("avgpool2d", _pool2d("AvgPool2d"), POOL, input_rank=3, description="average pooling"),

@@ -1,9 +1,10 @@
 """MorphNet's FLOP regularizer on batch-norm gammas, for networks built from an ArchGraph.
 
-After google-research/morph-net (GammaFlopsRegularizer): each conv2d/conv1d/dense node gets a
-gate, a batch-norm node right after it (``<node>_gate``), whose |gamma| says how alive each output
-channel is. For every op with per-output-pixel cost ``C`` (2·H_out·W_out·k_h·k_w for conv2d,
-2·L_out·k for conv1d, 2 for dense and the head)::
+After google-research/morph-net (GammaFlopsRegularizer): each conv2d/dil_conv2d/sep_conv2d/
+conv1d/dense node gets a gate, a batch-norm node right after it (``<node>_gate``), whose |gamma|
+says how alive each output channel is. For every op with per-output-pixel cost ``C``
+(2·H_out·W_out·k_h·k_w for conv2d and dil_conv2d, 2·H_out·W_out for sep_conv2d's pointwise
+part, 2·L_out·k for conv1d, 2 for dense and the head)::
 
     cost = C · A_in · A_out
     regularizer = C · (A_in · Σ|gamma_out| + A_out · Σ|gamma_in|)
@@ -17,6 +18,10 @@ any nesting of ``add``, ``concat`` (which lays its inputs' channels end to end) 
 image) is always alive. Inputs an ``add`` projects (a 1x1 conv the builder inserts when widths
 differ) join no group: the projection adapts to any width. Channels are traced from the ArchGraph
 and the builder's shapes, never from parameter positions.
+
+A separable conv's depthwise part maps each input channel to one channel of its own (one
+group, as morph-net's DepthwiseConvolutionOpHandler groups them): it shrinks with its input, and
+its FLOPs (2·H·W·k² per input channel) are not in the regularizer.
 
 Ops in :data:`CHANNELWISE` pass each channel through on its own (pooling, normalisation,
 dropout, positional codes): their outputs are their inputs' channels. Every other op that is
@@ -35,7 +40,7 @@ from torch import nn
 
 from nasfw import INPUT, ArchGraph, Node
 
-GATED_OPS = ("conv2d", "conv1d", "dense")
+GATED_OPS = ("conv2d", "dil_conv2d", "sep_conv2d", "conv1d", "dense")
 CHANNELWISE = (
     "maxpool2d", "avgpool2d", "maxpool1d", "avgpool1d", "global_avgpool", "global_maxpool",
     "batchnorm", "dropout", "identity", "positional_encoding",
@@ -185,6 +190,8 @@ class FlopRegularizer(nn.Module):
 
     @staticmethod
     def _kernel(node: Node) -> int:
+        if node.op == "sep_conv2d":  # the regularized part is the pointwise 1x1 conv
+            return 1
         return int(node.params.get("kernel_size", 3))
 
     def _merge(

@@ -9,7 +9,13 @@ from nasfw import ArchGraph
 
 from .regularizer import GATE_SUFFIX as GATE
 
-WIDTH_PARAM = {"conv2d": "filters", "conv1d": "filters", "dense": "units"}
+WIDTH_PARAM = {
+    "conv2d": "filters",
+    "dil_conv2d": "filters",
+    "sep_conv2d": "filters",
+    "conv1d": "filters",
+    "dense": "units",
+}
 
 
 def shrink(graph: ArchGraph, alive: dict[str, int]) -> tuple[ArchGraph, dict[str, tuple[int, int]]]:
@@ -60,9 +66,15 @@ def carry_weights(regularizer: Any, small: Any) -> int:
                 rows = kept[term.owner]
                 gate: nn.BatchNorm1d | nn.BatchNorm2d = gated.node_modules[f"{term.owner}{GATE}"]
                 scale = (gate.weight / torch.sqrt(gate.running_var + gate.eps))[rows]
+                _carry_depthwise(
+                    gated.node_modules[term.owner], small.node_modules[term.owner], inputs
+                )
             weight = source.weight if rows is None else source.weight[rows]
             weight = weight[:, inputs]
-            bias = source.bias if rows is None else source.bias[rows]
+            bias = source.bias
+            if term.owner is not None:
+                bias = bias + _removed_depthwise_bias(gated.node_modules[term.owner], inputs)
+            bias = bias if rows is None else bias[rows]
             if scale is not None and bool((scale > 0).all()):
                 weight = weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
                 bias = bias * scale
@@ -75,8 +87,50 @@ def carry_weights(regularizer: Any, small: Any) -> int:
 
 
 def _layer(module: Any) -> Any:
-    """The Conv2d/Conv1d/Linear of a gated node's module (``Sequential(layer, activation)``)."""
-    return module[0]
+    """The layer that makes a gated node's output channels: the Conv/Linear of
+    ``Sequential(layer, activation)``, the pointwise conv of ``Sequential(depthwise, pointwise,
+    activation)`` (sep_conv2d)."""
+    return _layers(module)[-1]
+
+
+def _layers(module: Any) -> list[Any]:
+    from torch import nn
+
+    return [m for m in module if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Linear)]
+
+
+def _depthwise(module: Any) -> Any:
+    """The depthwise conv of a separable conv's module, else None."""
+    layers = _layers(module)
+    return layers[0] if len(layers) == 2 else None
+
+
+def _removed_depthwise_bias(module: Any, inputs: Any) -> Any:
+    """What a separable conv's removed input channels still added to its pointwise output:
+    their depthwise filters see zeros (a dead channel), so each gives its constant bias, which
+    the pointwise conv mixes in. Folded into the pointwise bias, the shrunk layer computes the
+    same. 0 for other layers."""
+    import torch
+
+    depthwise = _depthwise(module)
+    if depthwise is None:
+        return 0.0
+    pointwise = _layers(module)[-1]
+    removed = torch.ones(depthwise.out_channels, dtype=torch.bool)
+    removed[inputs] = False
+    return pointwise.weight[:, removed].flatten(1) @ depthwise.bias[removed]
+
+
+def _carry_depthwise(source: Any, target: Any, inputs: Any) -> None:
+    """A separable conv's depthwise filters of the kept input channels (one group each)."""
+    import torch
+
+    depthwise, small = _depthwise(source), _depthwise(target)
+    if depthwise is None or small is None or len(inputs) != small.weight.shape[0]:
+        return
+    with torch.no_grad():
+        small.weight.copy_(depthwise.weight[inputs])
+        small.bias.copy_(depthwise.bias[inputs])
 
 
 def scale_widths(graph: ArchGraph, factor: float) -> ArchGraph:
