@@ -36,7 +36,7 @@ from nasfw.search_space import Chooser, RandomChooser, SearchSpace, SearchSpaceE
 from nasfw.tuner import Candidate, Result, Tuner
 
 if TYPE_CHECKING:
-    from nasfw.builder import BuildError, ModelCost, build_model, model_cost
+    from nasfw.builder import BuildError, ModelCost, adapter, build_model, model_cost
     from nasfw.evaluate import Evaluator, candidate_seed, device_facts
     from nasfw.search import SearchContext, TrialRecord, run_search
     from nasfw.train import TrainOutcome, evaluate_model, train_model
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "BuildError": "nasfw.builder",
     "ModelCost": "nasfw.builder",
+    "adapter": "nasfw.builder",
     "build_model": "nasfw.builder",
     "model_cost": "nasfw.builder",
     "Evaluator": "nasfw.evaluate",
@@ -113,6 +114,7 @@ __all__ = [
     "TrialRecord",
     "Tuner",
     "TunerConfig",
+    "adapter",
     "build_model",
     "candidate_seed",
     "check_settings",

@@ -31,7 +31,15 @@ from torch import nn
 from nasfw.graph import INPUT, ArchGraph, GraphError, Node
 from nasfw.ops import OpSpec, Shape
 
-__all__ = ["BuildError", "GraphModule", "Merge", "ModelCost", "build_model", "model_cost"]
+__all__ = [
+    "BuildError",
+    "GraphModule",
+    "Merge",
+    "ModelCost",
+    "adapter",
+    "build_model",
+    "model_cost",
+]
 
 
 class BuildError(ValueError):
@@ -244,38 +252,62 @@ def _merge(node: Node, in_shapes: Sequence[Shape]) -> tuple[Merge, Shape]:
             if len(s) > 1:
                 steps[i].append(nn.Flatten())
                 shapes[i] = (math.prod(s),)
-    rank = len(shapes[0])
-    if rank > 1:
-        target = tuple(min(dims) for dims in zip(*(s[1:] for s in shapes), strict=True))
-        for i, s in enumerate(shapes):
-            if s[1:] != target:
-                if rank not in _ADAPTIVE_POOL:
-                    raise BuildError(
-                        f"node {node.id!r} ({node.op}): cannot pool rank-{rank} inputs to a "
-                        f"common size{_from(node, in_shapes)}"
-                    )
-                # Max pooling keeps the strongest activations, as a strided conv net would.
-                steps[i].append(_ADAPTIVE_POOL[rank](target))
-                shapes[i] = (s[0], *target)
+    target = tuple(min(dims) for dims in zip(*(s[1:] for s in shapes), strict=True))
+    channels = max(s[0] for s in shapes)
+    for i, s in enumerate(shapes):
+        # concat keeps each input's channels; add projects the narrower ones to the widest.
+        wanted = (channels if node.merge == "add" else s[0], *target)
+        try:
+            steps[i] += _adapter_steps(s, wanted)
+        except ValueError as err:
+            raise BuildError(
+                f"node {node.id!r} ({node.op}): {err}{_from(node, in_shapes)}"
+            ) from None
+        shapes[i] = wanted
     if node.merge == "add":
-        channels = max(s[0] for s in shapes)
-        for i, s in enumerate(shapes):
-            if s[0] != channels:
-                if rank == 1:
-                    steps[i].append(nn.Linear(s[0], channels))
-                elif rank in _CONV:
-                    steps[i].append(_CONV[rank](s[0], channels, kernel_size=1))
-                else:
-                    raise BuildError(
-                        f"node {node.id!r} ({node.op}): cannot project rank-{rank} inputs to "
-                        f"{channels} channels{_from(node, in_shapes)}"
-                    )
-                shapes[i] = (channels, *s[1:])
         out_shape: Shape = shapes[0]
     else:
         out_shape = (sum(s[0] for s in shapes), *shapes[0][1:])
     adapters = [nn.Sequential(*step) if step else nn.Identity() for step in steps]
     return Merge(node.merge, adapters), out_shape
+
+
+def adapter(shape: Shape, to: Shape) -> nn.Module:
+    """The layers that bring a ``shape`` tensor to ``to`` where branches meet: flatten when
+    ``to`` is a feature vector, adaptive max pooling to a smaller image or sequence (max
+    pooling keeps the strongest activations, as a strided conv net would), then a 1x1
+    projection (``nn.Linear`` for features) to another width. Raises ``ValueError`` when
+    ``to`` would need upsampling or a rank the builder has no layers for.
+    """
+    steps = _adapter_steps(shape, to)
+    if not steps:
+        return nn.Identity()
+    return steps[0] if len(steps) == 1 else nn.Sequential(*steps)
+
+
+def _adapter_steps(shape: Shape, to: Shape) -> list[nn.Module]:
+    shape, to = tuple(shape), tuple(to)
+    steps: list[nn.Module] = []
+    if len(to) == 1 and len(shape) > 1:
+        steps.append(nn.Flatten())
+        shape = (math.prod(shape),)
+    if len(shape) != len(to):
+        raise ValueError(f"cannot bring shape {shape} to rank {len(to)} ({to})")
+    rank = len(shape)
+    if shape[1:] != to[1:]:
+        if any(a < b for a, b in zip(shape[1:], to[1:], strict=True)):
+            raise ValueError(f"shape {shape} is smaller than {to}: no upsampling")
+        if rank not in _ADAPTIVE_POOL:
+            raise ValueError(f"cannot pool rank-{rank} inputs to a common size")
+        steps.append(_ADAPTIVE_POOL[rank](to[1:]))
+    if shape[0] != to[0]:
+        if rank == 1:
+            steps.append(nn.Linear(shape[0], to[0]))
+        elif rank in _CONV:
+            steps.append(_CONV[rank](shape[0], to[0], kernel_size=1))
+        else:
+            raise ValueError(f"cannot project rank-{rank} inputs to {to[0]} channels")
+    return steps
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The torch modules behind the sequence and text ops (imported when a model is built)."""
+"""The torch modules behind the sequence, text and scale ops (imported when a model is built)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,17 @@ import math
 
 import torch
 from torch import nn
+
+
+class Scale(nn.Module):
+    """``x * s`` with one learnable scalar ``s`` (Petridish's switch for a grown branch)."""
+
+    def __init__(self, init: float) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
 
 
 class GlobalPool(nn.Module):

@@ -107,6 +107,12 @@ def _dense(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
     return nn.Sequential(layer, activation_layer(p["activation"])), (p["units"],)
 
 
+def _scale(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
+    from nasfw.plugins.layers import Scale
+
+    return Scale(p["init"]), shape
+
+
 def _identity(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
     from torch import nn
 
@@ -166,6 +172,12 @@ OPS = (
         description="fully connected layer (the input is flattened), then the activation",
     ),
     OpSpec("identity", _identity, {}, description="passes its (merged) input through"),
+    OpSpec(
+        "scale",
+        _scale,
+        {"init": ParamSpec("float", low=-10.0, high=10.0, default=0.0)},
+        description="multiplies by one learnable scalar (0 at first: a grown branch starts off)",
+    ),
 )
 
 

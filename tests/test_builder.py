@@ -346,3 +346,31 @@ def test_model_cost_on_the_meta_device_matches(ops: dict[str, OpSpec]) -> None:
     assert all(p.is_meta for p in meta.parameters())
     real = build_model(g, problem((3, 8, 8)), ops)
     assert model_cost(meta, (3, 8, 8)) == model_cost(real, (3, 8, 8))
+
+
+@pytest.mark.parametrize(
+    ("shape", "to", "layers"),
+    [
+        ((4, 8, 8), (4, 8, 8), ["Identity"]),
+        ((4, 8, 8), (4, 4, 4), ["AdaptiveMaxPool2d"]),
+        ((4, 8, 8), (6, 4, 4), ["AdaptiveMaxPool2d", "Conv2d"]),
+        ((3, 20), (5, 10), ["AdaptiveMaxPool1d", "Conv1d"]),
+        ((2, 3, 3), (7,), ["Flatten", "Linear"]),
+        ((18,), (18,), ["Identity"]),
+    ],
+)
+def test_adapter_brings_a_shape_to_another(shape, to, layers):
+    from nasfw import adapter
+
+    module = adapter(shape, to)
+    found = [type(m).__name__ for m in (module if isinstance(module, nn.Sequential) else [module])]
+    assert found == layers
+    assert module(torch.randn(2, *shape)).shape == (2, *to)
+
+
+@pytest.mark.parametrize(("shape", "to"), [((4, 4, 4), (4, 8, 8)), ((5,), (5, 2, 2))])
+def test_adapter_never_upsamples_or_unflattens(shape, to):
+    from nasfw import adapter
+
+    with pytest.raises(ValueError, match=r"smaller|rank"):
+        adapter(shape, to)
