@@ -284,12 +284,34 @@ def _log_generation(
             done = [t for t in _metrics.all_trials(context, trials) if t.number <= last]
             counts = _metrics.counts(done)
             if state["resumed"]:
-                counts = {k: v for k, v in counts.items() if last not in _steps(client, state, k)}
+                counts = {
+                    k: v
+                    for k, v in counts.items()
+                    if last not in _steps(client, state["run_id"], k)
+                }
             client.log_batch(state["run_id"], metrics=_metrics.metrics(counts, step=last))
 
 
-def _steps(client: MlflowClient, state: dict[str, Any], key: str) -> set[int]:
-    return {m.step for m in client.get_metric_history(state["run_id"], key)}
+def _steps(client: MlflowClient, run_id: str, key: str) -> set[int]:
+    return {m.step for m in client.get_metric_history(run_id, key)}
+
+
+def _logged_in_generation_run(
+    client: MlflowClient, state: dict[str, Any], generation: int, found: dict[int, set[int]]
+) -> set[int]:
+    """The trials whose series the generation's existing run holds (read only: the run is not
+    reopened); cached in ``found``."""
+    if generation not in found:
+        runs = client.search_runs(
+            [state["experiment_id"]],
+            filter_string=(
+                f"tags.`mlflow.parentRunId` = '{state['run_id']}' "
+                f"and tags.`nasfw.generation` = '{generation}'"
+            ),
+            max_results=1,
+        )
+        found[generation] = _steps(client, runs[0].info.run_id, "trial/failed") if runs else set()
+    return found[generation]
 
 
 def _catch_up(context: SearchContext, state: dict[str, Any]) -> None:
@@ -302,7 +324,10 @@ def _catch_up(context: SearchContext, state: dict[str, Any]) -> None:
     client: MlflowClient = state["client"]
     run_id: str = state["run_id"]
     val = _metrics.val_name(context)
-    logged = _steps(client, state, "n_trials")  # logged after every trial
+    # Each trial writes two batches (the parent's summary, its generation run's series); a kill
+    # may land between them, so each target says itself which trials it has.
+    logged = _steps(client, run_id, "n_trials")
+    found: dict[int, set[int]] = {}
     batches: dict[str, list[Any]] = {}
     best = None
     first: dict[int, float] = {}  # when each generation's first evaluation started
@@ -315,10 +340,12 @@ def _catch_up(context: SearchContext, state: dict[str, Any]) -> None:
             best = metric if best is None else max(best, metric)
         if trial.number not in logged:
             batches.setdefault(run_id, []).extend(_metrics.summary_metrics(trial, seen, best, val))
-            generation_run = _runs.generation_run(
-                context, state, trial.generation, started=first.get(trial.generation)
-            )
-            batches.setdefault(generation_run, []).extend(_metrics.trial_metrics(trial, val))
+        elif trial.number in _logged_in_generation_run(client, state, trial.generation, found):
+            continue
+        generation_run = _runs.generation_run(
+            context, state, trial.generation, started=first.get(trial.generation)
+        )
+        batches.setdefault(generation_run, []).extend(_metrics.trial_metrics(trial, val))
     for target, batch in batches.items():
         for i in range(0, len(batch), METRICS_PER_BATCH):
             client.log_batch(target, metrics=batch[i : i + METRICS_PER_BATCH])

@@ -389,6 +389,41 @@ def test_resume_continues_the_run_and_its_generation(
     assert names == ["0", "1"]
 
 
+def test_a_kill_between_a_trials_two_batches_is_caught_up_once(
+    env: Env, problem: Problem, space, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trial's summary reached the parent run, its series not its generation's run (the
+    process died in between): the resumed search logs the series, and nothing twice."""
+    study = optuna.create_study(direction="maximize")
+    first = make_context(make_cfg(env, study_name="torn"), problem, space, env.tmp, study)
+    plugin.nasfw_search_start(context=first)
+    run_id = first.plugin_state["mlflow"]["run_id"]
+    trials = make_trials(space, 0, [0.1, 0.2, 0.3])
+    original = plugin._metrics.trial_metrics
+
+    def dies_on_trial_1(trial: TrialRecord, val: str) -> Any:
+        if trial.number == 1:
+            raise RuntimeError("killed")
+        return original(trial, val)
+
+    monkeypatch.setattr(plugin._metrics, "trial_metrics", dies_on_trial_1)
+    plugin.nasfw_generation_start(context=first, generation=0, candidates=trials)
+    for trial in trials[:2]:
+        first.history.append(trial)
+        plugin.nasfw_trial_complete(context=first, candidate=None, result=trial.result, trial=trial)
+    monkeypatch.setattr(plugin._metrics, "trial_metrics", original)
+
+    second = make_context(make_cfg(env, study_name="torn"), problem, space, env.tmp, study)
+    second.history = list(trials[:2])
+    plugin.nasfw_search_start(context=second)
+    assert second.plugin_state["mlflow"]["run_id"] == run_id
+    (generation,) = child_runs(env, run_id)
+    series = env.client.get_metric_history(generation.info.run_id, "trial/failed")
+    assert sorted(m.step for m in series) == [0, 1]
+    summary = env.client.get_metric_history(run_id, "n_trials")
+    assert sorted(m.step for m in summary) == [0, 1]
+
+
 def test_tracking_none_logs_nothing(env: Env, problem: Problem, space) -> None:
     cfg = make_cfg(env, tracking={"experiment_name": "never"})
     cfg.tracking = OmegaConf.create({"name": "none"})
