@@ -84,13 +84,16 @@ class Problem:
     # Text problems: x holds token ids, ints in [0, vocab_size) shaped (n, L), with 0 padding;
     # only token ops (embedding) read them. None: x holds float values.
     vocab_size: int | None = None
-    # The word of every token id (vocabulary[0] is the padding), where the problem knows them.
+    # The word of every token id (vocabulary[0] is the padding), where the problem knows them;
+    # vocab_size defaults to its length.
     vocabulary: list[str] | None = None
 
     def __post_init__(self) -> None:
         from nasfw.metrics import DEFAULT_METRIC, metric
 
         self.metric = self.metric or DEFAULT_METRIC[self.task]
+        if self.vocab_size is None and self.vocabulary is not None:
+            self.vocab_size = len(self.vocabulary)
         metric(self.metric, self.task)  # an unknown name fails when the problem loads
 
     @property

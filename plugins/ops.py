@@ -133,11 +133,7 @@ OPS = (
     OpSpec(
         "conv2d",
         _conv2d,
-        {
-            "filters": ParamSpec("int", low=1, high=4096),
-            "kernel_size": ParamSpec("int", low=1, high=15, default=3),
-            "activation": ACTIVATION,
-        },
+        {**CONV, "activation": ACTIVATION},
         input_rank=3,
         description="2-D convolution, stride 1, same padding, then the activation",
     ),

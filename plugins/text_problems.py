@@ -155,7 +155,6 @@ def _text_problem(
         test=test,
         class_names=class_names,
         metric=metric,
-        vocab_size=len(vocabulary) + 1,
         vocabulary=["<pad>", *vocabulary],
     )
 

@@ -302,15 +302,8 @@ def _logged_in_generation_run(
     """The trials whose series the generation's existing run holds (read only: the run is not
     reopened); cached in ``found``."""
     if generation not in found:
-        runs = client.search_runs(
-            [state["experiment_id"]],
-            filter_string=(
-                f"tags.`mlflow.parentRunId` = '{state['run_id']}' "
-                f"and tags.`nasfw.generation` = '{generation}'"
-            ),
-            max_results=1,
-        )
-        found[generation] = _steps(client, runs[0].info.run_id, "trial/failed") if runs else set()
+        run_id = _runs.existing_generation_run(state, generation)
+        found[generation] = _steps(client, run_id, "trial/failed") if run_id else set()
     return found[generation]
 
 

@@ -357,6 +357,20 @@ def log_params(
 # -- generation runs --------------------------------------------------------------------------
 
 
+def existing_generation_run(state: dict[str, Any], generation: int) -> str | None:
+    """The id of the nested run a previous process opened for ``generation``, or None; read
+    only (the run keeps its status)."""
+    found = state["client"].search_runs(
+        [state["experiment_id"]],
+        filter_string=(
+            f"tags.`mlflow.parentRunId` = '{state['run_id']}' "
+            f"and tags.`nasfw.generation` = '{generation}'"
+        ),
+        max_results=1,
+    )
+    return found[0].info.run_id if found else None
+
+
 def generation_run(
     context: SearchContext,
     state: dict[str, Any],
@@ -375,19 +389,9 @@ def generation_run(
     if generation in runs:
         return runs[generation]
     parent_id = state["run_id"]
-    run_id = None
-    if state["resumed"]:
-        found = client.search_runs(
-            [state["experiment_id"]],
-            filter_string=(
-                f"tags.`mlflow.parentRunId` = '{parent_id}' "
-                f"and tags.`nasfw.generation` = '{generation}'"
-            ),
-            max_results=1,
-        )
-        if found:
-            run_id = found[0].info.run_id
-            client.update_run(run_id, status="RUNNING")
+    run_id = existing_generation_run(state, generation) if state["resumed"] else None
+    if run_id is not None:
+        client.update_run(run_id, status="RUNNING")
     if run_id is None:
         run = client.create_run(
             state["experiment_id"],

@@ -30,6 +30,18 @@ def gated(graph: ArchGraph, ops, threshold: float = 0.1):
     return model, FlopRegularizer(model, graph, threshold)
 
 
+def scaling_gates(model, nodes: tuple[str, ...]) -> None:
+    """Gates that only scale (gamma in [0.5, 2], beta 0, running mean 0, variance 1): the
+    shrunk network carrying the surviving weights then computes exactly the gated one."""
+    with torch.no_grad():
+        for node in nodes:
+            gate = model.node_modules[f"{node}_gate"]
+            gate.weight.uniform_(0.5, 2.0)
+            gate.bias.zero_()
+            gate.running_mean.zero_()
+            gate.running_var.fill_(1.0)
+
+
 def kill(model, node: str, channels: list[int]) -> None:
     with torch.no_grad():
         model.node_modules[f"{node}_gate"].weight[channels] = 0.0
@@ -88,13 +100,7 @@ def test_carried_weights_compute_what_the_gated_network_computed(ops):
         output="d",
     )
     model, reg = gated(graph, ops)
-    with torch.no_grad():
-        for node in ("c0", "c1", "c2", "d"):
-            gate = model.node_modules[f"{node}_gate"]
-            gate.weight.uniform_(0.5, 2.0)
-            gate.bias.zero_()
-            gate.running_mean.zero_()
-            gate.running_var.fill_(1.0)
+    scaling_gates(model, ("c0", "c1", "c2", "d"))
     kill(model, "c0", [1, 3, 5])
     kill(model, "c1", [0])
     kill(model, "c2", [0, 1, 3])
@@ -404,13 +410,7 @@ def test_conv1d_is_gated_and_carries_its_weights(ops):
     model = build_model(add_gates(graph), Sequence(), ops)
     reg = FlopRegularizer(model, graph, 0.1)
     assert reg.flops() == model_cost(build_model(graph, Sequence(), ops), (3, 16)).flops
-    with torch.no_grad():
-        for node in ("c0", "c1", "d"):
-            gate = model.node_modules[f"{node}_gate"]
-            gate.weight.uniform_(0.5, 2.0)
-            gate.bias.zero_()
-            gate.running_mean.zero_()
-            gate.running_var.fill_(1.0)
+    scaling_gates(model, ("c0", "c1", "d"))
     kill(model, "c0", [0, 2])
     kill(model, "c1", [5])
     small, changes = shrink(graph, reg.alive())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_morphnet import scaling_gates
 from test_sequence_ops import one_op, run
 
 from nasfw import ArchGraph, Node, build_model, model_cost
@@ -66,13 +67,8 @@ def test_morphnet_shrinks_a_separable_conv_with_its_depthwise_group(ops):
     torch.manual_seed(0)
     model = build_model(add_gates(graph), Image(), ops)
     reg = FlopRegularizer(model, graph, 0.1)
+    scaling_gates(model, ("c0", "s", "g"))
     with torch.no_grad():
-        for node in ("c0", "s", "g"):
-            gate = model.node_modules[f"{node}_gate"]
-            gate.weight.uniform_(0.5, 2.0)
-            gate.bias.zero_()
-            gate.running_mean.zero_()
-            gate.running_var.fill_(1.0)
         model.node_modules["c0_gate"].weight[[1, 4]] = 0.0
         model.node_modules["s_gate"].weight[[0]] = 0.0
     small, changes = shrink(graph, reg.alive())
