@@ -14,6 +14,7 @@ the failed check on stderr.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import signal
@@ -301,9 +302,16 @@ def check_dashboard(space: Workspace, base: str, page: Any, shots: Path) -> dict
     text = wait_text(page, "Duration")
     check("nasfw:tuner_state" not in text, "the trial page shows nasfw's internal state")
     check("architecture" in text, "the trial page has no architecture summary")
-    # The page shows the selected trial's duration in ms, as the study's storage has it.
+    # The page shows the selected trial's duration in ms, as the study's storage has it:
+    # JavaScript Dates hold whole milliseconds, so it is the difference of the truncated times.
     first = study.get_trials()[0]
-    shown_ms = round((first.datetime_complete - first.datetime_start).total_seconds() * 1000)
+    whole_ms = datetime.timedelta(milliseconds=1)
+    epoch = datetime.datetime(1970, 1, 1)
+    start, complete = (
+        (t.replace(tzinfo=None) - epoch) // whole_ms
+        for t in (first.datetime_start, first.datetime_complete)
+    )
+    shown_ms = complete - start
     check(shown_ms > 0 and f"\n{shown_ms}\n" in f"\n{text}\n", f"no duration {shown_ms} shown")
     # A reused result (an identical network evaluated before) is a lookup: it takes no time.
     evaluated = [t for t in study.get_trials() if "reused_from" not in t.user_attrs["extra"]]
