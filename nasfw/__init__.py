@@ -27,9 +27,10 @@ from nasfw.config import (
     check_writable,
     setting,
 )
-from nasfw.graph import INPUT, MERGE_KINDS, ArchGraph, GraphError, Node
+from nasfw.graph import INPUT, MERGE_KINDS, ArchGraph, GraphError, Node, load_arch
 from nasfw.launcher import Launcher, init_worker_process
 from nasfw.ops import OpSpec, ParamSpec, Shape
+from nasfw.pareto import pareto_front, pareto_rows
 from nasfw.problem import DataError, Problem, Split, Standardization, split_arrays
 from nasfw.registry import PluginError, Registry, hookimpl, plugin_manager, registry
 from nasfw.search_space import Chooser, RandomChooser, SearchSpace, SearchSpaceError
@@ -123,7 +124,10 @@ __all__ = [
     "evaluate_model",
     "hookimpl",
     "init_worker_process",
+    "load_arch",
     "model_cost",
+    "pareto_front",
+    "pareto_rows",
     "plugin_manager",
     "registry",
     "run_search",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
+    from rich.table import Table
 
     from nasfw.search import SearchContext
 
@@ -68,6 +69,8 @@ def _summary(context: SearchContext, top: int = 5) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from nasfw.pareto import front_path
+
     console = Console()
     if not context.history:
         console.print(f"{context.cfg.study_name}: the tuner proposed no network; nothing to train")
@@ -93,6 +96,12 @@ def _summary(context: SearchContext, top: int = 5) -> None:
             f"{r.train_seconds:.1f}",
         )
     console.print(table)
+    front = _pareto_table(context)
+    if front is not None:
+        console.print(front)
+        path = front_path(context)
+        if path.is_file():  # a caption would wrap a long path to the table's width
+            console.print(f"Pareto front: {path}")
     best = context.best()
     if best is not None and "test_metric" in best.result.extra:
         console.print(
@@ -107,6 +116,33 @@ def _summary(context: SearchContext, top: int = 5) -> None:
             f"{context.cfg.tracking.tracking_uri} (open with: mlflow ui --backend-store-uri "
             f"{context.cfg.tracking.tracking_uri})"
         )
+
+
+def _pareto_table(context: SearchContext) -> Table | None:
+    """The search's validation metric x FLOPs Pareto front (FLOPs: multiply-adds x 2) as a
+    table, cheapest first; None when no ok trial has both."""
+    from rich.table import Table
+
+    from nasfw.pareto import pareto_front
+
+    front = pareto_front(context.history)
+    if not front:
+        return None
+    metric = context.problem.metric
+    table = Table(title=f"Pareto front (val {metric} vs FLOPs)")
+    for column in ("trial", "gen", f"val {metric}", "FLOPs", "params"):
+        table.add_column(column, justify="right")
+    for t in front:
+        r = t.result
+        # Exact FLOPs: small networks differ by less than the 0.01 MFLOPs the table above shows.
+        table.add_row(
+            str(t.number),
+            str(t.generation),
+            f"{r.metric:.4f}",
+            f"{r.flops:,}",
+            f"{r.n_params or 0:,}",
+        )
+    return table
 
 
 def _task(cfg: DictConfig) -> float | None:

@@ -230,6 +230,10 @@ class StorageConfig:
     """Where the Optuna study (the ledger of every evaluated candidate) lives."""
 
     url: str = "sqlite:///nasfw.db"
+    # Where networks' weights are kept (an Optuna FileSystemArtifactStore directory, relative
+    # to where the search starts): only for tuners that inherit weights (Petridish) and the
+    # exported best model. On a cluster, a directory every job can reach.
+    artifacts: str = "nasfw-artifacts"
 
 
 @dataclass

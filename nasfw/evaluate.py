@@ -13,6 +13,7 @@ from typing import Any
 from nasfw.config import ProblemConfig, TrainConfig
 from nasfw.problem import Problem
 from nasfw.tuner import Candidate, Result
+from nasfw.weights import WeightStore, load_matching
 
 _PROBLEMS: dict[str, Problem] = {}
 
@@ -29,8 +30,11 @@ def load_problem(config: ProblemConfig) -> Problem:
 
 
 def candidate_seed(seed: int, candidate: Candidate) -> int:
-    """Seed of one evaluation: depends on the search seed and the network, not on ordering."""
+    """Seed of one evaluation: depends on the search seed and the network (with its training
+    overrides and initial weights), not on ordering."""
     text = f"{seed}:{candidate.graph.hash}:{json.dumps(candidate.train, sort_keys=True)}"
+    if candidate.init_from is not None:
+        text += f":{candidate.init_from}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
 
 
@@ -39,7 +43,12 @@ class Evaluator:
     """Picklable ``Candidate -> Result``: what a launcher runs for each candidate.
 
     Any failure (a graph that cannot build, a network above ``max_params``, a diverging loss,
-    an exception in training) becomes ``Result.failed(reason)``; nothing propagates.
+    missing initial weights, an exception in training) becomes ``Result.failed(reason)``;
+    nothing propagates. ``weights`` is where candidates' weights are kept and found
+    (``Candidate.keep_weights``, ``Candidate.init_from``); a kept network's artifact id is
+    ``Result.extra["weights"]``. After training, every node module with a ``trial_facts()``
+    method adds its numbers to ``Result.extra`` as ``<node>.<fact>`` (e.g. a ``scale`` op's
+    learned value).
     """
 
     problem: ProblemConfig
@@ -49,6 +58,7 @@ class Evaluator:
     threads: int = 1
     # evaluation.* of the config: ``name`` picks the scorer ("plain" is this module's own).
     scoring: dict[str, Any] = field(default_factory=lambda: {"name": "plain"})
+    weights: WeightStore | None = None
 
     def __call__(self, candidate: Candidate) -> Result:
         """Evaluate ``candidate``, timed by this machine's clock (``started``, ``finished``)."""
@@ -77,6 +87,14 @@ class Evaluator:
                     flops=cost.flops,
                     n_params=cost.params,
                 )
+            uses_weights = candidate.init_from is not None or candidate.keep_weights
+            if uses_weights and self.scoring["name"] != "plain":
+                return Result.failed(
+                    f"evaluation={self.scoring['name']} cannot start from or keep a network's "
+                    "weights (Candidate.init_from / keep_weights need evaluation=plain)"
+                )
+            if uses_weights and self.weights is None:
+                return Result.failed("this evaluation keeps or loads weights, but no store is set")
             torch.manual_seed(seed)
             if self.scoring["name"] != "plain":
                 from nasfw.registry import registry
@@ -87,7 +105,17 @@ class Evaluator:
                 result.n_params = result.n_params if result.n_params is not None else cost.params
                 return result
             model = build_model(candidate.graph, problem)
+            inherited = None
+            if candidate.init_from is not None:
+                assert self.weights is not None
+                inherited = load_matching(model, self.weights.load(candidate.init_from))
             outcome = train_model(model, problem, self.train, seed, overrides=candidate.train)
+            facts_of_nodes = _trial_facts(model)
+            if candidate.keep_weights and not outcome.diverged:
+                assert self.weights is not None
+                facts_of_nodes["weights"] = self.weights.save(candidate.key, model)
+            if inherited is not None:
+                facts_of_nodes["inherited_tensors"] = inherited
         except Exception as err:  # a broken candidate is a failed trial, never a crashed search
             where = traceback.extract_tb(err.__traceback__)[-1]
             return Result.failed(
@@ -100,11 +128,25 @@ class Evaluator:
             "train_seconds": outcome.seconds,
             "epochs": outcome.epochs,
             "loss": outcome.loss,
-            "extra": {**device_facts(outcome), "score_seconds": outcome.score_seconds},
+            "extra": {
+                **device_facts(outcome),
+                "score_seconds": outcome.score_seconds,
+                **facts_of_nodes,
+            },
         }
         if outcome.diverged:
             return Result.failed(outcome.reason or "diverged", **facts)
         return Result(status="ok", metric=outcome.metric, **facts)
+
+
+def _trial_facts(model: Any) -> dict[str, Any]:
+    """``<node>.<fact>`` for every node module that reports ``trial_facts()``."""
+    facts: dict[str, Any] = {}
+    for node_id, module in getattr(model, "node_modules", {}).items():
+        report = getattr(module, "trial_facts", None)
+        if callable(report):
+            facts.update({f"{node_id}.{k}": v for k, v in report().items()})
+    return facts
 
 
 def device_facts(outcome: Any) -> dict[str, str]:

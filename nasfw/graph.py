@@ -289,3 +289,34 @@ class ArchGraph:
 
 def _short(value: Any) -> str:
     return f"{value:.2g}" if isinstance(value, float) else str(value)
+
+
+ARCH_PRESETS = "arch"
+
+
+def load_arch(name: str | None) -> ArchGraph:
+    """``tuner.init_arch``: an ArchGraph JSON file, or a preset in ``conf/arch/`` by name
+    (``lenet_small``, ...). Raises :class:`nasfw.ConfigError` naming the key."""
+    from importlib import resources
+
+    from nasfw.config import ConfigError
+
+    if not name:
+        raise ConfigError("tuner.init_arch is not set")
+    path = Path(name)
+    if path.suffix == ".json" or path.exists():
+        try:
+            return ArchGraph.load(path)
+        except (GraphError, UnicodeDecodeError) as err:
+            raise ConfigError(f"tuner.init_arch: {err}") from err
+    presets = resources.files("nasfw.conf").joinpath(ARCH_PRESETS)
+    preset = presets.joinpath(f"{name}.json")
+    if not preset.is_file():
+        known = sorted(p.name.removesuffix(".json") for p in presets.iterdir() if p.is_file())
+        raise ConfigError(
+            f"tuner.init_arch={name!r} is neither a graph file nor a preset (presets: {known})"
+        )
+    try:
+        return ArchGraph.from_json(preset.read_text())
+    except GraphError as err:
+        raise ConfigError(f"tuner.init_arch={name!r}: {err}") from err

@@ -261,6 +261,8 @@ class Ledger:
                 params=dict(candidate.params),
                 train=dict(candidate.train),
                 attrs=dict(candidate.attrs),
+                init_from=candidate.init_from,
+                exportable=candidate.exportable,
             )
         result = result.finite()
         attrs: dict[str, Any] = {
@@ -273,6 +275,17 @@ class Ledger:
             "attrs": candidate.attrs,
             "extra": result.extra,
         }
+        if candidate.init_from is not None:
+            attrs["init_from"] = candidate.init_from
+        if not candidate.exportable:
+            attrs["exportable"] = False
+        system_attrs = {GRAPH_ATTR: candidate.graph.to_json()}
+        if isinstance(result.extra.get("weights"), str):
+            from nasfw.weights import artifact_attr
+
+            # Listed (and served) by optuna-dashboard as the trial's artifact.
+            name, meta = artifact_attr(result.extra["weights"], candidate.key)
+            system_attrs[name] = meta
         for name in _RESULT_FIELDS:
             value = getattr(result, name)
             if value is not None:
@@ -289,7 +302,7 @@ class Ledger:
             distributions=candidate.distributions,
             user_attrs=attrs,
             # The graph itself, compact, beside the readable summary the dashboard shows.
-            system_attrs={GRAPH_ATTR: candidate.graph.to_json()},
+            system_attrs=system_attrs,
         )
         # The evaluation's own times, so durations and optuna-dashboard's timeline are real.
         now = time.time()
@@ -310,6 +323,8 @@ class Ledger:
             params=dict(candidate.params),
             train=dict(candidate.train),
             attrs=dict(candidate.attrs),
+            init_from=candidate.init_from,
+            exportable=candidate.exportable,
         )
 
     def find(self, generation: int, index: int) -> TrialRecord | None:
@@ -348,6 +363,8 @@ class Ledger:
                     params=dict(trial.params),
                     train=a.get("train", {}),
                     attrs=a.get("attrs", {}),
+                    init_from=a.get("init_from"),
+                    exportable=a.get("exportable", True),
                 )
             )
         return out

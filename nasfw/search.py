@@ -32,6 +32,17 @@ class TrialRecord:
     params: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
+    # The key of the evaluation whose weights this network started from (Candidate.init_from).
+    init_from: str | None = None
+    # False for networks that only serve the tuner (Candidate.exportable).
+    exportable: bool = True
+
+    @property
+    def key(self) -> str:
+        """The evaluation's :attr:`nasfw.Candidate.key`."""
+        from nasfw.tuner import evaluation_key
+
+        return evaluation_key(self.graph, self.train, self.init_from)
 
     @property
     def rank(self) -> tuple[float, int, int]:
@@ -69,7 +80,7 @@ class SearchContext:
     plugin_state: dict[str, Any] = field(default_factory=dict)
 
     def best(self) -> TrialRecord | None:
-        ok = [t for t in self.history if t.result.ok]
+        ok = [t for t in self.history if t.result.ok and t.exportable]
         return max(ok, key=lambda t: t.rank) if ok else None
 
 
@@ -197,6 +208,7 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
     # Tuner and launcher check their settings first: a bad config must not leave its
     # fingerprint in a new study, or the corrected rerun would be refused as another search.
     tuner = tuner_cls(cfg.tuner, space, int(cfg.seed))
+    tuner.problem = problem
     launcher = launcher_cls(cfg.launcher)
     lease: DriverLease | None = None
     try:
@@ -248,6 +260,7 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
             max_params=space.max_params,
             threads=_threads(cfg, launcher.workers),
             scoring=scoring,
+            weights=weight_store(cfg),
         )
         generation = start_generation
         started = time.perf_counter()
@@ -268,6 +281,9 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
         best = context.best()
         if best is not None:
             _export_best(context, best, train_config)
+        from nasfw.pareto import write_front
+
+        write_front(context)  # beside the best model, before trackers copy its directory
         if cfg.postproc.name != "none":
             reg.get("postprocessors", cfg.postproc.name)(context, cfg.postproc)
     except BaseException as err:
@@ -280,6 +296,15 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
         finally:
             lease.release()
     return context
+
+
+def weight_store(cfg: DictConfig) -> Any:
+    """The :class:`nasfw.weights.WeightStore` of ``cfg``'s study (``storage.artifacts``, made
+    absolute so jobs started elsewhere find it)."""
+    from nasfw.weights import WeightStore
+
+    path = Path(str(cfg.storage.get("artifacts", "nasfw-artifacts"))).expanduser()
+    return WeightStore(str(path.absolute()), str(cfg.study_name))
 
 
 def _hooks() -> Any:
@@ -316,12 +341,16 @@ def _run_generation(
     # earlier result (this generation's twin, or an elite evaluated before) is reused.
     copies: dict[int, int | TrialRecord] = {}
     if context.cfg.reuse_evaluations:
-        earlier = {_evaluation_key(r.graph, r.train): r for r in context.history}
+        earlier = {r.key: r for r in context.history}
         first: dict[str, int] = {}
         for i in todo:
-            key = _evaluation_key(candidates[i].graph, candidates[i].train)
-            if key in earlier:
-                copies[i] = earlier[key]
+            key = candidates[i].key
+            original = earlier.get(key)
+            # A candidate that must keep its weights reuses only an evaluation that kept them.
+            if original is not None and (
+                not candidates[i].keep_weights or "weights" in original.result.extra
+            ):
+                copies[i] = original
             elif key in first:
                 copies[i] = first[key]
             else:
@@ -371,12 +400,6 @@ def _run_generation(
     return [records[i] for i in range(len(candidates))]
 
 
-def _evaluation_key(graph: ArchGraph, train: dict[str, Any]) -> str:
-    import json
-
-    return f"{graph.hash}:{json.dumps(train, sort_keys=True)}"
-
-
 def _report_generation(
     console: Any, context: SearchContext, generation: int, records: list[TrialRecord]
 ) -> None:
@@ -399,7 +422,8 @@ def _export_path(cfg: DictConfig, output_dir: Path) -> Path:
 
 
 def _export_best(context: SearchContext, best: TrialRecord, train_config: Any) -> None:
-    """Retrain the best network (same seed as its evaluation), score it on test, export it."""
+    """Export the best network scored on test: its stored weights when its trial kept them,
+    else retrained (same seed and initial weights as its evaluation)."""
     import json
 
     import torch
@@ -409,10 +433,37 @@ def _export_best(context: SearchContext, best: TrialRecord, train_config: Any) -
     from nasfw.train import evaluate_model, train_model
     from nasfw.tuner import Candidate
 
-    seed = candidate_seed(int(context.cfg.seed), Candidate(best.graph, train=best.train))
+    candidate = Candidate(best.graph, train=best.train, init_from=best.init_from)
+    seed = candidate_seed(int(context.cfg.seed), candidate)
     torch.manual_seed(seed)
     model = build_model(best.graph, context.problem)
-    outcome = train_model(model, context.problem, train_config, seed, overrides=best.train)
+    if "weights" in best.result.extra:
+        # The evaluated network itself (it may have inherited weights no retraining gives).
+        from nasfw.train import prepare_device
+        from nasfw.weights import load_matching
+
+        state = weight_store(context.cfg).load(best.key)
+        if load_matching(model, state) != len(model.state_dict()):
+            raise RuntimeError(f"the stored weights of trial {best.number} do not fit its graph")
+        device = prepare_device(train_config)
+        model.to(device)
+        trained_on = {
+            "device": str(device),
+            "device_name": best.result.extra.get("device_name", ""),
+            "precision": str(train_config.precision),
+            "weights": "the trial's stored weights (not retrained)",
+        }
+    else:
+        if best.init_from is not None:
+            from nasfw.weights import load_matching
+
+            load_matching(model, weight_store(context.cfg).load(best.init_from))
+        outcome = train_model(model, context.problem, train_config, seed, overrides=best.train)
+        trained_on = {
+            "device": outcome.device,
+            "device_name": outcome.device_name,
+            "precision": str(outcome.precision),
+        }
     test_metric = evaluate_model(
         model, context.problem, context.problem.test, precision=train_config.precision
     )
@@ -428,11 +479,7 @@ def _export_best(context: SearchContext, best: TrialRecord, train_config: Any) -
         f"val_{context.problem.metric}": best.result.metric,
         f"test_{context.problem.metric}": test_metric,
         "train_overrides": best.train,
-        "trained_on": {
-            "device": outcome.device,
-            "device_name": outcome.device_name,
-            "precision": str(outcome.precision),
-        },
+        "trained_on": trained_on,
     }
     (export_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     preprocessing = context.problem.preprocessing

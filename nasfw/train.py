@@ -176,7 +176,9 @@ def train_model(
     or infinite stops training at once with ``diverged=True``. ``extra_loss(model)`` is added
     to the task loss at every step (a regularizer); ``param_groups`` are torch optimizer groups
     for some parameters (e.g. a larger learning rate for MorphNet's gates); ``before_step``
-    runs before every optimizer step (e.g. to anneal a group's learning rate).
+    runs before every optimizer step (e.g. to anneal a group's learning rate). Every submodule
+    with a ``penalty()`` method adds its value to the loss too (Keras's ``add_loss``: e.g. the
+    L1 on Petridish's candidate weights).
     """
     settings = _settings(config, overrides or {})
     device = prepare_device(config)
@@ -186,6 +188,7 @@ def train_model(
     order = torch.Generator().manual_seed(seed)  # on the CPU: the same order on every device
     x, y = _tensors(problem.train, problem, device)
     criterion = loss_fn(problem)
+    penalties = [m.penalty for m in model.modules() if callable(getattr(m, "penalty", None))]
     optimizer = _optimizer(model, settings, param_groups)
     scaler = torch.amp.GradScaler(device.type, enabled=precision is Precision.fp16)
     facts = {"device": str(device), "device_name": device_name(device), "precision": precision}
@@ -209,6 +212,8 @@ def train_model(
                 loss = criterion(model(x[index]), y[index])
                 if extra_loss is not None:
                     loss = loss + extra_loss(model)
+                for penalty in penalties:
+                    loss = loss + penalty()
             total += loss.detach().float() * len(index)
             seen += len(index)
             # Checking reads the loss back from the device: every step on the CPU (a diverged

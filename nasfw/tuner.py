@@ -23,6 +23,13 @@ class Candidate:
     ``params``/``distributions`` are the hyper-parameters the tuner chose (recorded as the Optuna
     trial's params); ``train`` overrides training knobs for this candidate (e.g. ``lr``);
     ``attrs`` are extra JSON-able facts stored with the trial (e.g. a blueprint id).
+
+    Weights (:mod:`nasfw.weights`): ``keep_weights`` stores the trained network's weights with
+    the trial; ``init_from`` is the :attr:`key` of an earlier candidate that kept its weights,
+    and this network starts from them wherever a layer has the same name and shape (the rest
+    keeps its seeded initialisation), e.g. Petridish's children inheriting their parent's.
+    ``exportable=False`` marks a network that only serves the tuner (Petridish's candidate
+    training): its trial is recorded, but it is never the search's best nor on its Pareto front.
     """
 
     graph: ArchGraph
@@ -30,6 +37,16 @@ class Candidate:
     distributions: dict[str, BaseDistribution] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
+    keep_weights: bool = False
+    exportable: bool = True
+
+    @property
+    def key(self) -> str:
+        """What makes two evaluations the same: the network, its training overrides and the
+        weights it starts from (16 hex digits). Equal keys get the same seed and may reuse
+        each other's result; :attr:`init_from` refers to an evaluation by this key."""
+        return evaluation_key(self.graph, self.train, self.init_from)
 
 
 @dataclass
@@ -96,6 +113,17 @@ class Result:
         return replace(cleaned, status="failed", metric=None, regularized_score=None, error=reason)
 
 
+def evaluation_key(graph: ArchGraph, train: dict[str, Any], init_from: str | None = None) -> str:
+    """:attr:`Candidate.key` of a network, its training overrides and its initial weights."""
+    import hashlib
+    import json
+
+    text = f"{graph.hash}:{json.dumps(train, sort_keys=True)}"
+    if init_from is not None:
+        text += f":init_from={init_from}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 _NUMBER_FIELDS = ("metric", "loss", "regularized_score", "flops", "n_params", "train_seconds")
 
 
@@ -116,7 +144,12 @@ class Tuner(ABC):
     saves the state in the study after every generation, so a killed search resumes exactly.
 
     Tuners must be deterministic given ``seed`` and the results they are told.
+
+    ``problem`` is set by the search loop before the first ``ask`` (the :class:`nasfw.Problem`;
+    ``None`` until then): for tuners that need the data's shapes, e.g. to size grown layers.
     """
+
+    problem: Any = None
 
     def __init__(self, config: TunerConfig, space: SearchSpace, seed: int) -> None:
         from nasfw.config import check_settings

@@ -9,14 +9,37 @@ from torch import nn
 
 
 class Scale(nn.Module):
-    """``x * s`` with one learnable scalar ``s`` (Petridish's switch for a grown branch)."""
+    """``x * s`` with one learnable scalar ``s``: Petridish's switch for a grown branch and its
+    candidates' alpha. ``l1 > 0`` adds ``l1 · |s|`` to the training loss (``penalty``); the
+    learned value is reported with the trial (``trial_facts``)."""
 
-    def __init__(self, init: float) -> None:
+    def __init__(self, init: float, l1: float = 0.0) -> None:
         super().__init__()
         self.scale = nn.Parameter(torch.tensor(float(init)))
+        self.l1 = float(l1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale
+
+    def penalty(self) -> torch.Tensor:
+        return self.l1 * self.scale.abs()
+
+    def trial_facts(self) -> dict[str, float]:
+        return {"scale": float(self.scale.detach())}
+
+
+class StopGradient(nn.Module):
+    """Forward identity, backward zero (``x.detach()``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.detach()
+
+
+class StopForward(nn.Module):
+    """Forward zero, backward identity (``x - x.detach()``; Hu et al. 2019, §3.1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - x.detach()
 
 
 class GlobalPool(nn.Module):

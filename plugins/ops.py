@@ -2,7 +2,8 @@
 plus dropout and identity.
 
 ``sep_conv2d``, ``dil_conv2d`` and same-size pooling (``same=true``) are Petridish's candidate
-ops (Hu et al. 2019, §4; the DARTS operation set), usable by every tuner.
+ops (Hu et al. 2019, §4; the DARTS operation set), usable by every tuner; ``stop_gradient``,
+``stop_forward`` and ``scale`` (with ``l1``) are what its candidate layers are made of.
 
 Activation is part of conv2d and dense (``relu`` by default), as in the seeds' search spaces.
 """
@@ -110,7 +111,16 @@ def _dense(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
 def _scale(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
     from nasfw.plugins.layers import Scale
 
-    return Scale(p["init"]), shape
+    return Scale(p["init"], p["l1"]), shape
+
+
+def _stop(kind: str) -> Callable[[Mapping[str, Any], Shape], tuple[nn.Module, Shape]]:
+    def build(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
+        from nasfw.plugins import layers
+
+        return getattr(layers, kind)(), shape
+
+    return build
 
 
 def _identity(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
@@ -171,8 +181,24 @@ OPS = (
     OpSpec(
         "scale",
         _scale,
-        {"init": ParamSpec("float", low=-10.0, high=10.0, default=0.0)},
+        {
+            "init": ParamSpec("float", low=-10.0, high=10.0, default=0.0),
+            # L1 penalty coefficient on the scalar (Petridish's sparsity on candidates' alpha).
+            "l1": ParamSpec("float", low=0.0, high=10.0, default=0.0),
+        },
         description="multiplies by one learnable scalar (0 at first: a grown branch starts off)",
+    ),
+    OpSpec(
+        "stop_gradient",
+        _stop("StopGradient"),
+        {},
+        description="forward identity, backward zero: what follows cannot train what precedes",
+    ),
+    OpSpec(
+        "stop_forward",
+        _stop("StopForward"),
+        {},
+        description="forward zero, backward identity: trains what precedes, adds nothing",
     ),
 )
 

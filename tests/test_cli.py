@@ -21,8 +21,9 @@ def test_help_lists_groups_and_options(tmp_path):
     out = nasfw(tmp_path, "--help")
     assert out.returncode == 0, out.stderr
     for line in (
-        "tuner: codeepneat, evolution, random, tpe",
-        "search_space: image_small, sequence_small, tabular_mlp, text_small",
+        "tuner: codeepneat, evolution, petridish, random, tpe",
+        "search_space: image_small, petridish_full, petridish_limited, sequence_small, "
+        "tabular_mlp, text_small",
         "launcher: local, lsf, slurm",
         "tracking: mlflow, none",
         "postproc: morphnet, none",
@@ -55,6 +56,9 @@ def test_tiny_search_then_rerun_resumes_without_rerunning(tmp_path):
     assert list(timing) == ["0"] and timing["0"] > 0  # the generation's wall seconds
     exported = list(tmp_path.glob("outputs/*/*/best_model/graph.json"))
     assert len(exported) == 1 and exported[0].with_name("state_dict.pt").is_file()
+    front = json.loads(exported[0].with_name("pareto_front.json").read_text())
+    assert front and {row["trial"] for row in front} <= {t.number for t in done}
+    assert "Pareto front (val accuracy vs FLOPs)" in first.stdout
 
     again = nasfw(tmp_path, *TINY, f"storage.url={url}")
     assert again.returncode == 0, again.stderr
@@ -75,6 +79,18 @@ KILL_CASES = {
             "tuner.module_population=4",
         ],
         20,
+    ),
+    # 4 seeds, then 3 rounds of 2 candidate trainings and their 2 children: the children
+    # start from weights a killed process stored, so an exact resume shows they were kept.
+    "petridish": (
+        [
+            "tuner=petridish",
+            "tuner.init_models=4",
+            "tuner.rounds=3",
+            "tuner.max_parents=2",
+            "storage.artifacts=artifacts",
+        ],
+        16,
     ),
 }
 KILL_AFTER = 6  # trials seen: killed in generation 1, with 3 generations still to come
@@ -279,7 +295,7 @@ def test_multirun_sweep_gives_one_mlflow_run_each(tmp_path):
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         assert len(children) == 5  # 20 trials in generations of 4
         artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-        assert "best_so_far.png" in artifacts
+        assert {"best_so_far.png", "pareto_front.png", "pareto_front.json"} <= artifacts
     assert len(list((tmp_path / "multirun").glob("*/*/*/.hydra"))) == 4
 
 

@@ -6,7 +6,6 @@ import json
 import math
 import statistics
 from dataclasses import asdict
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from nasfw import (
     Result,
     SearchSpace,
     Tuner,
+    load_arch,
     registry,
 )
 
@@ -573,29 +573,3 @@ def _species_from(data: dict[str, Any]) -> Speciation:
     for s in data["species"]:
         spec.species[int(s["id"])] = Species(**s)
     return spec
-
-
-ARCH_PRESETS = "arch"
-
-
-def load_arch(name: str | None) -> ArchGraph:
-    """``tuner.init_arch``: an ArchGraph JSON file, or a preset in ``conf/arch/``."""
-    if not name:
-        raise ConfigError("tuner.init_arch is not set")
-    path = Path(name)
-    if path.suffix == ".json" or path.exists():
-        try:
-            return ArchGraph.load(path)
-        except (GraphError, UnicodeDecodeError) as err:
-            raise ConfigError(f"tuner.init_arch: {err}") from err
-    presets = resources.files("nasfw.conf").joinpath(ARCH_PRESETS)
-    preset = presets.joinpath(f"{name}.json")
-    if not preset.is_file():
-        known = sorted(p.name.removesuffix(".json") for p in presets.iterdir() if p.is_file())
-        raise ConfigError(
-            f"tuner.init_arch={name!r} is neither a graph file nor a preset (presets: {known})"
-        )
-    try:
-        return ArchGraph.from_json(preset.read_text())
-    except GraphError as err:
-        raise ConfigError(f"tuner.init_arch={name!r}: {err}") from err

@@ -15,8 +15,10 @@ What is logged, with ``<val>`` the problem's validation metric (e.g. ``val_accur
   ``n_trials`` and ``best_<val>`` after every trial, ``best_test_<metric>`` once,
   ``n_trials_ok`` / ``n_trials_failed`` / ``n_trials_pruned`` after every generation;
   ``trained_on.*`` params (device, its name, precision). Plots
-  ``best_so_far.png`` and ``fitness_per_generation.png``, ``best_model/`` (the exported files),
-  and the best model as an MLflow PyTorch model named after the study that takes raw inputs.
+  ``best_so_far.png`` and ``fitness_per_generation.png``, ``pareto_front.png`` (validation
+  error, or the metric, against FLOPs; redrawn after every generation) and the front's table
+  ``pareto_front.json``, ``best_model/`` (the exported files), and the best model as an MLflow
+  PyTorch model named after the study that takes raw inputs.
 - nested run ``<study> · generation <g>``, opened when the generation starts (its duration is
   the generation's) with params ``generation``, ``tuner``, ``candidates``: ``best_<val>``,
   ``mean_<val>``, ``median_<val>``, ``best_<val>_so_far``, ``n_ok``, ``n_failed``,
@@ -183,6 +185,8 @@ def nasfw_search_end(context: SearchContext, best: TrialRecord | None) -> None:
         _figures.log_progress_plot(client, run_id, context)
     with _runs.guard(state, "plotting fitness_per_generation.png"):
         _figures.log_generation_plot(client, run_id, context)
+    with _runs.guard(state, "logging the Pareto front"):
+        _figures.log_pareto_table(client, run_id, context)
     step = best.number if best is not None else 0
     if best is not None:
         with _runs.guard(state, "logging the best trial"):
@@ -290,6 +294,10 @@ def _log_generation(
                     if last not in _steps(client, state["run_id"], k)
                 }
             client.log_batch(state["run_id"], metrics=_metrics.metrics(counts, step=last))
+    # Every generation, so the front can be watched while the search runs.
+    with _runs.guard(state, f"plotting pareto_front.png after generation {generation}"):
+        done = [t for t in _metrics.all_trials(context, trials) if t.generation <= generation]
+        _figures.log_pareto_plot(client, state["run_id"], context, done)
 
 
 def _steps(client: MlflowClient, run_id: str, key: str) -> set[int]:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from nasfw import INPUT, ArchGraph
+from nasfw import INPUT, ArchGraph, pareto_front, pareto_rows
 
-from ._metrics import all_trials, metrics, ok_metric
+from ._metrics import all_trials, metrics, ok_metric, val_name
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from nasfw import SearchContext
+    from nasfw import SearchContext, TrialRecord
+
+PARETO_TABLE = "pareto_front.json"
 
 
 def log_progress_plot(client: MlflowClient, run_id: str, context: SearchContext) -> None:
@@ -90,6 +93,76 @@ def log_generation_plot(client: MlflowClient, run_id: str, context: SearchContex
     )
     ax.legend(loc="lower right")
     client.log_figure(run_id, fig, "fitness_per_generation.png", save_kwargs={"dpi": 100})
+
+
+def _plottable(trial: TrialRecord) -> bool:
+    # A log axis has no place for 0 FLOPs; every built network has more.
+    return ok_metric(trial) is not None and (trial.result.flops or 0) > 0
+
+
+def pareto_figure(trials: Sequence[TrialRecord], metric: str, name: str) -> Any:
+    """``trials``' validation score against FLOPs (multiply-adds x 2, log scale): every ok trial
+    grey, the Pareto front as a step line through its points, labelled with trial numbers.
+
+    The score is the error ``1 - accuracy`` when ``metric`` is ``accuracy``, else the metric
+    itself (an "error" of r2 or neg_mae means nothing). ``name`` (the study) starts the title.
+    """
+    accuracy = metric == "accuracy"
+
+    def score(t: TrialRecord) -> float:
+        return 1.0 - t.result.fitness if accuracy else t.result.fitness
+
+    plotted = [t for t in trials if _plottable(t)]
+    front = pareto_front(plotted)
+    fig = _figure((6.4, 4.0))
+    ax = fig.add_subplot()
+    ax.scatter(
+        [t.result.flops for t in plotted],
+        [score(t) for t in plotted],
+        s=14,
+        color="0.6",
+        alpha=0.7,
+        label="ok trials",
+    )
+    xs, ys = [t.result.flops for t in front], [score(t) for t in front]
+    ax.step(xs, ys, where="post", color="C1", marker="o", markersize=5, label="Pareto front")
+    for t, x, y in zip(front, xs, ys, strict=True):
+        ax.annotate(str(t.number), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set(
+        xlabel="FLOPs (multiply-adds x 2)",
+        ylabel="val error (1 - accuracy)" if accuracy else f"val_{metric}",
+        title=f"{name} ({len(trials)} trials, {len(front)} on the Pareto front)",
+    )
+    ax.legend(loc="upper right" if accuracy else "lower right")
+    return fig
+
+
+def log_pareto_plot(
+    client: MlflowClient, run_id: str, context: SearchContext, trials: Sequence[TrialRecord]
+) -> None:
+    """``pareto_front.png`` (:func:`pareto_figure` of ``trials``), replacing the last one."""
+    if not any(_plottable(t) for t in trials):
+        return
+    fig = pareto_figure(trials, context.problem.metric, context.study.study_name)
+    client.log_figure(run_id, fig, "pareto_front.png", save_kwargs={"dpi": 100})
+
+
+def log_pareto_table(client: MlflowClient, run_id: str, context: SearchContext) -> None:
+    """The search's Pareto front as the table ``pareto_front.json`` (``nasfw.pareto_rows``),
+    replacing the one an earlier end of a resumed search logged; nothing if the front is
+    empty."""
+    rows = pareto_rows(pareto_front(all_trials(context, ())), val_name(context))
+    if not rows:
+        return
+    columns = list(rows[0])
+    if PARETO_TABLE in {a.path for a in client.list_artifacts(run_id)}:
+        # log_table would append the new front to the old one: write its format over it.
+        data = [[row[c] for c in columns] for row in rows]
+        client.log_dict(run_id, {"columns": columns, "data": data}, PARETO_TABLE)
+    else:
+        table = {c: [row[c] for row in rows] for c in columns}
+        client.log_table(run_id, data=table, artifact_file=PARETO_TABLE)
 
 
 _SHOWN_PARAMS = ("filters", "kernel_size", "units", "rate", "pool_size", "activation")

@@ -43,7 +43,8 @@ from nasfw import INPUT, ArchGraph, Node
 GATED_OPS = ("conv2d", "dil_conv2d", "sep_conv2d", "conv1d", "dense")
 CHANNELWISE = (
     "maxpool2d", "avgpool2d", "maxpool1d", "avgpool1d", "global_avgpool", "global_maxpool",
-    "batchnorm", "dropout", "identity", "positional_encoding", "scale",
+    "batchnorm", "dropout", "identity", "positional_encoding", "scale", "stop_gradient",
+    "stop_forward",
 )  # fmt: skip
 GATE_SUFFIX = "_gate"
 

@@ -1,9 +1,45 @@
-"""Petridish (Hu et al., "Efficient Forward Architecture Search", NeurIPS 2019): in progress.
+"""``tuner=petridish``: Hu et al., "Efficient Forward Architecture Search" (NeurIPS 2019).
 
-What exists: the parent choice on the lower convex hull of (FLOPs, error) (:mod:`.hull`),
-candidate layers behind stop-gradient / stop-forward that train beside a parent without
-changing it (:mod:`.candidates`), and finalization into a child that starts as the parent's
-exact function, with weight inheritance (:mod:`.finalize`). The tuner around them (the pool in
-the study, rounds as launcher batches, weights stored per trial) is not registered yet, so
-``tuner=petridish`` is not an option.
+Networks grow forward from a pool of trained models: parents near the lower convex hull of
+(FLOPs, validation error) (:mod:`.hull`) get candidate layers trained beside them behind
+stop-gradient and stop-forward, and the best candidates become layers of a child that starts as
+the parent's exact function and inherits its weights (:mod:`.grow`, :mod:`.tuner`).
+
+``python -m nasfw tuner=petridish search_space=petridish_full``
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from nasfw import ConfigError, Tuner, hookimpl
+
+from .tuner import Petridish, PetridishConfig
+
+__all__ = ["Petridish", "PetridishConfig"]
+
+
+@hookimpl
+def register_tuners(register: Callable[[str, type[Tuner]], None]) -> None:
+    register("petridish", Petridish)
+
+
+@hookimpl
+def register_configs(register: Callable[[str, str, Any], None]) -> None:
+    register("tuner", "petridish", PetridishConfig)
+
+
+@hookimpl
+def nasfw_check_config(cfg: Any) -> None:
+    if cfg.tuner.name != "petridish":
+        return
+    evaluation = cfg.evaluation.name
+    if evaluation == "auto":
+        evaluation = cfg.problem.get("evaluation", "plain")
+    if evaluation != "plain":
+        raise ConfigError(
+            f"tuner=petridish continues networks from inherited weights, which "
+            f"evaluation={evaluation} cannot do (it retrains a shrunk network): use "
+            "evaluation=plain"
+        )

@@ -454,7 +454,8 @@ def test_search_error_ends_the_run(
     assert run.info.status == status
     assert run.data.tags["nasfw.error"].startswith(type(error).__name__)
     assert "best_test_accuracy" not in run.data.metrics
-    assert env.client.list_artifacts(run.info.run_id) == []
+    # Only what each generation logs: nothing of the search's end.
+    assert [a.path for a in env.client.list_artifacts(run.info.run_id)] == ["pareto_front.png"]
 
 
 @pytest.mark.parametrize(
@@ -542,6 +543,38 @@ def test_tuner_report_and_best_network_per_generation(env: Env, search: dict[str
 def test_fitness_per_generation_plot(env: Env, search: dict[str, Any]) -> None:
     path = download(env, search["run"].info.run_id, "fitness_per_generation.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pareto_front_plot_and_table(env: Env, search: dict[str, Any]) -> None:
+    run_id, context = search["run"].info.run_id, search["context"]
+    path = download(env, run_id, "pareto_front.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def rows() -> list[dict[str, Any]]:
+        table = json.loads(download(env, run_id, "pareto_front.json").read_text())
+        return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+
+    # Trial 3 (0.6 at 4000 FLOPs) is dominated by trial 2 (0.7 at 3000); 1 and 5 failed.
+    graphs = {t.number: t.graph.hash for t in context.history}
+    expected = [
+        {"trial": n, "generation": n // 3, "metric": "val_accuracy", "value": pytest.approx(m)}
+        | {"flops": 1000 * (n + 1), "n_params": 100 * (n + 1), "graph_hash": graphs[n]}
+        for n, m in ((0, 0.5), (2, 0.7), (4, 0.9))
+    ]
+    assert rows() == expected
+    # A resumed search's end replaces the table; MLflow's log_table would append to it.
+    plugin._figures.log_pareto_table(env.client, run_id, context)
+    assert rows() == expected
+
+    accuracy = plugin._figures.pareto_figure(context.history, "accuracy", "s").axes[0]
+    assert accuracy.get_xscale() == "log" and accuracy.get_ylabel() == "val error (1 - accuracy)"
+    assert accuracy.get_title() == "s (6 trials, 3 on the Pareto front)"
+    (front,) = accuracy.get_lines()
+    assert list(front.get_xdata()) == [1000, 3000, 5000]
+    assert list(front.get_ydata()) == pytest.approx([0.5, 0.3, 0.1])
+    r2 = plugin._figures.pareto_figure(context.history, "r2", "s").axes[0]
+    assert r2.get_ylabel() == "val_r2"
+    assert list(r2.get_lines()[0].get_ydata()) == pytest.approx([0.5, 0.7, 0.9])
 
 
 # -- searches started together in an empty directory -------------------------------------------

@@ -1,0 +1,108 @@
+"""Trained weights kept with their trials: the one place networks' weights are stored.
+
+A candidate with ``keep_weights`` has its trained ``state_dict`` written to an Optuna
+:class:`~optuna.artifacts.FileSystemArtifactStore` in ``storage.artifacts`` (a directory; on a
+cluster, one every job can reach) and its trial carries the artifact, so optuna-dashboard started
+with ``--artifact-dir <storage.artifacts>`` lists and serves it. A later candidate names those
+weights by the earlier candidate's :attr:`nasfw.Candidate.key` (``init_from``) and starts from
+them where layers have the same name and shape (Petridish's children; continuing a network).
+The exported best model is the evaluated one when its trial kept its weights.
+
+The artifact's id depends only on the study and the candidate's key, so a worker writes it
+before the trial exists and a resumed search finds it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+ARTIFACT_ATTR_PREFIX = "artifacts:"  # Optuna's own key for an artifact's metadata
+
+
+class WeightsError(RuntimeError):
+    """Weights a candidate starts from are not in the store (or cannot be read)."""
+
+
+@dataclass(frozen=True)
+class WeightStore:
+    """The weights of one study's evaluations under ``path`` (picklable: workers get a copy)."""
+
+    path: str
+    study_name: str
+
+    def artifact_id(self, key: str) -> str:
+        """The artifact of the evaluation with :attr:`nasfw.Candidate.key` ``key``."""
+        return hashlib.sha256(f"{self.study_name}:{key}".encode()).hexdigest()[:32]
+
+    def _store(self) -> object:
+        from optuna.artifacts import FileSystemArtifactStore
+
+        Path(self.path).mkdir(parents=True, exist_ok=True)
+        return FileSystemArtifactStore(self.path)
+
+    def save(self, key: str, model: nn.Module) -> str:
+        """Write ``model``'s ``state_dict`` (on the CPU) as the weights of ``key``; return the
+        artifact id."""
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+        buffer.seek(0)
+        artifact_id = self.artifact_id(key)
+        self._store().write(artifact_id, buffer)  # type: ignore[attr-defined]
+        return artifact_id
+
+    def load(self, key: str) -> dict[str, torch.Tensor]:
+        """The ``state_dict`` saved for ``key`` (CPU tensors). Raises :class:`WeightsError`
+        naming the key and the directory when there is none."""
+        import torch
+
+        artifact_id = self.artifact_id(key)
+        try:
+            with self._store().open_reader(artifact_id) as reader:  # type: ignore[attr-defined]
+                data = reader.read()
+        except Exception as err:
+            raise WeightsError(
+                f"no stored weights for evaluation {key} (artifact {artifact_id} in "
+                f"storage.artifacts={self.path}): {type(err).__name__}"
+            ) from err
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+    def exists(self, key: str) -> bool:
+        return (Path(self.path) / self.artifact_id(key)).is_file()
+
+
+def artifact_attr(artifact_id: str, key: str) -> tuple[str, str]:
+    """The trial system attr that makes ``artifact_id`` one of the trial's Optuna artifacts."""
+    meta = {
+        "artifact_id": artifact_id,
+        "filename": f"weights-{key}.pt",
+        "mimetype": "application/octet-stream",
+        "encoding": None,
+    }
+    return ARTIFACT_ATTR_PREFIX + artifact_id, json.dumps(meta)
+
+
+def load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
+    """Copy every tensor of ``state`` into ``model`` where ``model`` has one with the same name
+    and shape (the layers both networks share); return how many were copied."""
+    import torch
+
+    own = model.state_dict()
+    shared = {
+        name: tensor
+        for name, tensor in state.items()
+        if name in own and own[name].shape == tensor.shape
+    }
+    with torch.no_grad():
+        model.load_state_dict(shared, strict=False)
+    return len(shared)
