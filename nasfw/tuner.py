@@ -175,3 +175,9 @@ class Tuner(ABC):
         """Metrics about the tuner's own state after the last ``tell`` (e.g. species counts),
         logged with each generation by trackers. Empty by default."""
         return {}
+
+    def generation_artifacts(self) -> dict[str, Any]:
+        """Files about the tuner's own state after the last ``tell``, kept by trackers with
+        each generation: ``{"<name>.png": a matplotlib Figure, "<name>.json": JSON-able data}``
+        (e.g. Petridish's hull and candidate weights). Empty by default."""
+        return {}

@@ -259,6 +259,7 @@ def _log_generation(
             report = getattr(context.tuner, "generation_report", None)
             if callable(report) and not catching_up:
                 values |= report()
+                _log_tuner_artifacts(client, run_id, context.tuner)
             if state["resumed"]:  # a run a killed search left may hold some of them already
                 logged = client.get_run(run_id).data.metrics
                 values = {k: v for k, v in values.items() if k not in logged}
@@ -298,6 +299,17 @@ def _log_generation(
     with _runs.guard(state, f"plotting pareto_front.png after generation {generation}"):
         done = [t for t in _metrics.all_trials(context, trials) if t.generation <= generation]
         _figures.log_pareto_plot(client, state["run_id"], context, done)
+
+
+def _log_tuner_artifacts(client: MlflowClient, run_id: str, tuner: Any) -> None:
+    """The tuner's own files for this generation (``Tuner.generation_artifacts``), under
+    ``tuner/`` in the generation's run."""
+    artifacts = getattr(tuner, "generation_artifacts", None)
+    for name, value in (artifacts() if callable(artifacts) else {}).items():
+        if name.endswith(".png"):
+            client.log_figure(run_id, value, f"tuner/{name}", save_kwargs={"dpi": 100})
+        else:
+            client.log_dict(run_id, value, f"tuner/{name}")
 
 
 def _steps(client: MlflowClient, run_id: str, key: str) -> set[int]:

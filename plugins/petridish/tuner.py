@@ -113,6 +113,10 @@ class Member:
         return cls(d["key"], ArchGraph.from_dict(d["graph"]), **_without(d, "key", "graph"))
 
 
+def _describe(x: dict[str, Any]) -> str:
+    return CandidateOp(x["source"], x["op"], x["params"], tuple(x["shape"])).describe()
+
+
 def _without(d: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in keys}
 
@@ -319,8 +323,14 @@ class Petridish(Tuner):
                 child = self._child_step(step, cand, result)
                 if child is not None:
                     children.append(child)
-            self.log[-1]["alphas"] = [
-                {"parent": s["parent"], "target": s["target"], "alphas": s.get("alphas")}
+            self.log[-1]["searches"] = [
+                {
+                    "parent": s["parent"],
+                    "target": s["target"],
+                    "candidates": [_describe(x) for x in s["candidates"]],
+                    "alphas": s.get("alphas"),
+                    "chosen": s.get("chosen"),
+                }
                 for s in self.pending
             ]
             self.pending = children
@@ -345,8 +355,8 @@ class Petridish(Tuner):
         alphas = alphas_of(result.extra, step["target"], len(found))
         if alphas is None:  # a result without alphas (e.g. from a test double): grow nothing
             return None
-        step["alphas"] = alphas
         chosen = top_k(alphas, self.config.top_k)
+        step["alphas"], step["chosen"] = alphas, chosen
         parent = next(m for m in self.pool if m.key == step["parent"])
         child = finalize(parent.graph, step["target"], tuple(step["target_shape"]), found, chosen)
         return {
@@ -393,6 +403,26 @@ class Petridish(Tuner):
         if not self.pool:
             return []
         return [self.pool[i] for i in lower_hull([(m.flops, m.error) for m in self.pool])]
+
+    def generation_artifacts(self) -> dict[str, Any]:
+        """``pool.json`` (every pool model, the hull's marked), ``rounds.json`` (per round: the
+        pool size, hull, parents, and each candidate training's candidates, alphas and the
+        chosen ones), ``hull.png`` (the hull after every round) and, after a candidates
+        batch, ``alphas.png``."""
+        from .figures import alphas_figure, hull_figure
+
+        if not self.pool:
+            return {}
+        hull = {m.key for m in self.hull()}
+        pool = [{**_without(m.to_dict(), "graph"), "on_hull": m.key in hull} for m in self.pool]
+        artifacts: dict[str, Any] = {
+            "pool.json": pool,
+            "rounds.json": self.log,
+            "hull.png": hull_figure(pool),
+        }
+        if self.phase == CHILD and self.log and self.log[-1].get("searches"):
+            artifacts["alphas.png"] = alphas_figure(self.log[-1])
+        return artifacts
 
     def generation_report(self) -> dict[str, float]:
         hull = self.hull()

@@ -164,6 +164,13 @@ class SpeciesReport:
         self.calls += 1
         return {"module_species": 2.0 + self.calls, "module_species_1_size": 5.0}
 
+    def generation_artifacts(self) -> dict[str, Any]:
+        from matplotlib.figure import Figure
+
+        figure = Figure(figsize=(2, 2))
+        figure.add_subplot().plot([0, self.calls])
+        return {"species.json": {"calls": self.calls}, "species.png": figure}
+
 
 @pytest.fixture(scope="module")
 def search(env: Env, problem: Problem, space, ops) -> dict[str, Any]:
@@ -538,6 +545,10 @@ def test_tuner_report_and_best_network_per_generation(env: Env, search: dict[str
         png = download(env, child.info.run_id, "best_network.png")
         height, width, _ = matplotlib.image.imread(png).shape
         assert width > 300 and height > 150
+        # the tuner's own files (Tuner.generation_artifacts), kept with each generation
+        note = download(env, child.info.run_id, "tuner/species.json")
+        assert json.loads(note.read_text()) == {"calls": g + 1}
+        assert matplotlib.image.imread(download(env, child.info.run_id, "tuner/species.png")).size
 
 
 def test_fitness_per_generation_plot(env: Env, search: dict[str, Any]) -> None:

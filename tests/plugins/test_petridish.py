@@ -260,3 +260,23 @@ def test_a_copy_of_candidate_is_a_different_evaluation():
     c = Candidate(GRAPH)
     assert dataclasses.replace(c, init_from="abc").key != c.key
     assert dataclasses.replace(c, keep_weights=True).key == c.key
+
+
+def test_generation_artifacts_show_the_hull_and_the_alphas(ops):
+    import io
+
+    tuner = make(load_space("image_small", ops), 0)
+    assert tuner.generation_artifacts() == {}  # nothing trained yet
+    for expected in ({"pool.json", "rounds.json", "hull.png"}, {"alphas.png"}):
+        candidates = tuner.ask()
+        tuner.tell(candidates, evaluate(candidates))
+        artifacts = tuner.generation_artifacts()
+        assert expected <= set(artifacts)
+    json.dumps({k: v for k, v in artifacts.items() if k.endswith(".json")})
+    (search,) = artifacts["rounds.json"][-1]["searches"][:1]
+    assert len(search["alphas"]) == len(search["candidates"]) and len(search["chosen"]) == 3
+    assert sum(m["on_hull"] for m in artifacts["pool.json"]) >= 1
+    for name in ("hull.png", "alphas.png"):
+        buffer = io.BytesIO()
+        artifacts[name].savefig(buffer, format="png")
+        assert buffer.getvalue()[:4] == b"\x89PNG"
