@@ -127,6 +127,13 @@ def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path, tuner):
         for t in after
     }
     assert got == reference
+    if tuner == "petridish":  # the exported best is the evaluated network, from its weights
+        summaries = sorted(tmp_path.glob("outputs/*/*/best_model/summary.json"))
+        summary = json.loads(summaries[-1].read_text())
+        assert "stored weights" in summary["trained_on"]["weights"]
+        best = next(t for t in after if t.number == summary["trial"])
+        assert best.user_attrs["attrs"]["petridish"] in ("seed", "child")
+        assert summary["val_accuracy"] == best.value and summary["test_accuracy"] > 0.5
 
 
 @pytest.mark.parametrize(

@@ -200,7 +200,7 @@ def test_rounds_grow_children_from_their_parents_weights(ops):
     assert len(tuner.pool) == 3 + 2 + 2
     assert tuner.generation_report()["pool_size"] == 7.0
     log = tuner.state()["log"]
-    assert [r["round"] for r in log] == [1, 2] and all(r["alphas"] for r in log)
+    assert [r["round"] for r in log] == [1, 2] and all(r["searches"] for r in log)
     assert tuner.ask() == []
 
 
@@ -280,3 +280,27 @@ def test_generation_artifacts_show_the_hull_and_the_alphas(ops):
         buffer = io.BytesIO()
         artifacts[name].savefig(buffer, format="png")
         assert buffer.getvalue()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "problem_default", "refused"),
+    [("plain", "plain", False), ("regularized", "plain", True), ("auto", "regularized", True)],
+)
+def test_scorers_that_retrain_are_refused_before_the_study(evaluation, problem_default, refused):
+    from omegaconf import OmegaConf
+
+    from nasfw import ConfigError
+    from nasfw.plugins import petridish
+
+    cfg = OmegaConf.create(
+        {
+            "tuner": {"name": "petridish"},
+            "evaluation": {"name": evaluation},
+            "problem": {"evaluation": problem_default},
+        }
+    )
+    if refused:
+        with pytest.raises(ConfigError, match="evaluation=plain"):
+            petridish.nasfw_check_config(cfg=cfg)
+    else:
+        petridish.nasfw_check_config(cfg=cfg)

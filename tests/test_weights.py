@@ -1,0 +1,93 @@
+"""Weights kept with their trials (nasfw.weights): stored by the evaluation, listed as the
+trial's Optuna artifact, found again by a later candidate's ``init_from``."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import optuna
+import pytest
+import torch
+
+from nasfw import ArchGraph, Candidate, Node, ProblemConfig, TrainConfig, build_model
+from nasfw.evaluate import Evaluator, candidate_seed, load_problem
+from nasfw.ledger import Ledger
+from nasfw.train import evaluate_model
+from nasfw.weights import WeightsError, WeightStore, load_matching
+
+GRAPH = ArchGraph(
+    [Node("h", "dense", {"units": 16}), Node("o", "dense", {"units": 8}, ("h",))], output="o"
+)
+WIDER = ArchGraph(
+    [
+        Node("h", "dense", {"units": 16}),
+        Node("o", "dense", {"units": 8}, ("h",)),
+        Node("x", "dense", {"units": 4}, ("o",)),
+    ],
+    output="x",
+)
+
+
+@pytest.fixture
+def evaluator(tmp_path):
+    return Evaluator(
+        problem=ProblemConfig(name="iris"),
+        train=TrainConfig(epochs=2, device="cpu"),
+        seed=0,
+        max_params=100_000,
+        weights=WeightStore(str(tmp_path / "artifacts"), "study"),
+    )
+
+
+def test_kept_weights_are_the_trials_artifact_and_reproduce_its_score(tmp_path, evaluator):
+    candidate = Candidate(GRAPH, keep_weights=True)
+    result = evaluator(candidate)
+    assert result.ok and result.extra["weights"] == evaluator.weights.artifact_id(candidate.key)
+    ledger = Ledger(f"sqlite:///{tmp_path / 's.db'}", "study")
+    record = ledger.record(candidate, result, 0, 0)
+    trial = ledger.study.trials[record.number]
+    (meta,) = optuna.artifacts.get_all_artifact_meta(trial, storage=ledger.storage)
+    assert meta.artifact_id == result.extra["weights"] and meta.filename.endswith(".pt")
+    store = optuna.artifacts.FileSystemArtifactStore(evaluator.weights.path)
+    download = tmp_path / "w.pt"
+    optuna.artifacts.download_artifact(
+        artifact_store=store, file_path=str(download), artifact_id=meta.artifact_id
+    )
+    state = torch.load(io.BytesIO(download.read_bytes()), weights_only=True)
+    problem = load_problem(evaluator.problem)
+    model = build_model(GRAPH, problem)
+    assert load_matching(model, state) == len(model.state_dict())
+    assert evaluate_model(model, problem, problem.val) == result.metric
+    assert ledger.records()[0].key == candidate.key
+
+
+def test_init_from_starts_where_the_earlier_network_stopped(evaluator):
+    first = Candidate(GRAPH, keep_weights=True)
+    evaluator(first)
+    grown = Candidate(WIDER, init_from=first.key)
+    result = evaluator(grown)
+    # h and o, and the head's bias (its weight reads 4 features now, not 8), not x
+    assert result.ok and result.extra["inherited_tensors"] == 5
+    assert "weights" not in result.extra
+    # starting from other weights is another evaluation: another key and another seed
+    fresh = Candidate(WIDER)
+    assert fresh.key != grown.key
+    assert candidate_seed(0, fresh) != candidate_seed(0, grown)
+    assert dataclasses.replace(fresh, keep_weights=True).key == fresh.key
+
+
+def test_missing_weights_fail_the_trial_naming_key_and_directory(evaluator):
+    result = evaluator(Candidate(GRAPH, init_from="0123456789abcdef"))
+    assert not result.ok
+    assert "0123456789abcdef" in result.error and evaluator.weights.path in result.error
+    with pytest.raises(WeightsError, match=r"storage\.artifacts"):
+        evaluator.weights.load("0123456789abcdef")
+
+
+def test_a_scorer_that_retrains_refuses_weights(evaluator):
+    scoring = dataclasses.replace(evaluator, scoring={"name": "regularized"})
+    result = scoring(Candidate(GRAPH, keep_weights=True))
+    assert not result.ok and "evaluation=regularized" in result.error
+    unstored = dataclasses.replace(evaluator, weights=None)
+    assert not unstored(Candidate(GRAPH, init_from="x")).ok
