@@ -22,8 +22,8 @@ def test_help_lists_groups_and_options(tmp_path):
     assert out.returncode == 0, out.stderr
     for line in (
         "tuner: codeepneat, evolution, petridish, random, tpe",
-        "search_space: image_small, petridish_full, petridish_limited, sequence_small, "
-        "tabular_mlp, text_small",
+        "search_space: image_small, petridish_full, petridish_full_sequence, "
+        "petridish_limited, sequence_small, tabular_mlp, text_small",
         "launcher: local, lsf, slurm",
         "tracking: mlflow, none",
         "postproc: morphnet, none",

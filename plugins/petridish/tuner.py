@@ -75,6 +75,10 @@ class PetridishConfig(TunerConfig):
             "avgpool2d",
             "identity",
             "conv1d",
+            "maxpool1d",
+            "avgpool1d",
+            "gru",
+            "lstm",
             "dense",
         ]
     )
@@ -206,15 +210,16 @@ class Petridish(Tuner):
         ]
 
     def _learns(self, graph: ArchGraph) -> bool:
-        """Each stage that offers a layer with a width (filters, units) has one: a seed of only
-        pooling and dropout is a linear model whose narrow nodes every child would inherit."""
+        """Each non-empty stage that offers a layer with a width (filters, units) has one: a
+        seed of only pooling and dropout is a linear model whose narrow nodes every child would
+        inherit."""
         stage_of = self.space.stage_of(graph)
         for s, stage in enumerate(self.space.stages):
             wide = [
                 o for o in stage.ops if {"filters", "units"} & set(self.space.op_specs[o].params)
             ]
             nodes = [n for n in graph if stage_of[n.id] == s]
-            if wide and not any(n.op in wide for n in nodes):
+            if wide and nodes and not any(n.op in wide for n in nodes):
                 return False
         return True
 
