@@ -75,12 +75,18 @@ def _summary(context: SearchContext, top: int = 5) -> None:
     if not context.history:
         console.print(f"{context.cfg.study_name}: the tuner proposed no network; nothing to train")
         return
-    ok = sorted((t for t in context.history if t.result.ok), key=lambda t: t.rank, reverse=True)
-    ok = ok[:top]
+    # Networks that only serve the tuner (Petridish's candidate trainings) are no result.
+    ok = sorted(
+        (t for t in context.history if t.result.ok and t.exportable),
+        key=lambda t: t.rank,
+        reverse=True,
+    )[:top]
     failed = sum(1 for t in context.history if not t.result.ok)
+    internal = sum(1 for t in context.history if not t.exportable)
     metric = context.problem.metric
     table = Table(
         title=f"{context.cfg.study_name}: {len(context.history)} evaluations, {failed} failed"
+        + (f", {internal} the tuner's own (not listed)" if internal else "")
     )
     for column in ("trial", "gen", f"val {metric}", "MFLOPs", "params", "nodes", "train s"):
         table.add_column(column, justify="right")
