@@ -58,7 +58,15 @@ def run(name: str, tuner: str, args: list[str], out: Path, budget: float | None)
     ]  # fmt: skip
     started = time.time()
     with (run_dir / "cli.log").open("w") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=log, cwd=run_dir)
+        proc = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=log,
+            cwd=run_dir,
+            # A shell's background job ignores SIGINT, and Python keeps an ignored SIGINT: give
+            # the search the default disposition so the Ctrl-C below reaches it.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         try:
             proc.wait(timeout=budget)
         except subprocess.TimeoutExpired:
@@ -143,7 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/petridish"))
     parser.add_argument("--problems", nargs="*", default=list(PROBLEMS))
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--space", default="petridish_full")
     args = parser.parse_args()
