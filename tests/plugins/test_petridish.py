@@ -304,3 +304,19 @@ def test_scorers_that_retrain_are_refused_before_the_study(evaluation, problem_d
             petridish.nasfw_check_config(cfg=cfg)
     else:
         petridish.nasfw_check_config(cfg=cfg)
+
+
+def test_report_measures_the_hull(ops):
+    from nasfw.plugins.petridish.tuner import Member
+
+    tuner = make(load_space("image_small", ops), 0)
+    tuner.pool = [
+        Member("a", GRAPH, 10.0, 0.5, 0),
+        Member("b", GRAPH, 1000.0, 0.1, 1),
+        Member("c", GRAPH, 100.0, 0.6, 1),  # above the hull
+    ]
+    report = tuner.generation_report()
+    assert report["pool_size"] == 3 and report["hull_size"] == 2
+    assert report["hull_best_error"] == 0.1
+    # trapezoid over log10 FLOPs 1 -> 3 of errors 0.5 -> 0.1
+    assert report["hull_area"] == pytest.approx(2 * (0.5 + 0.1) / 2)
