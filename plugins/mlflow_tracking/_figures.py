@@ -102,7 +102,8 @@ def _plottable(trial: TrialRecord) -> bool:
 
 def pareto_figure(trials: Sequence[TrialRecord], metric: str, name: str) -> Any:
     """``trials``' validation score against FLOPs (multiply-adds x 2, log scale): every ok trial
-    grey, the Pareto front as a step line through its points, labelled with trial numbers.
+    grey, the Pareto front as a step line through its points, labelled with trial numbers
+    (networks that only serve the tuner, ``exportable=False``, are left out).
 
     The score is the error ``1 - accuracy`` when ``metric`` is ``accuracy``, else the metric
     itself (an "error" of r2 or neg_mae means nothing). ``name`` (the study) starts the title.
@@ -112,7 +113,8 @@ def pareto_figure(trials: Sequence[TrialRecord], metric: str, name: str) -> Any:
     def score(t: TrialRecord) -> float:
         return 1.0 - t.result.fitness if accuracy else t.result.fitness
 
-    plotted = [t for t in trials if _plottable(t)]
+    # A network that only serves the tuner (Petridish's candidate training) is no result.
+    plotted = [t for t in trials if _plottable(t) and t.exportable]
     front = pareto_front(plotted)
     fig = _figure((6.4, 4.0))
     ax = fig.add_subplot()
@@ -132,7 +134,7 @@ def pareto_figure(trials: Sequence[TrialRecord], metric: str, name: str) -> Any:
     ax.set(
         xlabel="FLOPs (multiply-adds x 2)",
         ylabel="val error (1 - accuracy)" if accuracy else f"val_{metric}",
-        title=f"{name} ({len(trials)} trials, {len(front)} on the Pareto front)",
+        title=f"{name} ({len(plotted)} networks, {len(front)} on the Pareto front)",
     )
     ax.legend(loc="upper right" if accuracy else "lower right")
     return fig

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import subprocess
@@ -577,9 +578,13 @@ def test_pareto_front_plot_and_table(env: Env, search: dict[str, Any]) -> None:
     plugin._figures.log_pareto_table(env.client, run_id, context)
     assert rows() == expected
 
-    accuracy = plugin._figures.pareto_figure(context.history, "accuracy", "s").axes[0]
+    # A network that only serves the tuner (a Petridish candidate training) is not plotted.
+    internal = dataclasses.replace(context.history[0], number=99, exportable=False)
+    trials = [*context.history, internal]
+    accuracy = plugin._figures.pareto_figure(trials, "accuracy", "s").axes[0]
     assert accuracy.get_xscale() == "log" and accuracy.get_ylabel() == "val error (1 - accuracy)"
-    assert accuracy.get_title() == "s (6 trials, 3 on the Pareto front)"
+    assert accuracy.get_title() == "s (4 networks, 3 on the Pareto front)"
+    assert len(accuracy.collections[0].get_offsets()) == 4
     (front,) = accuracy.get_lines()
     assert list(front.get_xdata()) == [1000, 3000, 5000]
     assert list(front.get_ydata()) == pytest.approx([0.5, 0.3, 0.1])
