@@ -34,12 +34,13 @@ def register_configs(register: Callable[[str, str, Any], None]) -> None:
 def nasfw_check_config(cfg: Any) -> None:
     if cfg.tuner.name != "petridish":
         return
-    evaluation = cfg.evaluation.name
+    evaluation, source = cfg.evaluation.name, ""
     if evaluation == "auto":
         evaluation = cfg.problem.get("evaluation", "plain")
+        source = f" (evaluation=auto takes problem.evaluation of problem={cfg.problem.name})"
     if evaluation != "plain":
         raise ConfigError(
             f"tuner=petridish continues networks from inherited weights, which "
-            f"evaluation={evaluation} cannot do (it retrains a shrunk network): use "
+            f"evaluation={evaluation}{source} cannot do (it retrains a shrunk network): add "
             "evaluation=plain"
         )

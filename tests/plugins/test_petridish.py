@@ -296,12 +296,13 @@ def test_scorers_that_retrain_are_refused_before_the_study(evaluation, problem_d
         {
             "tuner": {"name": "petridish"},
             "evaluation": {"name": evaluation},
-            "problem": {"evaluation": problem_default},
+            "problem": {"name": "fashion_mnist", "evaluation": problem_default},
         }
     )
     if refused:
-        with pytest.raises(ConfigError, match="evaluation=plain"):
+        with pytest.raises(ConfigError, match="evaluation=plain") as raised:
             petridish.nasfw_check_config(cfg=cfg)
+        assert (evaluation == "auto") == ("problem=fashion_mnist" in str(raised.value))
     else:
         petridish.nasfw_check_config(cfg=cfg)
 
