@@ -223,6 +223,9 @@ class TrainConfig:
     # torch.use_deterministic_algorithms(True), cuDNN autotuning off: bit-identical results on
     # one GPU model and software stack, at some speed (see the README).
     deterministic: bool = False
+    # Score the validation split every this many epochs for the learning curve (the trial's
+    # intermediate values); 0: only after the last epoch. Not counted in train_seconds.
+    curve_every: int = setting(1, ge=0)
 
 
 @dataclass

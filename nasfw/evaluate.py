@@ -128,6 +128,7 @@ class Evaluator:
             "train_seconds": outcome.seconds,
             "epochs": outcome.epochs,
             "loss": outcome.loss,
+            "curve": outcome.curve,
             "extra": {
                 **device_facts(outcome),
                 "score_seconds": outcome.score_seconds,

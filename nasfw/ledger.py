@@ -301,6 +301,8 @@ class Ledger:
             params=candidate.params,
             distributions=candidate.distributions,
             user_attrs=attrs,
+            # The learning curve, where optuna-dashboard plots it (and pruners would read it).
+            intermediate_values={int(k): float(v) for k, v in result.curve.items()},
             # The graph itself, compact, beside the readable summary the dashboard shows.
             system_attrs=system_attrs,
         )
@@ -349,6 +351,7 @@ class Ledger:
                 metric=trial.value if ok else None,
                 error=a.get("fail_reason"),
                 extra=a.get("extra", {}),
+                curve=dict(trial.intermediate_values),
                 started=_timestamp(trial.datetime_start),
                 finished=_timestamp(trial.datetime_complete),
                 **{k: a[k] for k in _RESULT_FIELDS if k in a},

@@ -94,7 +94,8 @@ def fingerprint(cfg: DictConfig) -> dict[str, Any]:
     found = {k: full[k] for k in keys}
     # Where it trains is not what it searches: a search may resume on another machine (each
     # trial records its device). train.precision and train.deterministic stay.
-    found["train"] = {k: v for k, v in found["train"].items() if k != "device"}
+    # curve_every only adds scores along the way: the training and its result are the same.
+    found["train"] = {k: v for k, v in found["train"].items() if k not in ("device", "curve_every")}
     return found
 
 

@@ -42,8 +42,15 @@ class TrainOutcome:
     device: str = "cpu"
     device_name: str = ""
     precision: str = Precision.fp32.value
-    # Seconds of scoring the validation split after training (not in ``seconds``).
+    # Seconds of scoring the validation split, after epochs and after training (not in
+    # ``seconds``).
     score_seconds: float = 0.0
+
+    @property
+    def curve(self) -> dict[int, float]:
+        """The learning curve: validation metric by epoch (every ``train.curve_every`` epochs,
+        and the last one)."""
+        return {int(h["epoch"]): h["val_metric"] for h in self.history if "val_metric" in h}
 
 
 # Steps between two reads of the loss on an accelerator (each read waits for its queue).
@@ -196,6 +203,7 @@ def train_model(
     batch_size = settings["batch_size"]
     started = time.perf_counter()
     history: list[dict[str, float]] = []
+    curve_seconds = 0.0
     model.train()
     epoch_loss = math.nan
     # A batch of one breaks batch norm and adds nothing: skipped unless it is all the data.
@@ -241,11 +249,21 @@ def train_model(
             step += 1
         epoch_loss = float(total) / max(seen, 1)
         history.append({"epoch": epoch, "loss": epoch_loss})
+        every = config.curve_every
+        if every and epoch % every == 0 and epoch < settings["epochs"]:
+            # The learning curve; the last epoch's score is the result, below. Scoring does
+            # not draw from the RNG, so the training is the same with or without it.
+            scored = time.perf_counter()
+            history[-1]["val_metric"] = evaluate_model(
+                model, problem, problem.val, precision=precision
+            )
+            curve_seconds += time.perf_counter() - scored
     if device.type == "cuda":
         torch.cuda.synchronize(device)  # the seconds are the GPU's, not the launch queue's
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started - curve_seconds
+    scored = time.perf_counter()
     metric = evaluate_model(model, problem, problem.val, precision=precision)
-    score_seconds = time.perf_counter() - started - seconds
+    score_seconds = time.perf_counter() - scored + curve_seconds
     if history:
         history[-1]["val_metric"] = metric
     return TrainOutcome(

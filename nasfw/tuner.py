@@ -68,6 +68,8 @@ class Result:
     finished: float | None = None
     # Facts a scorer adds: numbers (logged as trial_<key> metrics) and strings (e.g. device).
     extra: dict[str, Any] = field(default_factory=dict)
+    # The learning curve: the validation metric by epoch (the trial's intermediate values).
+    curve: dict[int, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -95,12 +97,14 @@ class Result:
         bad = [name for name in _NUMBER_FIELDS if _non_finite(getattr(self, name))]
         bad_extra = [k for k, v in self.extra.items() if _non_finite(v)]
         missing = self.ok and self.metric is None
-        if not (bad or bad_extra or missing):
+        bad_curve = any(_non_finite(v) for v in self.curve.values())
+        if not (bad or bad_extra or missing or bad_curve):
             return self
         cleaned = replace(
             self,
             **{name: 0.0 if name == "train_seconds" else None for name in bad},
             extra={k: v for k, v in self.extra.items() if k not in bad_extra},
+            curve={k: v for k, v in self.curve.items() if not _non_finite(v)},
         )
         if not self.ok:
             return cleaned

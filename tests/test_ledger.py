@@ -21,7 +21,15 @@ def candidate(ops):
 def test_records_round_trip(tmp_path, candidate):
     url = f"sqlite:///{tmp_path}/s.db"
     ledger = Ledger(url, "study")
-    ok = Result(status="ok", metric=0.75, loss=0.5, flops=1000, n_params=10, train_seconds=1.5)
+    ok = Result(
+        status="ok",
+        metric=0.75,
+        loss=0.5,
+        flops=1000,
+        n_params=10,
+        train_seconds=1.5,
+        curve={1: 0.5, 2: 0.75},
+    )
     first = ledger.record(candidate, ok, generation=0, index=0)
     second = ledger.record(candidate, Result.failed("diverged: loss nan"), generation=0, index=1)
     assert (first.number, second.number) == (0, 1)
@@ -31,12 +39,14 @@ def test_records_round_trip(tmp_path, candidate):
     assert again[0].graph == candidate.graph
     assert again[0].result.metric == 0.75 and again[0].result.flops == 1000
     assert again[0].train == {"lr": 0.01}
+    assert again[0].result.curve == {1: 0.5, 2: 0.75} and again[1].result.curve == {}
     assert not again[1].result.ok and again[1].result.error == "diverged: loss nan"
 
     study = optuna.load_study(study_name="study", storage=url)
     trials = study.get_trials()
     assert trials[0].state == optuna.trial.TrialState.COMPLETE
     assert trials[0].params == candidate.params  # the graph's hyper-parameters
+    assert trials[0].intermediate_values == {1: 0.5, 2: 0.75}  # the learning curve
     assert trials[1].state == optuna.trial.TrialState.FAIL
     assert trials[1].user_attrs["fail_reason"] == "diverged: loss nan"
 
@@ -158,12 +168,15 @@ def test_a_non_finite_number_makes_a_failed_trial(tmp_path, candidate, result, f
 
 def test_a_failed_result_keeps_its_reason_and_loses_non_finite_facts(tmp_path, candidate):
     url = f"sqlite:///{tmp_path}/s.db"
-    diverged = Result.failed("diverged: loss became inf", loss=math.inf, flops=10, epochs=1)
+    diverged = Result.failed(
+        "diverged: loss became inf", loss=math.inf, flops=10, epochs=2, curve={1: 0.4, 2: math.nan}
+    )
     record = Ledger(url, "study").record(candidate, diverged, generation=0, index=0)
     assert record.result.error == "diverged: loss became inf"
     assert record.result.loss is None and record.result.flops == 10
     (trial,) = optuna.load_study(study_name="study", storage=url).get_trials()
     assert "loss" not in trial.user_attrs and trial.user_attrs["flops"] == 10
+    assert trial.intermediate_values == {1: 0.4}
 
 
 def test_a_trial_takes_its_times_from_the_evaluation(tmp_path, candidate):

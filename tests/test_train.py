@@ -148,3 +148,19 @@ def test_deterministic_algorithms_on_request(blobs):
         assert torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(before)
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_learning_curve_does_not_change_the_training(blobs, every):
+    import torch
+
+    outcomes = {}
+    for curve_every in (0, every):
+        torch.manual_seed(0)
+        config = TrainConfig(epochs=5, batch_size=32, lr=0.01, curve_every=curve_every)
+        outcomes[curve_every] = train_model(build_model(MLP, blobs), blobs, config, seed=0)
+    bare, scored = outcomes[0], outcomes[every]
+    assert bare.curve == {5: bare.metric}  # only the result
+    assert list(scored.curve) == [e for e in range(1, 6) if e % every == 0 or e == 5]
+    assert scored.curve[5] == scored.metric == bare.metric and scored.loss == bare.loss
+    assert min(scored.curve.values()) >= 0 and scored.score_seconds > 0

@@ -277,6 +277,9 @@ def _log_generation(
                 )
                 figure = graph_figure(best_here.graph, title)
                 client.log_figure(run_id, figure, "best_network.png")
+            if any(t.result.curve for t in trials):
+                figure = _figures.learning_curves_figure(trials, val, f"generation {generation}")
+                client.log_figure(run_id, figure, "learning_curves.png", save_kwargs={"dpi": 100})
             if catching_up:
                 client.set_tag(run_id, "nasfw.logged_on_resume", "true")
             status = "FINISHED"

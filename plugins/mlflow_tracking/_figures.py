@@ -232,3 +232,25 @@ def graph_figure(graph: ArchGraph, title: str = "") -> Any:
     if title:
         ax.set_title(title, fontsize=9)
     return fig
+
+
+def learning_curves_figure(trials: Sequence[TrialRecord], val: str, title: str) -> Any:
+    """The validation metric by epoch of each of ``trials`` (one line each, labelled with the
+    trial's number when there are few), failed trials dashed."""
+    fig = _figure((6.4, 4.0))
+    ax = fig.add_subplot()
+    curved = [t for t in trials if t.result.curve]
+    for t in curved:
+        epochs = sorted(t.result.curve)
+        ax.plot(
+            epochs,
+            [t.result.curve[e] for e in epochs],
+            marker="o",
+            markersize=3,
+            linestyle="-" if t.result.ok else "--",
+            label=f"trial {t.number}",
+        )
+    ax.set(xlabel="epoch", ylabel=val, title=f"{title} ({len(curved)} learning curves)")
+    if 0 < len(curved) <= 12:
+        ax.legend(fontsize="x-small", ncols=2)
+    return fig

@@ -58,8 +58,13 @@ def trial_values(result: Result, val: str) -> dict[str, float | int | None]:
 
 
 def trial_metrics(trial: TrialRecord, val: str) -> list[Metric]:
-    """A trial's own series (for its generation's run), at the trial's number."""
-    return metrics(trial_values(trial.result, val), trial.number, trial.result.finished)
+    """A trial's own series (for its generation's run), at the trial's number, and its
+    learning curve ``curve/trial_<number>/<val>``, at the step of each epoch."""
+    found = metrics(trial_values(trial.result, val), trial.number, trial.result.finished)
+    name = f"curve/trial_{trial.number}/{val}"
+    for epoch, value in sorted(trial.result.curve.items()):
+        found += metrics({name: value}, int(epoch), trial.result.finished)
+    return found
 
 
 def summary_metrics(trial: TrialRecord, seen: int, best: float | None, val: str) -> list[Metric]:

@@ -68,6 +68,7 @@ def morph(
         "regularized_flops_after": regularizer.flops(),
         "diverged": outcome.diverged,
         "reason": outcome.reason,
+        "curve": outcome.curve,
     }
     small, changes = shrink(graph, regularizer.alive())
     facts["changes"] = changes
@@ -116,6 +117,11 @@ def regularized_score(
         regularized_score=outcome.metric,
         train_seconds=time.perf_counter() - started,
         epochs=int(settings["shrink_epochs"]) + remaining,
+        # The gated network's epochs, then the shrunk network's after them.
+        curve={
+            **facts["curve"],
+            **{int(settings["shrink_epochs"]) + e: v for e, v in outcome.curve.items()},
+        },
         extra={
             "flops_after": float(after.flops),
             "params_after": float(after.params),

@@ -125,6 +125,7 @@ def make_trials(space, generation: int, metrics: list[float | None]) -> list[Tri
                 epochs=1,
                 regularized_score=metric - 0.05 if index == 0 else None,
                 extra={"test_metric": metric - 0.1},
+                curve={1: metric - 0.2, 2: metric},
             )
         attrs = {"origin": "random", "parents": [number - 1]} if index == 0 else {}
         trials.append(TrialRecord(number, generation, index, graph, result, attrs=attrs))
@@ -546,6 +547,12 @@ def test_tuner_report_and_best_network_per_generation(env: Env, search: dict[str
         png = download(env, child.info.run_id, "best_network.png")
         height, width, _ = matplotlib.image.imread(png).shape
         assert width > 300 and height > 150
+        # each trial's learning curve, by epoch, and the generation's curves in one plot
+        for trial in (t for t in search["context"].history if t.generation == g and t.result.ok):
+            key = f"curve/trial_{trial.number}/val_accuracy"
+            curve = env.client.get_metric_history(child.info.run_id, key)
+            assert sorted((m.step, m.value) for m in curve) == sorted(trial.result.curve.items())
+        assert matplotlib.image.imread(download(env, child.info.run_id, "learning_curves.png")).size
         # the tuner's own files (Tuner.generation_artifacts), kept with each generation
         note = download(env, child.info.run_id, "tuner/species.json")
         assert json.loads(note.read_text()) == {"calls": g + 1}

@@ -234,6 +234,8 @@ def test_regularized_score_starts_the_small_network_as_told(carry):
     result = regularized_score(Candidate(graph), problem, TrainConfig(epochs=2), 0, settings)
     assert result.ok and 0 < result.metric <= 1
     assert result.extra["carried_layers"] == (3 if carry else 0)
+    # the learning curve: the gated network's epoch (shrink_epochs=1), then the small one's
+    assert list(result.curve) == [1, 2] and result.curve[2] == result.metric
 
 
 def test_postproc_morphnet_reports_smaller_networks(tmp_path):
