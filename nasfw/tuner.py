@@ -106,8 +106,8 @@ class Result:
             extra={k: v for k, v in self.extra.items() if k not in bad_extra},
             curve={k: v for k, v in self.curve.items() if not _non_finite(v)},
         )
-        if not self.ok:
-            return cleaned
+        if not self.ok or not (bad or bad_extra or missing):
+            return cleaned  # (an ok result whose curve had a NaN point keeps the others)
         if missing:
             reason = "the evaluation returned no metric"
         else:

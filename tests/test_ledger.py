@@ -223,3 +223,10 @@ def test_studies_written_before_the_move_still_resume(tmp_path, candidate):
     ledger.check_fingerprint({"seed": 0})
     assert ledger.load_state() == (0, {"asked": 4})
     assert [r.graph for r in ledger.records()] == [candidate.graph]
+
+
+def test_a_nan_point_of_a_learning_curve_is_dropped_not_failed(tmp_path, candidate):
+    url = f"sqlite:///{tmp_path}/s.db"
+    ok = Result(status="ok", metric=0.5, curve={1: math.nan, 2: 0.5})
+    record = Ledger(url, "study").record(candidate, ok, generation=0, index=0)
+    assert record.result.ok and record.result.curve == {2: 0.5}
