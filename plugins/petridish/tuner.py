@@ -199,7 +199,7 @@ class Petridish(Tuner):
             graphs: dict[str, ArchGraph] = {}
             for _ in range(50 * self.config.init_models):
                 graph = self.space.sample(_Smallest(RandomChooser(self.rng)))
-                if self._learns(graph):
+                if self._learns(graph) and self._small_enough(graph):
                     graphs.setdefault(graph.hash, graph)
                 if len(graphs) == self.config.init_models:
                     break
@@ -222,6 +222,21 @@ class Petridish(Tuner):
             if wide and nodes and not any(n.op in wide for n in nodes):
                 return False
         return True
+
+    def _small_enough(self, graph: ArchGraph) -> bool:
+        """At most ``search_space.max_params`` parameters for this problem (counted on the meta
+        device): a minimal seed on 28x28 images can flatten a wide feature map into a dense layer
+        of millions of weights, a trial that would only fail as too large."""
+        import torch
+
+        from nasfw import BuildError, build_model
+
+        try:
+            with torch.device("meta"):
+                model = build_model(graph, self.problem)
+        except BuildError:
+            return False
+        return sum(p.numel() for p in model.parameters()) <= self.space.max_params
 
     def _ask_candidates(self) -> list[Candidate]:
         c = self.config

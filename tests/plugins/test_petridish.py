@@ -321,3 +321,15 @@ def test_report_measures_the_hull(ops):
     assert report["hull_best_error"] == 0.1
     # trapezoid over log10 FLOPs 1 -> 3 of errors 0.5 -> 0.1
     assert report["hull_area"] == pytest.approx(2 * (0.5 + 0.1) / 2)
+
+
+def test_seeds_fit_max_params_on_large_images(ops):
+    space = load_space("petridish_full", ops)
+    tuner = make(space, 0, init_models=4)
+    tuner.problem = SimpleNamespace(input_shape=(1, 28, 28), n_outputs=10)
+    seeds = tuner.ask()
+    assert len(seeds) == 4
+    for c in seeds:
+        with torch.device("meta"):
+            model = build_model(c.graph, tuner.problem)
+        assert sum(p.numel() for p in model.parameters()) <= space.max_params
