@@ -87,8 +87,17 @@ def start(cwd: Path, *args: str, **popen: Any) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # Ctrl-C must reach it even when the tests run as a shell's background job, which
+        # ignores SIGINT (and Python keeps an ignored SIGINT ignored).
+        preexec_fn=_default_sigint,
         **popen,
     )
+
+
+def _default_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_trials(url: str, study: str, count: int, proc: subprocess.Popen[str]) -> int:

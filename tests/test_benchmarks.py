@@ -1,4 +1,5 @@
-"""benchmarks/table1.py (the seeds' Table 1) end to end in its --quick configuration."""
+"""The benchmarks end to end at a tiny size: benchmarks/table1.py (the seeds' Table 1) and
+benchmarks/petridish.py are long runs (``pytest -m slow``), benchmarks/gpu.py is quick."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "table1.py"
@@ -21,6 +23,7 @@ def first_generation(url: str, study: str) -> list[str]:
     return [t.user_attrs["graph_hash"] for t in gen0]
 
 
+@pytest.mark.slow
 def test_table1_quick(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
@@ -108,3 +111,25 @@ def test_problems_benchmark_baselines() -> None:
     assert problems.trivial(ppg) < -25  # the mean predictor is ~35 bpm off
     name, score = problems.classic(ppg)
     assert name == "spectral peak" and problems.trivial(ppg) < score < 0
+
+
+@pytest.mark.slow
+def test_petridish_benchmark_quick(tmp_path: Path) -> None:
+    """benchmarks/petridish.py on digits with one round: every tuner judged at Petridish's time."""
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "petridish.py"), "--problems", "digits",
+         "--rounds", "1", "--epochs", "1", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    digits = json.loads((out / "petridish.json").read_text())["digits"]
+    budget = digits["budget_seconds"]
+    for tuner in ("petridish", "codeepneat", "random"):
+        row = digits[tuner]
+        assert row["trials"] >= 1 and 0 < row["best_val"] <= 1 and 0 < row["best_test"] <= 1
+        assert row["wall_seconds"] <= budget + 1e-6 and row["hull"]
+    assert [r["round"] for r in digits["petridish_rounds"]] == [0, 1]
+    assert "| petridish |" in proc.stdout

@@ -80,17 +80,17 @@ KILL_CASES = {
         ],
         20,
     ),
-    # 4 seeds, then 3 rounds of 2 candidate trainings and their 2 children: the children
+    # 3 seeds, then 2 rounds of 2 candidate trainings and their 2 children: the children
     # start from weights a killed process stored, so an exact resume shows they were kept.
     "petridish": (
         [
             "tuner=petridish",
-            "tuner.init_models=4",
-            "tuner.rounds=3",
+            "tuner.init_models=3",
+            "tuner.rounds=2",
             "tuner.max_parents=2",
             "storage.artifacts=artifacts",
         ],
-        16,
+        11,
     ),
 }
 KILL_AFTER = 6  # trials seen: killed in generation 1, with 3 generations still to come
