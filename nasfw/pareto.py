@@ -34,8 +34,8 @@ def pareto_front(records: Iterable[TrialRecord]) -> list[TrialRecord]:
     A trial dominates another if it is no worse in both and better in one. Failed trials, ok
     ones without a metric or FLOPs, and networks that only serve the tuner take no part. Of
     exact duplicates (same metric and FLOPs, e.g. a reused evaluation) only the lowest trial
-    number is kept. Along the front both FLOPs
-    and metric strictly increase. Empty input, or no eligible trial, gives ``[]``.
+    number is kept. Along the front both FLOPs and metric strictly increase. Empty input, or
+    no eligible trial, gives ``[]``.
     """
     # Cheapest first, and at equal cost the best (then earliest) first: a trial is on the
     # front exactly when it beats every metric seen before it.

@@ -431,8 +431,9 @@ def _export_best(context: SearchContext, best: TrialRecord, train_config: Any) -
 
     from nasfw.builder import build_model
     from nasfw.evaluate import candidate_seed
-    from nasfw.train import evaluate_model, train_model
+    from nasfw.train import evaluate_model, prepare_device, train_model
     from nasfw.tuner import Candidate
+    from nasfw.weights import load_matching
 
     candidate = Candidate(best.graph, train=best.train, init_from=best.init_from)
     seed = candidate_seed(int(context.cfg.seed), candidate)
@@ -440,9 +441,6 @@ def _export_best(context: SearchContext, best: TrialRecord, train_config: Any) -
     model = build_model(best.graph, context.problem)
     if "weights" in best.result.extra:
         # The evaluated network itself (it may have inherited weights no retraining gives).
-        from nasfw.train import prepare_device
-        from nasfw.weights import load_matching
-
         state = weight_store(context.cfg).load(best.key)
         if load_matching(model, state) != len(model.state_dict()):
             raise RuntimeError(f"the stored weights of trial {best.number} do not fit its graph")
@@ -456,8 +454,6 @@ def _export_best(context: SearchContext, best: TrialRecord, train_config: Any) -
         }
     else:
         if best.init_from is not None:
-            from nasfw.weights import load_matching
-
             load_matching(model, weight_store(context.cfg).load(best.init_from))
         outcome = train_model(model, context.problem, train_config, seed, overrides=best.train)
         trained_on = {

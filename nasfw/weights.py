@@ -77,9 +77,6 @@ class WeightStore:
             ) from err
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
-    def exists(self, key: str) -> bool:
-        return (Path(self.path) / self.artifact_id(key)).is_file()
-
 
 def artifact_attr(artifact_id: str, key: str) -> tuple[str, str]:
     """The trial system attr that makes ``artifact_id`` one of the trial's Optuna artifacts."""

@@ -85,8 +85,9 @@ def candidate_ops(
     if target not in order:
         raise BuildError(f"target {target!r} is not a node of the graph")
     target_shape = tuple(shapes[target])
+    layers = set(growable(graph))
     sources = ([] if tokens else [INPUT]) + [
-        n for n in order[: order.index(target)] if n in growable(graph) or n.endswith("_pdsum")
+        n for n in order[: order.index(target)] if n in layers or n.endswith("_pdsum")
     ]
     found = []
     for source in sources:
