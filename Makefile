@@ -1,9 +1,10 @@
-# `make demo` runs a real search; `make test` runs the test suite. Both set up .venv/ first.
+# `make demo` runs a real search; `make test` runs the test suite and builds the docs (site/).
+# Both set up .venv/ first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.nasfw-installed
 
-.PHONY: setup demo test lint mlflow-ui clean
+.PHONY: setup demo test docs lint mlflow-ui clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,9 +19,13 @@ setup: $(STAMP)
 demo: setup
 	$(PY) -m nasfw
 
-test: setup
+test: setup docs
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# The documentation (mkdocs.yml, docs/) in site/; --strict: a broken reference or link fails.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir site
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
@@ -29,4 +34,4 @@ mlflow-ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db
 
 clean:
-	rm -rf $(VENV) outputs multirun nasfw.db mlflow.db mlartifacts
+	rm -rf $(VENV) outputs multirun nasfw.db mlflow.db mlartifacts site

@@ -9,6 +9,7 @@ Ctrl-C (the finished evaluations are saved: rerun the same command to resume); 1
 from __future__ import annotations
 
 import sys
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -185,12 +186,21 @@ def main() -> None:
     from hydra.core.config_store import ConfigStore
 
     from nasfw.config import NasfwConfig
-    from nasfw.registry import PluginError, registry, store_configs
+    from nasfw.registry import PluginError, PluginWarning, registry, store_configs
 
-    try:
-        store_configs(registry())
-    except PluginError as err:
-        _fail(str(err))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PluginWarning)
+        try:
+            store_configs(registry())
+        except PluginError as err:
+            _fail(str(err))
+    for warning in caught:  # one line each, not Python's two with a source line
+        if issubclass(warning.category, PluginWarning):
+            print(f"nasfw: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
     ConfigStore.instance().store(name="nasfw_schema", node=NasfwConfig, provider="nasfw")
     _register_resolvers()
     try:
@@ -215,41 +225,65 @@ def _register_resolvers() -> None:
 
 
 def _blocked_plugins_note() -> None:
-    """After a compose error, say which options NASFW_DISABLE_PLUGINS made unavailable."""
+    """After a compose error, say which options NASFW_DISABLE_PLUGINS made unavailable, and
+    from which blocked plugin each would come."""
     import os
     from importlib.metadata import entry_points
 
-    from nasfw.registry import DISABLE_ENV, ENTRY_POINT_GROUP
+    from nasfw.registry import (
+        DISABLE_ENV,
+        ENTRY_POINT_GROUP,
+        blocked_names,
+        blocked_provider,
+        blocked_registries,
+    )
 
-    wanted = {s.strip() for s in os.environ.get(DISABLE_ENV, "").split(",") if s.strip()}
-    blocked = sorted(wanted & {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
-    missing = _unavailable_options(sys.argv[1:])
-    if blocked and missing:
+    installed = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    blocked = [name for name in blocked_names() if name in installed]
+    if not blocked:  # a name that blocks nothing was warned about when plugins were loaded
+        return
+    setting = f"{DISABLE_ENV}={os.environ[DISABLE_ENV]}"
+    for option, key in _unavailable_options(sys.argv[1:]):
+        provider = blocked_provider("configs", key)
+        if provider is None and set(blocked) <= set(blocked_registries()):
+            continue  # no blocked plugin has it: a misspelt option, which Hydra's error shows
+        reason = (
+            f"blocks plugin {provider!r}, which provides it"
+            if provider is not None
+            else f"blocks the plugin(s) {', '.join(blocked)}"
+        )
         print(
-            f"nasfw: note: {', '.join(missing)} is not available because "
-            f"{DISABLE_ENV}={os.environ[DISABLE_ENV]} blocks the plugin(s) "
-            f"{', '.join(blocked)}; unset it or choose another option.",
+            f"nasfw: note: {option} is not available because {setting} {reason}; "
+            "unset it or choose another option.",
             file=sys.stderr,
         )
 
 
-def _unavailable_options(argv: list[str]) -> list[str]:
-    """``group=option`` choices (the defaults and ``argv``'s) that no config provides."""
+def _unavailable_options(argv: list[str]) -> list[tuple[str, tuple[str, str]]]:
+    """The options (the defaults' and ``argv``'s ``group=option`` choices, and the
+    ``plugins.<name>`` that ``argv`` sets) that no config provides, each as it reads on the
+    command line and as its ``(group, name)`` key in :attr:`nasfw.Registry.configs`."""
     import re
     from importlib import resources
 
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
+    from nasfw.registry import PLUGINS_GROUP, registry
+
     conf = resources.files("nasfw.conf")
     chosen: dict[str, tuple[str, bool]] = {}
     for entry in OmegaConf.load(str(conf / "config.yaml")).defaults:
         if not isinstance(entry, str):
             chosen.update((str(g), (str(o), True)) for g, o in entry.items())
+    plugin_nodes: list[str] = []
     for arg in argv:
         match = re.fullmatch(r"([A-Za-z_]\w*)=([\w.-]+)", arg)
         if match and match[1] in chosen:
             chosen[match[1]] = (match[2], False)
+        node = re.match(rf"\+*{PLUGINS_GROUP}\.(\w+)[.=]", arg)
+        if node and node[1] not in plugin_nodes:
+            plugin_nodes.append(node[1])
     missing = []
     for group, (option, default) in chosen.items():
         try:
@@ -258,5 +292,11 @@ def _unavailable_options(argv: list[str]) -> list[str]:
             stored = []
         files = [p.name for p in (conf / group).iterdir()] if (conf / group).is_dir() else []
         if f"{option}.yaml" not in {*stored, *files}:
-            missing.append(f"{group}={option}" + (" (the default)" if default else ""))
+            text = f"{group}={option}" + (" (the default)" if default else "")
+            missing.append((text, (group, option)))
+    missing += [
+        (f"{PLUGINS_GROUP}.{name}", (PLUGINS_GROUP, name))
+        for name in plugin_nodes
+        if (PLUGINS_GROUP, name) not in registry().configs
+    ]
     return missing

@@ -291,3 +291,7 @@ class NasfwConfig:
     reuse_evaluations: bool = True
     # Where the best model is exported (relative to Hydra's run directory when not absolute).
     export_dir: str = "best_model"
+    # plugins.<name>: the settings of plugins that join every search through lifecycle hooks
+    # (not a choice like tuner=...); each is the schema the plugin registered with
+    # register("plugins", "<name>", Schema), so its types and ranges are checked like the rest.
+    plugins: dict[str, Any] = field(default_factory=dict)

@@ -2,12 +2,20 @@
 
 Built-in plugins and third-party ones are loaded the same way, from the ``nasfw`` entry-point
 group. ``NASFW_DISABLE_PLUGINS=name1,name2`` blocks plugins by entry-point name.
+
+Mistakes in a plugin fail in one line that names it (:class:`PluginError`): a hook name that
+is no nasfw hook (with the closest one), hook arguments the spec does not have, a
+``register_*`` hook that returns what it should pass to ``register``, an option asked for
+whose plugin is blocked. A blocked name that matches no installed plugin is a
+:class:`PluginWarning`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -34,6 +42,15 @@ class PluginError(RuntimeError):
     """A plugin is broken, or two plugins claim the same name."""
 
 
+class PluginWarning(UserWarning):
+    """A plugin setting that is probably a mistake but stops nothing (e.g. a misspelt block)."""
+
+
+def blocked_names() -> list[str]:
+    """The entry-point names ``NASFW_DISABLE_PLUGINS`` blocks, in the order given."""
+    return [s.strip() for s in os.environ.get(DISABLE_ENV, "").split(",") if s.strip()]
+
+
 @dataclass
 class Registry:
     """Everything the loaded plugins registered, by name."""
@@ -51,6 +68,13 @@ class Registry:
         """Look ``name`` up in ``kind`` ("tuners", ...); the error lists what exists."""
         table: dict[str, Any] = getattr(self, kind)
         if name not in table:
+            provider = blocked_provider(kind, name)
+            if provider is not None:
+                raise PluginError(
+                    f"no {kind[:-1]} named {name!r} is registered: it comes from plugin "
+                    f"{provider!r}, which {DISABLE_ENV}={os.environ.get(DISABLE_ENV, '')} "
+                    "blocks"
+                )
             raise PluginError(
                 f"no {kind[:-1]} named {name!r} is registered (available: {sorted(table)})"
             )
@@ -67,14 +91,29 @@ def _adder(table: dict[Any, Any], kind: str) -> Callable[[Any, Any], None]:
 
 
 def make_plugin_manager(extra_plugins: tuple[object, ...] = ()) -> pluggy.PluginManager:
-    """A plugin manager with the hook specs, the entry-point plugins and ``extra_plugins``."""
-    pm = pluggy.PluginManager("nasfw")
-    pm.add_hookspecs(hookspecs)
-    for name in filter(None, (s.strip() for s in os.environ.get(DISABLE_ENV, "").split(","))):
-        pm.set_blocked(name)
+    """A plugin manager with the hook specs, the entry-point plugins and ``extra_plugins``.
+
+    Raises :class:`PluginError` for a plugin that fails to load or implements a hook wrongly;
+    warns (:class:`PluginWarning`) about blocked names that match no installed plugin, since
+    a misspelt block silently blocks nothing.
+    """
     from importlib.metadata import entry_points
 
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    pm = pluggy.PluginManager("nasfw")
+    pm.add_hookspecs(hookspecs)
+    installed = list(entry_points(group=ENTRY_POINT_GROUP))
+    names = sorted({ep.name for ep in installed})
+    for name in blocked_names():
+        pm.set_blocked(name)
+        if name not in names:
+            warnings.warn(
+                PluginWarning(
+                    f"{DISABLE_ENV} names {name!r}, which is no installed nasfw plugin "
+                    f"(installed: {', '.join(names)})"
+                ),
+                stacklevel=2,
+            )
+    for ep in installed:
         if pm.is_blocked(ep.name) or pm.get_plugin(ep.name) is not None:
             continue
         try:
@@ -85,34 +124,135 @@ def make_plugin_manager(extra_plugins: tuple[object, ...] = ()) -> pluggy.Plugin
                 f"failed to load: {type(err).__name__}: {err}. Block it with "
                 f"{DISABLE_ENV}={ep.name} to run without it."
             ) from err
-        pm.register(plugin, name=ep.name)
+        _register(pm, plugin, ep.name)
     for plugin in extra_plugins:
-        pm.register(plugin)
-    pm.check_pending()
+        _register(pm, plugin, None)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError:
+        raise _unknown_hook_error(pm) from None
     return pm
+
+
+def _label(name: str | None, plugin: object) -> str:
+    """How errors name a plugin: its entry-point name, else its module or class."""
+    if name and not name.isdigit():  # pluggy names unnamed objects by their id()
+        return name
+    return getattr(plugin, "__name__", None) or type(plugin).__qualname__
+
+
+def _register(pm: pluggy.PluginManager, plugin: object, name: str | None) -> None:
+    """``pm.register``, with pluggy's multi-line validation errors as one line."""
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as err:
+        lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+        raise PluginError(
+            f"plugin {_label(name, plugin)!r} implements a hook wrongly: {'; '.join(lines)}"
+        ) from None
+
+
+def _unknown_hook_error(pm: pluggy.PluginManager) -> PluginError:
+    """The error for a hookimpl that matches no hook spec, naming the nearest hook."""
+    known = sorted(n for n, c in vars(pm.hook).items() if not n.startswith("_") and c.has_spec())
+    for name, caller in vars(pm.hook).items():
+        if name.startswith("_") or caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.optionalhook:
+                continue
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else f"the hooks: {', '.join(known)}"
+            return PluginError(
+                f"plugin {_label(impl.plugin_name, impl.plugin)!r} implements {name!r}, "
+                f"which is no nasfw hook ({hint})"
+            )
+    return PluginError("a plugin implements a hook that nasfw does not have")
+
+
+def _call_register_hook(pm: pluggy.PluginManager, hook_name: str, register: Any) -> None:
+    """Call ``hook_name(register=...)``; a plugin that returned something is an error.
+
+    A ``register_*`` hook that returns its tuners (say) instead of calling ``register``
+    would otherwise register nothing, silently: the option would just be missing.
+    """
+    caller = getattr(pm.hook, hook_name)
+    if all(result is None for result in caller(register=register)):
+        return
+    for impl in caller.get_hookimpls():  # again, registering nothing, to find which one
+        returned = impl.function(**{arg: _ignore for arg in impl.argnames})
+        if returned is not None:
+            text = repr(returned)
+            raise PluginError(
+                f"plugin {_label(impl.plugin_name, impl.plugin)!r}: {hook_name} returned "
+                f"{text if len(text) <= 80 else text[:77] + '...'} instead of calling "
+                "register(...) once per thing it provides"
+            )
+    raise PluginError(f"a plugin's {hook_name} returned a value instead of calling register")
+
+
+def _ignore(*args: Any, **kwargs: Any) -> None:
+    """A ``register`` that keeps nothing (to re-run a hook without registering twice)."""
 
 
 def collect(pm: pluggy.PluginManager) -> Registry:
     """Call every ``register_*`` hook and gather what the plugins registered."""
     reg = Registry()
-    hook = pm.hook
-    hook.register_ops(register=lambda spec: _adder(reg.ops, "op")(spec.name, spec))
-    hook.register_tuners(register=_adder(reg.tuners, "tuner"))
-    hook.register_launchers(register=_adder(reg.launchers, "launcher"))
-    hook.register_postprocessors(register=_adder(reg.postprocessors, "post-processor"))
-    hook.register_scorers(register=_adder(reg.scorers, "scorer"))
     add_config = _adder(reg.configs, "config option")
-    hook.register_configs(register=lambda group, name, node: add_config((group, name), node))
 
     def add_problem(name: str, loader: Callable[..., Problem], node: Any = None) -> None:
         _adder(reg.problems, "problem")(name, loader)
         add_config(("problem", name), {"name": name} if node is None else node)
 
-    hook.register_problems(register=add_problem)
-    hook.register_search_spaces(
-        register=lambda name, node: add_config(("search_space", name), node)
-    )
+    for hook_name, register in (
+        ("register_ops", lambda spec: _adder(reg.ops, "op")(spec.name, spec)),
+        ("register_tuners", _adder(reg.tuners, "tuner")),
+        ("register_launchers", _adder(reg.launchers, "launcher")),
+        ("register_postprocessors", _adder(reg.postprocessors, "post-processor")),
+        ("register_scorers", _adder(reg.scorers, "scorer")),
+        ("register_configs", lambda group, name, node: add_config((group, name), node)),
+        ("register_problems", add_problem),
+        ("register_search_spaces", lambda name, node: add_config(("search_space", name), node)),
+    ):
+        _call_register_hook(pm, hook_name, register)
     return reg
+
+
+def blocked_provider(kind: str, name: Any) -> str | None:
+    """The blocked plugin that would provide ``name`` in ``kind`` (a :class:`Registry` field,
+    e.g. ``("tuners", "tpe")`` or ``("configs", ("tuner", "tpe"))``), if any.
+
+    For errors about something missing: blocked plugins are loaded (not registered) to ask
+    them, so this costs an import each, once per process.
+    """
+    for plugin, reg in blocked_registries().items():
+        if name in getattr(reg, kind):
+            return plugin
+    return None
+
+
+def blocked_registries() -> dict[str, Registry]:
+    """What each installed, blocked plugin would register, by entry-point name; a plugin
+    that fails to load or register is left out (it cannot say what it provides)."""
+    return _blocked_registries(tuple(blocked_names()))
+
+
+@cache
+def _blocked_registries(blocked: tuple[str, ...]) -> dict[str, Registry]:
+    from importlib.metadata import entry_points
+
+    found: dict[str, Registry] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in blocked or ep.name in found:
+            continue
+        try:
+            pm = pluggy.PluginManager("nasfw")
+            pm.add_hookspecs(hookspecs)
+            pm.register(ep.load(), name=ep.name)
+            found[ep.name] = collect(pm)
+        except Exception:  # blocked because it is broken: it cannot say what it provides
+            continue
+    return found
 
 
 @cache
@@ -134,6 +274,7 @@ def registry() -> Registry:
 def reset() -> None:
     """Forget the process-wide plugin manager (tests that install plugins call this)."""
     _default.cache_clear()
+    _blocked_registries.cache_clear()
 
 
 def config_node(node: Any) -> Any:
@@ -150,10 +291,25 @@ def config_node(node: Any) -> Any:
     raise PluginError(f"cannot use {node!r} as a config node (dataclass, mapping or YAML path)")
 
 
+PLUGINS_GROUP = "plugins"
+# The primary config's defaults list merges this node: every ``plugins.<name>`` at once.
+PLUGINS_NODE = "nasfw_plugins"
+
+
 def store_configs(reg: Registry) -> None:
-    """Put the plugins' config options into Hydra's ConfigStore."""
+    """Put the plugins' config options into Hydra's ConfigStore.
+
+    Options of a group (``tuner``, ``problem`` ...) are choices, one per run. Nodes registered
+    under ``plugins`` are not: each is the always-present ``plugins.<name>`` of a plugin that
+    hooks into every search (a lifecycle plugin), set as ``plugins.<name>.<key>=value``.
+    """
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
+    plugins: dict[str, Any] = {}
     for (group, name), node in reg.configs.items():
-        cs.store(group=group, name=name, node=config_node(node), provider="nasfw-plugins")
+        if group == PLUGINS_GROUP:
+            plugins[name] = config_node(node)
+        else:
+            cs.store(group=group, name=name, node=config_node(node), provider="nasfw-plugins")
+    cs.store(name=PLUGINS_NODE, node={PLUGINS_GROUP: plugins}, provider="nasfw-plugins")

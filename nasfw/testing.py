@@ -1,12 +1,24 @@
 """Contract suites that plugin authors reuse, as Optuna ships ``optuna.testing``.
 
 Subclass a suite in your test module, provide the fixture it asks for, and pytest runs every
-contract test against your plugin::
+contract test against your plugin. This module, as written, tests the built-in random search
+(put your tuner and its config in its place)::
 
-    class TestMyTuner(TunerContract):
+    import pytest
+
+    from nasfw.plugins.random_search import RandomSearch, RandomSearchConfig
+    from nasfw.testing import TunerContract
+
+
+    class TestRandomSearch(TunerContract):
         @pytest.fixture
         def make_tuner(self, space):
-            return lambda seed: MyTuner(MyTunerConfig(), space, seed)
+            config = RandomSearchConfig(n_trials=6, batch_size=2)
+            return lambda seed: RandomSearch(config, space, seed)
+
+``space`` comes from nasfw's pytest plugin (:mod:`nasfw.pytest_plugin`, installed with nasfw):
+the ``tabular_mlp`` search space with every registered op. A test class that needs another
+defines its own ``space`` fixture with :func:`load_search_space`.
 
 Everything a launcher runs here is a module-level function, so it is importable in workers.
 """
@@ -25,6 +37,7 @@ from typing import Any
 import pytest
 
 from nasfw.launcher import Launcher
+from nasfw.search_space import SearchSpace
 from nasfw.tuner import Candidate, Result, Tuner
 
 # -- functions for launcher contracts (must be importable where the launcher runs them) -----
@@ -74,6 +87,28 @@ def hold(task: tuple[str, int]) -> Result:
     while not (folder / "release").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     return Result(status="ok", metric=float(i))
+
+
+def load_search_space(name: str) -> SearchSpace:
+    """The search space ``search_space=<name>`` gives a run: a preset of nasfw's ``conf/`` or
+    one a plugin registered, typed by :class:`nasfw.SearchSpaceConfig`, with every
+    registered op (so a tuner is tested on the space users will select)."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    from nasfw.config import SearchSpaceConfig
+    from nasfw.registry import PluginError, config_node, registry
+
+    reg = registry()
+    preset = files("nasfw.conf").joinpath("search_space", f"{name}.yaml")
+    if preset.is_file():
+        node = OmegaConf.load(str(preset))
+    elif ("search_space", name) in reg.configs:
+        node = config_node(reg.configs["search_space", name])
+    else:
+        raise PluginError(f"no search space named {name!r} is a preset or registered")
+    return SearchSpace(OmegaConf.merge(OmegaConf.structured(SearchSpaceConfig), node), reg.ops)
 
 
 def fake_results(candidates: list[Candidate]) -> list[Result]:

@@ -1,0 +1,206 @@
+"""The plugin manager's one-line errors and warnings, and the ``plugins.<name>`` config nodes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import pytest
+from cli import TINY, nasfw
+from omegaconf import OmegaConf
+
+from nasfw import ConfigError, PluginError, check_settings, hookimpl, setting
+from nasfw.plugins.random_search import RandomSearch
+from nasfw.registry import (
+    DISABLE_ENV,
+    PluginWarning,
+    collect,
+    make_plugin_manager,
+    store_configs,
+)
+
+
+def plugin(name: str, **hooks: Callable[..., Any]) -> ModuleType:
+    """A throw-away plugin module ``name`` with ``hooks`` as its hookimpls."""
+    module = ModuleType(name)
+    for hook_name, function in hooks.items():
+        function.__name__ = hook_name
+        setattr(module, hook_name, hookimpl(function))
+    return module
+
+
+def one_line(err: pytest.ExceptionInfo[BaseException]) -> str:
+    text = str(err.value)
+    assert "\n" not in text, text
+    return text
+
+
+@pytest.mark.parametrize(
+    ("misspelt", "meant"),
+    [("register_tuner", "register_tuners"), ("nasfw_trial_completed", "nasfw_trial_complete")],
+)
+def test_a_misspelt_hook_names_the_plugin_and_the_hook(misspelt: str, meant: str) -> None:
+    broken = plugin("my_broken_plugin", **{misspelt: lambda register=None: None})
+    with pytest.raises(PluginError) as err:
+        make_plugin_manager(extra_plugins=(broken,))
+    text = one_line(err)
+    assert f"plugin 'my_broken_plugin' implements {misspelt!r}" in text
+    assert f"did you mean {meant!r}?" in text
+
+
+def test_a_name_far_from_every_hook_lists_the_hooks() -> None:
+    broken = plugin("far", on_everything=lambda: None)
+    with pytest.raises(PluginError) as err:
+        make_plugin_manager(extra_plugins=(broken,))
+    assert "the hooks: nasfw_check_config, " in one_line(err)
+
+
+def test_a_hook_argument_the_spec_lacks_names_the_plugin() -> None:
+    broken = plugin("bad_args", register_tuners=lambda reg: None)
+    with pytest.raises(PluginError) as err:
+        make_plugin_manager(extra_plugins=(broken,))
+    text = one_line(err)
+    assert "plugin 'bad_args' implements a hook wrongly" in text and "'reg'" in text
+
+
+def test_a_register_hook_that_returns_instead_of_registering_names_the_plugin() -> None:
+    broken = plugin("returner", register_tuners=lambda register: {"returned": RandomSearch})
+    pm = make_plugin_manager(extra_plugins=(broken,))
+    with pytest.raises(PluginError) as err:
+        collect(pm)
+    text = one_line(err)
+    assert "plugin 'returner': register_tuners returned {'returned': " in text
+    assert "instead of calling register(...)" in text
+
+
+def test_a_register_hook_that_calls_register_is_fine() -> None:
+    def register_tuners(register: Callable[[str, type], None]) -> None:
+        register("mine", RandomSearch)
+
+    reg = collect(
+        make_plugin_manager(extra_plugins=(plugin("ok", register_tuners=register_tuners),))
+    )
+    assert reg.tuners["mine"] is RandomSearch
+
+
+def test_a_blocked_name_that_matches_no_plugin_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(DISABLE_ENV, "tpe, tpee")
+    with pytest.warns(PluginWarning) as caught:
+        pm = make_plugin_manager()
+    (warning,) = caught
+    text = str(warning.message)
+    assert "\n" not in text
+    assert "NASFW_DISABLE_PLUGINS names 'tpee', which is no installed nasfw plugin" in text
+    assert "installed: codeepneat, " in text and ", tpe" in text
+    assert pm.is_blocked("tpe") and pm.get_plugin("tpe") is None
+
+
+def test_a_missing_name_that_a_blocked_plugin_provides_names_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(DISABLE_ENV, "tpe")
+    reg = collect(make_plugin_manager())
+    with pytest.raises(PluginError) as err:
+        reg.get("tuners", "tpe")
+    assert one_line(err) == (
+        "no tuner named 'tpe' is registered: it comes from plugin 'tpe', which "
+        "NASFW_DISABLE_PLUGINS=tpe blocks"
+    )
+    with pytest.raises(PluginError, match=r"available: \['codeepneat'"):
+        reg.get("tuners", "tpee")  # no blocked plugin has it: the usual listing
+
+
+def test_the_cli_names_the_blocked_plugin_of_an_option(tmp_path: Any) -> None:
+    out = nasfw(tmp_path, *TINY, "tuner=tpe", env={DISABLE_ENV: "tpe,evolution"})
+    assert out.returncode == 2
+    assert (
+        "nasfw: note: tuner=tpe is not available because NASFW_DISABLE_PLUGINS=tpe,evolution "
+        "blocks plugin 'tpe', which provides it; unset it or choose another option."
+    ) in out.stderr.splitlines()
+    # A misspelt option is not blamed on the blocked plugins (none of them has it).
+    out = nasfw(tmp_path, *TINY, "tuner=tpee", env={DISABLE_ENV: "tpe"})
+    assert out.returncode == 2 and "Could not find 'tuner/tpee'" in out.stderr
+    assert "note:" not in out.stderr
+
+
+def test_the_cli_warns_in_one_line_about_a_block_that_blocks_nothing(tmp_path: Any) -> None:
+    out = nasfw(tmp_path, "--help", env={DISABLE_ENV: "tpee"})
+    assert out.returncode == 0, out.stderr
+    (line,) = [line for line in out.stderr.splitlines() if line.strip()]
+    assert line.startswith("nasfw: warning: NASFW_DISABLE_PLUGINS names 'tpee'")
+
+
+# -- plugins.<name>: the config nodes of lifecycle plugins ----------------------------------
+
+
+@dataclass
+class CounterConfig:
+    """A lifecycle plugin's node (plugins.counter)."""
+
+    every: int = setting(1, ge=1)
+    label: str = "trials"
+
+
+def compose_with_counter(*overrides: str) -> Any:
+    """The run's config with a plugin that registers ``plugins.counter``, as the CLI
+    composes it."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.config_store import ConfigStore
+
+    from nasfw.config import NasfwConfig
+
+    def register_configs(register: Callable[[str, str, Any], None]) -> None:
+        register("plugins", "counter", CounterConfig)
+
+    counter = plugin("counter", register_configs=register_configs)
+    store_configs(collect(make_plugin_manager(extra_plugins=(counter,))))
+    ConfigStore.instance().store(name="nasfw_schema", node=NasfwConfig, provider="nasfw")
+    with initialize_config_module("nasfw.conf", version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.fixture
+def restore_config_store() -> Any:
+    """Put the process-wide plugins' configs back after a test stored others."""
+    yield
+    from nasfw.registry import registry
+
+    store_configs(registry())
+
+
+@pytest.mark.usefixtures("restore_config_store")
+def test_a_plugins_node_is_typed_and_range_checked() -> None:
+    cfg = compose_with_counter("tracking=none")
+    assert OmegaConf.get_type(cfg.plugins.counter) is CounterConfig
+    assert cfg.plugins.counter == {"every": 1, "label": "trials"}
+    cfg = compose_with_counter("tracking=none", "plugins.counter.every=5")
+    assert cfg.plugins.counter.every == 5
+    check_settings(cfg)
+    bad = compose_with_counter("tracking=none", "plugins.counter.every=0")
+    with pytest.raises(ConfigError, match=r"^plugins\.counter\.every=0 is out of range"):
+        check_settings(bad)
+
+
+@pytest.mark.usefixtures("restore_config_store")
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("plugins.counter.evry=2", "plugins.counter.evry"),
+        ("plugins.counter.every=often", "plugins.counter.every"),
+        ("plugins.countr.every=2", "plugins.countr"),
+    ],
+)
+def test_a_bad_plugins_key_fails_at_compose_time(override: str, key: str) -> None:
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_with_counter("tracking=none", override)
+    assert key in f"{err.value} {err.value.__cause__}"
+
+
+def test_without_plugins_nodes_the_config_has_an_empty_plugins_node() -> None:
+    from cli import compose
+
+    assert OmegaConf.to_container(compose("tracking=none").plugins) == {}
