@@ -96,6 +96,10 @@ def register_configs(register: Callable[[str, str, Any], None]) -> None:
     ``node`` is a dataclass (class or instance: its fields are the schema, so bad types fail at
     compose time), a mapping, or a path to a YAML file. ``register("tuner", "mine", MineConfig)``
     makes ``python -m nasfw tuner=mine`` work with nothing else than the plugin's entry point.
+
+    The group ``plugins`` is for plugins that join every search through the lifecycle hooks:
+    ``register("plugins", "mine", MineConfig)`` adds the node ``plugins.mine`` to every run's
+    config (set as ``plugins.mine.<field>=value``; hooks read ``context.cfg.plugins.mine``).
     """
 
 
@@ -127,7 +131,11 @@ def nasfw_generation_start(
 def nasfw_trial_complete(
     context: SearchContext, candidate: Candidate, result: Result, trial: TrialRecord
 ) -> None:
-    """One candidate was evaluated and stored in the study (failed ones too)."""
+    """One candidate was evaluated and stored in the study (failed ones too).
+
+    Called in the process that runs the search loop, as results arrive (several workers
+    finish in any order), also for a result reused from an identical earlier evaluation.
+    """
 
 
 @hookspec
