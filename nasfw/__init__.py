@@ -33,7 +33,13 @@ from nasfw.ops import OpSpec, ParamSpec, Shape
 from nasfw.pareto import pareto_front, pareto_rows
 from nasfw.problem import DataError, Problem, Split, Standardization, split_arrays
 from nasfw.registry import PluginError, Registry, hookimpl, plugin_manager, registry
-from nasfw.search_space import Chooser, RandomChooser, SearchSpace, SearchSpaceError
+from nasfw.search_space import (
+    Chooser,
+    RandomChooser,
+    SearchSpace,
+    SearchSpaceError,
+    TrialChooser,
+)
 from nasfw.tuner import Candidate, Result, Tuner
 
 if TYPE_CHECKING:
@@ -112,6 +118,7 @@ __all__ = [
     "TrackingConfig",
     "TrainConfig",
     "TrainOutcome",
+    "TrialChooser",
     "TrialRecord",
     "Tuner",
     "TunerConfig",

@@ -77,16 +77,23 @@ def _summary(context: SearchContext, top: int = 5) -> None:
         console.print(f"{context.cfg.study_name}: the tuner proposed no network; nothing to train")
         return
     # Networks that only serve the tuner (Petridish's candidate trainings) are no result.
+    # Like the best model, the table compares networks at the full budget only.
+    full = context.full_budget()
+    finished = [t for t in context.history if t.result.ok and t.exportable]
+    partial = sum(1 for t in finished if t.result.trained_budget < full)
     ok = sorted(
-        (t for t in context.history if t.result.ok and t.exportable),
+        (t for t in finished if t.result.trained_budget >= full),
         key=lambda t: t.rank,
         reverse=True,
     )[:top]
-    failed = sum(1 for t in context.history if not t.result.ok)
+    failed = sum(1 for t in context.history if t.result.status == "failed")
+    pruned = sum(1 for t in context.history if t.result.pruned)
     internal = sum(1 for t in context.history if not t.exportable)
     metric = context.problem.metric
     table = Table(
         title=f"{context.cfg.study_name}: {len(context.history)} evaluations, {failed} failed"
+        + (f", {pruned} pruned" if pruned else "")
+        + (f", {partial} trained < {full} epochs (not listed)" if partial else "")
         + (f", {internal} the tuner's own (not listed)" if internal else "")
     )
     for column in ("trial", "gen", f"val {metric}", "MFLOPs", "params", "nodes", "train s"):
@@ -132,7 +139,7 @@ def _pareto_table(context: SearchContext) -> Table | None:
 
     from nasfw.pareto import pareto_front
 
-    front = pareto_front(context.history)
+    front = pareto_front(context.history, context.full_budget())
     if not front:
         return None
     metric = context.problem.metric
@@ -202,6 +209,10 @@ def main() -> None:
                 warning.message, warning.category, warning.filename, warning.lineno
             )
     ConfigStore.instance().store(name="nasfw_schema", node=NasfwConfig, provider="nasfw")
+    from nasfw.pruning import SCHEMAS
+
+    for name, schema in SCHEMAS.items():  # pruner=<name>: Optuna's pruners, typed
+        ConfigStore.instance().store(group="pruner", name=name, node=schema, provider="nasfw")
     _register_resolvers()
     try:
         hydra.main(version_base="1.3", config_path="pkg://nasfw.conf", config_name="config")(

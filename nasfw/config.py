@@ -237,11 +237,26 @@ class StorageConfig:
     # to where the search starts): only for tuners that inherit weights (Petridish) and the
     # exported best model. On a cluster, a directory every job can reach.
     artifacts: str = "nasfw-artifacts"
+    # The most this study's kept weights may take on disk, in MB, after the weights no tuner
+    # needs any more are deleted (each generation): beyond it the search stops, resumable with
+    # a larger limit. None: no limit.
+    weights_limit_mb: float | None = setting(None, gt=0)
 
 
 @dataclass
 class TunerConfig:
     """Base of every tuner's schema."""
+
+    name: str = MISSING
+    # The name of another study in storage.url whose finished trials this tuner learns from
+    # before its first proposal (Tuner.warm_start; tuners that cannot use them refuse it).
+    warm_start: str | None = None
+
+
+@dataclass
+class PrunerConfig:
+    """Base of the ``pruner`` group's schemas (:mod:`nasfw.pruning`): ``none`` or one of
+    Optuna's pruners, which stop a network whose learning curve falls behind."""
 
     name: str = MISSING
 
@@ -281,6 +296,7 @@ class NasfwConfig:
     launcher: Any = MISSING
     storage: StorageConfig = MISSING
     tracking: Any = MISSING
+    pruner: Any = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = setting(0, ge=0)
     # Study name in the Optuna storage; rerunning with the same name resumes the search.

@@ -7,6 +7,7 @@ import json
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -14,6 +15,9 @@ from nasfw.config import ProblemConfig, TrainConfig
 from nasfw.problem import Problem
 from nasfw.tuner import Candidate, Result
 from nasfw.weights import WeightStore, load_matching
+
+# (epoch, validation metric) -> stop now? (nasfw.pruning.TrialReporter; see train_model)
+Report = Callable[[int, float], bool]
 
 _PROBLEMS: dict[str, Problem] = {}
 
@@ -35,6 +39,8 @@ def candidate_seed(seed: int, candidate: Candidate) -> int:
     text = f"{seed}:{candidate.graph.hash}:{json.dumps(candidate.train, sort_keys=True)}"
     if candidate.init_from is not None:
         text += f":{candidate.init_from}"
+    if candidate.resume_from is not None:
+        text += f":resume_from={candidate.resume_from}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
 
 
@@ -48,7 +54,8 @@ class Evaluator:
     (``Candidate.keep_weights``, ``Candidate.init_from``); a kept network's artifact id is
     ``Result.extra["weights"]``. After training, every node module with a ``trial_facts()``
     method adds its numbers to ``Result.extra`` as ``<node>.<fact>`` (e.g. a ``scale`` op's
-    learned value).
+    learned value). With ``report`` (the search's pruner asking, :mod:`nasfw.pruning`), a
+    network it stops is a ``pruned`` result with its last score.
     """
 
     problem: ProblemConfig
@@ -60,14 +67,14 @@ class Evaluator:
     scoring: dict[str, Any] = field(default_factory=lambda: {"name": "plain"})
     weights: WeightStore | None = None
 
-    def __call__(self, candidate: Candidate) -> Result:
+    def __call__(self, candidate: Candidate, report: Report | None = None) -> Result:
         """Evaluate ``candidate``, timed by this machine's clock (``started``, ``finished``)."""
         started = time.time()
-        result = self._evaluate(candidate)
+        result = self._evaluate(candidate, report)
         result.started, result.finished = started, time.time()
         return result
 
-    def _evaluate(self, candidate: Candidate) -> Result:
+    def _evaluate(self, candidate: Candidate, report: Report | None) -> Result:
         import torch
 
         from nasfw.builder import build_model, model_cost
@@ -87,7 +94,10 @@ class Evaluator:
                     flops=cost.flops,
                     n_params=cost.params,
                 )
-            uses_weights = candidate.init_from is not None or candidate.keep_weights
+            source = candidate.resume_from or candidate.init_from
+            if candidate.resume_from is not None and candidate.init_from is not None:
+                return Result.failed("a candidate sets both init_from and resume_from")
+            uses_weights = source is not None or candidate.keep_weights
             if uses_weights and self.scoring["name"] != "plain":
                 return Result.failed(
                     f"evaluation={self.scoring['name']} cannot start from or keep a network's "
@@ -105,15 +115,24 @@ class Evaluator:
                 result.n_params = result.n_params if result.n_params is not None else cost.params
                 return result
             model = build_model(candidate.graph, problem)
-            inherited = None
-            if candidate.init_from is not None:
+            inherited, trained_before = None, 0
+            if source is not None:
                 assert self.weights is not None
-                inherited = load_matching(model, self.weights.load(candidate.init_from))
-            outcome = train_model(model, problem, self.train, seed, overrides=candidate.train)
+                stored = self.weights.load(source)
+                inherited, trained_before = load_matching(model, stored.state), stored.budget
+                if candidate.resume_from is not None and inherited != len(model.state_dict()):
+                    return Result.failed(
+                        f"resume_from={source}: the stored weights fit {inherited} of the "
+                        f"network's {len(model.state_dict())} tensors (another network's?)"
+                    )
+            outcome = train_model(
+                model, problem, self.train, seed, overrides=candidate.train, report=report
+            )
+            budget = trained_before + outcome.epochs
             facts_of_nodes = _trial_facts(model)
             if candidate.keep_weights and not outcome.diverged:
                 assert self.weights is not None
-                facts_of_nodes["weights"] = self.weights.save(candidate.key, model)
+                facts_of_nodes["weights"] = self.weights.save(candidate.key, model, budget)
             if inherited is not None:
                 facts_of_nodes["inherited_tensors"] = inherited
         except Exception as err:  # a broken candidate is a failed trial, never a crashed search
@@ -127,6 +146,7 @@ class Evaluator:
             "n_params": cost.params,
             "train_seconds": outcome.seconds,
             "epochs": outcome.epochs,
+            "budget": budget,
             "loss": outcome.loss,
             "curve": outcome.curve,
             "extra": {
@@ -137,7 +157,8 @@ class Evaluator:
         }
         if outcome.diverged:
             return Result.failed(outcome.reason or "diverged", **facts)
-        return Result(status="ok", metric=outcome.metric, **facts)
+        status = "pruned" if outcome.pruned else "ok"
+        return Result(status=status, metric=outcome.metric, **facts)
 
 
 def _trial_facts(model: Any) -> dict[str, Any]:

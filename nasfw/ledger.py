@@ -3,8 +3,10 @@
 nasfw's own bookkeeping (tuner state, fingerprint, generation timing) lives in the study's
 *system* attrs, so the user attrs that optuna-dashboard shows stay readable.
 
-One finished trial per evaluation (COMPLETE with the metric, or FAIL with the reason), written
-in one storage call when the result arrives; the tuner's state after each generation goes into
+One finished trial per evaluation (COMPLETE with the metric, FAIL with the reason, or PRUNED
+with the last score), written in one storage call when the result arrives (with a pruner, the
+trial is created RUNNING when training starts, to report its learning curve, and finished when
+the result arrives: :mod:`nasfw.pruning`); the tuner's state after each generation goes into
 the study's user attrs. Together they let a rerun with the same storage and study name resume.
 
 Trials are written by :meth:`Ledger.record` only: by the driver as results arrive, or, for
@@ -40,8 +42,23 @@ GENERATION_ATTR = "nasfw:last_generation"
 SECONDS_ATTR = "nasfw:generation_seconds"
 FINGERPRINT_ATTR = "nasfw:fingerprint"
 GRAPH_ATTR = "nasfw:graph"  # a trial's system attr: its ArchGraph as compact JSON
+# A trial's system attr: a RUNNING trial whose search stopped (not an evaluation: never read).
+INTERRUPTED_ATTR = "nasfw:interrupted"
 _SCHEMA_RACE_ATTEMPTS = 8
-_RESULT_FIELDS = ("loss", "flops", "n_params", "train_seconds", "epochs", "regularized_score")
+_RESULT_FIELDS = (
+    "loss",
+    "flops",
+    "n_params",
+    "train_seconds",
+    "epochs",
+    "budget",
+    "regularized_score",
+)
+_STATES = {
+    "ok": optuna.trial.TrialState.COMPLETE,
+    "failed": optuna.trial.TrialState.FAIL,
+    "pruned": optuna.trial.TrialState.PRUNED,
+}
 
 
 class LedgerError(RuntimeError):
@@ -242,29 +259,10 @@ class Ledger:
         return int(attrs[GENERATION_ATTR]), json.loads(attrs[STATE_ATTR])
 
     # -- trials ---------------------------------------------------------------------------
-    def record(
-        self, candidate: Candidate, result: Result, generation: int, index: int
-    ) -> TrialRecord:
-        """Store one evaluation as a finished trial and return it.
-
-        A :class:`StoredResult` was stored by a worker already: it is returned, not written again.
-        Any other result is stored as :meth:`Result.finite` makes it (a NaN metric is a failed
-        trial), and the returned record holds what was stored.
-        """
-        if isinstance(result, StoredResult):
-            return TrialRecord(
-                number=result.trial_number,
-                generation=generation,
-                index=index,
-                graph=candidate.graph,
-                result=result.plain(),
-                params=dict(candidate.params),
-                train=dict(candidate.train),
-                attrs=dict(candidate.attrs),
-                init_from=candidate.init_from,
-                exportable=candidate.exportable,
-            )
-        result = result.finite()
+    def _trial_attrs(
+        self, candidate: Candidate, generation: int, index: int
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The user and system attrs that say which candidate a trial evaluates."""
         attrs: dict[str, Any] = {
             "generation": generation,
             "index": index,
@@ -273,13 +271,78 @@ class Ledger:
             "nodes": len(candidate.graph),
             "train": candidate.train,
             "attrs": candidate.attrs,
-            "extra": result.extra,
         }
         if candidate.init_from is not None:
             attrs["init_from"] = candidate.init_from
+        if candidate.resume_from is not None:
+            attrs["resume_from"] = candidate.resume_from
         if not candidate.exportable:
             attrs["exportable"] = False
-        system_attrs = {GRAPH_ATTR: candidate.graph.to_json()}
+        return attrs, {GRAPH_ATTR: candidate.graph.to_json()}
+
+    def start(self, candidate: Candidate, generation: int, index: int) -> int:
+        """Create the RUNNING trial of an evaluation that starts now (for a pruner to follow
+        its learning curve); return its trial id, for :meth:`record` to finish."""
+        attrs, system_attrs = self._trial_attrs(candidate, generation, index)
+        template = optuna.trial.FrozenTrial(
+            number=-1,
+            state=optuna.trial.TrialState.RUNNING,
+            value=None,
+            datetime_start=datetime.datetime.now(),
+            datetime_complete=None,
+            params=dict(candidate.params),
+            distributions=dict(candidate.distributions),
+            user_attrs=attrs,
+            system_attrs=system_attrs,
+            intermediate_values={},
+            trial_id=-1,
+        )
+        return self.storage.create_new_trial(self.study_id, template_trial=template)
+
+    def fail_interrupted(self) -> int:
+        """Mark the study's RUNNING trials as failed and interrupted; return how many.
+
+        Called by the driver when a search (re)starts: no evaluation of the study runs then
+        but cluster jobs that outlived a killed driver; such a job, finishing, finds its trial
+        closed and writes a new one (:meth:`record`)."""
+        count = 0
+        for trial in self.study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+        ):
+            try:
+                self.storage.set_trial_system_attr(trial._trial_id, INTERRUPTED_ATTR, True)
+                self.storage.set_trial_user_attr(
+                    trial._trial_id, "fail_reason", "interrupted: the search stopped"
+                )
+                self.storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+                count += 1
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # it finished meanwhile
+        return count
+
+    def record(
+        self,
+        candidate: Candidate,
+        result: Result,
+        generation: int,
+        index: int,
+        trial_id: int | None = None,
+    ) -> TrialRecord:
+        """Store one evaluation as a finished trial and return it.
+
+        A :class:`StoredResult` was stored by a worker already: it is returned, not written again.
+        Any other result is stored as :meth:`Result.finite` makes it (a NaN metric is a failed
+        trial), and the returned record holds what was stored. ``trial_id`` is the RUNNING trial
+        :meth:`start` made for this evaluation, finished here (a new trial is written when it
+        was closed meanwhile).
+        """
+        if isinstance(result, StoredResult):
+            return self._record_of(
+                candidate, result.plain(), generation, index, result.trial_number
+            )
+        result = result.finite()
+        attrs, system_attrs = self._trial_attrs(candidate, generation, index)
+        attrs["extra"] = result.extra
         if isinstance(result.extra.get("weights"), str):
             from nasfw.weights import artifact_attr
 
@@ -290,19 +353,26 @@ class Ledger:
             value = getattr(result, name)
             if value is not None:
                 attrs[name] = value
-        if result.ok:
-            state, values = optuna.trial.TrialState.COMPLETE, [float(result.metric or 0.0)]
-        else:
-            state, values = optuna.trial.TrialState.FAIL, None
+        state = _STATES[result.status]
+        values = None if result.status == "failed" else [float(result.metric or 0.0)]
+        if result.status == "failed":
             attrs["fail_reason"] = result.error or "failed"
+        curve = {int(k): float(v) for k, v in result.curve.items()}
+        if trial_id is not None:
+            try:
+                return self._finish(
+                    trial_id, candidate, result, generation, index, attrs, system_attrs, curve
+                )
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # closed as interrupted by a restarted driver: written anew below
         frozen = optuna.trial.create_trial(
             state=state,
             values=values,
             params=candidate.params,
             distributions=candidate.distributions,
             user_attrs=attrs,
-            # The learning curve, where optuna-dashboard plots it (and pruners would read it).
-            intermediate_values={int(k): float(v) for k, v in result.curve.items()},
+            # The learning curve, where optuna-dashboard plots it and pruners read it.
+            intermediate_values=curve,
             # The graph itself, compact, beside the readable summary the dashboard shows.
             system_attrs=system_attrs,
         )
@@ -314,8 +384,40 @@ class Ledger:
         frozen.datetime_complete = datetime.datetime.fromtimestamp(finished)
         # What study.add_trial does, keeping the new trial's id (its number is then exact
         # even when other processes add trials to the same study at the same time).
-        trial_id = self.storage.create_new_trial(self.study_id, template_trial=frozen)
-        number = self.storage.get_trial_number_from_id(trial_id)
+        new_id = self.storage.create_new_trial(self.study_id, template_trial=frozen)
+        number = self.storage.get_trial_number_from_id(new_id)
+        return self._record_of(candidate, result, generation, index, number)
+
+    def _finish(
+        self,
+        trial_id: int,
+        candidate: Candidate,
+        result: Result,
+        generation: int,
+        index: int,
+        attrs: dict[str, Any],
+        system_attrs: dict[str, Any],
+        curve: dict[int, float],
+    ) -> TrialRecord:
+        """Finish the RUNNING trial ``trial_id`` with ``result`` (see :meth:`record`)."""
+        storage = self.storage
+        reported = storage.get_trial(trial_id).intermediate_values
+        for step, value in curve.items():
+            if step not in reported:
+                storage.set_trial_intermediate_value(trial_id, step, value)
+        for key, value in system_attrs.items():
+            storage.set_trial_system_attr(trial_id, key, value)
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(trial_id, key, value)
+        values = None if result.status == "failed" else [float(result.metric or 0.0)]
+        storage.set_trial_state_values(trial_id, _STATES[result.status], values)
+        number = storage.get_trial_number_from_id(trial_id)
+        return self._record_of(candidate, result, generation, index, number)
+
+    @staticmethod
+    def _record_of(
+        candidate: Candidate, result: Result, generation: int, index: int, number: int
+    ) -> TrialRecord:
         return TrialRecord(
             number=number,
             generation=generation,
@@ -327,6 +429,8 @@ class Ledger:
             attrs=dict(candidate.attrs),
             init_from=candidate.init_from,
             exportable=candidate.exportable,
+            resume_from=candidate.resume_from,
+            distributions=dict(candidate.distributions),
         )
 
     def find(self, generation: int, index: int) -> TrialRecord | None:
@@ -338,17 +442,17 @@ class Ledger:
 
     def records(self) -> list[TrialRecord]:
         """Every finished evaluation in the study, oldest first."""
-        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+        status_of = {state: status for status, state in _STATES.items()}
         out = []
-        for trial in self.study.get_trials(deepcopy=False, states=states):
+        for trial in self.study.get_trials(deepcopy=False, states=tuple(status_of)):
             a = trial.user_attrs
             graph = trial.system_attrs.get(GRAPH_ATTR, a.get("graph"))  # "graph": before 0.2
-            if graph is None:
-                continue  # not written by nasfw
-            ok = trial.state == optuna.trial.TrialState.COMPLETE
+            if graph is None or trial.system_attrs.get(INTERRUPTED_ATTR):
+                continue  # not written by nasfw, or not an evaluation
+            status = status_of[trial.state]
             result = Result(
-                status="ok" if ok else "failed",
-                metric=trial.value if ok else None,
+                status=status,
+                metric=trial.value if status != "failed" else None,
                 error=a.get("fail_reason"),
                 extra=a.get("extra", {}),
                 curve=dict(trial.intermediate_values),
@@ -368,6 +472,8 @@ class Ledger:
                     attrs=a.get("attrs", {}),
                     init_from=a.get("init_from"),
                     exportable=a.get("exportable", True),
+                    resume_from=a.get("resume_from"),
+                    distributions=dict(trial.distributions),
                 )
             )
         return out
@@ -395,12 +501,17 @@ class StoredEvaluation:
     has a trial (its job was killed after writing it, then retried) is not evaluated again.
     When the storage cannot be reached from the job, the plain result goes back to the driver,
     which writes it: either way the trial is written once, by :meth:`Ledger.record`.
+
+    With ``pruner`` (the settings :func:`nasfw.pruning.pruner_settings` made), the trial is
+    created RUNNING first and the evaluation reports its learning curve to it, asking the
+    pruner after each point (every launcher then runs this, local workers too).
     """
 
-    evaluate: Callable[[Candidate], Result]
+    evaluate: Callable[..., Result]
     url: str
     study_name: str
     generation: int
+    pruner: dict[str, Any] | None = None
 
     def key(self, task: tuple[int, Candidate]) -> str:
         """A stable name of this evaluation, for launchers that re-attach to running jobs."""
@@ -409,6 +520,7 @@ class StoredEvaluation:
 
     def __call__(self, task: tuple[int, Candidate]) -> Result:
         index, candidate = task
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per job opening it
         ledger: Ledger | None = None
         try:
             ledger = Ledger(self.url, self.study_name)
@@ -420,11 +532,20 @@ class StoredEvaluation:
                 f"nasfw: cannot read {self.url} from this job ({err}); the driver writes",
                 file=sys.stderr,
             )
-        result = self.evaluate(candidate)
+        trial_id, reporter = None, None
+        if ledger is not None and self.pruner is not None:
+            from nasfw.pruning import TrialReporter
+
+            try:
+                trial_id = ledger.start(candidate, self.generation, index)
+                reporter = TrialReporter(ledger, trial_id, self.pruner)
+            except Exception as err:
+                print(f"nasfw: the pruner cannot follow this job ({err})", file=sys.stderr)
+        result = self.evaluate(candidate, reporter) if reporter else self.evaluate(candidate)
         if ledger is None:
             return result
         try:
-            record = ledger.record(candidate, result, self.generation, index)
+            record = ledger.record(candidate, result, self.generation, index, trial_id)
             return _stored(record.result, record.number)
         except Exception as err:
             print(

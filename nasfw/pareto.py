@@ -18,21 +18,26 @@ if TYPE_CHECKING:
 FILENAME = "pareto_front.json"
 
 
-def _on_the_plane(record: TrialRecord) -> bool:
-    """An ok, exportable trial with a finite metric and a FLOP count: one that has a place on
-    the front (a network that only serves the tuner, ``exportable=False``, has none)."""
+def _on_the_plane(record: TrialRecord, budget: int) -> bool:
+    """An ok, exportable trial at ``budget`` epochs or more, with a finite metric and a FLOP
+    count: one that has a place on the front (a network that only serves the tuner,
+    ``exportable=False``, a pruned one or one trained less than the others has none)."""
     return (
         record.exportable
+        and record.result.ok
+        and record.result.trained_budget >= budget
         and math.isfinite(record.result.fitness)
         and record.result.flops is not None
     )
 
 
-def pareto_front(records: Iterable[TrialRecord]) -> list[TrialRecord]:
+def pareto_front(records: Iterable[TrialRecord], budget: int = 0) -> list[TrialRecord]:
     """The trials no other trial dominates (higher metric, fewer FLOPs), by FLOPs ascending.
 
-    A trial dominates another if it is no worse in both and better in one. Failed trials, ok
-    ones without a metric or FLOPs, and networks that only serve the tuner take no part. Of
+    A trial dominates another if it is no worse in both and better in one. Failed and pruned
+    trials, ok ones without a metric or FLOPs or trained for fewer than ``budget`` epochs
+    (:meth:`nasfw.SearchContext.full_budget`), and networks that only serve the tuner take no
+    part. Of
     exact duplicates (same metric and FLOPs, e.g. a reused evaluation) only the lowest trial
     number is kept. Along the front both FLOPs and metric strictly increase. Empty input, or
     no eligible trial, gives ``[]``.
@@ -40,7 +45,7 @@ def pareto_front(records: Iterable[TrialRecord]) -> list[TrialRecord]:
     # Cheapest first, and at equal cost the best (then earliest) first: a trial is on the
     # front exactly when it beats every metric seen before it.
     ordered = sorted(
-        (r for r in records if _on_the_plane(r)),
+        (r for r in records if _on_the_plane(r, budget)),
         key=lambda r: (r.result.flops, -r.result.fitness, r.number),
     )
     front: list[TrialRecord] = []
@@ -83,7 +88,8 @@ def write_front(context: SearchContext) -> Path:
     Raises OSError if the directory cannot be created or the file written.
     """
     path = front_path(context)
-    rows = pareto_rows(pareto_front(context.history), f"val_{context.problem.metric}")
+    front = pareto_front(context.history, context.full_budget())
+    rows = pareto_rows(front, f"val_{context.problem.metric}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows, indent=2))
     return path

@@ -36,13 +36,17 @@ class TrialRecord:
     init_from: str | None = None
     # False for networks that only serve the tuner (Candidate.exportable).
     exportable: bool = True
+    # The key of the evaluation of this network whose training it continued (Candidate.resume_from).
+    resume_from: str | None = None
+    # The Optuna distributions of ``params`` (what a sampler needs to learn from the trial).
+    distributions: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
         """The evaluation's :attr:`nasfw.Candidate.key`."""
         from nasfw.tuner import evaluation_key
 
-        return evaluation_key(self.graph, self.train, self.init_from)
+        return evaluation_key(self.graph, self.train, self.init_from, self.resume_from)
 
     @property
     def rank(self) -> tuple[float, int, int]:
@@ -80,8 +84,21 @@ class SearchContext:
     plugin_state: dict[str, Any] = field(default_factory=dict)
 
     def best(self) -> TrialRecord | None:
+        """The best network trained to the full budget: the highest-ranked ``ok``, exportable
+        trial among those whose :attr:`nasfw.Result.budget` reaches ``train.epochs`` (or,
+        before any does, the largest budget reached), so a network scored after 1 epoch is
+        never compared with 5-epoch ones. Pruned and failed trials are never the best."""
+        full = self.full_budget()
         ok = [t for t in self.history if t.result.ok and t.exportable]
+        ok = [t for t in ok if t.result.trained_budget >= full]
         return max(ok, key=lambda t: t.rank) if ok else None
+
+    def full_budget(self) -> int:
+        """The budget (epochs) networks are compared at: ``train.epochs``, or the largest
+        budget an ``ok`` exportable trial has reached while none has reached it yet."""
+        budgets = [t.result.trained_budget for t in self.history if t.result.ok and t.exportable]
+        reached = max(budgets, default=0)
+        return reached if self.cfg is None else min(int(self.cfg.train.epochs), reached)
 
 
 def fingerprint(cfg: DictConfig) -> dict[str, Any]:
@@ -193,6 +210,9 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
     if cfg.postproc.name != "none":
         reg.get("postprocessors", cfg.postproc.name)
     scoring = _scoring(cfg, problem_config, reg)
+    from nasfw.pruning import pruner_settings
+
+    pruning = pruner_settings(cfg, scoring["name"])
     problem = load_problem(problem_config)
     if not space.accepts(problem.modality):
         serving = _spaces_for(problem.modality, reg)
@@ -209,7 +229,7 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
     # Tuner and launcher check their settings first: a bad config must not leave its
     # fingerprint in a new study, or the corrected rerun would be refused as another search.
     tuner = tuner_cls(cfg.tuner, space, int(cfg.seed))
-    tuner.problem = problem
+    tuner.problem, tuner.train = problem, train_config
     launcher = launcher_cls(cfg.launcher)
     lease: DriverLease | None = None
     try:
@@ -221,9 +241,12 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
         # Before anything is written: a second driver on the study refuses here.
         lease = DriverLease(ledger.storage, cfg.study_name)
         lease.acquire()
+        if cfg.tuner.get("warm_start"):
+            tuner.warm_start(_warm_start_trials(ledger, str(cfg.tuner.warm_start)))
         ledger.check_fingerprint(fingerprint(cfg))
         ledger.set_metric_name(f"val_{problem.metric}")
         saved = ledger.load_state()
+        ledger.fail_interrupted()  # evaluations a killed driver left RUNNING (pruner=...)
         start_generation = 0
         if saved is not None:
             last, state = saved
@@ -270,11 +293,12 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
                 context=context, generation=generation, candidates=candidates
             )
             records = _run_generation(
-                context, ledger, launcher, evaluator, candidates, generation, console
+                context, ledger, launcher, evaluator, candidates, generation, console, pruning
             )
             tuner.tell(candidates, [r.result for r in records])
             context.generation_seconds[generation] = time.perf_counter() - started
             ledger.save_state(generation, tuner.state(), context.generation_seconds)
+            _drop_unneeded_weights(context, evaluator.weights, generation)
             hook.nasfw_generation_end(context=context, generation=generation, trials=records)
             _report_generation(console, context, generation, records)
             generation += 1
@@ -308,6 +332,51 @@ def weight_store(cfg: DictConfig) -> Any:
     return WeightStore(str(path.absolute()), str(cfg.study_name))
 
 
+def _warm_start_trials(ledger: Any, name: str) -> list[TrialRecord]:
+    """The finished trials of study ``name`` in the search's storage (``tuner.warm_start``)."""
+    from nasfw.config import ConfigError
+    from nasfw.ledger import Ledger
+
+    names = [s.study_name for s in ledger.storage.get_all_studies()]
+    if name not in names or name == ledger.study.study_name:
+        found = sorted(n for n in names if "::" not in n and n != ledger.study.study_name)
+        raise ConfigError(
+            f"tuner.warm_start={name}: "
+            + ("a search cannot warm-start from itself" if name in names else "no such study")
+            + f" in storage.url={ledger.url} (studies there: {found or 'none'})"
+        )
+    return Ledger(ledger.url, name).records()
+
+
+def _drop_unneeded_weights(context: SearchContext, store: Any, generation: int) -> None:
+    """Delete the stored weights no tuner needs any more (``Tuner.weights_needed``; the best
+    network's stay, for the export); then stop if the rest exceed ``storage.weights_limit_mb``.
+
+    Raises:
+        ConfigError: over the limit (after the generation's state is saved: resumable).
+    """
+    from nasfw.config import ConfigError
+
+    kept = {r.key for r in context.history if "weights" in r.result.extra}
+    needed = context.tuner.weights_needed()
+    if needed is not None:
+        best = context.best()
+        keep = set(needed) | ({best.key} if best is not None else set())
+        for key in kept - keep:
+            store.remove(key)
+        kept &= keep
+    limit = context.cfg.storage.get("weights_limit_mb")
+    if limit is None:
+        return
+    size = sum(store.nbytes(key) for key in kept) / 1e6
+    if size > float(limit):
+        raise ConfigError(
+            f"storage.weights_limit_mb={limit}: after generation {generation} the study keeps "
+            f"{size:.1f} MB of weights its tuner still needs, in {store.path}. Nothing is "
+            "lost: rerun with a larger limit to resume"
+        )
+
+
 def _hooks() -> Any:
     from nasfw.registry import plugin_manager
 
@@ -322,6 +391,7 @@ def _run_generation(
     candidates: list[Any],
     generation: int,
     console: Any,
+    pruning: dict[str, Any] | None = None,
 ) -> list[TrialRecord]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -380,12 +450,13 @@ def _run_generation(
         def on_result(position: int, result: Any) -> None:
             store(todo[position], result)
 
-        if getattr(launcher, "workers_write_trials", False):
+        if getattr(launcher, "workers_write_trials", False) or pruning is not None:
             from nasfw.ledger import StoredEvaluation, absolute_url
 
-            # Each job writes its own trial; on_result then only picks it up (Ledger.record).
+            # Each job writes its own trial (a running one, with a pruner, that reports its
+            # learning curve); on_result then only picks it up (Ledger.record).
             fn: Any = StoredEvaluation(
-                evaluator, absolute_url(ledger.url), context.study.study_name, generation
+                evaluator, absolute_url(ledger.url), context.study.study_name, generation, pruning
             )
             launcher.map(fn, [(i, candidates[i]) for i in todo], on_result)
         else:
@@ -407,10 +478,13 @@ def _report_generation(
     import statistics
 
     ok = [r.result.metric for r in records if r.result.ok and r.result.metric is not None]
+    pruned = sum(r.result.pruned for r in records)
     best = context.best()
     metric = context.problem.metric
     console.print(
-        f"generation {generation}: {len(ok)} ok, {len(records) - len(ok)} failed"
+        f"generation {generation}: {len(ok)} ok, "
+        + (f"{pruned} pruned, " if pruned else "")
+        + f"{len(records) - len(ok) - pruned} failed"
         + (f"; best {metric} {max(ok):.4f}, mean {statistics.fmean(ok):.4f}" if ok else "")
         + (f"; best so far {best.result.metric:.4f} (trial {best.number})" if best else "")
     )
@@ -435,13 +509,15 @@ def _export_best(context: SearchContext, best: TrialRecord, train_config: Any) -
     from nasfw.tuner import Candidate
     from nasfw.weights import load_matching
 
-    candidate = Candidate(best.graph, train=best.train, init_from=best.init_from)
+    candidate = Candidate(
+        best.graph, train=best.train, init_from=best.init_from, resume_from=best.resume_from
+    )
     seed = candidate_seed(int(context.cfg.seed), candidate)
     torch.manual_seed(seed)
     model = build_model(best.graph, context.problem)
     if "weights" in best.result.extra:
         # The evaluated network itself (it may have inherited weights no retraining gives).
-        state = weight_store(context.cfg).load(best.key)
+        state = weight_store(context.cfg).load(best.key).state
         if load_matching(model, state) != len(model.state_dict()):
             raise RuntimeError(f"the stored weights of trial {best.number} do not fit its graph")
         device = prepare_device(train_config)
@@ -453,8 +529,9 @@ def _export_best(context: SearchContext, best: TrialRecord, train_config: Any) -
             "weights": "the trial's stored weights (not retrained)",
         }
     else:
-        if best.init_from is not None:
-            load_matching(model, weight_store(context.cfg).load(best.init_from))
+        source = best.resume_from or best.init_from
+        if source is not None:
+            load_matching(model, weight_store(context.cfg).load(source).state)
         outcome = train_model(model, context.problem, train_config, seed, overrides=best.train)
         trained_on = {
             "device": outcome.device,

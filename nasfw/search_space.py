@@ -77,6 +77,23 @@ class RandomChooser:
         return value
 
 
+class TrialChooser:
+    """The choices an Optuna trial's sampler makes (``trial.suggest_*``, define-by-run): how
+    a tuner lets an Optuna sampler (TPE, ...) drive :meth:`SearchSpace.sample`."""
+
+    def __init__(self, trial: Any) -> None:
+        self.trial = trial
+
+    def int(self, name: str, low: int, high: int, log: bool = False) -> int:
+        return self.trial.suggest_int(name, low, high, log=log)
+
+    def float(self, name: str, low: float, high: float, log: bool = False) -> float:
+        return self.trial.suggest_float(name, low, high, log=log)
+
+    def categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        return self.trial.suggest_categorical(name, list(choices))
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str

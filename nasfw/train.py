@@ -25,6 +25,9 @@ ExtraLoss = Callable[[nn.Module], torch.Tensor]
 # Optional hook before every optimizer step: (optimizer, step, total steps), steps from 0, e.g.
 # to anneal one parameter group's learning rate.
 BeforeStep = Callable[[torch.optim.Optimizer, int, int], None]
+# Optional hook after each point of the learning curve: (epoch, validation metric) -> whether to
+# stop here (a pruner's verdict, nasfw.pruning).
+ReportCurve = Callable[[int, float], bool]
 
 
 @dataclass
@@ -45,6 +48,8 @@ class TrainOutcome:
     # Seconds of scoring the validation split, after epochs and after training (not in
     # ``seconds``).
     score_seconds: float = 0.0
+    # Stopped early by ``report`` after ``epochs`` epochs; ``metric`` is that epoch's score.
+    pruned: bool = False
 
     @property
     def curve(self) -> dict[int, float]:
@@ -172,6 +177,7 @@ def train_model(
     extra_loss: ExtraLoss | None = None,
     param_groups: list[dict[str, Any]] | None = None,
     before_step: BeforeStep | None = None,
+    report: ReportCurve | None = None,
 ) -> TrainOutcome:
     """Train ``model`` on ``problem.train`` and score it on ``problem.val``.
 
@@ -185,7 +191,9 @@ def train_model(
     for some parameters (e.g. a larger learning rate for MorphNet's gates); ``before_step``
     runs before every optimizer step (e.g. to anneal a group's learning rate). Every submodule
     with a ``penalty()`` method adds its value to the loss too (Keras's ``add_loss``: e.g. the
-    L1 on Petridish's candidate weights).
+    L1 on Petridish's candidate weights). ``report(epoch, val_metric)`` is called with each
+    point of the learning curve before the last epoch; when it returns True training stops
+    there, with ``pruned=True`` (Optuna's ``trial.report`` / ``should_prune``).
     """
     settings = _settings(config, overrides or {})
     device = prepare_device(config)
@@ -254,10 +262,21 @@ def train_model(
             # The learning curve; the last epoch's score is the result, below. Scoring does
             # not draw from the RNG, so the training is the same with or without it.
             scored = time.perf_counter()
-            history[-1]["val_metric"] = evaluate_model(
-                model, problem, problem.val, precision=precision
-            )
+            value = evaluate_model(model, problem, problem.val, precision=precision)
+            history[-1]["val_metric"] = value
+            stop = report is not None and report(epoch, value)
             curve_seconds += time.perf_counter() - scored
+            if stop:
+                return TrainOutcome(
+                    metric=value,
+                    loss=epoch_loss,
+                    epochs=epoch,
+                    seconds=time.perf_counter() - started - curve_seconds,
+                    history=history,
+                    score_seconds=curve_seconds,
+                    pruned=True,
+                    **facts,
+                )
     if device.type == "cuda":
         torch.cuda.synchronize(device)  # the seconds are the GPU's, not the launch queue's
     seconds = time.perf_counter() - started - curve_seconds

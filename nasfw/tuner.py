@@ -28,8 +28,13 @@ class Candidate:
     the trial; ``init_from`` is the :attr:`key` of an earlier candidate that kept its weights,
     and this network starts from them wherever a layer has the same name and shape (the rest
     keeps its seeded initialisation), e.g. Petridish's children inheriting their parent's.
-    ``exportable=False`` marks a network that only serves the tuner (Petridish's candidate
-    training): its trial is recorded, but it is never the search's best nor on its Pareto front.
+    ``resume_from`` is the :attr:`key` of an earlier evaluation *of the same network* that kept
+    its weights: training continues from them (every tensor must fit, else the trial fails) for
+    ``train["epochs"]`` more epochs, e.g. a Hyperband promotion that pays only its extra epochs.
+    Either way the result's :attr:`Result.budget` counts the epochs the weights had already
+    trained. ``exportable=False`` marks a network that only serves the tuner (Petridish's
+    candidate training): its trial is recorded, but it is never the search's best nor on its
+    Pareto front.
     """
 
     graph: ArchGraph
@@ -40,20 +45,31 @@ class Candidate:
     init_from: str | None = None
     keep_weights: bool = False
     exportable: bool = True
+    resume_from: str | None = None
 
     @property
     def key(self) -> str:
         """What makes two evaluations the same: the network, its training overrides and the
         weights it starts from (16 hex digits). Equal keys get the same seed and may reuse
-        each other's result; :attr:`init_from` refers to an evaluation by this key."""
-        return evaluation_key(self.graph, self.train, self.init_from)
+        each other's result; :attr:`init_from` and :attr:`resume_from` refer to an evaluation
+        by this key."""
+        return evaluation_key(self.graph, self.train, self.init_from, self.resume_from)
 
 
 @dataclass
 class Result:
-    """What evaluating one candidate gave. ``metric`` is higher-is-better (accuracy, r2)."""
+    """What evaluating one candidate gave. ``metric`` is higher-is-better (accuracy, r2).
 
-    status: Literal["ok", "failed"]
+    ``status`` is ``"ok"`` (trained its full ``epochs``), ``"failed"`` (``error`` says why) or
+    ``"pruned"``: the search's pruner (``pruner=median``, ...) stopped it after ``epochs``
+    epochs, and ``metric`` is its last validation score (its Optuna trial is ``PRUNED``).
+    ``epochs`` counts what this evaluation trained; ``budget`` the epochs its weights have had
+    in all, those of the weights it started from (``Candidate.resume_from`` / ``init_from``)
+    included: the search's best is chosen among networks at the full budget only
+    (:meth:`nasfw.SearchContext.best`).
+    """
+
+    status: Literal["ok", "failed", "pruned"]
     metric: float | None = None
     loss: float | None = None
     flops: int | None = None
@@ -70,15 +86,29 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
     # The learning curve: the validation metric by epoch (the trial's intermediate values).
     curve: dict[int, float] = field(default_factory=dict)
+    # Epochs the network's weights trained in all (None: ``epochs``, nothing inherited).
+    budget: int | None = None
 
     @property
     def ok(self) -> bool:
+        """Trained to the end and scored (not failed, not pruned)."""
         return self.status == "ok"
 
     @property
+    def pruned(self) -> bool:
+        return self.status == "pruned"
+
+    @property
+    def trained_budget(self) -> int:
+        """:attr:`budget`, or :attr:`epochs` when nothing was inherited."""
+        return self.budget if self.budget is not None else self.epochs
+
+    @property
     def fitness(self) -> float:
-        """The metric, or ``-inf`` for a failed candidate (what tuners rank by)."""
-        if not self.ok or self.metric is None or math.isnan(self.metric):
+        """What tuners rank by: the metric, a pruned network's last score (lower than it would
+        have reached: it ranks below the networks that outscored it when it stopped), or
+        ``-inf`` for a failed candidate."""
+        if self.status == "failed" or self.metric is None or math.isnan(self.metric):
             return -math.inf
         return self.metric
 
@@ -96,7 +126,8 @@ class Result:
         """
         bad = [name for name in _NUMBER_FIELDS if _non_finite(getattr(self, name))]
         bad_extra = [k for k, v in self.extra.items() if _non_finite(v)]
-        missing = self.ok and self.metric is None
+        scored = self.status != "failed"
+        missing = scored and self.metric is None
         bad_curve = any(_non_finite(v) for v in self.curve.values())
         if not (bad or bad_extra or missing or bad_curve):
             return self
@@ -106,7 +137,7 @@ class Result:
             extra={k: v for k, v in self.extra.items() if k not in bad_extra},
             curve={k: v for k, v in self.curve.items() if not _non_finite(v)},
         )
-        if not self.ok or not (bad or bad_extra or missing):
+        if not scored or not (bad or bad_extra or missing):
             return cleaned  # (an ok result whose curve had a NaN point keeps the others)
         if missing:
             reason = "the evaluation returned no metric"
@@ -117,7 +148,12 @@ class Result:
         return replace(cleaned, status="failed", metric=None, regularized_score=None, error=reason)
 
 
-def evaluation_key(graph: ArchGraph, train: dict[str, Any], init_from: str | None = None) -> str:
+def evaluation_key(
+    graph: ArchGraph,
+    train: dict[str, Any],
+    init_from: str | None = None,
+    resume_from: str | None = None,
+) -> str:
     """:attr:`Candidate.key` of a network, its training overrides and its initial weights."""
     import hashlib
     import json
@@ -125,6 +161,8 @@ def evaluation_key(graph: ArchGraph, train: dict[str, Any], init_from: str | Non
     text = f"{graph.hash}:{json.dumps(train, sort_keys=True)}"
     if init_from is not None:
         text += f":init_from={init_from}"
+    if resume_from is not None:
+        text += f":resume_from={resume_from}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -151,9 +189,12 @@ class Tuner(ABC):
 
     ``problem`` is set by the search loop before the first ``ask`` (the :class:`nasfw.Problem`;
     ``None`` until then): for tuners that need the data's shapes, e.g. to size grown layers.
+    ``train`` likewise (the run's :class:`nasfw.TrainConfig`): e.g. ``train.epochs``, the full
+    budget of a multi-fidelity tuner.
     """
 
     problem: Any = None
+    train: Any = None
 
     def __init__(self, config: TunerConfig, space: SearchSpace, seed: int) -> None:
         from nasfw.config import check_settings
@@ -179,6 +220,27 @@ class Tuner(ABC):
         """Metrics about the tuner's own state after the last ``tell`` (e.g. species counts),
         logged with each generation by trackers. Empty by default."""
         return {}
+
+    def weights_needed(self) -> set[str] | None:
+        """Keys (:attr:`Candidate.key`) of the evaluations whose stored weights this tuner may
+        still start a candidate from (``init_from`` / ``resume_from``), asked after every
+        ``tell``: the search deletes the study's other stored weights (never the best
+        network's). ``None`` (the default): keep them all."""
+        return None
+
+    def warm_start(self, trials: list[Any]) -> None:
+        """Learn from the finished trials (:class:`nasfw.TrialRecord`, oldest first) of the
+        study named by ``tuner.warm_start``, before the first ``ask`` of a new search.
+
+        Raises:
+            nasfw.ConfigError: this tuner cannot use earlier trials (the default).
+        """
+        from nasfw.config import ConfigError
+
+        raise ConfigError(
+            f"tuner.warm_start: tuner={self.config.name} cannot start from another study's "
+            "trials (tpe and hyperband can)"
+        )
 
     def generation_artifacts(self) -> dict[str, Any]:
         """Files about the tuner's own state after the last ``tell``, kept by trackers with

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +30,14 @@ ARTIFACT_ATTR_PREFIX = "artifacts:"  # Optuna's own key for an artifact's metada
 
 class WeightsError(RuntimeError):
     """Weights a candidate starts from are not in the store (or cannot be read)."""
+
+
+@dataclass
+class StoredWeights:
+    """A network's ``state_dict`` (CPU tensors) and the epochs it had trained in all."""
+
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+    budget: int = 0
 
 
 @dataclass(frozen=True)
@@ -49,21 +57,22 @@ class WeightStore:
         Path(self.path).mkdir(parents=True, exist_ok=True)
         return FileSystemArtifactStore(self.path)
 
-    def save(self, key: str, model: nn.Module) -> str:
-        """Write ``model``'s ``state_dict`` (on the CPU) as the weights of ``key``; return the
-        artifact id."""
+    def save(self, key: str, model: nn.Module, budget: int = 0) -> str:
+        """Write ``model``'s ``state_dict`` (on the CPU) as the weights of ``key``, trained for
+        ``budget`` epochs in all; return the artifact id."""
         import torch
 
         buffer = io.BytesIO()
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        torch.save({"state_dict": state, "budget": int(budget)}, buffer)
         buffer.seek(0)
         artifact_id = self.artifact_id(key)
         self._store().write(artifact_id, buffer)  # type: ignore[attr-defined]
         return artifact_id
 
-    def load(self, key: str) -> dict[str, torch.Tensor]:
-        """The ``state_dict`` saved for ``key`` (CPU tensors). Raises :class:`WeightsError`
-        naming the key and the directory when there is none."""
+    def load(self, key: str) -> StoredWeights:
+        """The weights saved for ``key``. Raises :class:`WeightsError` naming the key and the
+        directory when there are none (never saved, or deleted as no longer needed)."""
         import torch
 
         artifact_id = self.artifact_id(key)
@@ -75,7 +84,24 @@ class WeightStore:
                 f"no stored weights for evaluation {key} (artifact {artifact_id} in "
                 f"storage.artifacts={self.path}): {type(err).__name__}"
             ) from err
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if "state_dict" not in saved:  # written before budgets were kept: a bare state_dict
+            return StoredWeights(saved, 0)
+        return StoredWeights(saved["state_dict"], int(saved["budget"]))
+
+    def nbytes(self, key: str) -> int:
+        """Bytes the weights of ``key`` take on disk (0 when there are none)."""
+        path = Path(self.path) / self.artifact_id(key)
+        return path.stat().st_size if path.is_file() else 0
+
+    def remove(self, key: str) -> bool:
+        """Delete the weights of ``key``; return whether there were any. The trial keeps its
+        artifact entry (Optuna cannot delete a finished trial's attrs), which then finds no
+        file."""
+        if not self.nbytes(key):
+            return False
+        self._store().remove(self.artifact_id(key))  # type: ignore[attr-defined]
+        return True
 
 
 def artifact_attr(artifact_id: str, key: str) -> tuple[str, str]:

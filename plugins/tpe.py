@@ -2,13 +2,17 @@
 
 The sampler works on a private in-memory study holding what this tuner was told; the search's
 persistent study stays the ledger. Each generation gets a sampler seeded from (seed, generation),
-so a resumed search proposes exactly what an uninterrupted one would.
+so a resumed search proposes exactly what an uninterrupted one would. A network the search's
+pruner stopped is told as a PRUNED trial with its learning curve, which TPE ranks below the
+finished ones by how far it got (Optuna's own treatment); ``tuner.warm_start=<study>`` adds
+another study's finished trials to the private study before the first proposal.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +20,7 @@ import optuna
 from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.trial import TrialState
 
-from nasfw import Candidate, Result, Tuner, TunerConfig, hookimpl, setting
+from nasfw import Candidate, Result, TrialChooser, Tuner, TunerConfig, hookimpl, setting
 
 
 @dataclass
@@ -33,22 +37,6 @@ class TPEConfig(TunerConfig):
     group: bool = True
 
 
-class TrialChooser:
-    """The search space's :class:`nasfw.Chooser`, answered by an Optuna trial."""
-
-    def __init__(self, trial: optuna.Trial) -> None:
-        self.trial = trial
-
-    def int(self, name: str, low: int, high: int, log: bool = False) -> int:
-        return self.trial.suggest_int(name, low, high, log=log)
-
-    def float(self, name: str, low: float, high: float, log: bool = False) -> float:
-        return self.trial.suggest_float(name, low, high, log=log)
-
-    def categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        return self.trial.suggest_categorical(name, list(choices))
-
-
 class TPETuner(Tuner):
     config: TPEConfig
 
@@ -56,6 +44,7 @@ class TPETuner(Tuner):
         super().__init__(config, space, seed)
         self.generation = 0
         self.told: list[dict[str, Any]] = []
+        self.warm: list[dict[str, Any]] = []  # another study's trials (tuner.warm_start)
         self.study = optuna.create_study(direction="maximize")
         self.pending: list[optuna.Trial] = []
 
@@ -85,41 +74,64 @@ class TPETuner(Tuner):
 
     def tell(self, candidates: list[Candidate], results: list[Result]) -> None:
         for trial, candidate, result in zip(self.pending, candidates, results, strict=True):
-            if result.ok:
-                self.study.tell(trial, result.fitness)
-            else:
-                self.study.tell(trial, state=TrialState.FAIL)
-            self.told.append(
-                {
-                    "params": candidate.params,
-                    "distributions": {
-                        k: distribution_to_json(d) for k, d in candidate.distributions.items()
-                    },
-                    "value": result.fitness if result.ok else None,
-                }
+            entry = _entry(candidate.params, candidate.distributions, result)
+            if entry["state"] == "PRUNED":
+                for step, value in entry["curve"].items():
+                    trial.report(value, int(step))
+            state = TrialState[entry["state"]]
+            # Optuna takes a value with COMPLETE only; PRUNED keeps its last reported one.
+            self.study.tell(
+                trial, entry["value"] if state == TrialState.COMPLETE else None, state=state
             )
+            self.told.append(entry)
         self.pending = []
         self.generation += 1
 
+    def warm_start(self, trials: list[Any]) -> None:
+        """Learn from another study's finished trials (``tuner.warm_start``): those with
+        params join the private study, and so shape every proposal."""
+        self.warm = [_entry(t.params, t.distributions, t.result) for t in trials if t.params]
+        self._rebuild()
+
     def state(self) -> dict[str, Any]:
-        return {"generation": self.generation, "told": self.told}
+        return {"generation": self.generation, "told": self.told, "warm": self.warm}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.generation = state["generation"]
         self.told = list(state["told"])
+        self.warm = list(state.get("warm", []))
+        self._rebuild()
+
+    def _rebuild(self) -> None:
         self.study = optuna.create_study(direction="maximize")
-        for entry in self.told:
-            ok = entry["value"] is not None
+        for entry in [*self.warm, *self.told]:
+            # Entries written before pruning existed have no state: a value means COMPLETE.
+            state = entry.get("state", "COMPLETE" if entry["value"] is not None else "FAIL")
             self.study.add_trial(
                 optuna.trial.create_trial(
                     params=entry["params"],
                     distributions={
                         k: json_to_distribution(d) for k, d in entry["distributions"].items()
                     },
-                    value=entry["value"] if ok else None,
-                    state=TrialState.COMPLETE if ok else TrialState.FAIL,
+                    value=entry["value"] if state != "FAIL" else None,
+                    state=TrialState[state],
+                    intermediate_values={int(k): v for k, v in entry.get("curve", {}).items()},
                 )
             )
+
+
+def _entry(params: dict[str, Any], distributions: dict[str, Any], result: Result) -> dict[str, Any]:
+    """What the private study keeps of one evaluation (JSON-able, for the tuner's state)."""
+    state = {"ok": "COMPLETE", "failed": "FAIL", "pruned": "PRUNED"}[result.status]
+    if state != "FAIL" and not math.isfinite(result.fitness):
+        state = "FAIL"
+    return {
+        "params": params,
+        "distributions": {k: distribution_to_json(d) for k, d in distributions.items()},
+        "value": result.fitness if state != "FAIL" else None,
+        "state": state,
+        "curve": {str(k): v for k, v in result.curve.items()} if state == "PRUNED" else {},
+    }
 
 
 @hookimpl

@@ -122,6 +122,7 @@ def context(tmp_path: Path, records: list[TrialRecord], metric: str = "accuracy"
         export_dir=None,
         output_dir=tmp_path,
         best=lambda: max((r for r in records if r.result.ok), key=lambda r: r.rank, default=None),
+        full_budget=lambda: 0,
     )
 
 

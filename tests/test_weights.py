@@ -54,7 +54,9 @@ def test_kept_weights_are_the_trials_artifact_and_reproduce_its_score(tmp_path, 
     optuna.artifacts.download_artifact(
         artifact_store=store, file_path=str(download), artifact_id=meta.artifact_id
     )
-    state = torch.load(io.BytesIO(download.read_bytes()), weights_only=True)
+    saved = torch.load(io.BytesIO(download.read_bytes()), weights_only=True)
+    state = saved["state_dict"]  # beside the epochs it trained: saved["budget"]
+    assert saved["budget"] == result.epochs
     problem = load_problem(evaluator.problem)
     model = build_model(GRAPH, problem)
     assert load_matching(model, state) == len(model.state_dict())

@@ -441,14 +441,12 @@ class CoDeepNEAT(Tuner):
         """Scores of the networks of the last ``ask()`` back to blueprints and modules."""
         # A network that failed (could not build, diverged, too large) scores 0, or as low as
         # the generation's worst network where metrics go below 0 (R², -MAE, MCC): a failure
-        # never outranks a network that trained.
-        ok = [r.metric for r in results if r.ok and r.metric is not None]
-        ok = [m for m in ok if math.isfinite(m)]
+        # never outranks a network that trained. A pruned network scores its last value
+        # (Result.fitness): it stopped below the median, so it ranks low, but its blueprint and
+        # modules keep the credit of a network that learned something.
+        ok = [r.fitness for r in results if math.isfinite(r.fitness)]
         floor = min([0.0, *ok])
-        scores = [
-            r.metric if r.ok and r.metric is not None and math.isfinite(r.metric) else floor
-            for r in results
-        ]
+        scores = [r.fitness if math.isfinite(r.fitness) else floor for r in results]
         aggregate = statistics.fmean if self.config.fitness_aggregation == "mean" else max
         bp_scores: dict[int, list[float]] = {}
         mod_scores: dict[int, list[float]] = {}

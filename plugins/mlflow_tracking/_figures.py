@@ -100,10 +100,11 @@ def _plottable(trial: TrialRecord) -> bool:
     return ok_metric(trial) is not None and (trial.result.flops or 0) > 0
 
 
-def pareto_figure(trials: Sequence[TrialRecord], metric: str, name: str) -> Any:
+def pareto_figure(trials: Sequence[TrialRecord], metric: str, name: str, budget: int = 0) -> Any:
     """``trials``' validation score against FLOPs (multiply-adds x 2, log scale): every ok trial
     grey, the Pareto front as a step line through its points, labelled with trial numbers
-    (networks that only serve the tuner, ``exportable=False``, are left out).
+    (networks that only serve the tuner, ``exportable=False``, and those trained for fewer than
+    ``budget`` epochs, are left out).
 
     The score is the error ``1 - accuracy`` when ``metric`` is ``accuracy``, else the metric
     itself (an "error" of r2 or neg_mae means nothing). ``name`` (the study) starts the title.
@@ -114,7 +115,9 @@ def pareto_figure(trials: Sequence[TrialRecord], metric: str, name: str) -> Any:
         return 1.0 - t.result.fitness if accuracy else t.result.fitness
 
     # A network that only serves the tuner (Petridish's candidate training) is no result.
-    plotted = [t for t in trials if _plottable(t) and t.exportable]
+    plotted = [
+        t for t in trials if _plottable(t) and t.exportable and t.result.trained_budget >= budget
+    ]
     front = pareto_front(plotted)
     fig = _figure((6.4, 4.0))
     ax = fig.add_subplot()
@@ -146,7 +149,8 @@ def log_pareto_plot(
     """``pareto_front.png`` (:func:`pareto_figure` of ``trials``), replacing the last one."""
     if not any(_plottable(t) for t in trials):
         return
-    fig = pareto_figure(trials, context.problem.metric, context.study.study_name)
+    name = context.study.study_name
+    fig = pareto_figure(trials, context.problem.metric, name, context.full_budget())
     client.log_figure(run_id, fig, "pareto_front.png", save_kwargs={"dpi": 100})
 
 
@@ -154,7 +158,8 @@ def log_pareto_table(client: MlflowClient, run_id: str, context: SearchContext) 
     """The search's Pareto front as the table ``pareto_front.json`` (``nasfw.pareto_rows``),
     replacing the one an earlier end of a resumed search logged; nothing if the front is
     empty."""
-    rows = pareto_rows(pareto_front(all_trials(context, ())), val_name(context))
+    front = pareto_front(all_trials(context, ()), context.full_budget())
+    rows = pareto_rows(front, val_name(context))
     if not rows:
         return
     columns = list(rows[0])

@@ -46,7 +46,9 @@ def trial_values(result: Result, val: str) -> dict[str, float | int | None]:
         "trial/flops": result.flops,
         "trial/params": result.n_params,
         "trial/train_seconds": result.train_seconds,
-        "trial/failed": int(not result.ok),
+        "trial/failed": int(result.status == "failed"),
+        "trial/pruned": int(result.pruned),
+        "trial/epochs": result.epochs,
         "trial/regularized_score": result.regularized_score,
         # Scorer-specific facts, e.g. regularized scoring's flops_after / params_after.
         **{
@@ -98,8 +100,8 @@ def counts(trials: Iterable[TrialRecord]) -> dict[str, int]:
     done = list(trials)
     return {
         "n_trials_ok": sum(t.result.ok for t in done),
-        "n_trials_failed": sum(not t.result.ok for t in done),
-        "n_trials_pruned": 0,  # no pruner yet: every evaluation runs to its end
+        "n_trials_failed": sum(t.result.status == "failed" for t in done),
+        "n_trials_pruned": sum(t.result.pruned for t in done),
     }
 
 

@@ -1,0 +1,296 @@
+"""Hyperband: successive halving in brackets, continuing each promoted network's training.
+
+Li, Jamieson, DeSalvo, Rostamizadeh, Talwalkar, "Hyperband: A Novel Bandit-Based Approach to
+Hyperparameter Optimization", JMLR 18 (2018), Algorithm 1. With ``R`` = ``train.epochs`` (the
+full budget), ``eta`` = ``tuner.reduction_factor`` and ``s_max = floor(log_eta(R /
+tuner.min_epochs))``, bracket ``s`` (from ``s_max`` down to 0) draws ``n = ceil((s_max + 1) /
+(s + 1) * eta**s)`` networks and trains them ``R * eta**-s`` epochs; after each rung the best
+``1/eta`` go on to ``eta`` times the epochs, until ``R``. Each rung is one generation.
+
+A promoted network is not retrained: its candidate continues the weights its previous rung
+kept (``Candidate.resume_from``, ``train["epochs"]`` = the extra epochs only), so a bracket
+costs what the paper counts. Weights of networks that were not promoted are deleted after each
+rung (``weights_needed``), the finalists' only while they may be the search's best.
+
+Networks are proposed by ``tuner.sampler``: ``random`` (the paper's) or ``tpe`` (Optuna's
+TPESampler learning from every rung: a network's trial gets each rung's score as an
+intermediate value, is told PRUNED where it stopped and COMPLETE at the full budget, as in
+BOHB, Falkner et al., ICML 2018). ``tuner.warm_start=<study>`` gives ``tpe`` another study's
+trials to start from.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import distribution_to_json, json_to_distribution
+from optuna.trial import TrialState
+
+from nasfw import (
+    ArchGraph,
+    Candidate,
+    ConfigError,
+    RandomChooser,
+    Result,
+    TrialChooser,
+    Tuner,
+    TunerConfig,
+    hookimpl,
+    setting,
+)
+
+
+@dataclass
+class HyperbandConfig(TunerConfig):
+    name: str = "hyperband"
+    # Epochs of the shortest rung (the most aggressive bracket's first).
+    min_epochs: int = setting(1, ge=1)
+    # eta: each rung keeps the best 1/eta of its networks and trains them eta times longer.
+    reduction_factor: int = setting(3, ge=2)
+    # Hyperband iterations: each runs every bracket once.
+    iterations: int = setting(1, ge=1)
+    # Who proposes the networks: random (the paper's) or tpe.
+    sampler: str = "tpe"
+    # tpe: random proposals before it starts modelling.
+    n_startup_trials: int = setting(8, ge=0)
+
+
+def rung_epochs(full: int, min_epochs: int, eta: int, s: int) -> list[int]:
+    """The epochs of each rung of bracket ``s``: ``full * eta**(i - s)`` rounded, at least
+    ``min_epochs``, strictly increasing, ending at ``full``."""
+    epochs: list[int] = []
+    for i in range(s + 1):
+        value = max(min_epochs, round(full * eta ** (i - s)))
+        if not epochs or value > epochs[-1]:
+            epochs.append(min(value, full))
+    epochs[-1] = full
+    return epochs
+
+
+def brackets(full: int, min_epochs: int, eta: int) -> list[tuple[int, list[int]]]:
+    """Hyperband's brackets, most aggressive first: ``(n networks, rung epochs)`` each."""
+    s_max = max(0, math.floor(math.log(full / min_epochs, eta) + 1e-9))
+    out = []
+    for s in range(s_max, -1, -1):
+        n = math.ceil((s_max + 1) / (s + 1) * eta**s)
+        out.append((n, rung_epochs(full, min_epochs, eta, s)))
+    return out
+
+
+class HyperbandTuner(Tuner):
+    """Hyperband over the search space's networks (see the module docstring)."""
+
+    config: HyperbandConfig
+
+    def __init__(self, config: Any, space: Any, seed: int) -> None:
+        super().__init__(config, space, seed)
+        if config.sampler not in ("random", "tpe"):
+            raise ConfigError(f"tuner.sampler={config.sampler!r} must be 'random' or 'tpe'")
+        if config.warm_start and config.sampler != "tpe":
+            raise ConfigError("tuner.warm_start needs tuner.sampler=tpe (random learns nothing)")
+        self.rng = np.random.default_rng(seed)
+        self.bracket = 0  # position in the schedule: iteration * len(brackets) + bracket
+        self.rung = 0
+        # The current bracket's networks: graph, params, their evaluations' keys and scores.
+        self.members: list[dict[str, Any]] = []
+        self.alive: list[int] = []  # members in the current rung
+        # What the TPE sampler learns from, as JSON: each finished network (told) and another
+        # study's trials (warm); its study is rebuilt from them for each bracket's draw.
+        self.told: list[dict[str, Any]] = []
+        self.warm: list[dict[str, Any]] = []
+
+    # -- the schedule ---------------------------------------------------------------------
+    def _full(self) -> int:
+        if self.train is not None:
+            return int(self.train.epochs)
+        from nasfw import TrainConfig
+
+        return TrainConfig().epochs
+
+    def _brackets(self) -> list[tuple[int, list[int]]]:
+        full = self._full()
+        if self.config.min_epochs > full:
+            raise ConfigError(
+                f"tuner.min_epochs={self.config.min_epochs} exceeds train.epochs={full}"
+            )
+        return brackets(full, self.config.min_epochs, self.config.reduction_factor)
+
+    def ask(self) -> list[Candidate]:
+        schedule = self._brackets()
+        if self.bracket >= len(schedule) * self.config.iterations:
+            return []
+        n, epochs = schedule[self.bracket % len(schedule)]
+        if not self.members:
+            self._draw(n)
+            self.alive = list(range(n))
+        trained = epochs[self.rung - 1] if self.rung else 0
+        candidates = []
+        for m in self.alive:
+            member = self.members[m]
+            candidates.append(
+                Candidate(
+                    ArchGraph.from_dict(member["graph"]),
+                    dict(member["params"]),
+                    {k: json_to_distribution(d) for k, d in member["distributions"].items()},
+                    train={"epochs": epochs[self.rung] - trained},
+                    attrs={"bracket": self.bracket, "rung": self.rung, "member": m},
+                    keep_weights=True,
+                    resume_from=member["keys"][-1] if self.rung else None,
+                )
+            )
+        return candidates
+
+    def _draw(self, n: int) -> None:
+        """The bracket's ``n`` networks, from the sampler."""
+        study = self._study() if self.config.sampler == "tpe" else None
+        self.members = []
+        for _ in range(n):
+            if study is not None:
+                # Asked together, left RUNNING: the constant liar spreads the bracket's draws.
+                trial = study.ask()
+                graph = self.space.sample(TrialChooser(trial))
+                params, distributions = dict(trial.params), dict(trial.distributions)
+            else:
+                chooser = RandomChooser(self.rng)
+                graph = self.space.sample(chooser)
+                params, distributions = chooser.params, chooser.distributions
+            self.members.append(
+                {
+                    "graph": graph.to_dict(),
+                    "params": params,
+                    "distributions": {k: distribution_to_json(d) for k, d in distributions.items()},
+                    "keys": [],
+                    "curve": {},
+                }
+            )
+
+    def tell(self, candidates: list[Candidate], results: list[Result]) -> None:
+        schedule = self._brackets()
+        epochs = schedule[self.bracket % len(schedule)][1]
+        for m, candidate, result in zip(self.alive, candidates, results, strict=True):
+            member = self.members[m]
+            member["keys"].append(candidate.key)
+            member["fitness"] = result.fitness
+            if math.isfinite(result.fitness):
+                member["curve"][str(epochs[self.rung])] = result.fitness
+        last = self.rung == len(epochs) - 1
+        ranked = sorted(self.alive, key=lambda m: (-self.members[m]["fitness"], m))
+        keep = [] if last else ranked[: max(1, len(self.alive) // self.config.reduction_factor)]
+        keep = [m for m in keep if math.isfinite(self.members[m]["fitness"])]
+        for m in self.alive:
+            if m not in keep:
+                self._close(m, complete=last)
+        if keep:
+            self.alive, self.rung = sorted(keep), self.rung + 1
+        else:  # the bracket is over
+            self.bracket, self.rung, self.members, self.alive = self.bracket + 1, 0, [], []
+
+    def _close(self, m: int, complete: bool) -> None:
+        """Tell the sampler where member ``m`` stopped: its score at each rung it reached,
+        PRUNED below the full budget, COMPLETE at it, FAIL without any score."""
+        member = self.members[m]
+        curve = {int(k): v for k, v in member["curve"].items()}
+        if not curve:
+            state, value = "FAIL", None
+        else:
+            state, value = ("COMPLETE" if complete else "PRUNED"), curve[max(curve)]
+        self.told.append(
+            {
+                "params": member["params"],
+                "distributions": member["distributions"],
+                "state": state,
+                "value": value,
+                "curve": member["curve"],
+            }
+        )
+
+    # -- weights, warm start, state -------------------------------------------------------
+    def weights_needed(self) -> set[str]:
+        """The last weights of the networks still in the bracket (the next rung continues
+        them); nothing between brackets."""
+        return {self.members[m]["keys"][-1] for m in self.alive if self.members[m]["keys"]}
+
+    def warm_start(self, trials: list[Any]) -> None:
+        """Another study's finished trials join the TPE sampler's (``tuner.warm_start``)."""
+        self.warm = []
+        for t in trials:
+            if not t.params or t.result.status == "failed":
+                continue
+            self.warm.append(
+                {
+                    "params": t.params,
+                    "distributions": {
+                        k: distribution_to_json(d) for k, d in t.distributions.items()
+                    },
+                    "state": "COMPLETE" if t.result.ok else "PRUNED",
+                    "value": t.result.fitness,
+                    "curve": {str(k): v for k, v in t.result.curve.items()},
+                }
+            )
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "bracket": self.bracket,
+            "rung": self.rung,
+            "members": self.members,
+            "alive": self.alive,
+            "told": self.told,
+            "warm": self.warm,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.bracket, self.rung = state["bracket"], state["rung"]
+        self.members, self.alive = state["members"], list(state["alive"])
+        self.told, self.warm = list(state["told"]), list(state["warm"])
+        self.rng.bit_generator.state = state["rng"]
+
+    def _study(self) -> optuna.Study:
+        """A TPE study holding what the sampler learns from, seeded for this bracket."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(
+                seed=self.seed * 100_003 + self.bracket,
+                n_startup_trials=self.config.n_startup_trials,
+                multivariate=True,
+                group=True,
+                constant_liar=True,
+            )
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        for entry in [*self.warm, *self.told]:
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=entry["params"],
+                    distributions={
+                        k: json_to_distribution(d) for k, d in entry["distributions"].items()
+                    },
+                    value=entry["value"] if entry["state"] != "FAIL" else None,
+                    state=TrialState[entry["state"]],
+                    intermediate_values={int(k): v for k, v in entry["curve"].items()},
+                )
+            )
+        return study
+
+    def generation_report(self) -> dict[str, float]:
+        schedule = self._brackets()
+        return {
+            "bracket": float(self.bracket % len(schedule)),
+            "rung": float(self.rung),
+            "rung_networks": float(len(self.alive)),
+        }
+
+
+@hookimpl
+def register_tuners(register: Callable[[str, type[Tuner]], None]) -> None:
+    register("hyperband", HyperbandTuner)
+
+
+@hookimpl
+def register_configs(register: Callable[[str, str, Any], None]) -> None:
+    register("tuner", "hyperband", HyperbandConfig)
