@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
     from rich.table import Table
 
+    from nasfw.registry import Registry
     from nasfw.search import SearchContext
 
 # Errors that mean "the user's input is wrong": printed as one paragraph, exit code 2.
@@ -190,15 +191,13 @@ def _task(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     import hydra
-    from hydra.core.config_store import ConfigStore
 
-    from nasfw.config import NasfwConfig
-    from nasfw.registry import PluginError, PluginWarning, registry, store_configs
+    from nasfw.registry import PluginError, PluginWarning, registry
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PluginWarning)
         try:
-            store_configs(registry())
+            store_schemas(registry())
         except PluginError as err:
             _fail(str(err))
     for warning in caught:  # one line each, not Python's two with a source line
@@ -208,11 +207,6 @@ def main() -> None:
             warnings.showwarning(
                 warning.message, warning.category, warning.filename, warning.lineno
             )
-    ConfigStore.instance().store(name="nasfw_schema", node=NasfwConfig, provider="nasfw")
-    from nasfw.pruning import SCHEMAS
-
-    for name, schema in SCHEMAS.items():  # pruner=<name>: Optuna's pruners, typed
-        ConfigStore.instance().store(group="pruner", name=name, node=schema, provider="nasfw")
     _register_resolvers()
     try:
         hydra.main(version_base="1.3", config_path="pkg://nasfw.conf", config_name="config")(
@@ -223,6 +217,26 @@ def main() -> None:
             _blocked_plugins_note()
             sys.exit(INPUT_ERROR)
         raise
+
+
+def store_schemas(reg: Registry) -> None:
+    """Put into Hydra's ConfigStore what ``conf/config.yaml`` composes besides its YAML files:
+    the primary schema, the core's pruner options and what ``reg``'s plugins registered.
+
+    Whatever composes the run's config (the CLI, tests) calls this first, so it composes what
+    ``python -m nasfw`` does.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    from nasfw.config import NasfwConfig
+    from nasfw.pruning import SCHEMAS
+    from nasfw.registry import store_configs
+
+    store_configs(reg)
+    cs = ConfigStore.instance()
+    cs.store(name="nasfw_schema", node=NasfwConfig, provider="nasfw")
+    for name, schema in SCHEMAS.items():  # pruner=<name>: Optuna's pruners, typed
+        cs.store(group="pruner", name=name, node=schema, provider="nasfw")
 
 
 def _register_resolvers() -> None:

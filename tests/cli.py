@@ -46,13 +46,11 @@ def compose(*overrides: str) -> Any:
     """The run's config as ``python -m nasfw <overrides>`` composes it, in this process."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
-    from hydra.core.config_store import ConfigStore
 
-    from nasfw.config import NasfwConfig
-    from nasfw.registry import registry, store_configs
+    from nasfw.cli import store_schemas
+    from nasfw.registry import registry
 
-    store_configs(registry())
-    ConfigStore.instance().store(name="nasfw_schema", node=NasfwConfig, provider="nasfw")
+    store_schemas(registry())
     with initialize_config_module("nasfw.conf", version_base="1.3"):
         return hydra_compose("config", overrides=list(overrides))
 

@@ -147,16 +147,14 @@ def compose_with_counter(*overrides: str) -> Any:
     """The run's config with a plugin that registers ``plugins.counter``, as the CLI
     composes it."""
     from hydra import compose, initialize_config_module
-    from hydra.core.config_store import ConfigStore
 
-    from nasfw.config import NasfwConfig
+    from nasfw.cli import store_schemas
 
     def register_configs(register: Callable[[str, str, Any], None]) -> None:
         register("plugins", "counter", CounterConfig)
 
     counter = plugin("counter", register_configs=register_configs)
-    store_configs(collect(make_plugin_manager(extra_plugins=(counter,))))
-    ConfigStore.instance().store(name="nasfw_schema", node=NasfwConfig, provider="nasfw")
+    store_schemas(collect(make_plugin_manager(extra_plugins=(counter,))))
     with initialize_config_module("nasfw.conf", version_base="1.3"):
         return compose("config", overrides=list(overrides))
 
