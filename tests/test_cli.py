@@ -21,7 +21,8 @@ def test_help_lists_groups_and_options(tmp_path):
     out = nasfw(tmp_path, "--help")
     assert out.returncode == 0, out.stderr
     for line in (
-        "tuner: codeepneat, evolution, petridish, random, tpe",
+        "tuner: codeepneat, evolution, hyperband, petridish, random, tpe",
+        "pruner: hyperband, median, none, patient, successive_halving",
         "search_space: image_small, petridish_full, petridish_full_sequence, "
         "petridish_limited, sequence_small, tabular_mlp, text_small",
         "launcher: local, lsf, slurm",

@@ -1130,3 +1130,12 @@ def test_references_to_extinct_module_species_are_repaired(image):
         assert stage[bp.nodes[pointing[bp.id]]] == 0
     candidates = tuner.ask()
     assert all(doomed not in c.attrs["module_species"] for c in candidates)
+
+
+def test_a_pruned_network_scores_its_last_value(tabular):
+    """What the pruner stopped keeps the credit of its last score, below the networks that
+    finished above it and above failures (documented in nasfw.pruning)."""
+    tuner = make(tabular, seed=1, blueprint_population=2, genomes_per_blueprint=1)
+    tuner.ask()
+    tuner.assign_fitness([Result(status="pruned", metric=0.4, epochs=1), Result.failed("x")])
+    assert sorted(bp.fitness for bp in tuner.blueprints) == [0.0, 0.4]
