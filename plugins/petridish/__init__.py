@@ -44,3 +44,10 @@ def nasfw_check_config(cfg: Any) -> None:
             f"evaluation={evaluation}{source} cannot do (it retrains a shrunk network): add "
             "evaluation=plain"
         )
+    pruner = cfg.get("pruner", {}).get("name", "none")
+    if pruner != "none":
+        raise ConfigError(
+            f"tuner=petridish cannot use pruner={pruner}: a candidate training computes its "
+            "parent's function (stop-forward), so its learning curve says nothing of its "
+            "candidates, and a pruned child would leave the pool; set pruner=none"
+        )

@@ -362,3 +362,40 @@ def test_no_cluster_is_named_as_such(slurm_cluster, tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_CONF", str(empty))
     with pytest.raises(ConfigError, match="no SLURM cluster answers"):
         SlurmLauncher(SlurmLauncherConfig(folder=str(tmp_path / "jobs")))
+
+
+def test_a_pruned_search_on_slurm_prunes_as_the_local_one(slurm_cluster, tmp_path):
+    """Each job creates its trial RUNNING in the shared storage, reports its learning curve
+    there and asks the pruner, which reads the other jobs' trials: one job at a time, the
+    outcome is that of the same search run in the driver."""
+    from cli import nasfw, trials
+
+    pruned = [
+        *(a for a in SEARCH if not a.startswith(("tuner.n_trials", "launcher"))),
+        "tuner.n_trials=6",
+        "train.epochs=3",
+        "pruner=median",
+        "pruner.n_startup_trials=1",
+    ]
+    (tmp_path / "local").mkdir()
+    assert nasfw(tmp_path / "local", *pruned, "launcher.workers=0").returncode == 0
+    folder = tmp_path / "jobs"
+    out = nasfw(
+        tmp_path,
+        *pruned,
+        "launcher=slurm",
+        "launcher.poll_interval_s=0.5",
+        "launcher.array_parallelism=1",
+        f"launcher.folder={folder}",
+    )
+    assert out.returncode == 0, out.stderr
+
+    def outcome(url: str) -> list:
+        stored = sorted(trials(url, STUDY), key=lambda t: t.number)
+        return [(t.state.name, t.value, t.intermediate_values) for t in stored]
+
+    on_slurm = outcome(f"sqlite:///{tmp_path / 'nasfw.db'}")
+    assert on_slurm == outcome(f"sqlite:///{tmp_path / 'local' / 'nasfw.db'}")
+    assert [state for state, _, _ in on_slurm].count("PRUNED") >= 3
+    logs = "".join(p.read_text() for p in folder.glob("*/*_log.err"))
+    assert "cannot" not in logs  # the jobs reached the storage: they wrote the trials

@@ -307,6 +307,18 @@ def test_scorers_that_retrain_are_refused_before_the_study(evaluation, problem_d
         petridish.nasfw_check_config(cfg=cfg)
 
 
+def test_a_pruner_is_refused_before_the_study():
+    from omegaconf import OmegaConf
+
+    from nasfw import ConfigError
+    from nasfw.plugins import petridish
+
+    cfg = {"tuner": {"name": "petridish"}, "evaluation": {"name": "plain"}, "problem": {}}
+    petridish.nasfw_check_config(cfg=OmegaConf.create({**cfg, "pruner": {"name": "none"}}))
+    with pytest.raises(ConfigError, match="pruner=median"):
+        petridish.nasfw_check_config(cfg=OmegaConf.create({**cfg, "pruner": {"name": "median"}}))
+
+
 def test_report_measures_the_hull(ops):
     from nasfw.plugins.petridish.tuner import Member
 
