@@ -54,6 +54,7 @@ _RESULT_FIELDS = (
     "budget",
     "regularized_score",
 )
+_UNSET = object()
 _STATES = {
     "ok": optuna.trial.TrialState.COMPLETE,
     "failed": optuna.trial.TrialState.FAIL,
@@ -401,14 +402,17 @@ class Ledger:
     ) -> TrialRecord:
         """Finish the RUNNING trial ``trial_id`` with ``result`` (see :meth:`record`)."""
         storage = self.storage
-        reported = storage.get_trial(trial_id).intermediate_values
+        running = storage.get_trial(trial_id)
         for step, value in curve.items():
-            if step not in reported:
+            if step not in running.intermediate_values:
                 storage.set_trial_intermediate_value(trial_id, step, value)
+        # One storage call each: only what :meth:`start` did not write already.
         for key, value in system_attrs.items():
-            storage.set_trial_system_attr(trial_id, key, value)
+            if running.system_attrs.get(key) != value:
+                storage.set_trial_system_attr(trial_id, key, value)
         for key, value in attrs.items():
-            storage.set_trial_user_attr(trial_id, key, value)
+            if running.user_attrs.get(key, _UNSET) != value:
+                storage.set_trial_user_attr(trial_id, key, value)
         values = None if result.status == "failed" else [float(result.metric or 0.0)]
         storage.set_trial_state_values(trial_id, _STATES[result.status], values)
         number = storage.get_trial_number_from_id(trial_id)

@@ -176,13 +176,19 @@ class HyperbandTuner(Tuner):
         for m, candidate, result in zip(self.alive, candidates, results, strict=True):
             member = self.members[m]
             member["keys"].append(candidate.key)
-            member["fitness"] = result.fitness
-            if math.isfinite(result.fitness):
+            finite = math.isfinite(result.fitness)
+            member["fitness"] = result.fitness if finite else None  # (the state is JSON)
+            if finite:
                 member["curve"][str(epochs[self.rung])] = result.fitness
+
+        def score(m: int) -> float:
+            value = self.members[m]["fitness"]
+            return -math.inf if value is None else value
+
         last = self.rung == len(epochs) - 1
-        ranked = sorted(self.alive, key=lambda m: (-self.members[m]["fitness"], m))
+        ranked = sorted(self.alive, key=lambda m: (-score(m), m))
         keep = [] if last else ranked[: max(1, len(self.alive) // self.config.reduction_factor)]
-        keep = [m for m in keep if math.isfinite(self.members[m]["fitness"])]
+        keep = [m for m in keep if math.isfinite(score(m))]
         for m in self.alive:
             if m not in keep:
                 self._close(m, complete=last)
@@ -289,6 +295,16 @@ class HyperbandTuner(Tuner):
 @hookimpl
 def register_tuners(register: Callable[[str, type[Tuner]], None]) -> None:
     register("hyperband", HyperbandTuner)
+
+
+@hookimpl
+def nasfw_check_config(cfg: Any) -> None:
+    """``tuner.min_epochs`` must fit in ``train.epochs``, checked before the study exists."""
+    if cfg.tuner.name == "hyperband" and int(cfg.tuner.min_epochs) > int(cfg.train.epochs):
+        raise ConfigError(
+            f"tuner.min_epochs={cfg.tuner.min_epochs} exceeds train.epochs={cfg.train.epochs}, "
+            "the full budget of tuner=hyperband"
+        )
 
 
 @hookimpl

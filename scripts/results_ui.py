@@ -297,11 +297,18 @@ def check_dashboard(space: Workspace, base: str, page: Any, shots: Path) -> dict
     page.goto(f"{base}/studies/{study_id}")
     text = wait_text(page, "val_accuracy")
     check("Objective 0" not in text, "optuna-dashboard still calls the objective 'Objective 0'")
+    # The learning curves (the trials' intermediate values) get their plot on the study page.
+    wait_text(page, "Intermediate values")
     page.screenshot(path=str(shots / "optuna-dashboard-history.png"))
     page.goto(f"{base}/studies/{study_id}/trials")
     text = wait_text(page, "Duration")
     check("nasfw:tuner_state" not in text, "the trial page shows nasfw's internal state")
     check("architecture" in text, "the trial page has no architecture summary")
+    curve = study.get_trials()[0].intermediate_values
+    check(
+        "Intermediate Values" in text and len(curve) >= 1,
+        f"the trial page shows no learning curve (intermediate values: {curve})",
+    )
     # The page shows the selected trial's duration in ms, as the study's storage has it:
     # JavaScript Dates hold whole milliseconds, so it is the difference of the truncated times.
     first = study.get_trials()[0]

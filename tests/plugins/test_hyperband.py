@@ -120,6 +120,12 @@ def test_finalists_continue_their_weights_and_train_only_their_extra_epochs(tmp_
     assert kept == [best.result.extra["weights"]]
 
 
+def test_a_shortest_rung_above_the_budget_is_refused_before_the_study(tmp_path):
+    out = nasfw(tmp_path, *SEARCH, "tuner.min_epochs=5")
+    assert out.returncode == 2 and "tuner.min_epochs=5 exceeds train.epochs=4" in out.stderr
+    assert not (tmp_path / "nasfw.db").exists()  # refused before the study was created
+
+
 def test_too_many_kept_weights_stop_the_search_resumably(tmp_path):
     out = nasfw(tmp_path, *SEARCH, "storage.weights_limit_mb=0.001")
     assert out.returncode == 2
