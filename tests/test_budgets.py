@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import pytest
-from cli import TINY, nasfw
+from cli import TINY, compose, nasfw
 
-from nasfw import ArchGraph, Candidate, Node, ProblemConfig, Result, TrainConfig
+from nasfw import ArchGraph, Candidate, ConfigError, Node, ProblemConfig, Result, TrainConfig
 from nasfw.evaluate import Evaluator
 from nasfw.plugins.tpe import TPEConfig, TPETuner
 from nasfw.weights import WeightStore
@@ -94,10 +94,20 @@ def test_tpe_warm_starts_from_another_studys_trials(tmp_path):
     ("overrides", "message"),
     [
         (["tuner=tpe", "tuner.warm_start=nope"], "tuner.warm_start=nope: no such study"),
+        (["tuner=tpe", "tuner.warm_start=second"], "cannot warm-start from itself"),
         (["tuner.warm_start=first"], "tuner=random cannot start from another study"),
     ],
 )
 def test_a_warm_start_that_cannot_work_is_refused(tmp_path, overrides, message):
-    assert nasfw(tmp_path, *TINY, "study_name=first").returncode == 0
-    out = nasfw(tmp_path, *TINY, "study_name=second", *overrides)
-    assert out.returncode == 2 and message in out.stderr, out.stderr
+    from nasfw.ledger import Ledger
+    from nasfw.search import run_search
+
+    url = f"sqlite:///{tmp_path / 'nasfw.db'}"
+    Ledger(url, "first")  # an (empty) earlier study
+    cfg = compose(*TINY, "study_name=second", f"storage.url={url}", *overrides)
+    with pytest.raises(ConfigError, match=message):
+        run_search(cfg, tmp_path)
+    from nasfw.ledger import FINGERPRINT_ATTR
+
+    # Refused before the fingerprint: the corrected command is not taken for another search.
+    assert FINGERPRINT_ATTR not in Ledger(url, "second")._attrs()
