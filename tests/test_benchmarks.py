@@ -133,3 +133,25 @@ def test_petridish_benchmark_quick(tmp_path: Path) -> None:
         assert row["wall_seconds"] <= budget + 1e-6 and row["hull"]
     assert [r["round"] for r in digits["petridish_rounds"]] == [0, 1]
     assert "| petridish |" in proc.stdout
+
+
+@pytest.mark.slow
+def test_multifidelity_benchmark_quick(tmp_path: Path) -> None:
+    """benchmarks/multifidelity.py on digits, tiny: each search judged at the full budget."""
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "multifidelity.py"), "--problems", "digits",
+         "--epochs", "3", "--trials", "4", "--generations", "1", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    digits = json.loads((out / "multifidelity.json").read_text())["digits"]
+    assert set(digits) == {"tpe", "tpe+hyperband", "codeepneat", "codeepneat+median",
+                           "hyperband tuner"}  # fmt: skip
+    for row in digits.values():
+        assert 0 < row["best"] <= 1 and row["curve"][-1][1] == row["best"]
+        assert row["epochs_trained"] <= 3 * row["trials"]
+    assert digits["tpe"]["pruned"] == 0 and digits["tpe"]["epochs_trained"] == 12
+    assert "| codeepneat+median |" in proc.stdout
