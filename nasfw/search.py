@@ -98,7 +98,10 @@ class SearchContext:
         budget an ``ok`` exportable trial has reached while none has reached it yet."""
         budgets = [t.result.trained_budget for t in self.history if t.result.ok and t.exportable]
         reached = max(budgets, default=0)
-        return reached if self.cfg is None else min(int(self.cfg.train.epochs), reached)
+        from omegaconf import OmegaConf
+
+        epochs = OmegaConf.select(self.cfg, "train.epochs") if self.cfg is not None else None
+        return reached if epochs is None else min(int(epochs), reached)
 
 
 def fingerprint(cfg: DictConfig) -> dict[str, Any]:

@@ -68,6 +68,7 @@ def test_table1_quick(tmp_path: Path) -> None:
     assert {"fig4a_time.png", "fig4b_accuracy.png", "table1.md", "table1.json"} <= artifacts
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_quick(tmp_path: Path) -> None:
     """benchmarks/gpu.py on small Fashion-MNIST-format files: the CPU rows (and GPU rows where
     torch sees a GPU), the search part reported as not run without one."""

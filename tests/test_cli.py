@@ -97,7 +97,11 @@ KILL_CASES = {
 KILL_AFTER = 6  # trials seen: killed in generation 1, with 3 generations still to come
 
 
-@pytest.mark.parametrize("tuner", sorted(KILL_CASES))
+# random's case is the longest (~70 s) and the least telling (its state is an RNG): slow.
+@pytest.mark.parametrize(
+    "tuner",
+    [pytest.param(t, marks=pytest.mark.slow) if t == "random" else t for t in sorted(KILL_CASES)],
+)
 def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path, tuner):
     case, total = KILL_CASES[tuner]
     args = [*case, "train.epochs=2", "launcher.workers=0", "tracking=none"]

@@ -10,6 +10,7 @@ import os
 import signal
 import time
 
+import pytest
 from cli import TINY, alive, children, nasfw, start, trials, wait_for_trials
 
 # Long enough to be caught mid-way: 5 generations of 4 digits networks, two workers.
@@ -63,6 +64,8 @@ def test_workers_exit_when_the_driver_is_killed(tmp_path):
     assert not [pid for pid in workers if alive(pid)], "orphaned workers still running"
 
 
+# Long (four searches starting at once on 2 cores, ~2 min): pytest -m slow runs it.
+@pytest.mark.slow
 def test_searches_started_together_in_an_empty_directory(tmp_path):
     """Four first starts at once: the same search twice, and two others tracked by MLflow.
 
@@ -107,6 +110,8 @@ def test_searches_started_together_in_an_empty_directory(tmp_path):
     assert len(runs) == 4 and len({r.split("_")[1] for r in runs}) == 3  # the refused one too
 
 
+# Long (repeated kills and resumes, ~2 min): pytest -m slow runs it.
+@pytest.mark.slow
 def test_mlflow_catches_up_with_the_study_after_kills(tmp_path):
     """The study is written before MLflow: whatever a kill leaves unlogged is logged on resume."""
     from collections import Counter
