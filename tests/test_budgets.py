@@ -78,9 +78,11 @@ def test_tpe_is_told_a_pruned_network_as_pruned_and_restores_it(space):
 
 def test_tpe_warm_starts_from_another_studys_trials(tmp_path):
     from nasfw.ledger import Ledger
+    from nasfw.search import run_search
 
-    first = [*TINY, "tuner=tpe", "study_name=first", "tuner.n_trials=4"]
-    assert nasfw(tmp_path, *first).returncode == 0
+    url = f"sqlite:///{tmp_path / 'nasfw.db'}"
+    first = [*TINY, "tuner=tpe", "study_name=first", "tuner.n_trials=4", f"storage.url={url}"]
+    run_search(compose(*first), tmp_path)  # in-process: one CLI start-up less
     out = nasfw(tmp_path, *TINY, "tuner=tpe", "study_name=second", "tuner.warm_start=first")
     assert out.returncode == 0, out.stderr
     _, state = Ledger(f"sqlite:///{tmp_path / 'nasfw.db'}", "second").load_state()

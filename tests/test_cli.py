@@ -97,10 +97,13 @@ KILL_CASES = {
 KILL_AFTER = 6  # trials seen: killed in generation 1, with 3 generations still to come
 
 
-# random's case is the longest (~70 s) and the least telling (its state is an RNG): slow.
+# Each case takes 30-70 s: CoDeepNEAT's (the most state) stays in, the others are slow.
 @pytest.mark.parametrize(
     "tuner",
-    [pytest.param(t, marks=pytest.mark.slow) if t == "random" else t for t in sorted(KILL_CASES)],
+    [
+        pytest.param(t, marks=pytest.mark.slow) if t != "codeepneat" else t
+        for t in sorted(KILL_CASES)
+    ],
 )
 def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path, tuner):
     case, total = KILL_CASES[tuner]
@@ -272,6 +275,8 @@ def test_diverging_candidates_are_failed_trials_and_the_run_says_so(tmp_path):
     assert all(t.user_attrs["fail_reason"].startswith("diverged") for t in stored)
 
 
+# Long (a Hydra multirun of 4 searches, ~35 s): pytest -m slow runs it.
+@pytest.mark.slow
 def test_multirun_sweep_gives_one_mlflow_run_each(tmp_path):
     from mlflow import MlflowClient
 

@@ -29,9 +29,17 @@ STUDY = "random-iris-tabular_mlp-seed0"
 
 
 def test_pruned_networks_are_pruned_trials_with_their_curve_and_never_the_best(tmp_path):
-    out = nasfw(tmp_path, *SEARCH)
-    assert out.returncode == 0, out.stderr
-    stored = trials("sqlite:///" + str(tmp_path / "nasfw.db"), STUDY)
+    """Also with a worker process: it asks the pruner through the storage as the driver does
+    (one evaluation at a time, so the pruner sees the same finished trials)."""
+    import json
+
+    runs = {"driver": tmp_path / "driver", "worker": tmp_path / "worker"}
+    for name, workers in (("driver", 0), ("worker", 1)):
+        runs[name].mkdir()
+        out = nasfw(runs[name], *SEARCH, f"launcher.workers={workers}")
+        assert out.returncode == 0, out.stderr
+    assert "Using an existing study" not in out.stderr  # workers' Optuna logs stay quiet
+    stored = trials("sqlite:///" + str(runs["worker"] / "nasfw.db"), STUDY)
     pruned = [t for t in stored if t.state == PRUNED]
     complete = [t for t in stored if t.state == COMPLETE]
     assert pruned and complete and len(stored) == 8
@@ -44,28 +52,12 @@ def test_pruned_networks_are_pruned_trials_with_their_curve_and_never_the_best(t
     for t in complete:
         assert sorted(t.intermediate_values) == [1, 2, 3, 4] and t.user_attrs["epochs"] == 4
     assert f"{len(pruned)} pruned" in out.stdout
-    import json
-
-    summary = next(tmp_path.glob("outputs/*/*/best_model/summary.json"))
-    best = json.loads(summary.read_text())["trial"]
-    assert stored[best].state == COMPLETE
-
-
-def test_a_pruned_search_is_the_same_with_worker_processes(tmp_path):
-    """Worker processes ask the pruner through the storage as the driver does (one at a time,
-    so the pruner sees the same finished trials)."""
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    assert nasfw(tmp_path / "a", *SEARCH).returncode == 0
-    out = nasfw(tmp_path / "b", *SEARCH, "launcher.workers=1")
-    assert out.returncode == 0, out.stderr
-
-    def outcome(folder):
-        stored = trials("sqlite:///" + str(folder / "nasfw.db"), STUDY)
-        return [(t.state, t.value, t.intermediate_values) for t in stored]
-
-    assert outcome(tmp_path / "a") == outcome(tmp_path / "b")
-    assert "Using an existing study" not in out.stderr  # workers' Optuna logs stay quiet
+    summary = next(runs["worker"].glob("outputs/*/*/best_model/summary.json"))
+    assert stored[json.loads(summary.read_text())["trial"]].state == COMPLETE
+    in_driver = trials("sqlite:///" + str(runs["driver"] / "nasfw.db"), STUDY)
+    assert [(t.state, t.value, t.intermediate_values) for t in in_driver] == [
+        (t.state, t.value, t.intermediate_values) for t in stored
+    ]
 
 
 @pytest.mark.parametrize(

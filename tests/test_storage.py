@@ -152,6 +152,9 @@ def test_a_journal_of_one_torn_record_is_emptied(tmp_path):
     assert path.read_bytes().count(b"\n") == path.read_bytes().count(b"}\n")  # whole records
 
 
+# Long (kill, tear and resume, ~20 s; the torn tail's handling has quick tests above):
+# pytest -m slow runs it.
+@pytest.mark.slow
 def test_killed_journal_search_with_a_torn_record_resumes(tmp_path):
     from cli import start, wait_for_trials
 

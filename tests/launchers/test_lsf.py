@@ -212,6 +212,9 @@ def test_without_lsf_commands_it_says_so(tmp_path, monkeypatch):
         LsfLauncher(LsfLauncherConfig(folder=str(tmp_path / "jobs")))
 
 
+# Long (a whole search through the fake LSF, ~30 s; LauncherContract covers the launcher):
+# pytest -m slow runs it.
+@pytest.mark.slow
 def test_search_with_launcher_lsf(fake_lsf, tmp_path):
     import optuna
     from cli import nasfw, trials

@@ -121,16 +121,22 @@ def test_finalists_continue_their_weights_and_train_only_their_extra_epochs(tmp_
 
 
 def test_a_shortest_rung_above_the_budget_is_refused_before_the_study(tmp_path):
-    out = nasfw(tmp_path, *SEARCH, "tuner.min_epochs=5")
-    assert out.returncode == 2 and "tuner.min_epochs=5 exceeds train.epochs=4" in out.stderr
+    from cli import compose
+
+    from nasfw.search import run_search
+
+    url = f"sqlite:///{tmp_path / 'nasfw.db'}"
+    with pytest.raises(ConfigError, match=r"tuner\.min_epochs=5 exceeds train\.epochs=4"):
+        run_search(compose(*SEARCH, "tuner.min_epochs=5", f"storage.url={url}"), tmp_path)
     assert not (tmp_path / "nasfw.db").exists()  # refused before the study was created
 
 
 def test_too_many_kept_weights_stop_the_search_resumably(tmp_path):
-    out = nasfw(tmp_path, *SEARCH, "storage.weights_limit_mb=0.001")
+    short = [*SEARCH, "train.epochs=2"]  # brackets (2 at 1 epoch -> 1 at 2) and (2 at 2)
+    out = nasfw(tmp_path, *short, "storage.weights_limit_mb=0.001")
     assert out.returncode == 2
     assert "storage.weights_limit_mb=0.001" in out.stderr and "generation 0" in out.stderr
     assert "Traceback" not in out.stderr
-    out = nasfw(tmp_path, *SEARCH, "storage.weights_limit_mb=100")
+    out = nasfw(tmp_path, *short, "storage.weights_limit_mb=100")
     assert out.returncode == 0, out.stderr
     assert "Resuming" in out.stderr

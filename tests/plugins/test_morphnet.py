@@ -238,6 +238,8 @@ def test_regularized_score_starts_the_small_network_as_told(carry):
     assert list(result.curve) == [1, 2] and result.curve[2] == result.metric
 
 
+# Long (a search, then MorphNet on its population, ~17 s): pytest -m slow runs it.
+@pytest.mark.slow
 def test_postproc_morphnet_reports_smaller_networks(tmp_path):
     from mlflow import MlflowClient
 

@@ -62,6 +62,8 @@ def test_every_tuner_searches_every_problem(tmp_path, tuner, problem):
         assert all(any(n.op == "embedding" for n in r.graph) for r in context.history)
 
 
+# Long (a CoDeepNEAT search on text with MLflow, ~19 s): pytest -m slow runs it.
+@pytest.mark.slow
 def test_the_cli_searches_text_with_codeepneat_and_logs_a_token_model(tmp_path):
     """The issue's command, small; MLflow logs the best model, which takes token ids."""
     import mlflow
