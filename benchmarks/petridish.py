@@ -112,7 +112,7 @@ def test_metric(best: Any, problem: Any, train: dict[str, Any]) -> float:
     model = build_model(best.graph, problem)
     if "weights" in best.result.extra:
         store = WeightStore(str(Path(train["dir"]) / "nasfw-artifacts"), "bench")
-        load_matching(model, store.load(best.key))
+        load_matching(model, store.load(best.key).state)
     else:
         seed = candidate_seed(0, Candidate(best.graph, train=best.train))
         torch.manual_seed(seed)
