@@ -96,3 +96,19 @@ def fake_gpus(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+
+
+@pytest.fixture
+def evaluator(tmp_path):
+    """An evaluator on iris (2 epochs, CPU) that keeps weights in ``tmp_path/artifacts``."""
+    from nasfw import ProblemConfig, TrainConfig
+    from nasfw.evaluate import Evaluator
+    from nasfw.weights import WeightStore
+
+    return Evaluator(
+        problem=ProblemConfig(name="iris"),
+        train=TrainConfig(epochs=2, device="cpu"),
+        seed=0,
+        max_params=100_000,
+        weights=WeightStore(str(tmp_path / "artifacts"), "study"),
+    )

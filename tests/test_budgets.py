@@ -6,26 +6,13 @@ from __future__ import annotations
 import pytest
 from cli import TINY, compose, nasfw
 
-from nasfw import ArchGraph, Candidate, ConfigError, Node, ProblemConfig, Result, TrainConfig
-from nasfw.evaluate import Evaluator
+from nasfw import ArchGraph, Candidate, ConfigError, Node, Result
 from nasfw.plugins.tpe import TPEConfig, TPETuner
-from nasfw.weights import WeightStore
 
 GRAPH = ArchGraph(
     [Node("h", "dense", {"units": 16}), Node("o", "dense", {"units": 8}, ("h",))], output="o"
 )
 OTHER = ArchGraph([Node("h", "dense", {"units": 4})], output="h")
-
-
-@pytest.fixture
-def evaluator(tmp_path):
-    return Evaluator(
-        problem=ProblemConfig(name="iris"),
-        train=TrainConfig(epochs=2, device="cpu"),
-        seed=0,
-        max_params=100_000,
-        weights=WeightStore(str(tmp_path / "artifacts"), "study"),
-    )
 
 
 def test_a_network_continues_from_its_stored_weights(evaluator):

@@ -10,11 +10,11 @@ import optuna
 import pytest
 import torch
 
-from nasfw import ArchGraph, Candidate, Node, ProblemConfig, TrainConfig, build_model
-from nasfw.evaluate import Evaluator, candidate_seed, load_problem
+from nasfw import ArchGraph, Candidate, Node, build_model
+from nasfw.evaluate import candidate_seed, load_problem
 from nasfw.ledger import Ledger
 from nasfw.train import evaluate_model
-from nasfw.weights import WeightsError, WeightStore, load_matching
+from nasfw.weights import WeightsError, load_matching
 
 GRAPH = ArchGraph(
     [Node("h", "dense", {"units": 16}), Node("o", "dense", {"units": 8}, ("h",))], output="o"
@@ -27,17 +27,6 @@ WIDER = ArchGraph(
     ],
     output="x",
 )
-
-
-@pytest.fixture
-def evaluator(tmp_path):
-    return Evaluator(
-        problem=ProblemConfig(name="iris"),
-        train=TrainConfig(epochs=2, device="cpu"),
-        seed=0,
-        max_params=100_000,
-        weights=WeightStore(str(tmp_path / "artifacts"), "study"),
-    )
 
 
 def test_kept_weights_are_the_trials_artifact_and_reproduce_its_score(tmp_path, evaluator):
