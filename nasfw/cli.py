@@ -168,6 +168,11 @@ def _task(cfg: DictConfig) -> float | None:
     global _crashed
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
+        if str(cfg.mode) == "minibench":
+            from nasfw.minibench.build import build_db
+
+            build_db(cfg, output_dir)
+            return None
         context = run_search(cfg, output_dir)
     except KeyboardInterrupt:
         _interrupted(cfg)

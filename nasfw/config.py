@@ -284,6 +284,68 @@ class EvaluationConfig:
     name: str = MISSING
 
 
+class Mode(StrEnum):
+    """What ``python -m nasfw`` does: run one search, or build the mini-benchmark DB."""
+
+    search = "search"
+    minibench = "minibench"
+
+
+def _suite() -> list[str]:
+    # Every built-in problem that needs no files: image, tabular, sequence and text.
+    return [
+        "digits",
+        "digits_noisy",
+        "digits_shifted",
+        "iris",
+        "wine",
+        "breast_cancer",
+        "diabetes",
+        "friedman1",
+        "mnist1d",
+        "ppg_heart_rate",
+        "grammar_acceptability",
+        "review_sentiment",
+    ]
+
+
+def _full_spaces() -> dict[str, str]:
+    return {
+        "image": "petridish_full",
+        "sequence": "petridish_full_sequence",
+        "tabular": "tabular_mlp",
+        "text": "text_small",
+    }
+
+
+@dataclass
+class MinibenchConfig:
+    """Mini-benchmarking (``nasfw.minibench``; Khamitov & Popova, the seeds' slides): the DB
+    of the best models of a problem suite, the classes it derives, and ``search_space=auto``."""
+
+    # The best-model DB: a file path (SQLite) or any SQLAlchemy URL a team can share.
+    db: str = "minibench.db"
+    # mode=minibench: the suite, one full-space search per entry. An entry is a problem preset,
+    # optionally with its settings: "digits_noisy:noise=0.5,split_seed=1".
+    problems: list[str] = field(default_factory=_suite)
+    # The unconstrained ("full") search space per modality: what the suite's searches and the
+    # probe of search_space=auto search.
+    spaces: dict[str, str] = field(default_factory=_full_spaces)
+    # How many of each problem's best networks the DB keeps (and the probe classifies).
+    top_k: int = setting(5, ge=1)
+    # F of the folded encoding: the depth bins a graph is folded into.
+    folding: int = setting(4, ge=1)
+    # The most classes (clusters of problems) per modality; fewer when the problems are alike.
+    max_classes: int = setting(3, ge=1)
+    # search_space=auto: the networks the probe trains (random, in the full space); they are
+    # trials of the study (generation -1) and count in its evaluations and time.
+    probe_trials: int = setting(8, ge=1)
+    # Where mode=minibench writes the classes' constraint sets as search_space/<name>.yaml
+    # (use them with hydra.searchpath=[file://<dir>] search_space=<name>). None: beside the DB
+    # file (<db stem>_spaces/).
+    spaces_dir: str | None = None
+
+
 @dataclass
 class NasfwConfig:
     """The primary config (``conf/config.yaml`` fills it from the config groups)."""
@@ -311,3 +373,6 @@ class NasfwConfig:
     # (not a choice like tuner=...); each is the schema the plugin registered with
     # register("plugins", "<name>", Schema), so its types and ranges are checked like the rest.
     plugins: dict[str, Any] = field(default_factory=dict)
+    # search: run one search; minibench: build the mini-benchmark DB (minibench.*).
+    mode: Mode = Mode.search
+    minibench: MinibenchConfig = field(default_factory=MinibenchConfig)

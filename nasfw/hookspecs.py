@@ -121,6 +121,18 @@ def nasfw_search_start(context: SearchContext) -> None:
 
 
 @hookspec
+def nasfw_search_space_chosen(context: SearchContext, choice: dict[str, Any]) -> None:
+    """``search_space=auto`` chose the constraint set the search runs in (before its first
+    generation; again, with the stored choice, when the search resumes).
+
+    ``choice`` holds ``class`` (e.g. ``mb_image_0``), ``confidence`` (the classifier's
+    probability of it), ``probabilities`` (every class of the modality), ``problems`` (the DB
+    problems of the class), ``space`` (the ``SearchSpaceConfig`` as a dict, also
+    ``context.space.config``), ``probe_trials`` (the probe's trial numbers) and ``db``.
+    """
+
+
+@hookspec
 def nasfw_generation_start(
     context: SearchContext, generation: int, candidates: list[Candidate]
 ) -> None:

@@ -210,6 +210,14 @@ class Ledger:
     def _set(self, key: str, value: Any) -> None:
         self.storage.set_study_system_attr(self.study_id, key, value)
 
+    def attr(self, key: str) -> Any:
+        """A study attr nasfw keeps (e.g. ``nasfw:search_space_auto``), or None."""
+        return self._attrs().get(key)
+
+    def set_attr(self, key: str, value: Any) -> None:
+        """Keep ``value`` (JSON-serialisable) in the study under ``key`` (``nasfw:...``)."""
+        self._set(key, value)
+
     def set_metric_name(self, name: str) -> None:
         """Name the study's objective (e.g. ``val_accuracy``) for optuna-dashboard and others."""
         if self.study.metric_names != [name]:

@@ -291,6 +291,24 @@ def config_node(node: Any) -> Any:
     raise PluginError(f"cannot use {node!r} as a config node (dataclass, mapping or YAML path)")
 
 
+def preset(group: str, name: str) -> Any:
+    """The option ``name`` of config group ``group`` as a ``DictConfig`` (or ``None`` if there
+    is none): a YAML preset of ``nasfw.conf`` or what a plugin registered, as
+    ``group=name`` on the command line would compose it (unmerged with the group's schema)."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    path = files("nasfw.conf").joinpath(group, f"{name}.yaml")
+    if path.is_file():
+        return OmegaConf.load(str(path))
+    node = registry().configs.get((group, name))
+    if node is None:
+        return None
+    node = config_node(node)
+    return OmegaConf.structured(node) if dataclasses.is_dataclass(node) else OmegaConf.create(node)
+
+
 PLUGINS_GROUP = "plugins"
 # The primary config's defaults list merges this node: every ``plugins.<name>`` at once.
 PLUGINS_NODE = "nasfw_plugins"

@@ -191,6 +191,7 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
 
     from nasfw.config import (
         ProblemConfig,
+        SearchSpaceConfig,
         TrainConfig,
         check_settings,
         check_writable,
@@ -207,7 +208,10 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
     reg = registry()
     problem_config: ProblemConfig = _schema(cfg.problem, ProblemConfig)
     train_config: TrainConfig = _schema(cfg.train, TrainConfig)
-    space = SearchSpace(cfg.search_space, reg.ops)
+    from nasfw.minibench.auto import AUTO
+
+    auto_space = str(cfg.search_space.name) == AUTO
+    space = None if auto_space else SearchSpace(cfg.search_space, reg.ops)
     tuner_cls = reg.get("tuners", cfg.tuner.name)
     launcher_cls = reg.get("launchers", cfg.launcher.name)
     if cfg.postproc.name != "none":
@@ -217,6 +221,13 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
 
     pruning = pruner_settings(cfg, scoring["name"])
     problem = load_problem(problem_config)
+    auto = None
+    if auto_space:  # mini-benchmarking: the DB's classifier will pick the constraint set
+        from nasfw.minibench.auto import AutoSpace
+
+        auto = AutoSpace(cfg, problem, sorted(reg.ops))
+        space = SearchSpace(_schema(auto.probe_space, SearchSpaceConfig), reg.ops)
+    assert space is not None
     if not space.accepts(problem.modality):
         serving = _spaces_for(problem.modality, reg)
         hint = (
@@ -244,9 +255,21 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
         # Before anything is written: a second driver on the study refuses here.
         lease = DriverLease(ledger.storage, cfg.study_name)
         lease.acquire()
-        if cfg.tuner.get("warm_start"):
-            tuner.warm_start(_warm_start_trials(ledger, str(cfg.tuner.warm_start)))
+        warm = (
+            _warm_start_trials(ledger, str(cfg.tuner.warm_start))
+            if cfg.tuner.get("warm_start")
+            else None
+        )
+        if warm is not None:
+            tuner.warm_start(warm)
         ledger.check_fingerprint(fingerprint(cfg))
+        choice = None
+        if auto is not None:
+            from nasfw.minibench.auto import stored_choice
+
+            choice = stored_choice(ledger)
+            if choice is not None:  # a resumed search keeps its constraint set
+                space, tuner = _tuner_in(choice["space"], tuner_cls, cfg, reg, problem, warm)
         ledger.set_metric_name(f"val_{problem.metric}")
         saved = ledger.load_state()
         ledger.fail_interrupted()  # evaluations a killed driver left RUNNING (pruner=...)
@@ -289,6 +312,13 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
             scoring=scoring,
             weights=weight_store(cfg),
         )
+        if auto is not None:
+            if choice is None:
+                choice = _probe(context, ledger, launcher, evaluator, auto, console, pruning)
+                space, tuner = _tuner_in(choice["space"], tuner_cls, cfg, reg, problem, warm)
+                context.space, context.tuner = space, tuner
+            evaluator = replace(evaluator, max_params=space.max_params)
+            hook.nasfw_search_space_chosen(context=context, choice=choice)
         generation = start_generation
         started = time.perf_counter()
         while candidates := tuner.ask():
@@ -324,6 +354,52 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
         finally:
             lease.release()
     return context
+
+
+def _tuner_in(
+    space_config: dict[str, Any],
+    tuner_cls: Any,
+    cfg: DictConfig,
+    reg: Any,
+    problem: Problem,
+    warm: list[TrialRecord] | None,
+) -> tuple[SearchSpace, Tuner]:
+    """The search space ``search_space=auto`` chose, and the tuner made anew for it."""
+    from nasfw.config import SearchSpaceConfig, TrainConfig
+    from nasfw.search_space import SearchSpace
+
+    space = SearchSpace(_schema(space_config, SearchSpaceConfig), reg.ops)
+    tuner = tuner_cls(cfg.tuner, space, int(cfg.seed))
+    tuner.problem, tuner.train = problem, _schema(cfg.train, TrainConfig)
+    if warm is not None:
+        tuner.warm_start(warm)
+    return space, tuner
+
+
+def _probe(
+    context: SearchContext,
+    ledger: Any,
+    launcher: Any,
+    evaluator: Any,
+    auto: Any,
+    console: Any,
+    pruning: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """``search_space=auto``'s probe: train its networks as generation -1 of the study
+    (finished ones are reused on a resume), classify, keep the choice."""
+    from nasfw.minibench.auto import PROBE_GENERATION, store_choice
+
+    hook = _hooks()
+    candidates = auto.probe_candidates(context.space)
+    hook.nasfw_generation_start(context=context, generation=PROBE_GENERATION, candidates=candidates)
+    records = _run_generation(
+        context, ledger, launcher, evaluator, candidates, PROBE_GENERATION, console, pruning
+    )
+    hook.nasfw_generation_end(context=context, generation=PROBE_GENERATION, trials=records)
+    _report_generation(console, context, PROBE_GENERATION, records)
+    choice = auto.choose(records)
+    store_choice(ledger, choice, context.output_dir, console)
+    return choice
 
 
 def weight_store(cfg: DictConfig) -> Any:

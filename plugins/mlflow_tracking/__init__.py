@@ -124,6 +124,26 @@ def nasfw_search_start(context: SearchContext) -> None:
 
 
 @hookimpl
+def nasfw_search_space_chosen(context: SearchContext, choice: dict[str, Any]) -> None:
+    """search_space=auto's choice: params ``auto.*`` and ``auto/choice.json`` and
+    ``auto/search_space.yaml`` (the constraint set) on the search's run."""
+    state = _runs.state_of(context)
+    if state is None:
+        return
+    with _runs.guard(state, "logging the search space search_space=auto chose"):
+        client: MlflowClient = state["client"]
+        params = {
+            "auto.class": choice["class"],
+            "auto.confidence": f"{choice['confidence']:.4f}",
+            "auto.probe_trials": str(len(choice["probe_trials"])),
+            "auto.db": str(choice["db"]),
+        }
+        _runs.log_params(client, state["run_id"], params.items(), resumed=True)
+        client.log_dict(state["run_id"], choice, "auto/choice.json")
+        client.log_dict(state["run_id"], choice["space"], "auto/search_space.yaml")
+
+
+@hookimpl
 def nasfw_generation_start(
     context: SearchContext, generation: int, candidates: list[Candidate]
 ) -> None:

@@ -396,7 +396,9 @@ def generation_run(
         run = client.create_run(
             state["experiment_id"],
             start_time=int(started * 1000) if started is not None else None,
-            run_name=f"{context.study.study_name} · generation {generation}",
+            # search_space=auto's probe is generation -1.
+            run_name=f"{context.study.study_name} · "
+            + (f"generation {generation}" if generation >= 0 else "probe (generation -1)"),
             tags={
                 "mlflow.parentRunId": parent_id,
                 "nasfw.generation": str(generation),

@@ -1,0 +1,271 @@
+"""``python -m nasfw mode=minibench``: build (or extend, or resume) the best-model DB.
+
+Each entry of ``minibench.problems`` gets one full, unconstrained search (the run's tuner,
+launcher, storage and tracking; the modality's full space of ``minibench.spaces``) in its own
+study ``minibench-<entry>-<space>-<tuner>-seed<seed>``; its ``minibench.top_k`` best networks
+go into the DB (``minibench.db``) with the problem's meta-features. An entry the DB already
+holds from a search with the same settings is skipped, so a rerun resumes where it stopped
+(an interrupted search resumes too: it is an ordinary study). Then the problems are grouped
+into classes, each class's constraint set is written as ``search_space/<class>.yaml`` under
+``minibench.spaces_dir``, and the classifier's leave-one-problem-out accuracy is reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from nasfw.config import ConfigError, ProblemConfig
+
+
+def parse_entry(entry: str, key: str) -> tuple[str, dict[str, Any]]:
+    """``"digits_noisy:noise=0.5,split_seed=1"`` -> ``("digits_noisy", {"noise": 0.5, ...})``.
+
+    Raises:
+        ConfigError: naming ``key`` when the entry is malformed.
+    """
+    import yaml
+
+    name, _, rest = entry.partition(":")
+    name = name.strip()
+    if not re.fullmatch(r"[\w.-]+", name):
+        raise ConfigError(f"{key}={entry!r}: expected <problem>[:<key>=<value>,...]")
+    settings: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        setting, eq, value = item.partition("=")
+        if not eq or not setting.strip():
+            raise ConfigError(f"{key}={entry!r}: {item!r} is not <key>=<value>")
+        settings[setting.strip()] = yaml.safe_load(value)
+    return name, settings
+
+
+def problem_node(entry: str, key: str) -> Any:
+    """The ``problem`` config of one suite entry: its preset with the entry's settings,
+    checked against the preset's schema (types and ranges).
+
+    Raises:
+        ConfigError: naming ``key``: an unknown problem, an unknown or mistyped setting.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from nasfw.config import check_settings
+    from nasfw.registry import preset, registry
+
+    name, settings = parse_entry(entry, key)
+    node = preset("problem", name)
+    if node is None or ("problem", name) not in registry().configs:
+        known = sorted(n for g, n in registry().configs if g == "problem")
+        raise ConfigError(f"{key}={entry!r}: no problem {name!r} (problems: {known})")
+    try:
+        base = node if OmegaConf.get_type(node) not in (None, dict) else ProblemConfig
+        merged = OmegaConf.merge(OmegaConf.structured(base), node, settings)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{key}={entry!r}: {str(err).splitlines()[0]}") from None
+    check_settings(merged, key)
+    return merged
+
+
+def entry_id(entry: str) -> str:
+    """The entry as the DB names the problem (settings sorted, spaces removed)."""
+    name, settings = parse_entry(entry, "minibench.problems")
+    text = ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(settings.items()))
+    return f"{name}:{text}" if text else name
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", text).strip("_")
+
+
+def build_db(cfg: Any, output_dir: Path, console: Any = None) -> dict[str, Any]:
+    """Run the suite, fill the DB, derive the classes; return the report (also written to
+    ``<output_dir>/minibench.json``).
+
+    Raises:
+        ConfigError: a bad suite entry or setting (before anything is searched).
+    """
+    from omegaconf import OmegaConf, open_dict
+    from rich.console import Console
+
+    from nasfw.config import Mode, SearchSpaceConfig
+    from nasfw.evaluate import load_problem
+    from nasfw.minibench.auto import AUTO, full_space
+    from nasfw.minibench.db import BestModelDB, ModelEntry, ProblemEntry
+    from nasfw.minibench.encoding import ProblemMeta
+    from nasfw.search import _schema, fingerprint, run_search
+
+    console = console or Console(stderr=True)
+    mb = cfg.minibench
+    if not mb.problems:
+        raise ConfigError("minibench.problems is empty: list the suite's problems")
+    if str(cfg.search_space.name) == AUTO:
+        raise ConfigError(
+            "search_space=auto cannot build the DB it needs: mode=minibench "
+            "searches each problem in minibench.spaces"
+        )
+    # Every entry is checked, and its data loaded, before the first search starts.
+    plans = []
+    for i, entry in enumerate(mb.problems):
+        key = f"minibench.problems[{i}]"
+        node = problem_node(str(entry), key)
+        problem = load_problem(_schema(node, OmegaConf.get_type(node) or ProblemConfig))
+        space = OmegaConf.merge(
+            OmegaConf.structured(SearchSpaceConfig), full_space(cfg, problem.modality)
+        )
+        pid = entry_id(str(entry))
+        sub = cfg.copy()
+        with open_dict(sub):
+            sub.mode = Mode.search
+            sub.problem = node
+            sub.search_space = space
+            sub.study_name = f"minibench-{_slug(pid)}-{space.name}-{cfg.tuner.name}-seed{cfg.seed}"
+            sub.export_dir = str(output_dir / "minibench" / _slug(pid) / "best_model")
+        plans.append((pid, node, problem, sub))
+    ids = [p[0] for p in plans]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"minibench.problems lists a problem twice: {ids}")
+    db = BestModelDB(str(mb.db))
+    report: dict[str, Any] = {"db": str(mb.db), "problems": {}}
+    try:
+        for pid, node, problem, sub in plans:
+            digest = hashlib.sha256(
+                json.dumps(fingerprint(sub), sort_keys=True, default=str).encode()
+            ).hexdigest()[:16]
+            known = db.get(pid)
+            if known is not None and known.fingerprint == digest:
+                console.print(f"minibench: {pid} is in the DB already (study {known.study})")
+                report["problems"][pid] = {"skipped": True, "study": known.study}
+                continue
+            console.print(
+                f"minibench: searching {pid} ({problem.modality}, {sub.search_space.name}, "
+                f"study {sub.study_name})"
+            )
+            started = time.perf_counter()
+            context = run_search(sub, output_dir / "minibench" / _slug(pid), console)
+            full = context.full_budget()
+            ranked = sorted(
+                (
+                    t
+                    for t in context.history
+                    if t.result.ok and t.exportable and t.result.trained_budget >= full
+                ),
+                key=lambda t: t.rank,
+                reverse=True,
+            )[: int(mb.top_k)]
+            models = [
+                ModelEntry(
+                    problem_id=pid,
+                    rank=r,
+                    graph=t.graph,
+                    value=float(t.result.metric),
+                    flops=t.result.flops,
+                    params=t.result.n_params,
+                    epoch_seconds=t.result.train_seconds / max(1, t.result.epochs),
+                    trial=t.number,
+                )
+                for r, t in enumerate(ranked)
+            ]
+            settings = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+            assert isinstance(settings, dict)
+            db.put(
+                ProblemEntry(
+                    id=pid,
+                    problem=str(node.name),
+                    meta=ProblemMeta.of(problem),
+                    metric=problem.metric,
+                    settings=settings,
+                    tuner=str(cfg.tuner.name),
+                    search_space=str(sub.search_space.name),
+                    study=str(sub.study_name),
+                    storage=str(cfg.storage.url),
+                    fingerprint=digest,
+                    trials=len(context.history),
+                    search_seconds=time.perf_counter() - started,
+                ),
+                models,
+            )
+            report["problems"][pid] = {
+                "study": str(sub.study_name),
+                "best": models[0].value if models else None,
+                "kept": len(models),
+            }
+        report.update(classify_db(cfg, db, console))
+    finally:
+        db.close()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "minibench.json").write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
+def spaces_dir(cfg: Any) -> Path:
+    """Where the classes' constraint sets go: ``minibench.spaces_dir``, or
+    ``<db stem>_spaces`` beside a SQLite DB file (``minibench_spaces`` in the working
+    directory for a DB at another URL)."""
+    mb = cfg.minibench
+    if mb.spaces_dir:
+        return Path(str(mb.spaces_dir)).expanduser().absolute()
+    location = str(mb.db)
+    if "://" in location and not location.startswith("sqlite:///"):
+        return Path("minibench_spaces").absolute()
+    path = Path(location.removeprefix("sqlite:///")).expanduser().absolute()
+    return path.parent / f"{path.stem}_spaces"
+
+
+def classify_db(cfg: Any, db: Any, console: Any) -> dict[str, Any]:
+    """Group the DB's problems into classes, write their constraint sets, cross-validate the
+    classifier; print a table. Returns ``classes`` and ``classifier`` for the report."""
+    from omegaconf import OmegaConf
+    from rich.table import Table
+
+    from nasfw.minibench.auto import full_spaces
+    from nasfw.minibench.classes import group_problems
+    from nasfw.minibench.classify import cross_validate
+    from nasfw.registry import registry
+
+    mb = cfg.minibench
+    ops = sorted(registry().ops)
+    classes = group_problems(db, full_spaces(cfg), int(mb.folding), ops, int(mb.max_classes))
+    folder = spaces_dir(cfg) / "search_space"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("mb_*.yaml"):  # regrouped: classes that are gone must not linger
+        old.unlink()
+    for c in classes:
+        OmegaConf.save(OmegaConf.create(c.space), folder / f"{c.name}.yaml")
+    scores = cross_validate(db, classes, int(mb.folding), ops, int(cfg.seed)) if classes else {}
+    best = {p.problem_id: p.value for p in db.models() if p.rank == 0}
+    table = Table(title=f"mini-benchmark DB {mb.db}: {len(best)} problems, {len(classes)} classes")
+    for column in ("class", "modality", "problems (best val metric)", "ops"):
+        table.add_column(column)
+    for c in classes:
+        table.add_row(
+            c.name,
+            c.modality,
+            ", ".join(f"{p} ({best.get(p, float('nan')):.3f})" for p in c.problems),
+            ", ".join(sorted({op for s in c.space["stages"] for op in s["ops"]})),
+        )
+    console.print(table)
+    if scores:
+        console.print(
+            f"classifier (folding F={mb.folding}), leave-one-problem-out: "
+            f"{scores['problem_accuracy']:.2f} of problems, {scores['network_accuracy']:.2f} "
+            f"of single networks classified right"
+        )
+    from rich.markup import escape
+
+    console.print(
+        escape(
+            f"constraint sets: {folder} (use: python -m nasfw "
+            f"hydra.searchpath=[file://{folder.parent}] search_space=<class>)"
+        )
+    )
+    return {
+        "classes": [
+            {"name": c.name, "modality": c.modality, "problems": c.problems} for c in classes
+        ],
+        "classifier": {"folding": int(mb.folding), **scores},
+        "spaces_dir": str(folder.parent),
+    }

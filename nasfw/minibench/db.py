@@ -1,0 +1,264 @@
+"""The mini-benchmark DB: each suite problem's best networks, in a file a team can share.
+
+Any SQLAlchemy URL works (a path is a SQLite file). Layout (format version 1):
+
+- ``problems``: one row per suite entry: ``id`` (the entry, e.g. ``digits_noisy:noise=0.5``),
+  ``problem`` (the preset), ``settings`` (JSON of the entry's problem settings), ``modality``,
+  ``task``, ``input_shape`` (JSON, no batch dimension), ``n_outputs``, ``n_train``, ``metric``
+  (the validation metric's name, higher is better), ``tuner``, ``search_space``, ``study`` and
+  ``storage`` (the Optuna study that searched it), ``fingerprint`` (of the search's settings:
+  an entry is searched again when they change), ``trials``, ``search_seconds``, ``added``
+  (seconds since the epoch).
+- ``models``: the ``top_k`` best networks of each problem, ``problem_id``, ``rank`` (0 best),
+  ``trial`` (its number in the study), ``graph`` (ArchGraph JSON), ``value`` (validation
+  metric), ``flops`` (multiply-adds x 2, one example), ``params``, ``epoch_seconds`` (training
+  seconds per epoch).
+- ``info``: ``key``/``value`` pairs; ``format`` = 1.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nasfw.config import ConfigError
+from nasfw.graph import ArchGraph
+from nasfw.minibench.encoding import ProblemMeta
+
+FORMAT = 1
+
+
+@dataclass
+class ProblemEntry:
+    """One suite problem as the DB keeps it (see the module docstring for the fields)."""
+
+    id: str
+    problem: str
+    meta: ProblemMeta
+    metric: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    tuner: str = ""
+    search_space: str = ""
+    study: str = ""
+    storage: str = ""
+    fingerprint: str = ""
+    trials: int = 0
+    search_seconds: float = 0.0
+    added: float = 0.0
+
+
+@dataclass
+class ModelEntry:
+    """One of a problem's best networks."""
+
+    problem_id: str
+    rank: int
+    graph: ArchGraph
+    value: float
+    flops: int | None = None
+    params: int | None = None
+    epoch_seconds: float | None = None
+    trial: int | None = None
+
+
+def db_url(location: str) -> str:
+    """``minibench.db`` as a SQLAlchemy URL: URLs as they are, paths as absolute SQLite files."""
+    if "://" in location:
+        return location
+    return f"sqlite:///{Path(location).expanduser().absolute()}"
+
+
+class BestModelDB:
+    """The best-model DB at ``location`` (``minibench.db``), created on first write.
+
+    Raises:
+        ConfigError: naming ``minibench.db`` when it cannot be opened, is not a nasfw
+            mini-benchmark DB, or (``must_exist``) does not exist.
+    """
+
+    def __init__(self, location: str, must_exist: bool = False) -> None:
+        import sqlalchemy as sa
+
+        self.location = location
+        self.url = db_url(location)
+        if must_exist and self.url.startswith("sqlite:///"):
+            path = Path(self.url.removeprefix("sqlite:///"))
+            if not path.is_file():
+                raise ConfigError(
+                    f"minibench.db={location}: no mini-benchmark DB at {path}; build one with "
+                    "python -m nasfw mode=minibench (see the README, Mini-benchmarking)"
+                )
+        meta = sa.MetaData()
+        self._problems = sa.Table(
+            "problems",
+            meta,
+            sa.Column("id", sa.String(255), primary_key=True),
+            sa.Column("problem", sa.String(255), nullable=False),
+            sa.Column("settings", sa.Text, nullable=False),
+            sa.Column("modality", sa.String(32), nullable=False),
+            sa.Column("task", sa.String(32), nullable=False),
+            sa.Column("input_shape", sa.Text, nullable=False),
+            sa.Column("n_outputs", sa.Integer, nullable=False),
+            sa.Column("n_train", sa.Integer, nullable=False),
+            sa.Column("metric", sa.String(64), nullable=False),
+            sa.Column("tuner", sa.String(64)),
+            sa.Column("search_space", sa.String(255)),
+            sa.Column("study", sa.String(512)),
+            sa.Column("storage", sa.Text),
+            sa.Column("fingerprint", sa.String(64)),
+            sa.Column("trials", sa.Integer),
+            sa.Column("search_seconds", sa.Float),
+            sa.Column("added", sa.Float),
+        )
+        self._models = sa.Table(
+            "models",
+            meta,
+            sa.Column("problem_id", sa.String(255), sa.ForeignKey("problems.id"), primary_key=True),
+            sa.Column("rank", sa.Integer, primary_key=True),
+            sa.Column("trial", sa.Integer),
+            sa.Column("graph", sa.Text, nullable=False),
+            sa.Column("value", sa.Float, nullable=False),
+            sa.Column("flops", sa.BigInteger),
+            sa.Column("params", sa.BigInteger),
+            sa.Column("epoch_seconds", sa.Float),
+        )
+        self._info = sa.Table(
+            "info",
+            meta,
+            sa.Column("key", sa.String(64), primary_key=True),
+            sa.Column("value", sa.Text, nullable=False),
+        )
+        try:
+            self._engine = sa.create_engine(self.url)
+            meta.create_all(self._engine)
+            with self._engine.begin() as conn:
+                found = conn.execute(
+                    sa.select(self._info.c.value).where(self._info.c.key == "format")
+                ).scalar()
+                if found is None:
+                    conn.execute(sa.insert(self._info).values(key="format", value=str(FORMAT)))
+                elif int(found) != FORMAT:
+                    raise ConfigError(
+                        f"minibench.db={location}: format {found}, this nasfw reads {FORMAT}"
+                    )
+        except sa.exc.SQLAlchemyError as err:
+            raise ConfigError(
+                f"minibench.db={location}: cannot use it as a mini-benchmark DB "
+                f"({type(err).__name__}: {str(err).splitlines()[0]})"
+            ) from None
+
+    def put(self, entry: ProblemEntry, models: Iterable[ModelEntry]) -> None:
+        """Store ``entry`` with its best ``models``, replacing what the DB held for it (one
+        transaction: a reader never sees a half-written problem)."""
+        import sqlalchemy as sa
+
+        m = entry.meta
+        row = {
+            "id": entry.id,
+            "problem": entry.problem,
+            "settings": json.dumps(entry.settings, sort_keys=True),
+            "modality": m.modality,
+            "task": m.task,
+            "input_shape": json.dumps(list(m.input_shape)),
+            "n_outputs": m.n_outputs,
+            "n_train": m.n_train,
+            "metric": entry.metric,
+            "tuner": entry.tuner,
+            "search_space": entry.search_space,
+            "study": entry.study,
+            "storage": entry.storage,
+            "fingerprint": entry.fingerprint,
+            "trials": entry.trials,
+            "search_seconds": entry.search_seconds,
+            "added": entry.added or time.time(),
+        }
+        with self._engine.begin() as conn:
+            conn.execute(sa.delete(self._models).where(self._models.c.problem_id == entry.id))
+            conn.execute(sa.delete(self._problems).where(self._problems.c.id == entry.id))
+            conn.execute(sa.insert(self._problems).values(**row))
+            rows = [
+                {
+                    "problem_id": entry.id,
+                    "rank": model.rank,
+                    "trial": model.trial,
+                    "graph": model.graph.to_json(),
+                    "value": model.value,
+                    "flops": model.flops,
+                    "params": model.params,
+                    "epoch_seconds": model.epoch_seconds,
+                }
+                for model in models
+            ]
+            if rows:
+                conn.execute(sa.insert(self._models), rows)
+
+    def problems(self) -> list[ProblemEntry]:
+        """Every problem in the DB, by id."""
+        import sqlalchemy as sa
+
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(self._problems).order_by(self._problems.c.id)).all()
+        return [
+            ProblemEntry(
+                id=r.id,
+                problem=r.problem,
+                meta=ProblemMeta(
+                    r.modality,
+                    r.task,
+                    tuple(json.loads(r.input_shape)),
+                    r.n_outputs,
+                    r.n_train,
+                ),
+                metric=r.metric,
+                settings=json.loads(r.settings),
+                tuner=r.tuner or "",
+                search_space=r.search_space or "",
+                study=r.study or "",
+                storage=r.storage or "",
+                fingerprint=r.fingerprint or "",
+                trials=r.trials or 0,
+                search_seconds=r.search_seconds or 0.0,
+                added=r.added or 0.0,
+            )
+            for r in rows
+        ]
+
+    def models(self, problem_id: str | None = None) -> list[ModelEntry]:
+        """The best networks of ``problem_id`` (None: of every problem), best first."""
+        import sqlalchemy as sa
+
+        query = sa.select(self._models).order_by(self._models.c.problem_id, self._models.c.rank)
+        if problem_id is not None:
+            query = query.where(self._models.c.problem_id == problem_id)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            ModelEntry(
+                problem_id=r.problem_id,
+                rank=r.rank,
+                graph=ArchGraph.from_json(r.graph),
+                value=r.value,
+                flops=r.flops,
+                params=r.params,
+                epoch_seconds=r.epoch_seconds,
+                trial=r.trial,
+            )
+            for r in rows
+        ]
+
+    def get(self, problem_id: str) -> ProblemEntry | None:
+        return next((p for p in self.problems() if p.id == problem_id), None)
+
+    def remove(self, problem_id: str) -> None:
+        import sqlalchemy as sa
+
+        with self._engine.begin() as conn:
+            conn.execute(sa.delete(self._models).where(self._models.c.problem_id == problem_id))
+            conn.execute(sa.delete(self._problems).where(self._problems.c.id == problem_id))
+
+    def close(self) -> None:
+        self._engine.dispose()
