@@ -2,12 +2,13 @@
 
 Each entry of ``minibench.problems`` gets one full, unconstrained search (the run's tuner,
 launcher, storage and tracking; the modality's full space of ``minibench.spaces``) in its own
-study ``minibench-<entry>-<space>-<tuner>-seed<seed>``; its ``minibench.top_k`` best networks
-go into the DB (``minibench.db``) with the problem's meta-features. An entry the DB already
-holds from a search with the same settings is skipped, so a rerun resumes where it stopped
-(an interrupted search resumes too: it is an ordinary study). Then the problems are grouped
-into classes, each class's constraint set is written as ``search_space/<class>.yaml`` under
-``minibench.spaces_dir``, and the classifier's leave-one-problem-out accuracy is reported.
+study ``minibench-<entry>-<space>-<tuner>-seed<seed>-<hash of the search's settings>``; its
+``minibench.top_k`` best networks go into the DB (``minibench.db``) with the problem's
+meta-features. An entry the DB already holds from a search with the same settings is skipped,
+so a rerun resumes where it stopped (an interrupted search resumes too: it is an ordinary
+study). Then the problems are grouped into classes, each class's constraint set is written as
+``search_space/<class>.yaml`` under ``minibench.spaces_dir``, and the classifier's
+leave-one-problem-out accuracy is reported.
 """
 
 from __future__ import annotations
@@ -91,14 +92,16 @@ def build_db(cfg: Any, output_dir: Path, console: Any = None) -> dict[str, Any]:
     from omegaconf import OmegaConf, open_dict
     from rich.console import Console
 
-    from nasfw.config import Mode, SearchSpaceConfig
+    from nasfw.config import Mode, SearchSpaceConfig, check_settings
     from nasfw.evaluate import load_problem
+    from nasfw.ledger import absolute_url
     from nasfw.minibench.auto import AUTO, full_space
     from nasfw.minibench.db import BestModelDB, ModelEntry, ProblemEntry
     from nasfw.minibench.encoding import ProblemMeta
     from nasfw.search import _schema, fingerprint, run_search
 
     console = console or Console(stderr=True)
+    check_settings(cfg)
     mb = cfg.minibench
     if not mb.problems:
         raise ConfigError("minibench.problems is empty: list the suite's problems")
@@ -122,19 +125,23 @@ def build_db(cfg: Any, output_dir: Path, console: Any = None) -> dict[str, Any]:
             sub.mode = Mode.search
             sub.problem = node
             sub.search_space = space
-            sub.study_name = f"minibench-{_slug(pid)}-{space.name}-{cfg.tuner.name}-seed{cfg.seed}"
             sub.export_dir = str(output_dir / "minibench" / _slug(pid) / "best_model")
-        plans.append((pid, node, problem, sub))
+        # Other search settings are another search: a study of their own, never a refusal.
+        digest = hashlib.sha256(
+            json.dumps(fingerprint(sub), sort_keys=True, default=str).encode()
+        ).hexdigest()[:8]
+        with open_dict(sub):
+            sub.study_name = (
+                f"minibench-{_slug(pid)}-{space.name}-{cfg.tuner.name}-seed{cfg.seed}-{digest}"
+            )
+        plans.append((pid, node, problem, sub, digest))
     ids = [p[0] for p in plans]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"minibench.problems lists a problem twice: {ids}")
     db = BestModelDB(str(mb.db))
     report: dict[str, Any] = {"db": str(mb.db), "problems": {}}
     try:
-        for pid, node, problem, sub in plans:
-            digest = hashlib.sha256(
-                json.dumps(fingerprint(sub), sort_keys=True, default=str).encode()
-            ).hexdigest()[:16]
+        for pid, node, problem, sub, digest in plans:
             known = db.get(pid)
             if known is not None and known.fingerprint == digest:
                 console.print(f"minibench: {pid} is in the DB already (study {known.study})")
@@ -181,7 +188,7 @@ def build_db(cfg: Any, output_dir: Path, console: Any = None) -> dict[str, Any]:
                     tuner=str(cfg.tuner.name),
                     search_space=str(sub.search_space.name),
                     study=str(sub.study_name),
-                    storage=str(cfg.storage.url),
+                    storage=absolute_url(str(cfg.storage.url)),
                     fingerprint=digest,
                     trials=len(context.history),
                     search_seconds=time.perf_counter() - started,
