@@ -233,13 +233,15 @@ def store_schemas(reg: Registry) -> None:
     """
     from hydra.core.config_store import ConfigStore
 
-    from nasfw.config import NasfwConfig
+    from nasfw.config import EvaluationConfig, NasfwConfig
     from nasfw.pruning import SCHEMAS
     from nasfw.registry import store_configs
 
     store_configs(reg)
     cs = ConfigStore.instance()
     cs.store(name="nasfw_schema", node=NasfwConfig, provider="nasfw")
+    # The schema conf/evaluation/{plain,auto}.yaml extend (Hydra's "schema" pattern).
+    cs.store(group="evaluation", name="evaluation_schema", node=EvaluationConfig, provider="nasfw")
     for name, schema in SCHEMAS.items():  # pruner=<name>: Optuna's pruners, typed
         cs.store(group="pruner", name=name, node=schema, provider="nasfw")
 

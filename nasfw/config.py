@@ -282,6 +282,10 @@ class EvaluationConfig:
     ``evaluation`` setting) or a plugin's scorer (e.g. ``regularized``)."""
 
     name: str = MISSING
+    # Screening with the mini-benchmark DB (nasfw.minibench.screen): the tuner proposes this
+    # many networks for each one it trains, and a regressor trained on minibench.db picks
+    # the one predicted best. 1: no screening. Tuners: random, evolution, codeepneat.
+    screen: int = setting(1, ge=1)
 
 
 class Mode(StrEnum):

@@ -244,6 +244,8 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
     # fingerprint in a new study, or the corrected rerun would be refused as another search.
     tuner = tuner_cls(cfg.tuner, space, int(cfg.seed))
     tuner.problem, tuner.train = problem, train_config
+    screener = _screener(cfg, problem, tuner, sorted(reg.ops))
+    tuner.screen = screener
     launcher = launcher_cls(cfg.launcher)
     lease: DriverLease | None = None
     try:
@@ -269,7 +271,9 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
 
             choice = stored_choice(ledger)
             if choice is not None:  # a resumed search keeps its constraint set
-                space, tuner = _tuner_in(choice["space"], tuner_cls, cfg, reg, problem, warm)
+                space, tuner = _tuner_in(
+                    choice["space"], tuner_cls, cfg, reg, problem, warm, screener
+                )
         ledger.set_metric_name(f"val_{problem.metric}")
         saved = ledger.load_state()
         ledger.fail_interrupted()  # evaluations a killed driver left RUNNING (pruner=...)
@@ -315,7 +319,9 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
         if auto is not None:
             if choice is None:
                 choice = _probe(context, ledger, launcher, evaluator, auto, console, pruning)
-                space, tuner = _tuner_in(choice["space"], tuner_cls, cfg, reg, problem, warm)
+                space, tuner = _tuner_in(
+                    choice["space"], tuner_cls, cfg, reg, problem, warm, screener
+                )
                 context.space, context.tuner = space, tuner
             evaluator = replace(evaluator, max_params=space.max_params)
             hook.nasfw_search_space_chosen(context=context, choice=choice)
@@ -363,6 +369,7 @@ def _tuner_in(
     reg: Any,
     problem: Problem,
     warm: list[TrialRecord] | None,
+    screener: Any,
 ) -> tuple[SearchSpace, Tuner]:
     """The search space ``search_space=auto`` chose, and the tuner made anew for it."""
     from nasfw.config import SearchSpaceConfig, TrainConfig
@@ -371,9 +378,42 @@ def _tuner_in(
     space = SearchSpace(_schema(space_config, SearchSpaceConfig), reg.ops)
     tuner = tuner_cls(cfg.tuner, space, int(cfg.seed))
     tuner.problem, tuner.train = problem, _schema(cfg.train, TrainConfig)
+    tuner.screen = screener
     if warm is not None:
         tuner.warm_start(warm)
     return space, tuner
+
+
+def _screener(cfg: DictConfig, problem: Problem, tuner: Tuner, ops: list[str]) -> Any:
+    """``evaluation.screen=k``: the screen of the mini-benchmark DB's regressor for ``problem``
+    (None for k = 1).
+
+    Raises:
+        ConfigError: the tuner cannot screen, or ``minibench.db`` cannot serve (no DB, no
+            trained networks in it).
+    """
+    from nasfw.config import ConfigError
+
+    k = int(cfg.evaluation.get("screen", 1))
+    if k <= 1:
+        return None
+    if not type(tuner).screening:
+        raise ConfigError(
+            f"evaluation.screen={k}: tuner={cfg.tuner.name} cannot screen its proposals "
+            "(random, evolution and codeepneat can); use evaluation.screen=1"
+        )
+    from nasfw.minibench.db import BestModelDB
+    from nasfw.minibench.encoding import ProblemMeta
+    from nasfw.minibench.screen import Screener, train_regressor
+
+    db = BestModelDB(str(cfg.minibench.db), must_exist=True)
+    try:
+        regressor = train_regressor(db, int(cfg.minibench.folding), ops, int(cfg.seed))
+    except ValueError as err:
+        raise ConfigError(f"minibench.db={cfg.minibench.db}: {err} (evaluation.screen)") from None
+    finally:
+        db.close()
+    return Screener(regressor, ProblemMeta.of(problem), int(cfg.minibench.folding), ops, k)
 
 
 def _probe(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from nasfw.graph import ArchGraph
 
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
 
     from nasfw.config import TunerConfig
     from nasfw.search_space import SearchSpace
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -195,6 +198,13 @@ class Tuner(ABC):
 
     problem: Any = None
     train: Any = None
+    #: Set by the search with ``evaluation.screen=k`` > 1 (a :class:`nasfw.minibench.screen.
+    #: Screener`): tuners that can (``screening = True``) draw each proposal through
+    #: :meth:`screened`. ``None``: no screening.
+    screen: Any = None
+    #: Whether this tuner draws its proposals through :meth:`screened` (the search refuses
+    #: ``evaluation.screen`` > 1 for the others).
+    screening: ClassVar[bool] = False
 
     def __init__(self, config: TunerConfig, space: SearchSpace, seed: int) -> None:
         from nasfw.config import check_settings
@@ -215,6 +225,16 @@ class Tuner(ABC):
 
     @abstractmethod
     def restore(self, state: dict[str, Any]) -> None: ...
+
+    def screened(self, propose: Callable[[], T], graph_of: Callable[[T], Any]) -> T:
+        """One proposal: ``propose()`` once, or with a screen ``k`` times and the one whose
+        graph (``graph_of(proposal)``) the screen predicts best (ties: the first drawn). A
+        tuner's randomness is drawn the same way either way, so a search stays deterministic.
+        """
+        if self.screen is None or self.screen.k <= 1:
+            return propose()
+        options = [propose() for _ in range(self.screen.k)]
+        return options[self.screen.best([graph_of(o) for o in options])]
 
     def generation_report(self) -> dict[str, float]:
         """Metrics about the tuner's own state after the last ``tell`` (e.g. species counts),

@@ -59,6 +59,8 @@ class Member:
 class RegularizedEvolution(Tuner):
     """Aging evolution over the search space's graphs (see the module docstring)."""
 
+    screening = True
+
     config: EvolutionConfig
 
     def __init__(self, config: Any, space: Any, seed: int) -> None:
@@ -88,10 +90,13 @@ class RegularizedEvolution(Tuner):
         count = min(self.config.batch_size, self.config.n_trials - self.evaluated)
         candidates = []
         for _ in range(max(count, 0)):
-            parent = self._tournament()
-            child = self.space.mutate(parent.graph, self.rng)
-            candidates.append(self._candidate(child, parent.graph.hash))
+            candidates.append(self.screened(self._child, lambda c: c.graph))
         return candidates
+
+    def _child(self) -> Candidate:
+        parent = self._tournament()
+        child = self.space.mutate(parent.graph, self.rng)
+        return self._candidate(child, parent.graph.hash)
 
     def _tournament(self) -> Member:
         picks = self.rng.choice(len(self.population), size=self.config.sample_size, replace=False)

@@ -23,6 +23,8 @@ class RandomSearchConfig(TunerConfig):
 class RandomSearch(Tuner):
     """Samples ``n_trials`` graphs uniformly, ``batch_size`` per generation."""
 
+    screening = True
+
     config: RandomSearchConfig
 
     def __init__(self, config: Any, space: Any, seed: int) -> None:
@@ -34,11 +36,14 @@ class RandomSearch(Tuner):
         count = min(self.config.batch_size, self.config.n_trials - self.asked)
         candidates = []
         for _ in range(max(count, 0)):
-            chooser = RandomChooser(self.rng)
-            graph = self.space.sample(chooser)
-            candidates.append(Candidate(graph, chooser.params, chooser.distributions))
+            candidates.append(self.screened(self._sample, lambda c: c.graph))
         self.asked += len(candidates)
         return candidates
+
+    def _sample(self) -> Candidate:
+        chooser = RandomChooser(self.rng)
+        graph = self.space.sample(chooser)
+        return Candidate(graph, chooser.params, chooser.distributions)
 
     def tell(self, candidates: list[Candidate], results: list[Result]) -> None:
         """Random search learns nothing from results."""

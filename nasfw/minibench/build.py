@@ -154,19 +154,17 @@ def build_db(cfg: Any, output_dir: Path, console: Any = None) -> dict[str, Any]:
             started = time.perf_counter()
             context = run_search(sub, output_dir / "minibench" / _slug(pid), console)
             full = context.full_budget()
-            ranked = sorted(
-                (
-                    t
-                    for t in context.history
-                    if t.result.ok and t.exportable and t.result.trained_budget >= full
-                ),
-                key=lambda t: t.rank,
-                reverse=True,
-            )[: int(mb.top_k)]
-            models = [
-                ModelEntry(
+            trained = [
+                t
+                for t in context.history
+                if t.result.ok and t.exportable and t.result.trained_budget >= full
+            ]
+            ranked = sorted(trained, key=lambda t: t.rank, reverse=True)
+
+            def entry_of(t: Any, rank: int, pid: str = pid) -> ModelEntry:
+                return ModelEntry(
                     problem_id=pid,
-                    rank=r,
+                    rank=rank,
                     graph=t.graph,
                     value=float(t.result.metric),
                     flops=t.result.flops,
@@ -174,8 +172,11 @@ def build_db(cfg: Any, output_dir: Path, console: Any = None) -> dict[str, Any]:
                     epoch_seconds=t.result.train_seconds / max(1, t.result.epochs),
                     trial=t.number,
                 )
-                for r, t in enumerate(ranked)
-            ]
+
+            models = [entry_of(t, r) for r, t in enumerate(ranked[: int(mb.top_k)])]
+            # Reused evaluations are the same network twice: once is what was learnt.
+            unique = {t.key: t for t in reversed(trained)}.values()
+            evaluations = [entry_of(t, -1) for t in sorted(unique, key=lambda t: t.number)]
             settings = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
             assert isinstance(settings, dict)
             db.put(
@@ -194,6 +195,7 @@ def build_db(cfg: Any, output_dir: Path, console: Any = None) -> dict[str, Any]:
                     search_seconds=time.perf_counter() - started,
                 ),
                 models,
+                evaluations,
             )
             report["problems"][pid] = {
                 "study": str(sub.study_name),
@@ -243,6 +245,11 @@ def classify_db(cfg: Any, db: Any, console: Any) -> dict[str, Any]:
     for c in classes:
         OmegaConf.save(OmegaConf.create(c.space), folder / f"{c.name}.yaml")
     scores = cross_validate(db, classes, int(mb.folding), ops, int(cfg.seed)) if classes else {}
+    from nasfw.minibench.screen import rank_correlation
+
+    screening = (
+        rank_correlation(db, int(mb.folding), ops, int(cfg.seed)) if db.evaluations() else {}
+    )
     best = {p.problem_id: p.value for p in db.models() if p.rank == 0}
     table = Table(title=f"mini-benchmark DB {mb.db}: {len(best)} problems, {len(classes)} classes")
     for column in ("class", "modality", "problems (best val metric)", "ops"):
@@ -263,6 +270,12 @@ def classify_db(cfg: Any, db: Any, console: Any) -> dict[str, Any]:
         )
     from rich.markup import escape
 
+    if screening.get("problems"):
+        console.print(
+            f"screening regressor, leave-one-problem-out Spearman: mean "
+            f"{screening['spearman_mean']:.2f}, min {screening['spearman_min']:.2f} over "
+            f"{screening['problems']} problems"
+        )
     console.print(
         escape(
             f"constraint sets: {folder} (use: python -m nasfw "
@@ -274,5 +287,6 @@ def classify_db(cfg: Any, db: Any, console: Any) -> dict[str, Any]:
             {"name": c.name, "modality": c.modality, "problems": c.problems} for c in classes
         ],
         "classifier": {"folding": int(mb.folding), **scores},
+        "screening": screening,
         "spaces_dir": str(folder.parent),
     }

@@ -13,6 +13,9 @@ Any SQLAlchemy URL works (a path is a SQLite file). Layout (format version 1):
   ``trial`` (its number in the study), ``graph`` (ArchGraph JSON), ``value`` (validation
   metric), ``flops`` (multiply-adds x 2, one example), ``params``, ``epoch_seconds`` (training
   seconds per epoch).
+- ``evaluations``: every network each problem's search trained to the full budget (the
+  screening regressor's data): ``problem_id``, ``trial``, ``graph``, ``value``, ``flops``,
+  ``params``, ``epoch_seconds``.
 - ``info``: ``key``/``value`` pairs; ``format`` = 1.
 """
 
@@ -126,6 +129,17 @@ class BestModelDB:
             sa.Column("params", sa.BigInteger),
             sa.Column("epoch_seconds", sa.Float),
         )
+        self._evaluations = sa.Table(
+            "evaluations",
+            meta,
+            sa.Column("problem_id", sa.String(255), sa.ForeignKey("problems.id"), primary_key=True),
+            sa.Column("trial", sa.Integer, primary_key=True),
+            sa.Column("graph", sa.Text, nullable=False),
+            sa.Column("value", sa.Float, nullable=False),
+            sa.Column("flops", sa.BigInteger),
+            sa.Column("params", sa.BigInteger),
+            sa.Column("epoch_seconds", sa.Float),
+        )
         self._info = sa.Table(
             "info",
             meta,
@@ -151,9 +165,16 @@ class BestModelDB:
                 f"({type(err).__name__}: {str(err).splitlines()[0]})"
             ) from None
 
-    def put(self, entry: ProblemEntry, models: Iterable[ModelEntry]) -> None:
-        """Store ``entry`` with its best ``models``, replacing what the DB held for it (one
-        transaction: a reader never sees a half-written problem)."""
+    def put(
+        self,
+        entry: ProblemEntry,
+        models: Iterable[ModelEntry],
+        evaluations: Iterable[ModelEntry] = (),
+    ) -> None:
+        """Store ``entry`` with its best ``models`` and every network its search trained to
+        the full budget (``evaluations``, for the screening regressor; their ``rank`` is not
+        kept), replacing what the DB held for it (one transaction: a reader never sees a
+        half-written problem)."""
         import sqlalchemy as sa
 
         m = entry.meta
@@ -177,9 +198,22 @@ class BestModelDB:
             "added": entry.added or time.time(),
         }
         with self._engine.begin() as conn:
-            conn.execute(sa.delete(self._models).where(self._models.c.problem_id == entry.id))
-            conn.execute(sa.delete(self._problems).where(self._problems.c.id == entry.id))
+            self._delete(conn, entry.id)
             conn.execute(sa.insert(self._problems).values(**row))
+            trained = [
+                {
+                    "problem_id": entry.id,
+                    "trial": e.trial,
+                    "graph": e.graph.to_json(),
+                    "value": e.value,
+                    "flops": e.flops,
+                    "params": e.params,
+                    "epoch_seconds": e.epoch_seconds,
+                }
+                for e in evaluations
+            ]
+            if trained:
+                conn.execute(sa.insert(self._evaluations), trained)
             rows = [
                 {
                     "problem_id": entry.id,
@@ -250,15 +284,45 @@ class BestModelDB:
             for r in rows
         ]
 
+    def evaluations(self, problem_id: str | None = None) -> list[ModelEntry]:
+        """Every network the search of ``problem_id`` (None: of each problem) trained to the
+        full budget, by trial number (``rank`` is -1)."""
+        import sqlalchemy as sa
+
+        t = self._evaluations
+        query = sa.select(t).order_by(t.c.problem_id, t.c.trial)
+        if problem_id is not None:
+            query = query.where(t.c.problem_id == problem_id)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            ModelEntry(
+                problem_id=r.problem_id,
+                rank=-1,
+                graph=ArchGraph.from_json(r.graph),
+                value=r.value,
+                flops=r.flops,
+                params=r.params,
+                epoch_seconds=r.epoch_seconds,
+                trial=r.trial,
+            )
+            for r in rows
+        ]
+
+    def _delete(self, conn: Any, problem_id: str) -> None:
+        import sqlalchemy as sa
+
+        for table in (self._models, self._evaluations):
+            conn.execute(sa.delete(table).where(table.c.problem_id == problem_id))
+        conn.execute(sa.delete(self._problems).where(self._problems.c.id == problem_id))
+
     def get(self, problem_id: str) -> ProblemEntry | None:
         return next((p for p in self.problems() if p.id == problem_id), None)
 
     def remove(self, problem_id: str) -> None:
-        import sqlalchemy as sa
 
         with self._engine.begin() as conn:
-            conn.execute(sa.delete(self._models).where(self._models.c.problem_id == problem_id))
-            conn.execute(sa.delete(self._problems).where(self._problems.c.id == problem_id))
+            self._delete(conn, problem_id)
 
     def close(self) -> None:
         self._engine.dispose()

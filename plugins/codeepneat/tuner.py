@@ -59,6 +59,8 @@ POPULATION_FORMAT = "nasfw.codeepneat.population"
 class CoDeepNEAT(Tuner):
     """See the package docstring for the algorithm."""
 
+    screening = True
+
     def __init__(self, config: Any, space: SearchSpace, seed: int) -> None:
         super().__init__(config, space, seed)
         self._validate()
@@ -391,11 +393,16 @@ class CoDeepNEAT(Tuner):
         candidates = []
         for bp in sorted(self.blueprints, key=lambda b: b.id):
             for _ in range(c.genomes_per_blueprint):
-                chosen = {
-                    sid: choice(self.rng, members[sid]).id
-                    for sid in sorted(bp.referenced_species())
-                }
-                graph = assemble(bp, {sid: by_id[mid] for sid, mid in chosen.items()})
+
+                def pick(bp: Any = bp) -> tuple[dict[int, int], ArchGraph]:
+                    modules = {
+                        sid: choice(self.rng, members[sid]).id
+                        for sid in sorted(bp.referenced_species())
+                    }
+                    return modules, assemble(bp, {s: by_id[m] for s, m in modules.items()})
+
+                # With evaluation.screen=k: k module draws, the assembly predicted best.
+                chosen, graph = self.screened(pick, lambda drawn: drawn[1])
                 params, dists = self.space.describe(graph)
                 params.update(optimizer=bp.optimizer, lr=bp.lr)
                 dists.update(extra_dists)

@@ -35,7 +35,12 @@ def test_every_problem_keeps_its_best_networks_with_its_meta_features(built):
             assert model.flops > 0 and model.params > 0 and model.epoch_seconds > 0
         best = max(t.value for t in stored.values() if t.value is not None)
         assert values[0] == pytest.approx(best)
-    assert "leave-one-problem-out" in log
+        # Every network trained, for the screening regressor.
+        evaluated = db.evaluations(pid)
+        assert {e.trial for e in evaluated} <= set(stored) and len(evaluated) >= len(models)
+        for e in evaluated:
+            assert stored[e.trial].value == pytest.approx(e.value)
+    assert "leave-one-problem-out" in log and "Spearman" in log
 
 
 def test_the_classes_constraint_sets_are_ordinary_search_spaces(built):

@@ -46,11 +46,15 @@ def test_problems_and_models_round_trip(tmp_path):
 def test_put_replaces_a_problem_whole(tmp_path):
     db = BestModelDB(str(tmp_path / "mb.db"))
     entry = ProblemEntry("p", "p", IMAGE, "accuracy")
-    db.put(entry, [ModelEntry("p", r, conv_net(16, 1 + r), 0.5) for r in range(3)])
+    trained = [ModelEntry("p", -1, conv_net(4 + i, 1), 0.1 * i, trial=i) for i in range(5)]
+    db.put(entry, [ModelEntry("p", r, conv_net(16, 1 + r), 0.5) for r in range(3)], trained)
+    assert [e.graph for e in db.evaluations("p")] == [e.graph for e in trained]
     db.put(entry, [ModelEntry("p", 0, conv_net(8, 1), 0.6)])
     assert [m.graph for m in db.models()] == [conv_net(8, 1)]
+    assert db.evaluations() == []
+    db.put(entry, [], trained)
     db.remove("p")
-    assert db.problems() == [] and db.models() == []
+    assert db.problems() == [] and db.models() == [] and db.evaluations() == []
 
 
 def test_a_missing_db_is_named(tmp_path):
