@@ -241,7 +241,7 @@ def store_schemas(reg: Registry) -> None:
     cs = ConfigStore.instance()
     cs.store(name="nasfw_schema", node=NasfwConfig, provider="nasfw")
     # The schema conf/evaluation/{plain,auto}.yaml extend (Hydra's "schema" pattern).
-    cs.store(group="evaluation", name="evaluation_schema", node=EvaluationConfig, provider="nasfw")
+    cs.store(name="nasfw_evaluation_schema", node=EvaluationConfig, provider="nasfw")
     for name, schema in SCHEMAS.items():  # pruner=<name>: Optuna's pruners, typed
         cs.store(group="pruner", name=name, node=schema, provider="nasfw")
 

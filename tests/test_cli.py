@@ -23,7 +23,7 @@ def test_help_lists_groups_and_options(tmp_path):
     for line in (
         "tuner: codeepneat, evolution, hyperband, petridish, random, tpe",
         "pruner: hyperband, median, none, patient, successive_halving",
-        "search_space: image_small, petridish_full, petridish_full_sequence, "
+        "search_space: auto, image_small, petridish_full, petridish_full_sequence, "
         "petridish_limited, sequence_small, tabular_mlp, text_small",
         "launcher: local, lsf, slurm",
         "tracking: mlflow, none",

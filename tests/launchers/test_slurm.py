@@ -403,3 +403,43 @@ def test_a_pruned_search_on_slurm_prunes_as_the_local_one(slurm_cluster, tmp_pat
     assert [state for state, _, _ in on_slurm].count("PRUNED") >= 2
     logs = "".join(p.read_text() for p in folder.glob("*/*_log.err"))
     assert "cannot" not in logs  # the jobs reached the storage: they wrote the trials
+
+
+def test_the_minibench_db_builds_on_slurm_as_it_does_locally(slurm_cluster, tmp_path):
+    """mode=minibench composes with launcher=slurm: every suite search runs its generations as
+    job arrays, and the DB holds what the same build in the driver gives."""
+    from cli import nasfw
+
+    from nasfw.minibench.db import BestModelDB
+
+    build = [
+        "mode=minibench",
+        "minibench.problems=[iris,wine]",
+        "tuner=random",
+        "tuner.n_trials=2",
+        "tuner.batch_size=2",
+        "train.epochs=1",
+        "tracking=none",
+    ]
+    (tmp_path / "local").mkdir()
+    local = nasfw(tmp_path / "local", *build, "launcher.workers=0")
+    assert local.returncode == 0, local.stderr
+    folder = tmp_path / "jobs"
+    out = nasfw(
+        tmp_path,
+        *build,
+        "launcher=slurm",
+        "launcher.poll_interval_s=0.5",
+        f"launcher.folder={folder}",
+    )
+    assert out.returncode == 0, out.stderr
+    submitted = [e["job"] for e in journal(folder) if e["event"] == "submitted"]
+    assert len(submitted) == 4 and len({job.split("_")[0] for job in submitted}) == 2
+
+    def content(path) -> list:
+        db = BestModelDB(str(path), must_exist=True)
+        return [(m.problem_id, m.rank, m.graph.hash, round(m.value, 6)) for m in db.models()]
+
+    on_slurm = content(tmp_path / "minibench.db")
+    assert on_slurm == content(tmp_path / "local" / "minibench.db")
+    assert {pid for pid, *_ in on_slurm} == {"iris", "wine"}

@@ -1,0 +1,468 @@
+"""Mini-benchmarking, leave-problems-out (issue #15): search_space=auto against the full space
+and the hand-made presets, for CoDeepNEAT and Petridish, at equal wall-clock budget.
+
+1. The DB: ``python -m nasfw mode=minibench`` on the whole suite (``SUITE``: image, tabular,
+   sequence and text problems; MNIST and Fashion-MNIST real, from ``--data-dir``), each
+   problem searched by a short, unconstrained CoDeepNEAT.
+2. For each held-out problem P: a copy of the DB without P (its classes and classifier are
+   derived without it), then, per tuner, one search in each space: the modality's full space,
+   ``search_space=auto`` (its probe included) and every hand-made preset of the modality. Each
+   search runs through the CLI and is stopped with SIGINT (a user's Ctrl-C) ``--budget``
+   seconds after it was launched; it is judged by the trials finished by then (start-up, data
+   loading, probe and classification count in the budget). Same seed everywhere.
+3. Per search: best validation metric, mean of the last population (the highest generation
+   with a finished network; a Petridish round's children), seconds per training epoch of its
+   networks (auto: the searched ones, the probe apart), and when it reached the full-space
+   search's final best.
+4. The classifier's leave-one-problem-out accuracy against the folding level F, and the
+   screening regressor's Spearman correlation on problems left out, on the whole DB.
+
+    .venv/bin/python benchmarks/minibench.py --data-dir ../shared/data            # ~1 h on 2 cores
+    .venv/bin/python benchmarks/minibench.py --data-dir ../shared/data --quick    # minutes
+    .venv/bin/python benchmarks/minibench.py --report --out <out>                 # tables only
+
+Writes ``<out>/minibench.json`` and ``<out>/minibench.md``, and logs both (and the figures as
+metrics) to MLflow (``--tracking-uri``, default ``sqlite:///<out>/mlflow.db``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+EXPERIMENT_NAME = "nasfw-benchmarks"
+
+
+def suite(data: Path, samples: int) -> dict[str, str]:
+    """Suite entry (``minibench.problems``) by the name the tables use."""
+    return {
+        "digits": "digits",
+        "digits_noisy": "digits_noisy:noise=0.5",
+        "digits_shifted": "digits_shifted",
+        "mnist": f"mnist:data_dir={data / 'mnist10k'},max_train_samples={samples}",
+        "fashion_mnist": (
+            f"fashion_mnist:data_dir={data / 'fashion_mnist'},max_train_samples={samples}"
+        ),
+        "iris": "iris",
+        "wine": "wine",
+        "breast_cancer": "breast_cancer",
+        "diabetes": "diabetes",
+        "friedman1": "friedman1",
+        "mnist1d": f"mnist1d:n_samples={samples}",
+        "ppg_heart_rate": f"ppg_heart_rate:n_samples={samples // 2}",
+        "grammar_acceptability": f"grammar_acceptability:n_samples={samples // 2}",
+        "review_sentiment": f"review_sentiment:n_samples={samples // 2}",
+    }
+
+
+HELD_OUT = [
+    "fashion_mnist",
+    "mnist",
+    "mnist1d",
+    "ppg_heart_rate",
+    "grammar_acceptability",
+    "review_sentiment",
+]
+FULL = {
+    "image": "petridish_full",
+    "sequence": "petridish_full_sequence",
+    "text": "text_small",
+    "tabular": "tabular_mlp",
+}
+PRESETS = {
+    "image": ["image_small", "petridish_limited"],
+    "sequence": ["sequence_small"],
+    "text": [],
+    "tabular": [],
+}
+MODALITY = {
+    "fashion_mnist": "image",
+    "mnist": "image",
+    "mnist1d": "sequence",
+    "ppg_heart_rate": "sequence",
+    "grammar_acceptability": "text",
+    "review_sentiment": "text",
+}
+BUILD = [  # the DB's short, unconstrained CoDeepNEAT per suite problem (and --generations)
+    "tuner=codeepneat",
+    "tuner.blueprint_population=4",
+    "tuner.module_population=8",
+    "tuner.genomes_per_blueprint=2",
+]
+TUNERS = {  # more than the budget allows: the budget ends every search
+    "codeepneat": [
+        "tuner=codeepneat",
+        "tuner.generations=1000",
+        "tuner.blueprint_population=4",
+        "tuner.module_population=8",
+        "tuner.genomes_per_blueprint=2",
+    ],
+    "petridish": ["tuner=petridish", "tuner.rounds=1000", "tuner.init_models=4"],
+}
+
+
+def cli(run_dir: Path, args: list[str], budget: float | None) -> float:
+    """``python -m nasfw <args>`` in ``run_dir``, stopped with SIGINT after ``budget`` seconds
+    (None: to its end); the time it was launched (seconds since the epoch)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    launched = time.time()
+    with (run_dir / "cli.log").open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nasfw", *args],
+            stdout=log,
+            stderr=log,
+            cwd=run_dir,
+            # A background job ignores SIGINT, and Python keeps an ignored SIGINT: restore it.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        try:
+            proc.wait(timeout=budget)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=600)
+    if budget is None and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed, see {run_dir / 'cli.log'}")
+    return launched
+
+
+def judged(url: str, study: str, launched: float, budget: float) -> dict[str, Any]:
+    """What a search had reached ``budget`` seconds after its launch (see the module)."""
+    from nasfw.ledger import Ledger
+
+    end = launched + budget
+    records = [
+        r
+        for r in Ledger(url, study).records()
+        if r.result.finished is not None and r.result.finished <= end and r.exportable
+    ]
+    ok = [r for r in records if r.result.ok and r.result.metric is not None]
+    searched = [r for r in ok if r.generation >= 0] or ok
+    out: dict[str, Any] = {"trials": len(records), "failed": sum(not r.result.ok for r in records)}
+    if not ok:
+        return {**out, "best": None}
+    last = max(r.generation for r in searched)
+    population = [r.result.metric for r in searched if r.generation == last]
+    epochs = [r.result.train_seconds / r.result.epochs for r in searched if r.result.epochs]
+    curve = sorted((r.result.finished - launched, r.result.metric) for r in ok)
+    best, running = -float("inf"), []
+    for moment, value in curve:
+        best = max(best, value)
+        running.append((moment, best))
+    return {
+        **out,
+        "best": max(r.result.metric for r in ok),
+        "last_population_mean": statistics.fmean(population),
+        "last_generation": last,
+        "epoch_seconds": statistics.fmean(epochs) if epochs else None,
+        "probe_trials": sum(r.generation < 0 for r in records),
+        "curve": running,
+    }
+
+
+def time_to(curve: list[tuple[float, float]], target: float | None) -> float | None:
+    if target is None:
+        return None
+    return next((moment for moment, best in curve if best >= target - 1e-12), None)
+
+
+def choice_of(url: str, study: str) -> dict[str, Any] | None:
+    from nasfw.ledger import Ledger
+    from nasfw.minibench.auto import CHOICE_ATTR
+
+    raw = Ledger(url, study).attr(CHOICE_ATTR)
+    return json.loads(raw) if raw else None
+
+
+def build_db(out: Path, entries: dict[str, str], epochs: int, generations: int) -> None:
+    problems = ",".join(f'"{e}"' for e in entries.values())
+    args = [
+        "mode=minibench",
+        f"minibench.problems=[{problems}]",
+        f"minibench.db={out / 'minibench.db'}",
+        f"storage.url=sqlite:///{out / 'suite.db'}",
+        f"storage.artifacts={out / 'artifacts'}",
+        f"train.epochs={epochs}",
+        "launcher.workers=0",
+        "tracking=none",
+        *BUILD,
+        f"tuner.generations={generations}",
+    ]
+    cli(out / "build", args, None)
+
+
+def without(out: Path, held: str, entry: str) -> Path:
+    """A copy of the DB without ``held`` (the leave-problems-out DB)."""
+    from nasfw.minibench.build import entry_id
+    from nasfw.minibench.db import BestModelDB
+
+    path = out / "dbs" / f"without-{held}.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(out / "minibench.db", path)
+    db = BestModelDB(str(path))
+    db.remove(entry_id(entry))
+    db.close()
+    return path
+
+
+def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    out: Path = args.out
+    entries = suite(args.data_dir.resolve(), args.samples)
+    if args.suite:
+        entries = {k: v for k, v in entries.items() if k in args.suite}
+    print(f"building the DB on {len(entries)} problems (resumes) ...", flush=True)
+    build_db(out, entries, args.epochs, args.generations)
+    doc: dict[str, Any] = {
+        "settings": vars(args) | {"out": str(out), "data_dir": str(args.data_dir)}
+    }
+    doc["runs"] = []
+    for held in args.held_out:
+        modality = MODALITY[held]
+        db = without(out, held, entries[held])
+        name, _, settings = entries[held].partition(":")
+        problem = [f"problem={name}"] + [f"problem.{kv}" for kv in settings.split(",") if kv]
+        for tuner in args.tuners:
+            spaces = [FULL[modality], "auto", *PRESETS[modality]]
+            for space in spaces:
+                run_dir = out / "runs" / held / tuner / space
+                url = f"sqlite:///{run_dir / 'nasfw.db'}"
+                if run_dir.exists():
+                    shutil.rmtree(run_dir)
+                cli_args = [
+                    *problem,
+                    *TUNERS[tuner],
+                    f"search_space={space}",
+                    f"train.epochs={args.epochs}",
+                    f"minibench.db={db}",
+                    f"minibench.probe_trials={args.probe_trials}",
+                    f"storage.url={url}",
+                    f"storage.artifacts={run_dir / 'artifacts'}",
+                    "study_name=bench",
+                    "launcher.workers=0",
+                    "tracking=none",
+                ]
+                print(f"{held} / {tuner} / {space} ...", flush=True)
+                launched = cli(run_dir, cli_args, args.budget)
+                found = judged(url, "bench", launched, args.budget)
+                found.update(problem=held, modality=modality, tuner=tuner, space=space)
+                if space == "auto":
+                    choice = choice_of(url, "bench")
+                    found["class"] = choice["class"] if choice else None
+                    found["confidence"] = choice["confidence"] if choice else None
+                doc["runs"].append(found)
+                (out / "minibench.json").write_text(json.dumps(doc, indent=2))
+    doc["classifier"], doc["screening"] = db_figures(out, entries, args.foldings)
+    (out / "minibench.json").write_text(json.dumps(doc, indent=2))
+    return doc
+
+
+def db_figures(
+    out: Path, entries: dict[str, str], foldings: list[int]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Classifier accuracy against F (classes fixed at the default F) and screening Spearman."""
+    from omegaconf import OmegaConf
+
+    from nasfw.config import MinibenchConfig
+    from nasfw.minibench.auto import full_spaces
+    from nasfw.minibench.classes import group_problems
+    from nasfw.minibench.classify import cross_validate
+    from nasfw.minibench.db import BestModelDB
+    from nasfw.minibench.screen import rank_correlation
+    from nasfw.registry import registry
+
+    cfg = OmegaConf.create({"minibench": OmegaConf.structured(MinibenchConfig)})
+    ops = sorted(registry().ops)
+    db = BestModelDB(str(out / "minibench.db"))
+    default = int(cfg.minibench.folding)
+    classes = group_problems(db, full_spaces(cfg), default, ops, int(cfg.minibench.max_classes))
+    rows = [{"folding": f, **cross_validate(db, classes, f, ops)} for f in foldings]
+    screening = rank_correlation(db, default, ops)
+    screening["classes"] = {c.name: c.problems for c in classes}
+    db.close()
+    return rows, screening
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def tables(doc: dict[str, Any]) -> str:
+    runs = doc["runs"]
+    lines = [
+        f"Budget {doc['settings']['budget']:.0f} s per search (wall clock from launch), "
+        f"train.epochs={doc['settings']['epochs']}, seed 0, one process (launcher.workers=0).",
+        "",
+        "| held out | tuner | space | trials | best val | last population mean | s/epoch "
+        "| reached full's best at (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        full = next(
+            x
+            for x in runs
+            if x["problem"] == r["problem"]
+            and x["tuner"] == r["tuner"]
+            and x["space"] == FULL[r["modality"]]
+        )
+        space = r["space"]
+        if space == "auto":
+            space = f"auto → {r.get('class')} ({fmt(r.get('confidence'), 2)})"
+        reached = time_to(r.get("curve", []), full.get("best"))
+        lines.append(
+            f"| {r['problem']} | {r['tuner']} | {space} | {r['trials']}"
+            + (f" ({r['probe_trials']} probe)" if r.get("probe_trials") else "")
+            + f" | {fmt(r.get('best'))} | {fmt(r.get('last_population_mean'))} "
+            f"| {fmt(r.get('epoch_seconds'), 3)} | {fmt(reached, 0)} |"
+        )
+    lines += [
+        "",
+        "| modality | tuner | auto - full best (pts) | auto - full last-pop mean (pts) "
+        "| auto / full s per epoch |",
+        "|---|---|---|---|---|",
+    ]
+    for modality in sorted({r["modality"] for r in runs}):
+        for tuner in sorted({r["tuner"] for r in runs}):
+            pairs = []
+            for problem in sorted({r["problem"] for r in runs if r["modality"] == modality}):
+                pick = {
+                    r["space"]: r for r in runs if r["problem"] == problem and r["tuner"] == tuner
+                }
+                if "auto" in pick and FULL[modality] in pick:
+                    pairs.append((pick["auto"], pick[FULL[modality]]))
+            if not pairs:
+                continue
+
+            def mean_diff(key: str, pairs: list[Any] = pairs) -> str:
+                d = [
+                    100 * (a[key] - f[key])
+                    for a, f in pairs
+                    if a.get(key) is not None and f.get(key) is not None
+                ]
+                return f"{statistics.fmean(d):+.1f}" if d else "—"
+
+            ratios = [
+                a["epoch_seconds"] / f["epoch_seconds"]
+                for a, f in pairs
+                if a.get("epoch_seconds") and f.get("epoch_seconds")
+            ]
+            lines.append(
+                f"| {modality} | {tuner} | {mean_diff('best')} "
+                f"| {mean_diff('last_population_mean')} "
+                f"| {fmt(statistics.fmean(ratios), 2) if ratios else '—'} |"
+            )
+    lines += [
+        "",
+        "Classifier, leave-one-problem-out (classes fixed at F = default):",
+        "",
+        "| F | problems right | networks right |",
+        "|---|---|---|",
+    ]
+    for row in doc.get("classifier", []):
+        lines.append(
+            f"| {row['folding']} | {row['problem_accuracy']:.2f} | {row['network_accuracy']:.2f} |"
+        )
+    s = doc.get("screening", {})
+    if s:
+        lines += [
+            "",
+            f"Screening regressor, Spearman on each problem left out: mean "
+            f"{fmt(s.get('spearman_mean'), 2)}, min {fmt(s.get('spearman_min'), 2)} over "
+            f"{s.get('problems')} problems: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in sorted(s.get("per_problem", {}).items())),
+            "",
+            "Classes: "
+            + "; ".join(f"{k}: {', '.join(v)}" for k, v in s.get("classes", {}).items()),
+        ]
+    return "\n".join(lines)
+
+
+def log_to_mlflow(doc: dict[str, Any], markdown: str, out: Path, uri: str) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+    experiment_id = (
+        experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT_NAME)
+    )
+    run = client.create_run(experiment_id, run_name="minibench", tags={"benchmark": "minibench"})
+    for r in doc["runs"]:
+        key = f"{r['problem']}.{r['tuner']}.{r['space']}"
+        for field in ("best", "last_population_mean", "epoch_seconds"):
+            if r.get(field) is not None:
+                client.log_metric(run.info.run_id, f"{key}.{field}", float(r[field]))
+    for row in doc.get("classifier", []):
+        client.log_metric(
+            run.info.run_id,
+            "classifier.problem_accuracy",
+            row["problem_accuracy"],
+            step=row["folding"],
+        )
+    if doc.get("screening", {}).get("problems"):
+        client.log_metric(
+            run.info.run_id, "screening.spearman_mean", doc["screening"]["spearman_mean"]
+        )
+    client.log_text(run.info.run_id, markdown, "minibench.md")
+    client.log_artifact(run.info.run_id, str(out / "minibench.json"))
+    client.set_terminated(run.info.run_id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=HERE.parents[1] / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "minibench")
+    parser.add_argument("--budget", type=float, default=60.0, help="wall seconds per search")
+    parser.add_argument("--epochs", type=int, default=2, help="train.epochs everywhere")
+    parser.add_argument(
+        "--samples", type=int, default=2000, help="training examples of the larger problems"
+    )
+    parser.add_argument("--probe-trials", type=int, default=6)
+    parser.add_argument("--held-out", nargs="*", default=HELD_OUT)
+    parser.add_argument("--tuners", nargs="*", default=list(TUNERS))
+    parser.add_argument("--foldings", nargs="*", type=int, default=[1, 2, 3, 4, 6, 8])
+    parser.add_argument("--suite", nargs="*", default=None, help="suite problems (all)")
+    parser.add_argument("--generations", type=int, default=3, help="of each DB search")
+    parser.add_argument(
+        "--quick", action="store_true", help="two held-out problems, 20 s, CoDeepNEAT"
+    )
+    parser.add_argument("--report", action="store_true", help="print the tables, run nothing")
+    parser.add_argument("--tracking-uri", default=None)
+    args = parser.parse_args(argv)
+    args.out = args.out.resolve()
+    if args.quick:
+        args.held_out, args.tuners, args.budget = (
+            ["mnist1d", "review_sentiment"],
+            ["codeepneat"],
+            20.0,
+        )
+        args.samples, args.generations, args.foldings = min(args.samples, 400), 1, [1, 4]
+        args.suite = [
+            "digits",
+            "iris",
+            "mnist1d",
+            "ppg_heart_rate",
+            "grammar_acceptability",
+            "review_sentiment",
+        ]
+    doc = json.loads((args.out / "minibench.json").read_text()) if args.report else run_all(args)
+    markdown = tables(doc)
+    (args.out / "minibench.md").write_text(markdown + "\n")
+    print(markdown)
+    if not args.report:
+        log_to_mlflow(
+            doc, markdown, args.out, args.tracking_uri or f"sqlite:///{args.out / 'mlflow.db'}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
