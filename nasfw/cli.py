@@ -9,10 +9,15 @@ Ctrl-C (the finished evaluations are saved: rerun the same command to resume); 1
 from __future__ import annotations
 
 import sys
+import time
 import warnings
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+# When `python -m nasfw` started, where /proc cannot tell (nasfw.search.process_started): taken
+# as early as this module can, after the standard library's few imports above.
+STARTED = time.time()
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
