@@ -9,10 +9,15 @@ Ctrl-C (the finished evaluations are saved: rerun the same command to resume); 1
 from __future__ import annotations
 
 import sys
+import time
 import warnings
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+# When `python -m nasfw` started, where /proc cannot tell (nasfw.search.process_started): taken
+# as early as this module can, after the standard library's few imports above.
+STARTED = time.time()
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -213,6 +218,7 @@ def main() -> None:
                 warning.message, warning.category, warning.filename, warning.lineno
             )
     _register_resolvers()
+    _share_config_store()
     try:
         hydra.main(version_base="1.3", config_path="pkg://nasfw.conf", config_name="config")(
             _task
@@ -244,6 +250,40 @@ def store_schemas(reg: Registry) -> None:
     cs.store(name="nasfw_evaluation_schema", node=EvaluationConfig, provider="nasfw")
     for name, schema in SCHEMAS.items():  # pruner=<name>: Optuna's pruners, typed
         cs.store(group="pruner", name=name, node=schema, provider="nasfw")
+
+
+def _share_config_store() -> None:
+    """Let Hydra's copies of its config repository read the one ConfigStore, not copies of it.
+
+    Hydra 1.3 deep-copies its config repository, and with it the ConfigStore holding every
+    structured config (Hydra's own, the schema, each plugin's), each time it lists a config
+    group: ``--help`` lists every group, about a hundred copies and most of its seconds. The
+    copies only read the store (``ConfigStore.load`` hands out a deep copy of the node), and
+    the store is a process-wide singleton that a ``StructuredConfigSource`` always takes from
+    ``ConfigStore.instance()``: sharing it changes no result. Upstream Hydra does the same
+    (facebookresearch/hydra#2928: the source reads ``ConfigStore.instance()`` on each use).
+    """
+    import copy
+
+    try:
+        from hydra._internal.sources_registry import SourcesRegistry
+        from hydra.core.plugins import Plugins
+
+        # Hydra's plugin scan (once per process, which hydra.main would do anyway) re-executes
+        # the module defining StructuredConfigSource: patch the class it registers, after it.
+        Plugins.instance()
+        source = SourcesRegistry.instance().resolve("structured")
+    except (ImportError, ValueError):  # another Hydra layout: it is only slower
+        return
+    if "__deepcopy__" in vars(source):
+        return
+
+    def deepcopy_sharing_store(self: object, memo: dict[int, object]) -> object:
+        clone = copy.copy(self)  # provider and path are strings; store stays the singleton
+        memo[id(self)] = clone
+        return clone
+
+    source.__deepcopy__ = deepcopy_sharing_store  # type: ignore[attr-defined]
 
 
 def _register_resolvers() -> None:

@@ -68,10 +68,15 @@ class Evaluator:
     weights: WeightStore | None = None
 
     def __call__(self, candidate: Candidate, report: Report | None = None) -> Result:
-        """Evaluate ``candidate``, timed by this machine's clock (``started``, ``finished``)."""
+        """Evaluate ``candidate``, timed by this machine's clock (``started``, ``finished``,
+        ``first_step``: when its first training step began)."""
+        import nasfw.train as training
+
+        training.first_step_at = None
         started = time.time()
         result = self._evaluate(candidate, report)
         result.started, result.finished = started, time.time()
+        result.first_step = training.first_step_at
         return result
 
     def _evaluate(self, candidate: Candidate, report: Report | None) -> Result:

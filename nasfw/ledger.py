@@ -41,6 +41,9 @@ STATE_ATTR = "nasfw:tuner_state"
 GENERATION_ATTR = "nasfw:last_generation"
 SECONDS_ATTR = "nasfw:generation_seconds"
 FINGERPRINT_ATTR = "nasfw:fingerprint"
+# Seconds from the start of the process running the search to its first training step (the
+# latest process's, when a search resumed): its start-up time.
+FIRST_STEP_ATTR = "nasfw:first_step_seconds"
 GRAPH_ATTR = "nasfw:graph"  # a trial's system attr: its ArchGraph as compact JSON
 # A trial's system attr: a RUNNING trial whose search stopped (not an evaluation: never read).
 INTERRUPTED_ATTR = "nasfw:interrupted"
@@ -255,6 +258,10 @@ class Ledger:
             timing = {str(g): s for g, s in sorted(generation_seconds.items())}
             self._set(SECONDS_ATTR, json.dumps(timing))
         self._set(GENERATION_ATTR, generation)
+
+    def set_first_step_seconds(self, seconds: float) -> None:
+        """Record the search's start-up time (:data:`FIRST_STEP_ATTR`)."""
+        self._set(FIRST_STEP_ATTR, seconds)
 
     def generation_seconds(self) -> dict[int, float]:
         """Wall seconds per finished generation, as :meth:`save_state` recorded them."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -327,6 +328,7 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
             hook.nasfw_search_space_chosen(context=context, choice=choice)
         generation = start_generation
         started = time.perf_counter()
+        first_step: float | None = None
         while candidates := tuner.ask():
             hook.nasfw_generation_start(
                 context=context, generation=generation, candidates=candidates
@@ -334,6 +336,8 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
             records = _run_generation(
                 context, ledger, launcher, evaluator, candidates, generation, console, pruning
             )
+            if first_step is None:
+                first_step = _report_first_step(console, ledger, records)
             tuner.tell(candidates, [r.result for r in records])
             context.generation_seconds[generation] = time.perf_counter() - started
             ledger.save_state(generation, tuner.state(), context.generation_seconds)
@@ -589,6 +593,43 @@ def _run_generation(
     if missing:
         raise RuntimeError(f"launcher returned no result for candidates {missing}")
     return [records[i] for i in range(len(candidates))]
+
+
+def process_started() -> float:
+    """When this process started, in seconds since the epoch: from ``/proc`` where there is one
+    (Linux; the interpreter's own start-up included), else when :mod:`nasfw.cli` was imported
+    (``python -m nasfw``'s start, less Python's start-up and ``import nasfw``)."""
+    try:
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+            # Field 22, the start in clock ticks after boot, counted after the ")" that ends
+            # field 2 (the command, which may hold spaces).
+            ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+            since_boot = float(uptime.read().split()[0])
+        return time.time() - (since_boot - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        from nasfw.cli import STARTED
+
+        return STARTED
+
+
+def _report_first_step(console: Any, ledger: Any, records: list[TrialRecord]) -> float | None:
+    """The seconds from this process's start to the search's first training step (the earliest
+    of ``records``' :attr:`nasfw.Result.first_step`, on whichever machine it trained), printed
+    in one line and stored in the study (``nasfw:first_step_seconds``). None when none of
+    ``records`` trained here (all reused or resumed, or failed before training): the search
+    then asks again after its next generation, until once a line is printed.
+
+    Called after a generation, not at the first result: with several workers the first result
+    back need not be the first to have started training, and every evaluation of a generation
+    starts before any of the next one.
+    """
+    moments = [r.result.first_step for r in records if r.result.first_step is not None]
+    if not moments:
+        return None
+    seconds = min(moments) - process_started()
+    console.print(f"first training step {seconds:.1f} s after start")
+    ledger.set_first_step_seconds(seconds)
+    return seconds
 
 
 def _report_generation(

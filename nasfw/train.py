@@ -29,6 +29,12 @@ BeforeStep = Callable[[torch.optim.Optimizer, int, int], None]
 # stop here (a pruner's verdict, nasfw.pruning).
 ReportCurve = Callable[[int, float], bool]
 
+# When the first training step of the evaluation this process runs began (seconds since the
+# epoch): set by the first ``train_model`` after ``nasfw.Evaluator`` clears it, so that it covers
+# scorers that train (evaluation=morphnet) as well; the Evaluator reports it as
+# ``Result.first_step``.
+first_step_at: float | None = None
+
 
 @dataclass
 class TrainOutcome:
@@ -209,6 +215,9 @@ def train_model(
     facts = {"device": str(device), "device_name": device_name(device), "precision": precision}
     check_every = 1 if device.type == "cpu" else SYNC_EVERY
     batch_size = settings["batch_size"]
+    global first_step_at
+    if first_step_at is None:
+        first_step_at = time.time()
     started = time.perf_counter()
     history: list[dict[str, float]] = []
     curve_seconds = 0.0

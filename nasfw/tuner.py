@@ -91,6 +91,11 @@ class Result:
     curve: dict[int, float] = field(default_factory=dict)
     # Epochs the network's weights trained in all (None: ``epochs``, nothing inherited).
     budget: int | None = None
+    # When its first training step began, in seconds since the epoch on the machine that ran it
+    # (None: it trained nothing, or it was read back from the study, which does not keep it):
+    # how the search finds its start-up time (``nasfw:first_step_seconds``). A timing, not
+    # something the evaluation gave: left out of ==.
+    first_step: float | None = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:

@@ -25,12 +25,9 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import optuna
-from optuna.distributions import distribution_to_json, json_to_distribution
-from optuna.trial import TrialState
 
 from nasfw import (
     ArchGraph,
@@ -44,6 +41,11 @@ from nasfw import (
     hookimpl,
     setting,
 )
+
+# Optuna is imported where the tuner uses it: registering the plugin (every `python -m nasfw`,
+# --help included) must not pay for importing it.
+if TYPE_CHECKING:
+    import optuna
 
 
 @dataclass
@@ -122,6 +124,8 @@ class HyperbandTuner(Tuner):
         return brackets(full, self.config.min_epochs, self.config.reduction_factor)
 
     def ask(self) -> list[Candidate]:
+        from optuna.distributions import json_to_distribution
+
         schedule = self._brackets()
         if self.bracket >= len(schedule) * self.config.iterations:
             return []
@@ -148,6 +152,8 @@ class HyperbandTuner(Tuner):
 
     def _draw(self, n: int) -> None:
         """The bracket's ``n`` networks, from the sampler."""
+        from optuna.distributions import distribution_to_json
+
         study = self._study() if self.config.sampler == "tpe" else None
         self.members = []
         for _ in range(n):
@@ -224,6 +230,8 @@ class HyperbandTuner(Tuner):
 
     def warm_start(self, trials: list[Any]) -> None:
         """Another study's finished trials join the TPE sampler's (``tuner.warm_start``)."""
+        from optuna.distributions import distribution_to_json
+
         self.warm = []
         for t in trials:
             if not t.params or t.result.status == "failed":
@@ -259,6 +267,10 @@ class HyperbandTuner(Tuner):
 
     def _study(self) -> optuna.Study:
         """A TPE study holding what the sampler learns from, seeded for this bracket."""
+        import optuna
+        from optuna.distributions import json_to_distribution
+        from optuna.trial import TrialState
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             sampler = optuna.samplers.TPESampler(

@@ -14,13 +14,14 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import optuna
-from optuna.distributions import distribution_to_json, json_to_distribution
-from optuna.trial import TrialState
+from typing import TYPE_CHECKING, Any
 
 from nasfw import Candidate, Result, TrialChooser, Tuner, TunerConfig, hookimpl, setting
+
+# Optuna is imported where a tuner uses it: registering the plugin (every `python -m nasfw`,
+# --help included) must not pay for importing it.
+if TYPE_CHECKING:
+    import optuna
 
 
 @dataclass
@@ -41,6 +42,8 @@ class TPETuner(Tuner):
     config: TPEConfig
 
     def __init__(self, config: Any, space: Any, seed: int) -> None:
+        import optuna
+
         super().__init__(config, space, seed)
         self.generation = 0
         self.told: list[dict[str, Any]] = []
@@ -49,6 +52,8 @@ class TPETuner(Tuner):
         self.pending: list[optuna.Trial] = []
 
     def _sampler(self) -> optuna.samplers.TPESampler:
+        import optuna
+
         with warnings.catch_warnings():
             # multivariate/group/constant_liar are "experimental" in Optuna, and on purpose here.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -73,6 +78,8 @@ class TPETuner(Tuner):
         return candidates
 
     def tell(self, candidates: list[Candidate], results: list[Result]) -> None:
+        from optuna.trial import TrialState
+
         for trial, candidate, result in zip(self.pending, candidates, results, strict=True):
             entry = _entry(candidate.params, candidate.distributions, result)
             if entry["state"] == "PRUNED":
@@ -103,6 +110,10 @@ class TPETuner(Tuner):
         self._rebuild()
 
     def _rebuild(self) -> None:
+        import optuna
+        from optuna.distributions import json_to_distribution
+        from optuna.trial import TrialState
+
         self.study = optuna.create_study(direction="maximize")
         for entry in [*self.warm, *self.told]:
             # Entries written before pruning existed have no state: a value means COMPLETE.
@@ -122,6 +133,8 @@ class TPETuner(Tuner):
 
 def _entry(params: dict[str, Any], distributions: dict[str, Any], result: Result) -> dict[str, Any]:
     """What the private study keeps of one evaluation (JSON-able, for the tuner's state)."""
+    from optuna.distributions import distribution_to_json
+
     state = {"ok": "COMPLETE", "failed": "FAIL", "pruned": "PRUNED"}[result.status]
     if state != "FAIL" and not math.isfinite(result.fitness):
         state = "FAIL"

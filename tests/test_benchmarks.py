@@ -156,3 +156,21 @@ def test_multifidelity_benchmark_quick(tmp_path: Path) -> None:
         assert row["epochs_trained"] <= 3 * row["trials"]
     assert digits["tpe"]["pruned"] == 0 and digits["tpe"]["epochs_trained"] == 12
     assert "| codeepneat+median |" in proc.stdout
+
+
+@pytest.mark.slow
+def test_startup_benchmark_quick() -> None:
+    """benchmarks/startup.py with one run per command: its table, and the tiny search's row."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "startup.py"), "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| command | best s | median s | target s | result |" in proc.stdout
+    for command in ("--help`", "--cfg job`", "import nasfw'`"):
+        row = next(line for line in proc.stdout.splitlines() if command in line)
+        assert row.endswith(("| pass |", "| FAIL |")), row  # timed (the verdict is the machine's)
+    search = next(line for line in proc.stdout.splitlines() if "first training step" in line)
+    assert float(search.split("|")[2]) > 0, search

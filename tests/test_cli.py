@@ -12,6 +12,7 @@ import torch
 from cli import TINY, nasfw, start, trials, wait_for_trials
 
 from nasfw import ArchGraph
+from nasfw.ledger import FIRST_STEP_ATTR as FIRST_STEP
 from nasfw.ledger import SECONDS_ATTR as SECONDS
 
 CUDA = torch.cuda.is_available()
@@ -55,6 +56,11 @@ def test_tiny_search_then_rerun_resumes_without_rerunning(tmp_path):
     assert study.metric_names == ["val_accuracy"]
     assert not [k for k in study.user_attrs if k.startswith("nasfw:")]  # not a dashboard wall
     assert list(timing) == ["0"] and timing["0"] > 0  # the generation's wall seconds
+    # Start-up: from the process's start to the first training step, printed once and stored.
+    first_step = study._storage.get_study_system_attrs(study._study_id)[FIRST_STEP]
+    assert 0 < first_step < 300
+    assert first.stderr.count("first training step") == 1
+    assert f"first training step {first_step:.1f} s after start" in first.stderr
     exported = list(tmp_path.glob("outputs/*/*/best_model/graph.json"))
     assert len(exported) == 1 and exported[0].with_name("state_dict.pt").is_file()
     front = json.loads(exported[0].with_name("pareto_front.json").read_text())
@@ -64,6 +70,7 @@ def test_tiny_search_then_rerun_resumes_without_rerunning(tmp_path):
     again = nasfw(tmp_path, *TINY, f"storage.url={url}")
     assert again.returncode == 0, again.stderr
     assert "Resuming" in again.stderr
+    assert "first training step" not in again.stderr  # nothing left to train
     assert len(trials(url, "random-iris-tabular_mlp-seed0")) == 2
 
 

@@ -33,7 +33,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from nasfw import INPUT, ArchGraph, BuildError, Node, OpSpec, Shape
+from nasfw import INPUT, ArchGraph, Node, OpSpec, Shape
+
+# nasfw.BuildError is imported where it is raised: it lives in nasfw.builder, which imports
+# torch, and this module is imported when the plugin registers (every `python -m nasfw`).
 
 # Nodes Petridish adds that are not places to grow or read from (the grown sum, T_pdsum, is).
 _INTERNAL = re.compile(r"_(pc\d+p?|pdcat|pdproj|pdbn|pdscale|sg_.+|pa\d+|psum|psf|pout)$")
@@ -80,6 +83,8 @@ def candidate_ops(
     smaller than the target's (no upsampling) are left out. ``shapes`` maps node ids and
     ``INPUT`` to output shapes."""
     import torch
+
+    from nasfw import BuildError
 
     order = [node.id for node in graph.topological_order()]
     if target not in order:
@@ -153,6 +158,8 @@ def _projection(node_id: str, source: str, target_shape: Shape) -> Node:
         return Node(node_id, "dense", {"units": width, "activation": "linear"}, (source,))
     op = {3: "conv2d", 2: "conv1d"}.get(rank)
     if op is None:
+        from nasfw import BuildError
+
         raise BuildError(f"no 1x1 projection for rank-{rank} node outputs {target_shape}")
     params = {"filters": width, "kernel_size": 1, "activation": "linear"}
     return Node(node_id, op, params, (source,))
@@ -188,6 +195,8 @@ def search_graph(
     """The parent with ``candidates`` attached to ``target`` behind stop-gradient and
     stop-forward (see the module docstring); ``alphas`` are their initial weights."""
     if not candidates or len(alphas) != len(candidates):
+        from nasfw import BuildError
+
         raise BuildError(f"{len(candidates)} candidates with {len(alphas)} alphas for {target!r}")
     added: list[Node] = []
     stopped: dict[str, str] = {}
@@ -235,6 +244,8 @@ def finalize(
     """The child: ``candidates[j]`` for ``j`` in ``chosen`` grown onto ``target`` of
     ``parent`` (see the module docstring). Raises :class:`BuildError` for no candidates or a
     target grown before."""
+    from nasfw import BuildError
+
     if not chosen:
         raise BuildError(f"no candidates to grow onto {target!r}")
     prefix = f"{target}_pd"

@@ -1,0 +1,108 @@
+"""Start-up (issue #16): loading the plugins, ``--help`` and ``--cfg job`` import nothing heavy,
+and evaluations say when their training began, from which a search reports the seconds from
+its process's start to its first training step (printed and stored: tests/test_cli.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+
+from nasfw import ArchGraph, Candidate, Node
+
+# What registering every plugin and composing the config must not import: each costs from a
+# tenth of a second (optuna, sqlalchemy) to seconds (torch) at every `python -m nasfw`. numpy
+# (nasfw.problem), omegaconf, hydra and pluggy are what composing the config needs.
+HEAVY = ("torch", "optuna", "mlflow", "sklearn", "scipy", "matplotlib", "pandas", "sqlalchemy")
+
+REPORT_HEAVY = f"""
+import sys
+heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)
+print("HEAVY=" + ",".join(heavy), file=sys.stderr)
+"""
+
+
+def _heavy_modules(stderr: str) -> list[str]:
+    line = next(line for line in stderr.splitlines() if line.startswith("HEAVY="))
+    return [m for m in line.removeprefix("HEAVY=").split(",") if m]
+
+
+def test_registering_the_plugins_imports_nothing_heavy():
+    code = (
+        "import nasfw.cli\n"
+        "from nasfw.registry import registry\n"
+        "reg = registry()\n"
+        "assert reg.tuners and reg.ops and reg.problems and reg.launchers\n"
+    ) + REPORT_HEAVY
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert _heavy_modules(proc.stderr) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [(["--help"], "tuner: codeepneat, evolution"), (["--cfg", "job"], "study_name:")],
+)
+def test_help_and_cfg_job_import_nothing_heavy(tmp_path, args, expected):
+    """What ``python -m nasfw`` runs, with ``sys.modules`` looked at when Hydra has exited."""
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['nasfw', *sys.argv[1:]]\n"
+        "try:\n"
+        "    runpy.run_module('nasfw', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as exit:\n"
+        "    assert not exit.code, exit.code\n"
+    ) + REPORT_HEAVY
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert expected in proc.stdout
+    assert _heavy_modules(proc.stderr) == []
+
+
+def test_copies_of_hydras_config_repository_share_the_config_store():
+    """nasfw.cli._share_config_store: Hydra's deep copies of a structured config source (one per
+    config-group listing) read the one ConfigStore instead of copying it."""
+    code = """
+import copy
+from hydra._internal.sources_registry import SourcesRegistry
+from hydra.core.config_store import ConfigStore
+from nasfw.cli import _share_config_store
+_share_config_store()
+_share_config_store()  # twice is once
+source = SourcesRegistry.instance().resolve("structured")("nasfw", "structured://")
+clone = copy.deepcopy(source)
+assert clone is not source and (clone.provider, clone.path) == (source.provider, source.path)
+assert clone.store is source.store is ConfigStore.instance()
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_process_started_is_when_the_process_started():
+    from nasfw.search import process_started
+
+    assert process_started() <= time.time()
+    code = "from nasfw.search import process_started; print(process_started())"
+    before = time.time()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    after = time.time()
+    assert proc.returncode == 0, proc.stderr
+    # The child started between its launch and its exit (/proc counts in 10 ms ticks).
+    assert before - 0.05 <= float(proc.stdout) <= after
+
+
+def test_an_evaluation_reports_when_its_training_began(evaluator):
+    graph = ArchGraph([Node("h", "dense", {"units": 4})], output="h")
+    result = evaluator(Candidate(graph))
+    assert result.ok and result.started <= result.first_step <= result.finished
+    # A timing, like started and finished: not part of what makes two results equal.
+    assert replace(result, first_step=0.0) == result
+    # Too large to train: no first step (not the previous evaluation's).
+    evaluator.max_params = 1
+    too_large = evaluator(Candidate(graph))
+    assert too_large.status == "failed" and too_large.first_step is None
