@@ -438,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=None)
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.quick:
         args.held_out, args.tuners, args.budget = (
             ["mnist1d", "review_sentiment"],

@@ -174,3 +174,38 @@ def test_startup_benchmark_quick() -> None:
         assert row.endswith(("| pass |", "| FAIL |")), row  # timed (the verdict is the machine's)
     search = next(line for line in proc.stdout.splitlines() if "first training step" in line)
     assert float(search.split("|")[2]) > 0, search
+
+
+@pytest.mark.slow
+def test_minibench_benchmark_quick(tmp_path: Path) -> None:
+    """benchmarks/minibench.py --quick: a six-problem DB, two problems left out, every search
+    judged at the budget; the classifier and screening figures."""
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "minibench.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((out / "minibench.json").read_text())
+    runs = {(r["problem"], r["space"]): r for r in doc["runs"]}
+    assert set(runs) == {
+        ("mnist1d", "petridish_full_sequence"),
+        ("mnist1d", "auto"),
+        ("mnist1d", "sequence_small"),
+        ("review_sentiment", "text_small"),
+        ("review_sentiment", "auto"),
+    }
+    for (problem, space), row in runs.items():
+        assert row["trials"] >= 1 and row["best"] is not None, (problem, space)
+        if space == "auto":
+            assert row["probe_trials"] >= 1 and row["class"].startswith("mb_")
+    # Left out: the DB the auto search used had no mnist1d.
+    from nasfw.minibench.db import BestModelDB
+
+    kept = {p.id for p in BestModelDB(str(out / "dbs" / "without-mnist1d.db")).problems()}
+    assert not any(pid.startswith("mnist1d") for pid in kept) and len(kept) == 5
+    assert [row["folding"] for row in doc["classifier"]] == [1, 4]
+    assert doc["screening"]["problems"] >= 4
+    assert "| mnist1d | codeepneat | auto" in proc.stdout
