@@ -112,3 +112,32 @@ def evaluator(tmp_path):
         max_params=100_000,
         weights=WeightStore(str(tmp_path / "artifacts"), "study"),
     )
+
+
+# -- mini-benchmark DBs (tests/minibench) -------------------------------------------------------
+
+
+@pytest.fixture
+def db(tmp_path):
+    """A mini-benchmark DB of hand-made best networks (tests/minibench/synthetic.py)."""
+    from synthetic import PROBLEMS, fill
+
+    from nasfw.minibench.db import BestModelDB
+
+    found = BestModelDB(str(tmp_path / "minibench.db"))
+    fill(found, PROBLEMS)
+    yield found
+    found.close()
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """A mini-benchmark DB of four problems built through the CLI (tests/minibench/
+    minibench_cli.py), and the command's stdout + stderr."""
+    from cli import nasfw
+    from minibench_cli import QUICK, SUITE
+
+    folder = tmp_path_factory.mktemp("minibench")
+    out = nasfw(folder, *QUICK, SUITE)
+    assert out.returncode == 0, out.stderr
+    return folder, out.stdout + out.stderr

@@ -319,7 +319,14 @@ def _log_generation(
                     for k, v in counts.items()
                     if last not in _steps(client, state["run_id"], k)
                 }
-            client.log_batch(state["run_id"], metrics=_metrics.metrics(counts, step=last))
+            # Trials are numbered when they start (a pruner's reports need the trial), so the
+            # last to finish need not be the highest number: the search's totals are logged
+            # again at the generation's highest number, where MLflow shows a metric's latest.
+            totals = {f"best_{_metrics.val_name(context)}": _metrics.best_metric(done)}
+            totals["n_trials"] = len(done)
+            client.log_batch(
+                state["run_id"], metrics=_metrics.metrics({**totals, **counts}, step=last)
+            )
     # Every generation, so the front can be watched while the search runs.
     with _runs.guard(state, f"plotting pareto_front.png after generation {generation}"):
         done = [t for t in _metrics.all_trials(context, trials) if t.generation <= generation]

@@ -628,3 +628,31 @@ def test_an_unusable_store_is_named_before_the_study_exists(uri: str, message: s
     cfg = OmegaConf.create({"tracking": {"name": "mlflow", "tracking_uri": uri}})
     with pytest.raises(Exception, match=message):
         plugin.nasfw_check_config(cfg)
+
+
+def test_totals_are_right_when_trials_finish_out_of_number_order(tmp_path: Path) -> None:
+    """With a pruner, trials are numbered when they start: with two workers the last to finish
+    is not always the highest number. The parent's latest n_trials and best are the search's."""
+    from cli import nasfw, trials
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = nasfw(
+        tmp_path,
+        "problem=digits",
+        "tuner=random",
+        "tuner.n_trials=6",
+        "tuner.batch_size=6",
+        "train.epochs=2",
+        "pruner=median",
+        "pruner.n_startup_trials=1",
+        "launcher.workers=2",
+        f"tracking.tracking_uri={tracking}",
+    )
+    assert out.returncode == 0, out.stderr
+    stored = trials(f"sqlite:///{tmp_path / 'nasfw.db'}", "random-digits-image_small-seed0")
+    client = mlflow.MlflowClient(tracking)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.data.metrics["n_trials"] == len(stored) == 6
+    best = max(t.value for t in stored if t.state == optuna.trial.TrialState.COMPLETE)
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best)
