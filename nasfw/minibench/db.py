@@ -117,29 +117,27 @@ class BestModelDB:
             sa.Column("search_seconds", sa.Float),
             sa.Column("added", sa.Float),
         )
-        self._models = sa.Table(
-            "models",
-            meta,
-            sa.Column("problem_id", sa.String(255), sa.ForeignKey("problems.id"), primary_key=True),
-            sa.Column("rank", sa.Integer, primary_key=True),
-            sa.Column("trial", sa.Integer),
-            sa.Column("graph", sa.Text, nullable=False),
-            sa.Column("value", sa.Float, nullable=False),
-            sa.Column("flops", sa.BigInteger),
-            sa.Column("params", sa.BigInteger),
-            sa.Column("epoch_seconds", sa.Float),
-        )
-        self._evaluations = sa.Table(
-            "evaluations",
-            meta,
-            sa.Column("problem_id", sa.String(255), sa.ForeignKey("problems.id"), primary_key=True),
-            sa.Column("trial", sa.Integer, primary_key=True),
-            sa.Column("graph", sa.Text, nullable=False),
-            sa.Column("value", sa.Float, nullable=False),
-            sa.Column("flops", sa.BigInteger),
-            sa.Column("params", sa.BigInteger),
-            sa.Column("epoch_seconds", sa.Float),
-        )
+
+        def networks(name: str, key: str) -> sa.Table:
+            """A table of networks: ``models`` (a problem's best, by ``rank``, with their
+            ``trial``) or ``evaluations`` (all a problem's search trained, by ``trial``)."""
+            return sa.Table(
+                name,
+                meta,
+                sa.Column(
+                    "problem_id", sa.String(255), sa.ForeignKey("problems.id"), primary_key=True
+                ),
+                sa.Column(key, sa.Integer, primary_key=True),
+                *([sa.Column("trial", sa.Integer)] if key == "rank" else []),
+                sa.Column("graph", sa.Text, nullable=False),
+                sa.Column("value", sa.Float, nullable=False),
+                sa.Column("flops", sa.BigInteger),
+                sa.Column("params", sa.BigInteger),
+                sa.Column("epoch_seconds", sa.Float),
+            )
+
+        self._models = networks("models", "rank")
+        self._evaluations = networks("evaluations", "trial")
         self._info = sa.Table(
             "info",
             meta,
@@ -200,33 +198,10 @@ class BestModelDB:
         with self._engine.begin() as conn:
             self._delete(conn, entry.id)
             conn.execute(sa.insert(self._problems).values(**row))
-            trained = [
-                {
-                    "problem_id": entry.id,
-                    "trial": e.trial,
-                    "graph": e.graph.to_json(),
-                    "value": e.value,
-                    "flops": e.flops,
-                    "params": e.params,
-                    "epoch_seconds": e.epoch_seconds,
-                }
-                for e in evaluations
-            ]
+            trained = [_row(entry.id, e, "trial") for e in evaluations]
             if trained:
                 conn.execute(sa.insert(self._evaluations), trained)
-            rows = [
-                {
-                    "problem_id": entry.id,
-                    "rank": model.rank,
-                    "trial": model.trial,
-                    "graph": model.graph.to_json(),
-                    "value": model.value,
-                    "flops": model.flops,
-                    "params": model.params,
-                    "epoch_seconds": model.epoch_seconds,
-                }
-                for model in models
-            ]
+            rows = [_row(entry.id, model, "rank") for model in models]
             if rows:
                 conn.execute(sa.insert(self._models), rows)
 
@@ -269,20 +244,7 @@ class BestModelDB:
         if problem_id is not None:
             query = query.where(self._models.c.problem_id == problem_id)
         with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [
-            ModelEntry(
-                problem_id=r.problem_id,
-                rank=r.rank,
-                graph=ArchGraph.from_json(r.graph),
-                value=r.value,
-                flops=r.flops,
-                params=r.params,
-                epoch_seconds=r.epoch_seconds,
-                trial=r.trial,
-            )
-            for r in rows
-        ]
+            return [_entry(r, r.rank) for r in conn.execute(query).all()]
 
     def evaluations(self, problem_id: str | None = None) -> list[ModelEntry]:
         """Every network the search of ``problem_id`` (None: of each problem) trained to the
@@ -294,20 +256,7 @@ class BestModelDB:
         if problem_id is not None:
             query = query.where(t.c.problem_id == problem_id)
         with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [
-            ModelEntry(
-                problem_id=r.problem_id,
-                rank=-1,
-                graph=ArchGraph.from_json(r.graph),
-                value=r.value,
-                flops=r.flops,
-                params=r.params,
-                epoch_seconds=r.epoch_seconds,
-                trial=r.trial,
-            )
-            for r in rows
-        ]
+            return [_entry(r, -1) for r in conn.execute(query).all()]
 
     def _delete(self, conn: Any, problem_id: str) -> None:
         import sqlalchemy as sa
@@ -326,3 +275,30 @@ class BestModelDB:
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+def _row(problem_id: str, network: ModelEntry, key: str) -> dict[str, Any]:
+    """``network`` as a row of ``models`` (``key="rank"``) or ``evaluations`` (``"trial"``)."""
+    row = {
+        "problem_id": problem_id,
+        "trial": network.trial,
+        "graph": network.graph.to_json(),
+        "value": network.value,
+        "flops": network.flops,
+        "params": network.params,
+        "epoch_seconds": network.epoch_seconds,
+    }
+    return {**row, "rank": network.rank} if key == "rank" else row
+
+
+def _entry(row: Any, rank: int) -> ModelEntry:
+    return ModelEntry(
+        problem_id=row.problem_id,
+        rank=rank,
+        graph=ArchGraph.from_json(row.graph),
+        value=row.value,
+        flops=row.flops,
+        params=row.params,
+        epoch_seconds=row.epoch_seconds,
+        trial=row.trial,
+    )
