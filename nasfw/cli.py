@@ -55,6 +55,14 @@ def _fail(message: str) -> None:
 
 
 def _interrupted(cfg: DictConfig) -> None:
+    if str(cfg.get("mode", "search")) == "minibench":
+        print(
+            f"nasfw: interrupted; minibench.db={cfg.minibench.db} keeps every problem searched "
+            "to its end, and the interrupted problem's study its finished evaluations. Rerun "
+            "the same command to resume.",
+            file=sys.stderr,
+        )
+        sys.exit(INTERRUPTED)
     saved = ""
     try:
         import optuna

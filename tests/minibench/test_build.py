@@ -148,3 +148,32 @@ def test_the_cli_exits_2_naming_the_entry(tmp_path):
     assert out.returncode == 2
     assert "minibench.problems[1]" in out.stderr and "noize" in out.stderr
     assert not (tmp_path / "minibench.db").exists() and not (tmp_path / "nasfw.db").exists()
+
+
+@pytest.mark.slow
+def test_an_interrupted_build_resumes_with_the_problems_it_finished(tmp_path):
+    import signal
+    import time
+
+    from cli import start
+
+    proc = start(tmp_path, *QUICK, SUITE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (tmp_path / "minibench.db").exists():
+            try:
+                if BestModelDB(str(tmp_path / "minibench.db")).problems():
+                    break
+            except Exception:  # being written
+                pass
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "minibench.db=minibench.db keeps every problem searched" in " ".join(err.split())
+    done = {p.id for p in BestModelDB(str(tmp_path / "minibench.db")).problems()}
+    assert 1 <= len(done) < 4
+    again = nasfw(tmp_path, *QUICK, SUITE)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("is in the DB already") == len(done)
+    assert len(BestModelDB(str(tmp_path / "minibench.db")).problems()) == 4
