@@ -80,6 +80,8 @@ class SearchContext:
     # Wall seconds of each generation (asking, evaluating, telling), kept across resumes: the
     # seeds' "time required for evolving a series of generations".
     generation_seconds: dict[int, float] = field(default_factory=dict)
+    # Evaluations the launcher runs at once (Launcher.workers; 1 for launcher.workers=0).
+    workers: int = 1
     # Set when the search stopped on an exception (KeyboardInterrupt included).
     error: BaseException | None = None
     plugin_state: dict[str, Any] = field(default_factory=dict)
@@ -93,6 +95,23 @@ class SearchContext:
         ok = [t for t in self.history if t.result.ok and t.exportable]
         ok = [t for t in ok if t.result.trained_budget >= full]
         return max(ok, key=lambda t: t.rank) if ok else None
+
+    def worker_utilisation(self, generation: int) -> float | None:
+        """Busy time / (workers x wall time) of ``generation``: the seconds its evaluations ran
+        (reused results take none) over what :attr:`workers` could give in the generation's
+        wall seconds (:attr:`generation_seconds`; None before it is known)."""
+        wall = self.generation_seconds.get(generation)
+        if not wall:
+            return None
+        busy = sum(
+            t.result.finished - t.result.started
+            for t in self.history
+            if t.generation == generation
+            and t.result.started is not None
+            and t.result.finished is not None
+            and "reused_from" not in t.result.extra
+        )
+        return busy / (max(1, self.workers) * wall)
 
     def full_budget(self) -> int:
         """The budget (epochs) networks are compared at: ``train.epochs``, or the largest
@@ -293,6 +312,7 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
             history=ledger.records(),
             start_generation=start_generation,
             generation_seconds=ledger.generation_seconds(),
+            workers=launcher.workers,
         )
     except BaseException:
         launcher.close()
@@ -550,6 +570,11 @@ def _run_generation(
             else:
                 first[key] = i
     todo = [i for i in todo if i not in copies]
+    if launcher.workers > 1 and len(todo) > 1:
+        # Stragglers first: the generation ends with its slowest network, so the big ones
+        # must not start last while the other workers sit idle.
+        cost = _cost_estimates(context, [candidates[i] for i in todo])
+        todo = [i for _, i in sorted(zip(cost, todo, strict=True), key=lambda p: -p[0])]
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -630,6 +655,26 @@ def _report_first_step(console: Any, ledger: Any, records: list[TrialRecord]) ->
     console.print(f"first training step {seconds:.1f} s after start")
     ledger.set_first_step_seconds(seconds)
     return seconds
+
+
+def _cost_estimates(context: SearchContext, candidates: list[Any]) -> list[float]:
+    """Each candidate's expected training cost: FLOPs of a forward pass (counted on the meta
+    device) x its epochs; 0 for one that cannot be built (it fails at once)."""
+    import torch
+
+    from nasfw.builder import build_model, model_cost
+
+    epochs = int(context.cfg.train.epochs)
+    found = []
+    for candidate in candidates:
+        try:
+            with torch.device("meta"):
+                model = build_model(candidate.graph, context.problem)
+                flops = model_cost(model, context.problem.input_shape).flops
+        except Exception:  # the evaluation reports why; it takes no time
+            flops = 0
+        found.append(float(flops) * int(candidate.train.get("epochs", epochs)))
+    return found
 
 
 def _report_generation(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from nasfw import ArchGraph, Node, Result, SearchContext, TrialRecord
+import pytest
+
+from nasfw import ArchGraph, Candidate, Node, Result, SearchContext, TrialRecord
 
 
 def _record(number: int, generation: int, index: int, metric: float | None) -> TrialRecord:
@@ -51,3 +53,41 @@ def test_the_best_is_chosen_among_networks_trained_to_the_full_budget():
     continued.result.budget = 3
     context.history.append(continued)
     assert context.best() is continued
+
+
+def test_with_several_workers_the_costliest_networks_start_first(tmp_path):
+    """A generation ends with its slowest network: the launcher gets them longest-first (FLOPs
+    x epochs), and the generation's worker utilisation is busy / (workers x wall)."""
+    from cli import compose
+
+    from nasfw.search import _cost_estimates, run_search
+
+    cfg = compose(
+        "problem=digits",
+        "tuner=random",
+        "tuner.n_trials=6",
+        "tuner.batch_size=6",
+        "train.epochs=1",
+        "launcher.workers=2",
+        f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"storage.url=sqlite:///{tmp_path / 'nasfw.db'}",
+    )
+    context = run_search(cfg, tmp_path)
+    records = sorted(context.history, key=lambda t: t.index)
+    cost = _cost_estimates(context, [Candidate(r.graph) for r in records])
+    costliest = sorted(range(6), key=lambda i: -cost[i])
+    assert len(set(cost)) == 6  # distinct, so the order is the estimate's
+    # Trials are numbered as they are stored; their start times say what started first.
+    started = sorted(records, key=lambda r: r.result.started)
+    assert {r.index for r in started[:2]} == set(costliest[:2])
+    assert context.workers == 2
+    utilisation = context.worker_utilisation(0)
+    busy = sum(r.result.finished - r.result.started for r in records)
+    assert utilisation == pytest.approx(busy / (2 * context.generation_seconds[0]))
+    assert 0 < utilisation <= 1
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    generation = next(r for r in runs if r.data.tags.get("nasfw.generation") == "0")
+    assert generation.data.metrics["worker_utilisation"] == pytest.approx(utilisation)

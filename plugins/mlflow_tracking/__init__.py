@@ -22,10 +22,11 @@ What is logged, with ``<val>`` the problem's validation metric (e.g. ``val_accur
 - nested run ``<study> · generation <g>``, opened when the generation starts (its duration is
   the generation's) with params ``generation``, ``tuner``, ``candidates``: ``best_<val>``,
   ``mean_<val>``, ``median_<val>``, ``best_<val>_so_far``, ``n_ok``, ``n_failed``,
-  ``n_pruned``, ``generation_seconds``, the tuner's report (e.g. species sizes),
-  ``population.json`` and ``best_network.png``; and each of its trials' series:
-  ``trial/<val>``, ``trial/loss``, ``trial/flops``, ``trial/params``, ``trial/train_seconds``,
-  ``trial/failed``, ``trial/pruned``, ``trial/epochs``, ``trial/regularized_score`` and the
+  ``n_pruned``, ``generation_seconds``, ``worker_utilisation`` (busy / (workers x wall)), the
+  tuner's report (e.g. species sizes), ``population.json`` and ``best_network.png``; and each
+  of its trials' series: ``trial/<val>``, ``trial/loss``, ``trial/flops``, ``trial/params``,
+  ``trial/train_seconds``, ``trial/failed``, ``trial/pruned``, ``trial/epochs``,
+  ``trial/regularized_score`` and the
   scorer's numeric facts ``trial/<key>``.
 
 Steps: a trial's number, for every metric logged per trial (the parent's summaries and the
@@ -270,6 +271,7 @@ def _log_generation(
                 "n_pruned": sum(t.result.pruned for t in trials),
                 f"best_{val}_so_far": best_so_far,
                 "generation_seconds": context.generation_seconds.get(generation),
+                "worker_utilisation": context.worker_utilisation(generation),
             }
             if ok:
                 values |= {
