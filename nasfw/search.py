@@ -154,7 +154,11 @@ def _spaces_for(modality: str, reg: Any) -> list[str]:
     for (group, name), node in reg.configs.items():
         if group == "search_space":
             nodes[name] = OmegaConf.create(config_node(node))
-    return sorted(n for n, node in nodes.items() if modality in node.get("modalities", ["image"]))
+    return sorted(
+        n
+        for n, node in nodes.items()
+        if modality in node.get("modalities", ["image"]) and n != "auto"  # not a constraint set
+    )
 
 
 def _schema(node: Any, schema: type) -> Any:
@@ -570,9 +574,11 @@ def _run_generation(
             else:
                 first[key] = i
     todo = [i for i in todo if i not in copies]
-    if launcher.workers > 1 and len(todo) > 1:
+    if launcher.workers > 1 and len(todo) > 1 and pruning is None:
         # Stragglers first: the generation ends with its slowest network, so the big ones
-        # must not start last while the other workers sit idle.
+        # must not start last while the other workers sit idle. Not with a pruner: what it
+        # prunes depends on the order trials report in, and one job at a time must prune
+        # as the same search in the driver does.
         cost = _cost_estimates(context, [candidates[i] for i in todo])
         todo = [i for _, i in sorted(zip(cost, todo, strict=True), key=lambda p: -p[0])]
     with Progress(

@@ -165,8 +165,13 @@ def nasfw_trial_complete(
     val = _metrics.val_name(context)
     with _runs.guard(state, f"logging trial {trial.number}"):
         done = _metrics.all_trials(context, [trial])
-        summary = _metrics.summary_metrics(trial, len(done), _metrics.best_metric(done), val)
+        best = _metrics.best_metric(done)
+        summary = _metrics.summary_metrics(trial, len(done), best, val)
         state["client"].log_batch(state["run_id"], metrics=summary)
+        state.setdefault("summaries", {})[trial.number] = {
+            f"best_{val}": best,
+            "n_trials": len(done),
+        }
         run_id = _runs.generation_run(context, state, trial.generation)
         state["client"].log_batch(run_id, metrics=_metrics.trial_metrics(trial, val))
     if not state.get("device_logged") and "device" in result.extra:
@@ -324,8 +329,12 @@ def _log_generation(
             # Trials are numbered when they start (a pruner's reports need the trial), so the
             # last to finish need not be the highest number: the search's totals are logged
             # again at the generation's highest number, where MLflow shows a metric's latest.
-            totals = {f"best_{_metrics.val_name(context)}": _metrics.best_metric(done)}
-            totals["n_trials"] = len(done)
+            totals = {
+                f"best_{_metrics.val_name(context)}": _metrics.best_metric(done),
+                "n_trials": len(done),
+            }
+            if state.setdefault("summaries", {}).get(last) == totals:
+                totals = {}  # trial `last` finished last: what it logged is the total
             client.log_batch(
                 state["run_id"], metrics=_metrics.metrics({**totals, **counts}, step=last)
             )
