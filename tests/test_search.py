@@ -63,7 +63,8 @@ def test_with_several_workers_the_costliest_networks_start_first(tmp_path):
     from nasfw.search import _cost_estimates, run_search
 
     cfg = compose(
-        "problem=digits",
+        "problem=iris",
+        "search_space=tabular_mlp",
         "tuner=random",
         "tuner.n_trials=6",
         "tuner.batch_size=6",

@@ -49,7 +49,11 @@ def the_space(choice: dict):
 
 
 @pytest.mark.parametrize(
-    ("problem", "modality"), [("breast_cancer", "tabular"), ("digits_shifted", "image")]
+    ("problem", "modality"),
+    [
+        ("breast_cancer", "tabular"),
+        pytest.param("digits_shifted", "image", marks=pytest.mark.slow),
+    ],
 )
 def test_auto_probes_classifies_and_searches_in_the_chosen_class(
     built, tmp_path, problem, modality

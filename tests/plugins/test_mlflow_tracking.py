@@ -630,6 +630,7 @@ def test_an_unusable_store_is_named_before_the_study_exists(uri: str, message: s
         plugin.nasfw_check_config(cfg)
 
 
+@pytest.mark.slow
 def test_totals_are_right_when_trials_finish_out_of_number_order(tmp_path: Path) -> None:
     """With a pruner, trials are numbered when they start: with two workers the last to finish
     is not always the highest number. The parent's latest n_trials and best are the search's."""
