@@ -203,6 +203,15 @@ class Petridish(Tuner):
                     graphs.setdefault(graph.hash, graph)
                 if len(graphs) == self.config.init_models:
                     break
+            if not graphs:
+                # An empty pool would end the search before it began, saying nothing useful.
+                raise ConfigError(
+                    f"tuner=petridish: none of {50 * self.config.init_models} smallest networks "
+                    f"of search_space={self.space.name} both has a layer with a width in each "
+                    f"stage that offers one and fits search_space.max_params="
+                    f"{self.space.max_params} for this problem; raise search_space.max_params, "
+                    "or use a space with pooling (e.g. search_space=petridish_full)"
+                )
             self.seed_graphs = list(graphs.values())
         self.pending = [{"kind": SEED, "graph": g.to_dict()} for g in self.seed_graphs]
         return [

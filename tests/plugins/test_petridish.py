@@ -345,3 +345,23 @@ def test_seeds_fit_max_params_on_large_images(ops):
         with torch.device("meta"):
             model = build_model(c.graph, tuner.problem)
         assert sum(p.numel() for p in model.parameters()) <= space.max_params
+
+
+def test_a_space_without_any_usable_seed_is_refused_naming_it(tmp_path):
+    """No seed network fits: one line naming the space and the limit, not an empty search."""
+    from cli import nasfw
+
+    out = nasfw(
+        tmp_path,
+        "tuner=petridish",
+        "problem=digits",
+        "search_space=image_small",
+        "search_space.max_params=500",
+        "train.epochs=1",
+        "launcher.workers=0",
+        "tracking=none",
+    )
+    assert out.returncode == 2, out.stderr
+    message = " ".join(out.stderr.split())
+    assert "tuner=petridish: none of" in message
+    assert "search_space=image_small" in message and "search_space.max_params=500" in message
