@@ -209,3 +209,24 @@ def test_minibench_benchmark_quick(tmp_path: Path) -> None:
     assert [row["folding"] for row in doc["classifier"]] == [1, 4]
     assert doc["screening"]["problems"] >= 4
     assert "| mnist1d | codeepneat | auto" in proc.stdout
+
+
+@pytest.mark.slow
+def test_overhead_profile_quick() -> None:
+    """benchmarks/overhead.py on a few networks: every category in the table, training first."""
+    script = str(REPO / "benchmarks" / "overhead.py")
+    proc = subprocess.run(
+        [sys.executable, script, "--trials", "4", "--epochs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")][1:]
+    names = [row.split("|")[1].strip() for row in rows]
+    assert names == [
+        "training", "scoring", "build and size check", "Optuna writes", "MLflow", "export",
+        "problem load", "other",
+    ]  # fmt: skip
+    assert float(rows[0].split("|")[2]) > 0
+    assert "wall / train_seconds" in proc.stdout
