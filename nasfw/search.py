@@ -145,6 +145,7 @@ def _spaces_for(modality: str, reg: Any) -> list[str]:
 
     from omegaconf import OmegaConf
 
+    from nasfw.minibench.auto import AUTO
     from nasfw.registry import config_node
 
     nodes: dict[str, Any] = {}
@@ -157,7 +158,7 @@ def _spaces_for(modality: str, reg: Any) -> list[str]:
     return sorted(
         n
         for n, node in nodes.items()
-        if modality in node.get("modalities", ["image"]) and n != "auto"  # not a constraint set
+        if modality in node.get("modalities", ["image"]) and n != AUTO  # not a constraint set
     )
 
 
@@ -296,7 +297,7 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
             choice = stored_choice(ledger)
             if choice is not None:  # a resumed search keeps its constraint set
                 space, tuner = _tuner_in(
-                    choice["space"], tuner_cls, cfg, reg, problem, warm, screener
+                    choice["space"], tuner_cls, cfg, reg, problem, train_config, warm, screener
                 )
         ledger.set_metric_name(f"val_{problem.metric}")
         saved = ledger.load_state()
@@ -345,7 +346,7 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
             if choice is None:
                 choice = _probe(context, ledger, launcher, evaluator, auto, console, pruning)
                 space, tuner = _tuner_in(
-                    choice["space"], tuner_cls, cfg, reg, problem, warm, screener
+                    choice["space"], tuner_cls, cfg, reg, problem, train_config, warm, screener
                 )
                 context.space, context.tuner = space, tuner
             evaluator = replace(evaluator, max_params=space.max_params)
@@ -396,16 +397,17 @@ def _tuner_in(
     cfg: DictConfig,
     reg: Any,
     problem: Problem,
+    train_config: Any,
     warm: list[TrialRecord] | None,
     screener: Any,
 ) -> tuple[SearchSpace, Tuner]:
     """The search space ``search_space=auto`` chose, and the tuner made anew for it."""
-    from nasfw.config import SearchSpaceConfig, TrainConfig
+    from nasfw.config import SearchSpaceConfig
     from nasfw.search_space import SearchSpace
 
     space = SearchSpace(_schema(space_config, SearchSpaceConfig), reg.ops)
     tuner = tuner_cls(cfg.tuner, space, int(cfg.seed))
-    tuner.problem, tuner.train = problem, _schema(cfg.train, TrainConfig)
+    tuner.problem, tuner.train = problem, train_config
     tuner.screen = screener
     if warm is not None:
         tuner.warm_start(warm)
