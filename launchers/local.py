@@ -131,6 +131,58 @@ class LocalLauncher(Launcher[Any]):
             raise
         return [r for r in results if r is not None]
 
+    def map_streaming(
+        self,
+        fn: Callable[[Any], Result],
+        ask: Callable[[int], Any | None],
+        on_result: Callable[[Any, Result], None],
+    ) -> None:
+        """Keep every worker busy: a new item is asked for as soon as one finishes (see
+        :meth:`nasfw.Launcher.map_streaming`). Items a dying worker broke are run again
+        through :meth:`map` (which isolates the culprit) before new ones are asked for."""
+        if self._processes == 0:
+            while (item := ask(0)) is not None:
+                try:
+                    result = fn(item)
+                except Exception as err:
+                    result = Result.failed(f"{type(err).__name__}: {err}")
+                on_result(item, result)
+            return
+        running: dict[Future[Result], Any] = {}
+        try:
+            while True:
+                while len(running) < self.workers and (item := ask(len(running))) is not None:
+                    running[self._submit_one(fn, item)] = item
+                if not running:
+                    return
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                    done, _ = wait(running)  # all in flight broke with the pool: see which
+                broken: list[Any] = []
+                for future in done:
+                    item = running.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:
+                        broken.append(item)
+                        continue
+                    except Exception as err:
+                        result = Result.failed(f"{type(err).__name__}: {err}")
+                    on_result(item, result)
+                if broken:  # a fresh pool reruns them, the culprit isolated
+                    self.close()
+                    self.map(fn, broken, lambda i, res, items=broken: on_result(items[i], res))
+        except BaseException:  # Ctrl-C, or an error in on_result: nobody waits for the rest
+            self._terminate()
+            raise
+
+    def _submit_one(self, fn: Callable[[Any], Result], item: Any) -> Future[Result]:
+        try:
+            return self._executor().submit(fn, item)
+        except BrokenProcessPool:  # a worker died while idle: start afresh
+            self.close()
+            return self._executor().submit(fn, item)
+
     def _submit(
         self, fn: Callable[[Any], Result], items: Sequence[Any], indices: Sequence[int]
     ) -> tuple[dict[Future[Result], int], list[int]]:

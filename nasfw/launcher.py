@@ -40,6 +40,30 @@ class Launcher(ABC, Generic[T]):
         on_result: Callable[[int, Result], None] | None = None,
     ) -> list[Result]: ...
 
+    def map_streaming(
+        self,
+        fn: Callable[[T], Result],
+        ask: Callable[[int], T | None],
+        on_result: Callable[[T, Result], None],
+    ) -> None:
+        """Asynchronous evaluation: ``fn(item)`` for the items ``ask(pending)`` hands out, a new
+        one asked for as soon as a worker is free (``pending``: items evaluating now), and
+        ``on_result(item, result)`` as each result arrives, in the order they finish. Ends
+        when ``ask`` returns ``None`` with nothing pending; ``None`` while items are pending
+        means "ask again after the next result".
+
+        The default, for launchers without a stream of their own: batches of :attr:`workers`
+        items through :meth:`map` (a batch's free workers wait for its slowest item). Not for
+        launchers whose workers write their own trials (the search refuses that).
+        """
+        while True:
+            batch: list[T] = []
+            while len(batch) < self.workers and (item := ask(len(batch))) is not None:
+                batch.append(item)
+            if not batch:
+                return
+            self.map(fn, batch, lambda i, result, items=batch: on_result(items[i], result))
+
     @property
     def workers(self) -> int:
         """How many evaluations run at once (used to share CPU threads)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nasfw.graph import ArchGraph
-from nasfw.tuner import Result
+from nasfw.tuner import Candidate, Result
 
 if TYPE_CHECKING:
     import optuna
@@ -41,6 +41,20 @@ class TrialRecord:
     resume_from: str | None = None
     # The Optuna distributions of ``params`` (what a sampler needs to learn from the trial).
     distributions: dict[str, Any] = field(default_factory=dict)
+
+    def candidate(self) -> Candidate:
+        """The :class:`nasfw.Candidate` this trial evaluated, as far as the study keeps it
+        (not ``keep_weights``, a request that was already served)."""
+        return Candidate(
+            self.graph,
+            params=dict(self.params),
+            distributions=dict(self.distributions),
+            train=dict(self.train),
+            attrs=dict(self.attrs),
+            init_from=self.init_from,
+            exportable=self.exportable,
+            resume_from=self.resume_from,
+        )
 
     @property
     def key(self) -> str:
@@ -275,6 +289,9 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
     lease: DriverLease | None = None
     try:
         launcher.check_device(str(cfg.train.device))
+        from nasfw.asynchronous import check_asynchronous
+
+        asynchronous = check_asynchronous(cfg, tuner, launcher, pruning)
         # Everything the run will write to is checked before the study exists.
         check_writable(_export_path(cfg, output_dir), "export_dir")
         _hooks().nasfw_check_config(cfg=cfg)
@@ -354,7 +371,12 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
         generation = start_generation
         started = time.perf_counter()
         first_step: float | None = None
-        while candidates := tuner.ask():
+        if asynchronous:
+            from nasfw.asynchronous import run_asynchronous
+
+            block = int(cfg.tuner.get("batch_size", launcher.workers))
+            run_asynchronous(context, ledger, launcher, evaluator, console, block)
+        while not asynchronous and (candidates := tuner.ask()):
             hook.nasfw_generation_start(
                 context=context, generation=generation, candidates=candidates
             )
@@ -719,12 +741,9 @@ def _export_best(context: SearchContext, best: TrialRecord, train_config: Any) -
     from nasfw.builder import build_model
     from nasfw.evaluate import candidate_seed
     from nasfw.train import evaluate_model, prepare_device, train_model
-    from nasfw.tuner import Candidate
     from nasfw.weights import load_matching
 
-    candidate = Candidate(
-        best.graph, train=best.train, init_from=best.init_from, resume_from=best.resume_from
-    )
+    candidate = best.candidate()
     seed = candidate_seed(int(context.cfg.seed), candidate)
     torch.manual_seed(seed)
     model = build_model(best.graph, context.problem)

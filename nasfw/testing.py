@@ -199,6 +199,21 @@ class LauncherContract:
         launcher.map(square, [1, 2, 3], lambda i, r: seen.append((i, r.metric)))
         assert sorted(seen) == [(0, 1.0), (1, 4.0), (2, 9.0)]
 
+    def test_streaming_evaluates_what_is_asked_as_it_is_asked(
+        self, launcher: Launcher[Any]
+    ) -> None:
+        """``map_streaming``: every item asked is evaluated once; no more than ``workers``
+        are pending at an ask; it ends when ``ask`` has nothing and nothing is pending."""
+        todo, pending_seen, got = list(range(5)), [], {}
+
+        def ask(pending: int) -> int | None:
+            pending_seen.append(pending)
+            return todo.pop(0) if todo else None
+
+        launcher.map_streaming(napping_square, ask, lambda item, r: got.setdefault(item, r))
+        assert {k: r.metric for k, r in got.items()} == {x: float(x * x) for x in range(5)}
+        assert max(pending_seen) < max(1, launcher.workers)
+
     def test_reusable_after_many_maps(self, launcher: Launcher[Any]) -> None:
         for k in range(3):
             assert [r.metric for r in launcher.map(square, [k])] == [float(k * k)]
@@ -261,3 +276,67 @@ class TunerContract:
         candidates = tuner.ask()
         tuner.tell(candidates, [Result.failed("boom") for _ in candidates])
         assert isinstance(tuner.ask(), list)
+
+
+class AsynchronousTunerContract(TunerContract):
+    """:class:`TunerContract` plus the asynchronous protocol (``ask_one``/``tell_one``), for
+    tuners with :attr:`nasfw.Tuner.asynchronous`; the tuner's config has ``n_trials``.
+
+    :meth:`run_async` plays a search with ``workers`` evaluations at once whose results
+    arrive oldest-first.
+    """
+
+    workers = 3
+
+    @classmethod
+    def run_async(cls, tuner: Tuner, stop_after: int | None = None) -> list[str]:
+        """Graph hashes in the order asked, until the tuner has nothing more (or ``stop_after``
+        results were told)."""
+        asked: list[str] = []
+        running: list[Candidate] = []
+        told = 0
+        while stop_after is None or told < stop_after:
+            while len(running) < cls.workers and (c := tuner.ask_one(len(running))) is not None:
+                running.append(c)
+                asked.append(c.graph.hash)
+            if not running:
+                break
+            candidate = running.pop(0)
+            tuner.tell_one(candidate, fake_results([candidate])[0])
+            told += 1
+            assert told <= 10 * tuner.config.n_trials, "the tuner never finishes"
+        return asked
+
+    def test_asynchronous_asks_are_valid_and_deterministic(
+        self, make_tuner: Callable[[int], Tuner]
+    ) -> None:
+        tuner = make_tuner(4)
+        assert type(tuner).asynchronous
+        asked = self.run_async(tuner)
+        assert asked == self.run_async(make_tuner(4))
+
+    def test_asynchronous_budget_counts_told_and_pending(
+        self, make_tuner: Callable[[int], Tuner]
+    ) -> None:
+        tuner = make_tuner(0)
+        assert len(self.run_async(tuner)) == tuner.config.n_trials
+        assert tuner.ask_one(0) is None
+
+    def test_results_of_lost_asks_are_told_after_a_restore(
+        self, make_tuner: Callable[[int], Tuner]
+    ) -> None:
+        """A resume restores the last saved state, then tells it results whose asks died
+        with the killed process; the search then goes on to its budget."""
+        import json
+
+        first = make_tuner(5)
+        self.run_async(first, stop_after=2)
+        state = json.loads(json.dumps(first.state()))
+        lost = [first.ask_one(0), first.ask_one(1)]  # asked, finished, the state not saved
+        resumed = make_tuner(5)
+        resumed.restore(state)
+        for candidate in lost:
+            assert candidate is not None
+            copy = Candidate(candidate.graph, dict(candidate.params), candidate.distributions)
+            resumed.tell_one(copy, fake_results([copy])[0])
+        assert 2 + 2 + len(self.run_async(resumed)) == resumed.config.n_trials

@@ -210,6 +210,9 @@ class Tuner(ABC):
     #: Whether this tuner draws its proposals through :meth:`screened` (the search refuses
     #: ``evaluation.screen`` > 1 for the others).
     screening: ClassVar[bool] = False
+    #: Whether this tuner has :meth:`ask_one` / :meth:`tell_one`, so the search can keep
+    #: every worker busy (``tuner.asynchronous=true``; the search refuses it for the others).
+    asynchronous: ClassVar[bool] = False
 
     def __init__(self, config: TunerConfig, space: SearchSpace, seed: int) -> None:
         from nasfw.config import check_settings
@@ -230,6 +233,27 @@ class Tuner(ABC):
 
     @abstractmethod
     def restore(self, state: dict[str, Any]) -> None: ...
+
+    def ask_one(self, pending: int) -> Candidate | None:
+        """Asynchronous evaluation (``tuner.asynchronous=true``): one candidate, proposed from
+        every result told so far while ``pending`` others are still being evaluated (asked,
+        not yet told). ``None`` when there is nothing to ask now: the budget is taken by the
+        told and the pending ones (with ``pending == 0``: the search is over), or the tuner
+        waits for a result first.
+
+        Asynchronous tuners must also keep :meth:`state` true between single tells: the
+        search saves it after every ``batch_size`` results. Evaluations still pending at a
+        kill are asked for anew after the resume (``pending`` counts only those running now),
+        so a tuner counts its budget from told results plus ``pending``, never from asks.
+        """
+        raise NotImplementedError(f"tuner {self.config.name} cannot propose asynchronously")
+
+    def tell_one(self, candidate: Candidate, result: Result) -> None:
+        """Asynchronous evaluation: the result of ``candidate``, as soon as it arrives (results
+        come in the order they finish, not that of the asks). On a resume, results of a
+        generation the saved state did not yet hold are told again to the restored tuner,
+        whose own asks for them were lost with the killed process."""
+        raise NotImplementedError(f"tuner {self.config.name} cannot be told asynchronously")
 
     def screened(self, propose: Callable[[], T], graph_of: Callable[[T], Any]) -> T:
         """One proposal: ``propose()`` once, or with a screen ``k`` times and the one whose

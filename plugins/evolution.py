@@ -45,6 +45,9 @@ class EvolutionConfig(TunerConfig):
     n_trials: int = 40
     # Children per generation after the initial one (one batch for the launcher).
     batch_size: int = setting(4, ge=1)
+    # Evaluate asynchronously: a new network is asked for as soon as a worker frees up
+    # (README: "Asynchronous evaluation"); a generation is then batch_size finished evaluations.
+    asynchronous: bool = False
 
 
 @dataclass
@@ -60,6 +63,7 @@ class RegularizedEvolution(Tuner):
     """Aging evolution over the search space's graphs (see the module docstring)."""
 
     screening = True
+    asynchronous = True
 
     config: EvolutionConfig
 
@@ -93,13 +97,32 @@ class RegularizedEvolution(Tuner):
             candidates.append(self.screened(self._child, lambda c: c.graph))
         return candidates
 
+    def ask_one(self, pending: int) -> Candidate | None:
+        """The paper's asynchronous form: random networks until the initial population is
+        asked for, then a child of the population as it is now (a tournament among the
+        members there are, if fewer than ``sample_size`` have been told yet)."""
+        if self.evaluated + pending >= self.config.n_trials:
+            return None
+        if self.evaluated + pending < self.config.population_size:
+            return self._candidate(self.space.sample(RandomChooser(self.rng)), None)
+        if not self.population:
+            return None  # every initial network is still training: wait for one
+        return self.screened(self._child, lambda c: c.graph)
+
+    def tell_one(self, candidate: Candidate, result: Result) -> None:
+        born = self.population[-1].birth + 1 if self.population else self.evaluated
+        self.population.append(Member(candidate.graph, result.fitness, born))
+        del self.population[: max(len(self.population) - self.config.population_size, 0)]
+        self.evaluated += 1
+
     def _child(self) -> Candidate:
         parent = self._tournament()
         child = self.space.mutate(parent.graph, self.rng)
         return self._candidate(child, parent.graph.hash)
 
     def _tournament(self) -> Member:
-        picks = self.rng.choice(len(self.population), size=self.config.sample_size, replace=False)
+        size = min(self.config.sample_size, len(self.population))
+        picks = self.rng.choice(len(self.population), size=size, replace=False)
         # Ties go to the younger member, so a stagnant population still moves on.
         return max((self.population[int(i)] for i in picks), key=lambda m: (m.fitness, m.birth))
 

@@ -18,12 +18,16 @@ class RandomSearchConfig(TunerConfig):
     n_trials: int = setting(20, ge=1)
     # Evaluations per generation (one batch for the launcher).
     batch_size: int = setting(4, ge=1)
+    # Evaluate asynchronously: a new network is asked for as soon as a worker frees up
+    # (README: "Asynchronous evaluation"); a generation is then batch_size finished evaluations.
+    asynchronous: bool = False
 
 
 class RandomSearch(Tuner):
     """Samples ``n_trials`` graphs uniformly, ``batch_size`` per generation."""
 
     screening = True
+    asynchronous = True
 
     config: RandomSearchConfig
 
@@ -31,6 +35,7 @@ class RandomSearch(Tuner):
         super().__init__(config, space, seed)
         self.rng = np.random.default_rng(seed)
         self.asked = 0
+        self.told = 0  # asynchronous evaluation: results told one by one
 
     def ask(self) -> list[Candidate]:
         count = min(self.config.batch_size, self.config.n_trials - self.asked)
@@ -48,11 +53,21 @@ class RandomSearch(Tuner):
     def tell(self, candidates: list[Candidate], results: list[Result]) -> None:
         """Random search learns nothing from results."""
 
+    def ask_one(self, pending: int) -> Candidate | None:
+        if self.told + pending >= self.config.n_trials:
+            return None
+        self.asked += 1
+        return self.screened(self._sample, lambda c: c.graph)
+
+    def tell_one(self, candidate: Candidate, result: Result) -> None:
+        self.told += 1
+
     def state(self) -> dict[str, Any]:
-        return {"asked": self.asked, "rng": self.rng.bit_generator.state}
+        return {"asked": self.asked, "told": self.told, "rng": self.rng.bit_generator.state}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.asked = state["asked"]
+        self.told = state.get("told", 0)
         self.rng.bit_generator.state = state["rng"]
 
 

@@ -36,9 +36,14 @@ class TPEConfig(TunerConfig):
     multivariate: bool = True
     # Conditional spaces (params that exist only for some ops) need grouped multivariate TPE.
     group: bool = True
+    # Evaluate asynchronously: a new network is asked for as soon as a worker frees up
+    # (README: "Asynchronous evaluation"); a generation is then batch_size finished evaluations.
+    asynchronous: bool = False
 
 
 class TPETuner(Tuner):
+    asynchronous = True
+
     config: TPEConfig
 
     def __init__(self, config: Any, space: Any, seed: int) -> None:
@@ -50,15 +55,17 @@ class TPETuner(Tuner):
         self.warm: list[dict[str, Any]] = []  # another study's trials (tuner.warm_start)
         self.study = optuna.create_study(direction="maximize")
         self.pending: list[optuna.Trial] = []
+        # Asynchronous evaluation: the private study's trial of each candidate being evaluated.
+        self.running: list[tuple[Candidate, optuna.Trial]] = []
 
-    def _sampler(self) -> optuna.samplers.TPESampler:
+    def _sampler(self, draw: int | None = None) -> optuna.samplers.TPESampler:
         import optuna
 
         with warnings.catch_warnings():
             # multivariate/group/constant_liar are "experimental" in Optuna, and on purpose here.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(
-                seed=self.seed * 100_003 + self.generation,
+                seed=self.seed * 100_003 + (self.generation if draw is None else draw),
                 n_startup_trials=self.config.n_startup_trials,
                 multivariate=self.config.multivariate,
                 group=self.config.group and self.config.multivariate,
@@ -78,21 +85,36 @@ class TPETuner(Tuner):
         return candidates
 
     def tell(self, candidates: list[Candidate], results: list[Result]) -> None:
-        from optuna.trial import TrialState
 
         for trial, candidate, result in zip(self.pending, candidates, results, strict=True):
             entry = _entry(candidate.params, candidate.distributions, result)
-            if entry["state"] == "PRUNED":
-                for step, value in entry["curve"].items():
-                    trial.report(value, int(step))
-            state = TrialState[entry["state"]]
-            # Optuna takes a value with COMPLETE only; PRUNED keeps its last reported one.
-            self.study.tell(
-                trial, entry["value"] if state == TrialState.COMPLETE else None, state=state
-            )
+            _tell(self.study, trial, entry)
             self.told.append(entry)
         self.pending = []
         self.generation += 1
+
+    def ask_one(self, pending: int) -> Candidate | None:
+        """One proposal from everything told so far; the ``pending`` evaluations are lied
+        about (Optuna's constant liar). Each draw has its own seed (seed, number of trials in
+        the private study)."""
+        if len(self.told) + pending >= self.config.n_trials:
+            return None
+        self.study.sampler = self._sampler(draw=len(self.study.trials))
+        trial = self.study.ask()
+        graph = self.space.sample(TrialChooser(trial))
+        candidate = Candidate(graph, dict(trial.params), dict(trial.distributions))
+        self.running.append((candidate, trial))
+        return candidate
+
+    def tell_one(self, candidate: Candidate, result: Result) -> None:
+        entry = _entry(candidate.params, candidate.distributions, result)
+        trial = next((t for c, t in self.running if c is candidate), None)
+        if trial is None:  # asked by a process that was killed: told again on the resume
+            self.study.add_trial(_frozen(entry))
+        else:
+            self.running = [(c, t) for c, t in self.running if t is not trial]
+            _tell(self.study, trial, entry)
+        self.told.append(entry)
 
     def warm_start(self, trials: list[Any]) -> None:
         """Learn from another study's finished trials (``tuner.warm_start``): those with
@@ -111,24 +133,40 @@ class TPETuner(Tuner):
 
     def _rebuild(self) -> None:
         import optuna
-        from optuna.distributions import json_to_distribution
-        from optuna.trial import TrialState
 
         self.study = optuna.create_study(direction="maximize")
+        self.running = []
         for entry in [*self.warm, *self.told]:
-            # Entries written before pruning existed have no state: a value means COMPLETE.
-            state = entry.get("state", "COMPLETE" if entry["value"] is not None else "FAIL")
-            self.study.add_trial(
-                optuna.trial.create_trial(
-                    params=entry["params"],
-                    distributions={
-                        k: json_to_distribution(d) for k, d in entry["distributions"].items()
-                    },
-                    value=entry["value"] if state != "FAIL" else None,
-                    state=TrialState[state],
-                    intermediate_values={int(k): v for k, v in entry.get("curve", {}).items()},
-                )
-            )
+            self.study.add_trial(_frozen(entry))
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, entry: dict[str, Any]) -> None:
+    """Tell the private study how ``trial`` (one of its asks) ended."""
+    from optuna.trial import TrialState
+
+    if entry["state"] == "PRUNED":
+        for step, value in entry["curve"].items():
+            trial.report(value, int(step))
+    state = TrialState[entry["state"]]
+    # Optuna takes a value with COMPLETE only; PRUNED keeps its last reported one.
+    study.tell(trial, entry["value"] if state == TrialState.COMPLETE else None, state=state)
+
+
+def _frozen(entry: dict[str, Any]) -> optuna.trial.FrozenTrial:
+    """A finished trial for the private study, from what :func:`_entry` kept."""
+    import optuna
+    from optuna.distributions import json_to_distribution
+    from optuna.trial import TrialState
+
+    # Entries written before pruning existed have no state: a value means COMPLETE.
+    state = entry.get("state", "COMPLETE" if entry["value"] is not None else "FAIL")
+    return optuna.trial.create_trial(
+        params=entry["params"],
+        distributions={k: json_to_distribution(d) for k, d in entry["distributions"].items()},
+        value=entry["value"] if state != "FAIL" else None,
+        state=TrialState[state],
+        intermediate_values={int(k): v for k, v in entry.get("curve", {}).items()},
+    )
 
 
 def _entry(params: dict[str, Any], distributions: dict[str, Any], result: Result) -> dict[str, Any]:

@@ -37,13 +37,16 @@ The parent run id is stored in the Optuna study (user attr ``mlflow_run_id``): a
 continues its run and first logs what the study holds and the run does not (a kill between the
 two writes, or a study that ran untracked), never twice. Logging goes through
 :class:`mlflow.MlflowClient` with explicit run ids, so several searches in one process (a
-Hydra multirun) do not share an active run. A tracking store that cannot be used fails the
-search before its study exists, naming ``tracking.tracking_uri``; any later tracking error is
-logged as a warning and the search goes on.
+Hydra multirun) do not share an active run. After the search's start, the hooks read what they
+need and queue the logging for a thread of the search's own (``_backlog``): the search does not
+wait for MLflow, and its end waits until everything queued was logged. A tracking store that
+cannot be used fails the search before its study exists, naming ``tracking.tracking_uri``; any
+later tracking error is logged as a warning and the search goes on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -53,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 from nasfw import hookimpl
 
 from . import _figures, _metrics, _runs
+from ._backlog import Backlog
 from ._figures import graph_figure
 from .config import MAX_TAG_VALUE, METRICS_PER_BATCH, MlflowTrackingConfig, TrackingError
 
@@ -122,6 +126,8 @@ def nasfw_search_start(context: SearchContext) -> None:
     if context.history:  # resuming a study: also one that ran untracked, or was killed
         with _runs.guard(state, "logging what the study holds and MLflow does not"):
             _catch_up(context, state)
+    # From here on the hooks queue their logging; the search does not wait for MLflow.
+    state["backlog"] = Backlog(state)
 
 
 @hookimpl
@@ -131,17 +137,20 @@ def nasfw_search_space_chosen(context: SearchContext, choice: dict[str, Any]) ->
     state = _runs.state_of(context)
     if state is None:
         return
-    with _runs.guard(state, "logging the search space search_space=auto chose"):
-        client: MlflowClient = state["client"]
-        params = {
-            "auto.class": choice["class"],
-            "auto.confidence": f"{choice['confidence']:.4f}",
-            "auto.probe_trials": str(len(choice["probe_trials"])),
-            "auto.db": str(choice["db"]),
-        }
+    client: MlflowClient = state["client"]
+    params = {
+        "auto.class": choice["class"],
+        "auto.confidence": f"{choice['confidence']:.4f}",
+        "auto.probe_trials": str(len(choice["probe_trials"])),
+        "auto.db": str(choice["db"]),
+    }
+
+    def log() -> None:
         _runs.log_params(client, state["run_id"], params.items(), resumed=True)
         client.log_dict(state["run_id"], choice, "auto/choice.json")
         client.log_dict(state["run_id"], choice["space"], "auto/search_space.yaml")
+
+    state["backlog"].submit("logging the search space search_space=auto chose", log)
 
 
 @hookimpl
@@ -151,8 +160,12 @@ def nasfw_generation_start(
     state = _runs.state_of(context)
     if state is None:
         return
-    with _runs.guard(state, f"opening the run of generation {generation}"):
-        _runs.generation_run(context, state, generation, candidates)
+    candidates = list(candidates)
+    started = time.time()  # the run is created later, by the logging thread
+    state["backlog"].submit(
+        f"opening the run of generation {generation}",
+        lambda: _runs.generation_run(context, state, generation, candidates, started=started),
+    )
 
 
 @hookimpl
@@ -163,10 +176,11 @@ def nasfw_trial_complete(
     if state is None:
         return
     val = _metrics.val_name(context)
-    with _runs.guard(state, f"logging trial {trial.number}"):
-        done = _metrics.all_trials(context, [trial])
-        best = _metrics.best_metric(done)
-        summary = _metrics.summary_metrics(trial, len(done), best, val)
+    done = _metrics.all_trials(context, [trial])
+    best = _metrics.best_metric(done)
+    summary = _metrics.summary_metrics(trial, len(done), best, val)
+
+    def log() -> None:
         state["client"].log_batch(state["run_id"], metrics=summary)
         state.setdefault("summaries", {})[trial.number] = {
             f"best_{val}": best,
@@ -174,11 +188,15 @@ def nasfw_trial_complete(
         }
         run_id = _runs.generation_run(context, state, trial.generation)
         state["client"].log_batch(run_id, metrics=_metrics.trial_metrics(trial, val))
+
+    state["backlog"].submit(f"logging trial {trial.number}", log)
     if not state.get("device_logged") and "device" in result.extra:
         # Where networks actually trained (train.device may say auto): the first trial's.
-        with _runs.guard(state, "logging the training device"):
-            params = {f"trained_on.{k}": str(result.extra.get(k)) for k in _metrics.DEVICE_FACTS}
-            _runs.log_params(state["client"], state["run_id"], params.items(), resumed=True)
+        params = {f"trained_on.{k}": str(result.extra.get(k)) for k in _metrics.DEVICE_FACTS}
+        state["backlog"].submit(
+            "logging the training device",
+            lambda: _runs.log_params(state["client"], state["run_id"], params.items(), True),
+        )
         state["device_logged"] = True
 
 
@@ -189,11 +207,27 @@ def nasfw_generation_end(
     state = _runs.state_of(context)
     if state is None:
         return
-    _log_generation(context, state, generation, trials)
+    ended = time.time()  # the generation's end, not that of its logging
+    # What the logging reads of the search, as it is now: the search goes on meanwhile.
+    now = dataclasses.replace(
+        context,
+        history=list(context.history),
+        generation_seconds=dict(context.generation_seconds),
+        tuner=_TunerAsItWas(context.tuner),
+    )
+    trials = list(trials)
+    state["backlog"].submit(
+        f"logging generation {generation}",
+        lambda: _log_generation(now, state, generation, trials, ended=ended),
+    )
 
 
 @hookimpl
 def nasfw_search_end(context: SearchContext, best: TrialRecord | None) -> None:
+    if _runs.enabled(context):
+        backlog: Backlog | None = context.plugin_state.get(_runs.STATE_KEY, {}).pop("backlog", None)
+        if backlog is not None:
+            backlog.close()  # everything the search queued is logged before the run closes
     state = _runs.state_of(context)
     if state is None:
         return
@@ -249,14 +283,16 @@ def _log_generation(
     generation: int,
     trials: list[TrialRecord],
     catching_up: bool = False,
+    ended: float | None = None,
 ) -> None:
     """Close the nested run of ``generation`` with its metrics; the parent's counts.
 
     ``catching_up``: logged after the fact for a generation the study finished but MLflow
     missed (the search was killed in between); the tuner's report of that time is gone.
+    ``ended``: when the generation ended (seconds since the epoch; default now).
     """
     client: MlflowClient = state["client"]
-    ended = time.time()  # the generation's end, not that of the logging below
+    ended = time.time() if ended is None else ended
     times = [t.result for t in trials if t.result.started is not None]
     first = min((r.started for r in times), default=None) if catching_up else None
     last_done = max((r.finished or ended for r in times), default=ended)
@@ -342,6 +378,23 @@ def _log_generation(
     with _runs.guard(state, f"plotting pareto_front.png after generation {generation}"):
         done = [t for t in _metrics.all_trials(context, trials) if t.generation <= generation]
         _figures.log_pareto_plot(client, state["run_id"], context, done)
+
+
+class _TunerAsItWas:
+    """The tuner's report and artifacts of a generation, taken when the generation ended: its
+    logging runs later, while the tuner already works on the next one."""
+
+    def __init__(self, tuner: Any) -> None:
+        report = getattr(tuner, "generation_report", None)
+        artifacts = getattr(tuner, "generation_artifacts", None)
+        self._report: dict[str, float] = report() if callable(report) else {}
+        self._artifacts: dict[str, Any] = artifacts() if callable(artifacts) else {}
+
+    def generation_report(self) -> dict[str, float]:
+        return self._report
+
+    def generation_artifacts(self) -> dict[str, Any]:
+        return self._artifacts
 
 
 def _log_tuner_artifacts(client: MlflowClient, run_id: str, tuner: Any) -> None:

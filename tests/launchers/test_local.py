@@ -151,3 +151,30 @@ def test_gpu_settings_that_cannot_work_name_the_key(monkeypatch):
     assert cpu.gpu_ids == [] and cpu.workers == 2
     with pytest.raises(ConfigError, match=r"train\.device='cuda'"):
         cpu.check_device("cuda")
+
+
+def test_streaming_asks_as_soon_as_a_worker_frees_up(shared):
+    """One slow item (1 s) holds a worker; the other worker takes every quick one meanwhile,
+    instead of waiting for a batch's slowest item."""
+    from nasfw.testing import napping_square
+
+    todo, arrived = [2, 0, 3, 6, 9], []
+    shared.map_streaming(
+        napping_square,
+        lambda pending: todo.pop(0) if todo else None,
+        lambda x, r: arrived.append(x),
+    )
+    assert arrived[-1] == 2 and sorted(arrived) == [0, 2, 3, 6, 9]
+
+
+def test_streaming_reruns_what_a_dying_worker_broke():
+    """A worker that dies breaks every evaluation in flight: the others are rerun and
+    succeed, the culprit fails, and the stream goes on with a fresh pool."""
+    todo, got = [3, 0, 4, 5], {}
+    with LocalLauncher(LocalLauncherConfig(workers=2)) as launcher:
+        launcher.map_streaming(
+            die_on_three, lambda pending: todo.pop(0) if todo else None, got.setdefault
+        )
+    assert sorted(got) == [0, 3, 4, 5]
+    assert [got[x].ok for x in (0, 4, 5)] == [True, True, True]
+    assert not got[3].ok and "died" in (got[3].error or "")

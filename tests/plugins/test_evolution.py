@@ -9,7 +9,7 @@ from conftest import load_space
 
 from nasfw import ConfigError, Result
 from nasfw.plugins.evolution import EvolutionConfig, RegularizedEvolution
-from nasfw.testing import TunerContract, fake_results
+from nasfw.testing import AsynchronousTunerContract, fake_results
 
 
 @pytest.fixture(params=["image_small", "tabular_mlp", "sequence_small", "text_small"])
@@ -25,7 +25,7 @@ def ok(*metrics):
     return [Result(status="ok", metric=m) for m in metrics]
 
 
-class TestEvolution(TunerContract):
+class TestEvolution(AsynchronousTunerContract):
     @pytest.fixture
     def make_tuner(self, space):
         return lambda seed: make(space, seed, population_size=4, sample_size=2, n_trials=10)
@@ -158,3 +158,15 @@ def test_cli_bad_config_fails_naming_the_key(tmp_path):
     out = nasfw(tmp_path, *tiny, *args, f"storage.url=sqlite:///{tmp_path}/s.db")
     assert out.returncode == 2
     assert "tuner.sample_size" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_asynchronous_children_wait_for_a_told_member(space):
+    """Asked while every initial network is still training, the tuner waits; the first child
+    comes from the members told so far (a tournament among fewer than sample_size)."""
+    tuner = make(space, population_size=3, sample_size=2, n_trials=8)
+    initial = [tuner.ask_one(pending) for pending in range(3)]
+    assert all(c is not None and c.attrs["parent"] is None for c in initial)
+    assert tuner.ask_one(3) is None  # nothing told yet: no parent to pick
+    tuner.tell_one(initial[1], ok(0.7)[0])
+    child = tuner.ask_one(2)
+    assert child is not None and child.attrs["parent"] == initial[1].graph.hash

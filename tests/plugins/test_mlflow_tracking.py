@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,14 @@ def run_generation(context: SearchContext, generation: int, trials: list[TrialRe
             context=context, candidate=None, result=trial.result, trial=trial
         )
     plugin.nasfw_generation_end(context=context, generation=generation, trials=trials)
+    settle(context)
+
+
+def settle(context: SearchContext) -> None:
+    """Wait for the logging the hooks queued (they log from a thread)."""
+    backlog = context.plugin_state.get("mlflow", {}).get("backlog")
+    if backlog is not None:
+        backlog.wait()
 
 
 def child_runs(env: Env, parent_id: str) -> list[Any]:
@@ -420,6 +429,7 @@ def test_a_kill_between_a_trials_two_batches_is_caught_up_once(
     for trial in trials[:2]:
         first.history.append(trial)
         plugin.nasfw_trial_complete(context=first, candidate=None, result=trial.result, trial=trial)
+    settle(first)
     monkeypatch.setattr(plugin._metrics, "trial_metrics", original)
 
     second = make_context(make_cfg(env, study_name="torn"), problem, space, env.tmp, study)
@@ -491,6 +501,7 @@ def test_a_tracking_hiccup_does_not_stop_the_search(
         plugin.nasfw_trial_complete(
             context=context, candidate=None, result=trials[0].result, trial=trials[0]
         )
+        settle(context)
     assert "MLflow tracking: logging trial 0 failed" in caplog.text
     state["run_id"] = run_id
     run_generation(context, 0, trials)
@@ -657,3 +668,40 @@ def test_totals_are_right_when_trials_finish_out_of_number_order(tmp_path: Path)
     assert parent.data.metrics["n_trials"] == len(stored) == 6
     best = max(t.value for t in stored if t.state == optuna.trial.TrialState.COMPLETE)
     assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best)
+
+
+def test_the_search_does_not_wait_for_mlflow_and_nothing_queued_is_lost(
+    env: Env, problem: Problem, space, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hooks queue their logging and return; the search's end waits until all of it was
+    sent, then closes the run."""
+    context = make_context(make_cfg(env), problem, space, env.tmp)
+    plugin.nasfw_search_start(context=context)
+    state = context.plugin_state["mlflow"]
+    blocked = threading.Event()
+    log_batch = state["client"].log_batch
+
+    def slow_store(*args: Any, **kwargs: Any) -> Any:
+        blocked.wait(30)
+        return log_batch(*args, **kwargs)
+
+    monkeypatch.setattr(state["client"], "log_batch", slow_store)
+    trials = make_trials(space, 0, [0.1, 0.3, 0.2])
+    plugin.nasfw_generation_start(context=context, generation=0, candidates=trials)
+    for trial in trials:
+        context.history.append(trial)
+        plugin.nasfw_trial_complete(
+            context=context, candidate=None, result=trial.result, trial=trial
+        )
+    plugin.nasfw_generation_end(context=context, generation=0, trials=trials)
+    run_id = state["run_id"]
+    # Every hook returned while the store was still blocked: nothing is logged yet.
+    assert env.client.get_metric_history(run_id, "n_trials") == []
+    blocked.set()
+    plugin.nasfw_search_end(context=context, best=context.best())
+    assert [m.step for m in env.client.get_metric_history(run_id, "n_trials")] == [0, 1, 2]
+    (generation,) = child_runs(env, run_id)
+    assert generation.info.status == "FINISHED"
+    assert generation.data.metrics["best_val_accuracy"] == 0.3
+    assert env.client.get_run(run_id).info.status == "FINISHED"
+    assert not any(t.name == "nasfw-mlflow" for t in threading.enumerate())

@@ -5,7 +5,7 @@ from conftest import load_space
 
 from nasfw.plugins.random_search import RandomSearch, RandomSearchConfig
 from nasfw.plugins.tpe import TPEConfig, TPETuner
-from nasfw.testing import TunerContract, fake_results
+from nasfw.testing import AsynchronousTunerContract, fake_results
 
 
 @pytest.fixture(params=["image_small", "tabular_mlp", "sequence_small", "text_small"])
@@ -13,7 +13,7 @@ def space(request, ops):
     return load_space(request.param, ops)
 
 
-class TestRandomSearch(TunerContract):
+class TestRandomSearch(AsynchronousTunerContract):
     @pytest.fixture
     def make_tuner(self, space):
         return lambda seed: RandomSearch(RandomSearchConfig(n_trials=7, batch_size=3), space, seed)
@@ -22,7 +22,7 @@ class TestRandomSearch(TunerContract):
         assert [len(g) for g in self.run(make_tuner(0))] == [3, 3, 1]
 
 
-class TestTPE(TunerContract):
+class TestTPE(AsynchronousTunerContract):
     @pytest.fixture
     def make_tuner(self, space):
         config = TPEConfig(n_trials=12, batch_size=3, n_startup_trials=4)
