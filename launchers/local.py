@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -131,6 +132,18 @@ class LocalLauncher(Launcher[Any]):
             raise
         return [r for r in results if r is not None]
 
+    def warm_up(self, fn: Callable[[Any], Result]) -> None:
+        """Start the pool now and run ``fn.warm_up()`` once per worker, not waited for: the
+        workers import torch and load the problem while the driver opens the study and the
+        trackers (worker processes only; in the driver it would hold the driver up)."""
+        if self._processes == 0 or not callable(getattr(fn, "warm_up", None)):
+            return
+        try:
+            for _ in range(self._processes):
+                self._executor().submit(_warm_up, fn)
+        except BrokenProcessPool:
+            self.close()  # the first evaluation starts a fresh pool and says what went wrong
+
     def map_streaming(
         self,
         fn: Callable[[Any], Result],
@@ -256,6 +269,13 @@ class LocalLauncher(Launcher[Any]):
         for process in list((getattr(pool, "_processes", None) or {}).values()):
             process.terminate()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _warm_up(fn: Any) -> None:
+    """``fn.warm_up()`` in a worker; a failure is left for the first evaluation to report."""
+    # A failure is the first evaluation's to report (it meets the same problem, as a trial).
+    with contextlib.suppress(Exception):
+        fn.warm_up()
 
 
 def _init_worker(turn: Any, gpu_ids: list[str]) -> None:

@@ -67,6 +67,20 @@ class Evaluator:
     scoring: dict[str, Any] = field(default_factory=lambda: {"name": "plain"})
     weights: WeightStore | None = None
 
+    def warm_up(self) -> None:
+        """What the first evaluation in a fresh process would pay for, done ahead: import torch,
+        load the problem (cached per process), and count FLOPs once (the first count imports
+        much of ``torch._dynamo``, about a second). Launchers call it in their workers while
+        the driver sets up the study (:meth:`nasfw.Launcher.warm_up`)."""
+        import torch
+
+        from nasfw.builder import model_cost
+
+        torch.set_num_threads(max(1, self.threads))
+        load_problem(self.problem)
+        with torch.device("meta"):
+            model_cost(torch.nn.Linear(2, 2), (2,))
+
     def __call__(self, candidate: Candidate, report: Report | None = None) -> Result:
         """Evaluate ``candidate``, timed by this machine's clock (``started``, ``finished``,
         ``first_step``: when its first training step began)."""

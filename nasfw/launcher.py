@@ -40,6 +40,12 @@ class Launcher(ABC, Generic[T]):
         on_result: Callable[[int, Result], None] | None = None,
     ) -> list[Result]: ...
 
+    def warm_up(self, fn: Callable[[T], Result]) -> None:
+        """Start the workers and let them prepare for ``fn`` (``fn.warm_up()``, e.g.
+        :meth:`nasfw.Evaluator.warm_up`: imports, the problem's data) while the driver goes on
+        setting up; returns at once. Nothing by default (jobs that start per evaluation have
+        nothing to keep warm)."""
+
     def map_streaming(
         self,
         fn: Callable[[T], Result],

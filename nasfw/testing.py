@@ -65,6 +65,13 @@ def napping_square(x: int) -> Result:
     return Result(status="ok", metric=float(x * x))
 
 
+def problems_loaded(_: Any) -> Result:
+    """How many problems this process has loaded (``metric``): a warmed-up worker has one."""
+    from nasfw.evaluate import _PROBLEMS
+
+    return Result(status="ok", metric=float(len(_PROBLEMS)))
+
+
 _JOB_VARS = (
     "SLURM_JOB_ID",
     "SLURM_ARRAY_JOB_ID",

@@ -230,3 +230,26 @@ def test_overhead_profile_quick() -> None:
     ]  # fmt: skip
     assert float(rows[0].split("|")[2]) > 0
     assert "wall / train_seconds" in proc.stdout
+
+
+@pytest.mark.slow
+def test_throughput_benchmark_quick(tmp_path: Path) -> None:
+    """benchmarks/throughput.py --quick: every configuration's figures from its study, the
+    2-worker ratio against the 1-worker baseline."""
+    script = str(REPO / "benchmarks" / "throughput.py")
+    proc = subprocess.run(
+        [sys.executable, script, "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "throughput.json").read_text())
+    assert [r["config"] for r in doc["rows"]] == [
+        "small-driver", "large-1worker-1thread", "large-2workers-async",
+    ]  # fmt: skip
+    for row in doc["rows"]:
+        assert row["trials"] == 8
+        assert row["overhead"] > 1 and row["cli_over_training"] > row["overhead"]
+        assert 0 < row["utilisation"] <= 1
+    assert "large-2workers-async vs 1 worker" in (tmp_path / "throughput.md").read_text()

@@ -178,3 +178,15 @@ def test_streaming_reruns_what_a_dying_worker_broke():
     assert sorted(got) == [0, 3, 4, 5]
     assert [got[x].ok for x in (0, 4, 5)] == [True, True, True]
     assert not got[3].ok and "died" in (got[3].error or "")
+
+
+def test_warm_up_loads_the_problem_in_the_workers_ahead(evaluator):
+    """warm_up starts the pool and has each worker load the data before the first evaluation
+    (the driver meanwhile opens the study and the trackers)."""
+    from nasfw.testing import problems_loaded
+
+    with LocalLauncher(LocalLauncherConfig(workers=1)) as cold:
+        assert cold.map(problems_loaded, [0])[0].metric == 0.0
+    with LocalLauncher(LocalLauncherConfig(workers=1)) as warm:
+        warm.warm_up(evaluator)
+        assert warm.map(problems_loaded, [0])[0].metric == 1.0

@@ -1,0 +1,202 @@
+#!/usr/bin/env python
+"""Framework overhead and worker throughput through the real CLI (issue #16, parts 1 and 2).
+
+Every configuration is one ``python -m nasfw`` run (a subprocess, its own SQLite storage),
+random search (``tuner.batch_size=8``), the configurations interleaved and repeated
+``--repeats`` times. Read back from the study:
+
+- *evaluation overhead* = sum of the generations' wall seconds / sum of the trials'
+  ``train_seconds`` (the issue's definition: everything but the training loop itself — the
+  build and size check, validation scoring, transfer to workers, Optuna writes, hooks —
+  counts as overhead);
+- *CLI / training* = the whole process's wall seconds / sum of ``train_seconds`` (start-up,
+  problem load, MLflow, the export of the best network included);
+- *throughput* = evaluations per second of the generations' wall time, and *worker
+  utilisation* = the evaluations' busy seconds / (workers x the generations' wall seconds).
+
+Configurations (``--quick`` shrinks them to a smoke test):
+
+| name | what |
+|---|---|
+| ``small-driver`` | iris, MLPs, 1 epoch (~0.05 s networks), evaluations in the driver |
+| ``large-driver`` | digits, ``image_small``, 3 epochs (~0.5 s networks), in the driver |
+| ``large-1worker`` | the same in one worker process |
+| ``large-1worker-mlflow`` | the same with MLflow tracking (a fresh SQLite store) |
+| ``large-2workers`` | two worker processes, each one thread, generation by generation |
+| ``large-2workers-async`` | the same with ``tuner.asynchronous=true`` |
+| ``large-1worker-1thread`` | the 2-worker runs' baseline (``train.threads=1``) |
+
+Writes ``throughput.json`` and ``throughput.md`` to ``--out``.
+
+    .venv/bin/python benchmarks/throughput.py            # ~8 min on 2 cores
+    .venv/bin/python benchmarks/throughput.py --quick    # ~1 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+SMALL = ["problem=iris", "search_space=tabular_mlp", "train.epochs=1"]
+LARGE = ["problem=digits", "search_space=image_small", "train.epochs=3"]
+CONFIGS: dict[str, list[str]] = {
+    "small-driver": [*SMALL, "launcher.workers=0", "tracking=none"],
+    "large-driver": [*LARGE, "launcher.workers=0", "tracking=none"],
+    "large-1worker": [*LARGE, "launcher.workers=1", "tracking=none"],
+    "large-1worker-mlflow": [*LARGE, "launcher.workers=1"],
+    "large-1worker-1thread": [*LARGE, "launcher.workers=1", "train.threads=1", "tracking=none"],
+    "large-2workers": [*LARGE, "launcher.workers=2", "train.threads=1", "tracking=none"],
+    "large-2workers-async": [
+        *LARGE,
+        "launcher.workers=2",
+        "train.threads=1",
+        "tracking=none",
+        "tuner.asynchronous=true",
+    ],
+}
+
+
+def run(name: str, overrides: list[str], trials: int, work: Path) -> dict[str, Any]:
+    """One CLI run of configuration ``name``; its figures from the study."""
+    from nasfw.ledger import Ledger
+
+    folder = Path(tempfile.mkdtemp(prefix="run-", dir=work))
+    url = f"sqlite:///{folder / 'nasfw.db'}"
+    args = [
+        *overrides,
+        "tuner=random",
+        f"tuner.n_trials={trials}",
+        "tuner.batch_size=8",
+        "study_name=throughput",
+        f"storage.url={url}",
+        f"storage.artifacts={folder / 'artifacts'}",
+    ]
+    if "tracking=none" not in overrides:
+        args.append(f"tracking.tracking_uri=sqlite:///{folder / 'mlflow.db'}")
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "nasfw", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
+    ledger = Ledger(url, "throughput")
+    records = ledger.records()
+    generations = ledger.generation_seconds()
+    train = sum(r.result.train_seconds for r in records)
+    busy = sum(
+        r.result.finished - r.result.started
+        for r in records
+        if r.result.started is not None and r.result.finished is not None
+    )
+    evaluating = sum(generations.values())
+    workers = 2 if "launcher.workers=2" in overrides else 1
+    return {
+        "config": name,
+        "trials": len(records),
+        "cli_seconds": wall,
+        "generation_seconds": evaluating,
+        "train_seconds": train,
+        "mean_train_seconds": train / max(1, len(records)),
+        "overhead": evaluating / train,
+        "cli_over_training": wall / train,
+        "throughput": len(records) / evaluating,
+        "utilisation": busy / (workers * evaluating),
+    }
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean of each figure per configuration (over the repeats)."""
+    out: dict[str, dict[str, float]] = {}
+    for name in dict.fromkeys(r["config"] for r in rows):
+        mine = [r for r in rows if r["config"] == name]
+        out[name] = {
+            k: statistics.fmean(r[k] for r in mine)
+            for k in mine[0]
+            if isinstance(mine[0][k], int | float)
+        }
+    return out
+
+
+def table(summary: dict[str, dict[str, float]], repeats: int) -> str:
+    lines = [
+        f"| {platform.machine()}, {os.cpu_count()} cores, mean of {repeats} | s / network "
+        "| evaluation overhead | CLI / training | evaluations / s | worker utilisation |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in summary.items():
+        lines.append(
+            f"| {name} | {s['mean_train_seconds']:.3f} | {s['overhead']:.3f} "
+            f"| {s['cli_over_training']:.2f} | {s['throughput']:.2f} | {s['utilisation']:.0%} |"
+        )
+    ratios = {}
+    base = summary.get("large-1worker-1thread")
+    for name in ("large-2workers", "large-2workers-async"):
+        if base and name in summary:
+            ratios[name] = summary[name]["throughput"] / base["throughput"]
+    if ratios:
+        lines.append("")
+        lines += [
+            f"- {name} vs 1 worker (1 thread each): {ratio:.2f}x evaluations per second"
+            for name, ratio in ratios.items()
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=32, help="networks per run (32)")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "throughput")
+    parser.add_argument("--quick", action="store_true", help="8 networks, 3 configurations")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        parser.error(f"--configs: unknown {unknown}; known: {list(CONFIGS)}")
+    if args.quick:
+        args.trials = 8
+        names = ["small-driver", "large-1worker-1thread", "large-2workers-async"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        for repeat in range(args.repeats):
+            # Interleaved (and the order reversed every other repeat): load from other
+            # processes hits every configuration alike.
+            for name in names if repeat % 2 == 0 else names[::-1]:
+                row = run(name, CONFIGS[name], args.trials, Path(work))
+                rows.append({**row, "repeat": repeat})
+                print(
+                    f"{name}: overhead {row['overhead']:.3f}, CLI/training "
+                    f"{row['cli_over_training']:.2f}, {row['throughput']:.2f} evaluations/s, "
+                    f"utilisation {row['utilisation']:.0%}",
+                    flush=True,
+                )
+    summary = summarise(rows)
+    markdown = table(summary, args.repeats)
+    print("\n" + markdown)
+    doc = {"trials": args.trials, "repeats": args.repeats, "rows": rows, "summary": summary}
+    (args.out / "throughput.json").write_text(json.dumps(doc, indent=2))
+    (args.out / "throughput.md").write_text(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
