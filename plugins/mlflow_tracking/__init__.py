@@ -128,6 +128,14 @@ def nasfw_search_start(context: SearchContext) -> None:
             _catch_up(context, state)
     # From here on the hooks queue their logging; the search does not wait for MLflow.
     state["backlog"] = Backlog(state)
+    if _runs.setting(context, "log_models"):
+
+        def warm_up() -> None:
+            from . import _model  # torch: imported by the thread, not at discovery
+
+            _model.warm_up()
+
+        state["backlog"].submit("preparing to log the best model", warm_up)
 
 
 @hookimpl
