@@ -253,3 +253,52 @@ def test_throughput_benchmark_quick(tmp_path: Path) -> None:
         assert row["overhead"] > 1 and row["cli_over_training"] > row["overhead"]
         assert 0 < row["utilisation"] <= 1
     assert "large-2workers-async vs 1 worker" in (tmp_path / "throughput.md").read_text()
+
+
+@pytest.mark.slow
+def test_peers_benchmark_quick(tmp_path: Path) -> None:
+    """benchmarks/peers.py --quick: plain Optuna and every nasfw tuner on digits at the same
+    budget, each judged from its own trials; the ratios against plain Optuna's final best."""
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "peers.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((out / "peers.json").read_text())
+    budget = doc["protocol"]["budget"]
+    names = ["optuna", "tpe", "codeepneat", "codeepneat+regularized", "evolution", "random"]
+    summary = doc["summary"]["digits"]
+    assert list(summary["contenders"]) == names
+    runs = {r["contender"]: r for r in doc["runs"]}
+    assert list(runs) == names  # one round, in the protocol's order
+    for name, run in runs.items():
+        assert run["stopped_by_budget"], name  # more trials than the budget allows
+        assert run["trials"] >= 1 and run["curve"], (name, run["log"])
+        times = [t for t, _ in run["curve"]]
+        values = [v for _, v in run["curve"]]
+        assert times == sorted(times) and times[0] > 0 and times[-1] <= budget
+        assert values == sorted(values) and len(set(values)) == len(values)
+        assert 0.1 <= run["best"] == values[-1] <= 1
+        if name != "optuna":
+            assert "launcher.workers=0" in run["command"] and "tracking=none" in run["command"]
+    plain = summary["contenders"]["optuna"]
+    assert plain["ratio"] == 1.0 and plain["best"] == summary["plain_final_best"]
+    for name in names[1:]:
+        row = summary["contenders"][name]
+        reached = row["best"] >= summary["plain_final_best"] - 1e-9
+        assert (row["ratio"] is not None) == reached, name
+    text = (out / "peers.md").read_text()
+    assert "| plain Optuna TPE |" in text and "| nasfw codeepneat+regularized |" in text
+    assert (out / "peers_digits.png").stat().st_size > 10_000
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(doc["mlflow"]["tracking_uri"])
+    run = client.get_run(doc["mlflow"]["run_id"])
+    assert run.data.metrics["digits.optuna.best"] == plain["best"]
+    assert {"peers.json", "peers.md", "peers_digits.png"} <= {
+        a.path for a in client.list_artifacts(run.info.run_id)
+    }
