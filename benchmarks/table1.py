@@ -119,8 +119,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--data-dir",
         type=Path,
         default=None,
-        help="directory with mnist/, fashion_mnist/ and/or cifar10/ subdirectories "
-        "holding the standard files; each one found adds that problem",
+        help="directory with mnist/ (or mnist10k/), fashion_mnist/ and/or cifar10/ "
+        "subdirectories holding the standard files; each one found adds that problem",
     )
     p.add_argument(
         "--max-train-samples",
@@ -196,6 +196,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.problem_list = problems
     args.problem_dirs = {}
     if args.data_dir is not None:
+        # Absolute, so the runs (started in the repository root) find it from any directory.
+        args.data_dir = args.data_dir.resolve()
         if not args.data_dir.is_dir():
             p.error(f"--data-dir {args.data_dir} is not a directory")
         found = find_data_problems(args.data_dir)
@@ -226,11 +228,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def find_data_problems(root: Path) -> dict[str, Path]:
     """``mnist`` / ``fashion_mnist`` / ``cifar10`` subdirectories of ``root`` with their files."""
     found: dict[str, Path] = {}
-    for name in ("mnist", "fashion_mnist"):
-        d = root / name
-        names = ("train-images-idx3-ubyte", "train-images-idx3-ubyte.gz")
-        if any((d / f).is_file() for f in names):
-            found[name] = d
+    # mnist10k: the 10,000 real MNIST digits of ../shared/data (see its README).
+    for name, folders in (("mnist", ("mnist", "mnist10k")), ("fashion_mnist", ("fashion_mnist",))):
+        for d in (root / f for f in folders):
+            names = ("train-images-idx3-ubyte", "train-images-idx3-ubyte.gz")
+            if any((d / f).is_file() for f in names):
+                found[name] = d
+                break
     for d in (
         root / "cifar10",
         root / "cifar10" / "cifar-10-batches-py",

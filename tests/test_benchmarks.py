@@ -68,6 +68,69 @@ def test_table1_quick(tmp_path: Path) -> None:
     assert {"fig4a_time.png", "fig4b_accuracy.png", "table1.md", "table1.json"} <= artifacts
 
 
+def test_table1_finds_the_shared_data_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--data-dir: mnist/ or else mnist10k/ (the shared data's name) is mnist; a relative
+    directory is made absolute, since the runs start in the repository root."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import table1
+    finally:
+        sys.path.pop(0)
+    for folder in ("mnist10k", "fashion_mnist", "empty"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        if folder != "empty":
+            (tmp_path / "data" / folder / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    found = table1.find_data_problems(tmp_path / "data")
+    assert found == {"mnist": tmp_path / "data" / "mnist10k",
+                     "fashion_mnist": tmp_path / "data" / "fashion_mnist"}  # fmt: skip
+    (tmp_path / "data" / "mnist").mkdir()
+    (tmp_path / "data" / "mnist" / "train-images-idx3-ubyte").write_bytes(b"")
+    assert table1.find_data_problems(tmp_path / "data")["mnist"] == tmp_path / "data" / "mnist"
+
+    monkeypatch.chdir(tmp_path)
+    args = table1.parse_args(["--data-dir", "data", "--problems", "mnist", "--out", "o"])
+    assert args.problem_list == ["mnist"]
+    assert args.problem_dirs["mnist"] == (tmp_path / "data" / "mnist").resolve()
+    assert "problem.data_dir=" + str(tmp_path.resolve() / "data" / "mnist") in (
+        table1.common_overrides(args, "mnist")
+    )
+
+
+SHARED_DATA = REPO.parent / "shared" / "data"  # the real data sets (../shared/data/README)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "mnist10k").is_dir(), reason="no ../shared/data/mnist10k")
+def test_table1_quick_real_mnist(tmp_path: Path) -> None:
+    """table1.py --quick on the real MNIST 10k of ../shared/data, as the README runs it."""
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--data-dir", str(SHARED_DATA), "--problems",
+         "mnist", "--max-train-samples", "500", "--workers", "1", "--no-mlflow", "--out",
+         str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((out / "table1.json").read_text())
+    assert doc["protocol"]["data_dirs"]["mnist"] == str((SHARED_DATA / "mnist10k").resolve())
+    assert doc["protocol"]["max_train_samples"] == 500
+    mnist = doc["problems"]["mnist"]
+    assert math.isfinite(mnist["speedup"]) and mnist["speedup"] > 0
+    assert math.isfinite(mnist["acc_degradation"])
+    runs = [r for r in doc["runs"] if r["problem"] == "mnist"]
+    assert {r["group"] for r in runs} == {"plain", "regularized"}
+    for r in runs:
+        assert "problem=mnist " in r["command"] and "problem.max_train_samples=500" in r["command"]
+        assert "problem.data_dir=" + str((SHARED_DATA / "mnist10k").resolve()) in r["command"]
+    for group in ("plain", "regularized"):
+        row = mnist[group]
+        assert row["failed"] == 0 and row["trials"] == 8
+        # 28x28 digits, learnt: far above chance (0.1) after two epochs on 500 images.
+        assert row["best_val"] > 0.6 and row["accuracy"] > 0.3
+        assert row["flops"] > 15_000  # at least the 784 x 10 linear classifier
+    assert "| | mnist |" in (out / "table1.md").read_text()
+
+
 @pytest.mark.slow
 def test_gpu_benchmark_quick(tmp_path: Path) -> None:
     """benchmarks/gpu.py on small Fashion-MNIST-format files: the CPU rows (and GPU rows where
