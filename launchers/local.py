@@ -151,8 +151,11 @@ class LocalLauncher(Launcher[Any]):
         on_result: Callable[[Any, Result], None],
     ) -> None:
         """Keep every worker busy: a new item is asked for as soon as one finishes (see
-        :meth:`nasfw.Launcher.map_streaming`). Items a dying worker broke are run again
-        through :meth:`map` (which isolates the culprit) before new ones are asked for."""
+        :meth:`nasfw.Launcher.map_streaming`), and one more than there are workers waits in
+        the pool's queue, so a worker that finishes starts the next item at once instead of
+        waiting while the driver stores the result and asks again. Items a dying worker broke
+        are run again through :meth:`map` (which isolates the culprit) before new ones are
+        asked for."""
         if self._processes == 0:
             while (item := ask(0)) is not None:
                 try:
@@ -164,7 +167,7 @@ class LocalLauncher(Launcher[Any]):
         running: dict[Future[Result], Any] = {}
         try:
             while True:
-                while len(running) < self.workers and (item := ask(len(running))) is not None:
+                while len(running) <= self.workers and (item := ask(len(running))) is not None:
                     running[self._submit_one(fn, item)] = item
                 if not running:
                     return
