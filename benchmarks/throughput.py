@@ -5,10 +5,11 @@ Every configuration is one ``python -m nasfw`` run (a subprocess, its own SQLite
 random search (``tuner.batch_size=8``), the configurations interleaved and repeated
 ``--repeats`` times. Read back from the study:
 
-- *evaluation overhead* = sum of the generations' wall seconds / sum of the trials'
-  ``train_seconds`` (the issue's definition: everything but the training loop itself — the
-  build and size check, validation scoring, transfer to workers, Optuna writes, hooks —
-  counts as overhead); *beside scoring*: the same over training plus validation scoring;
+- *evaluation overhead* = workers x sum of the generations' wall seconds / sum of the
+  trials' ``train_seconds`` (the issue's definition, for one worker: everything but the
+  training loop itself — the build and size check, validation scoring, transfer to workers,
+  Optuna writes, hooks, idle workers — counts as overhead); *beside scoring*: the same over
+  training plus validation scoring;
 - *CLI / training* = the whole process's wall seconds / sum of ``train_seconds`` (start-up,
   problem load, MLflow, the export of the best network included);
 - *throughput* = evaluations per second of the generations' wall time, and *worker
@@ -118,9 +119,10 @@ def run(name: str, overrides: list[str], trials: int, work: Path) -> dict[str, A
         "generation_seconds": evaluating,
         "train_seconds": train,
         "mean_train_seconds": train / max(1, len(records)),
-        "overhead": evaluating / train,
+        # Worker-seconds per training second: with several workers, idle ones count too.
+        "overhead": workers * evaluating / train,
         # Validation scoring is work every search needs: the overhead beside it.
-        "overhead_beside_scoring": evaluating / (train + score),
+        "overhead_beside_scoring": workers * evaluating / (train + score),
         "cli_over_training": wall / train,
         "throughput": len(records) / evaluating,
         "throughput_after_start": len(steady) / steady_seconds if steady_seconds else None,
