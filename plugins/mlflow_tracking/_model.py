@@ -38,7 +38,8 @@ def warm_up() -> None:
     """Pay for the first ``torch.export`` and MLflow model save early: ~4 s of imports and
     first-time set-up, the most of the best model's logging at the search's end (0.65 s after
     this, 4.8 s without, for an 8x8 conv net on a 2-core CPU). Run by the logging thread
-    while the search trains; a tiny model, saved to a temporary directory."""
+    while worker processes train (not with ``launcher.workers=0``); a tiny model, saved to a
+    temporary directory."""
     import tempfile
 
     import mlflow.pytorch
