@@ -292,17 +292,6 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
         from nasfw.asynchronous import check_asynchronous
 
         asynchronous = check_asynchronous(cfg, tuner, launcher, pruning)
-        evaluator = Evaluator(
-            problem=problem_config,
-            train=train_config,
-            seed=int(cfg.seed),
-            max_params=space.max_params,
-            threads=_threads(cfg, launcher.workers),
-            scoring=scoring,
-            weights=weight_store(cfg),
-        )
-        # Workers import torch and load the data while the driver opens study and trackers.
-        launcher.warm_up(evaluator)
         # Everything the run will write to is checked before the study exists.
         check_writable(_export_path(cfg, output_dir), "export_dir")
         _hooks().nasfw_check_config(cfg=cfg)
@@ -360,6 +349,18 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Any = None) -> Search
                 f"Resuming study [bold]{cfg.study_name}[/] after generation {saved[0]} "
                 f"({len(context.history)} evaluations on record)"
             )
+        evaluator = Evaluator(
+            problem=problem_config,
+            train=train_config,
+            seed=int(cfg.seed),
+            max_params=space.max_params,
+            threads=_threads(cfg, launcher.workers),
+            scoring=scoring,
+            weights=weight_store(cfg),
+        )
+        # Workers import torch and load the data while the trackers open their stores. Not
+        # earlier: a config refused before this point must not wait for workers to start.
+        launcher.warm_up(evaluator)
         hook.nasfw_search_start(context=context)
         if auto is not None:
             if choice is None:

@@ -32,6 +32,7 @@ def test_an_asynchronous_search_keeps_generations_of_finished_results(tmp_path: 
         "study_name=async",
         f"storage.url={url}",
         f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "tracking.log_models=false",
     ]
     run = nasfw(tmp_path, *args)
     assert run.returncode == 0, run.stderr

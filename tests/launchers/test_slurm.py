@@ -368,6 +368,7 @@ def test_no_cluster_is_named_as_such(slurm_cluster, tmp_path, monkeypatch):
         SlurmLauncher(SlurmLauncherConfig(folder=str(tmp_path / "jobs")))
 
 
+@pytest.mark.slow  # ~45 s; suite time
 def test_a_pruned_search_on_slurm_prunes_as_the_local_one(slurm_cluster, tmp_path):
     """Each job creates its trial RUNNING in the shared storage, reports its learning curve
     there and asks the pruner, which reads the other jobs' trials: one job at a time, the
@@ -405,6 +406,7 @@ def test_a_pruned_search_on_slurm_prunes_as_the_local_one(slurm_cluster, tmp_pat
     assert "cannot" not in logs  # the jobs reached the storage: they wrote the trials
 
 
+@pytest.mark.slow  # ~35 s; suite time
 def test_the_minibench_db_builds_on_slurm_as_it_does_locally(slurm_cluster, tmp_path):
     """mode=minibench composes with launcher=slurm: every suite search runs its generations as
     job arrays, and the DB holds what the same build in the driver gives."""

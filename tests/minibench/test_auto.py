@@ -110,6 +110,7 @@ def assert_logged_to_mlflow(tracking: str, study: str, choice: dict) -> None:
     assert f"{study} · probe (generation -1)" in names
 
 
+@pytest.mark.slow  # ~30 s; suite time
 def test_a_resumed_search_keeps_its_class_whatever_the_db_holds_by_then(built, tmp_path):
     copy_db(built, tmp_path)
     first = nasfw(tmp_path, *SEARCH, "problem=breast_cancer", "tuner.n_trials=4")
