@@ -134,7 +134,7 @@ class LocalLauncher(Launcher[Any]):
 
     def warm_up(self, fn: Callable[[Any], Result]) -> None:
         """Start the pool now and run ``fn.warm_up()`` once per worker, not waited for: the
-        workers import torch and load the problem while the driver opens the study and the
+        workers import torch and load the problem while the driver opens the
         trackers (worker processes only; in the driver it would hold the driver up)."""
         if self._processes == 0 or not callable(getattr(fn, "warm_up", None)):
             return

@@ -212,6 +212,8 @@ class LauncherContract:
         """``map_streaming``: every item asked is evaluated once; no more than ``workers``
         (+1 queued ahead) are pending at an ask; it ends when ``ask`` has nothing and nothing
         is pending."""
+        if launcher.workers_write_trials:
+            pytest.skip("its jobs write their own trials: the search never streams to it")
         todo, pending_seen, got = list(range(5)), [], {}
 
         def ask(pending: int) -> int | None:

@@ -103,9 +103,22 @@ def test_a_kill_before_the_state_is_saved_loses_no_finished_result(
 
 
 def test_asynchronous_with_a_pruner_is_refused_naming_both(tmp_path: Path) -> None:
-    run = nasfw(tmp_path, *IRIS, "tuner=evolution", "tuner.asynchronous=true", "pruner=median")
-    assert run.returncode == 2
-    assert "tuner.asynchronous=true cannot be combined with pruner=median" in run.stderr
+    from nasfw import ConfigError
+    from nasfw.search import run_search
+
+    cfg = compose(
+        *IRIS,
+        "tuner=evolution",
+        "tuner.asynchronous=true",
+        "pruner=median",
+        f"storage.url=sqlite:///{tmp_path / 'nasfw.db'}",
+        "tracking=none",
+    )
+    with pytest.raises(
+        ConfigError, match=r"tuner\.asynchronous=true cannot be combined with pruner=median"
+    ):
+        run_search(cfg, tmp_path)
+    assert not (tmp_path / "nasfw.db").exists()  # refused before the study exists
 
 
 def test_a_tuner_that_proposes_generations_has_no_asynchronous_setting(tmp_path: Path) -> None:

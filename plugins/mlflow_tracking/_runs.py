@@ -410,7 +410,7 @@ def generation_run(
         )
         run_id = run.info.run_id
         params = {"generation": str(generation), "tuner": str(select(context.cfg, "tuner.name"))}
-        if candidates is not None:
+        if candidates:  # none with asynchronous evaluation: they are asked one by one
             params["candidates"] = str(len(candidates))
         log_params(client, run_id, params.items(), resumed=False)
     runs[generation] = run_id

@@ -249,6 +249,7 @@ def _wait(condition, what: str, timeout: float = 180) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow  # ~27 s; the contract's interrupted job covers the retry
 def test_job_cancelled_mid_generation_is_retried_and_the_search_finishes(slurm_cluster, tmp_path):
     url, folder = f"sqlite:///{tmp_path}/s.db", tmp_path / "jobs"
     proc = _start_search(tmp_path, folder, url, STUDY)

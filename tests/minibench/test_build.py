@@ -70,6 +70,7 @@ def test_the_classes_constraint_sets_are_ordinary_search_spaces(built):
     assert run.returncode == 0, run.stderr
 
 
+@pytest.mark.slow  # ~27 s; suite time
 def test_a_rerun_resumes_and_a_longer_suite_adds_only_the_new_problem(built, tmp_path):
     import shutil
 

@@ -131,6 +131,7 @@ def test_a_shortest_rung_above_the_budget_is_refused_before_the_study(tmp_path):
     assert not (tmp_path / "nasfw.db").exists()  # refused before the study was created
 
 
+@pytest.mark.slow  # ~16 s; suite time
 def test_too_many_kept_weights_stop_the_search_resumably(tmp_path):
     short = [*SEARCH, "train.epochs=2"]  # brackets (2 at 1 epoch -> 1 at 2) and (2 at 2)
     out = nasfw(tmp_path, *short, "storage.weights_limit_mb=0.001")
