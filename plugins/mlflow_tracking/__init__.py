@@ -128,15 +128,6 @@ def nasfw_search_start(context: SearchContext) -> None:
             _catch_up(context, state)
     # From here on the hooks queue their logging; the search does not wait for MLflow.
     state["backlog"] = Backlog(state)
-    # Only while workers train: evaluations in the driver would share the CPU with it.
-    if _runs.setting(context, "log_models") and context.cfg.launcher.get("workers") != 0:
-
-        def warm_up() -> None:
-            from . import _model  # torch: imported by the thread, not at discovery
-
-            _model.warm_up()
-
-        state["backlog"].submit("preparing to log the best model", warm_up)
 
 
 @hookimpl

@@ -34,27 +34,6 @@ class RawInputModel(nn.Module):
         return self.model((raw - self.shift) / self.scale)
 
 
-def warm_up() -> None:
-    """Pay for the first ``torch.export`` and MLflow model save early: ~4 s of imports and
-    first-time set-up, the most of the best model's logging at the search's end (0.65 s after
-    this, 4.8 s without, for an 8x8 conv net on a 2-core CPU). Run by the logging thread
-    while worker processes train (not with ``launcher.workers=0``); a tiny model, saved to a
-    temporary directory."""
-    import tempfile
-
-    import mlflow.pytorch
-    import numpy as np
-
-    with tempfile.TemporaryDirectory() as folder:
-        mlflow.pytorch.save_model(
-            nn.Linear(2, 2).eval(),
-            f"{folder}/model",
-            input_example=np.zeros((2, 2), dtype=np.float32),
-            serialization_format="pt2",
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-        )
-
-
 def model_name(study: str) -> str:
     """The logged model's name: the study's, in the characters MLflow allows."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", study).strip("-") or "best_model"

@@ -706,3 +706,29 @@ def test_the_search_does_not_wait_for_mlflow_and_nothing_queued_is_lost(
     assert generation.data.metrics["best_val_accuracy"] == 0.3
     assert env.client.get_run(run_id).info.status == "FINISHED"
     assert not any(t.name == "nasfw-mlflow" for t in set(threading.enumerate()) - others)
+
+
+def test_the_exported_network_does_not_depend_on_the_tracker(tmp_path: Path) -> None:
+    """MLflow logs from a thread of its own while the driver retrains the best network: the
+    retrained weights are the same with tracking on as off. A search resumed with nothing left
+    to evaluate exports at once, beside whatever the tracker's thread does at its start (a
+    ``torch.export`` warm-up there once changed the weights)."""
+    from cli import nasfw
+
+    args = [
+        "problem=digits",
+        "tuner=random",
+        "tuner.n_trials=2",
+        "tuner.batch_size=2",
+        "train.epochs=1",
+        "launcher.workers=1",
+    ]
+    exported = []
+    for tracking in ("tracking=none", f"tracking.tracking_uri=sqlite:///{tmp_path / 'm.db'}"):
+        run = nasfw(tmp_path, *args, tracking)
+        assert run.returncode == 0, run.stderr
+        exported.append(torch.load(max(tmp_path.glob("outputs/*/*/best_model/state_dict.pt"))))
+    assert "Resuming" in run.stderr
+    assert exported[0].keys() == exported[1].keys()
+    for key, value in exported[0].items():
+        assert torch.equal(value, exported[1][key]), key
