@@ -156,13 +156,8 @@ class LocalLauncher(Launcher[Any]):
         waiting while the driver stores the result and asks again. Items a dying worker broke
         are run again through :meth:`map` (which isolates the culprit) before new ones are
         asked for."""
-        if self._processes == 0:
-            while (item := ask(0)) is not None:
-                try:
-                    result = fn(item)
-                except Exception as err:
-                    result = Result.failed(f"{type(err).__name__}: {err}")
-                on_result(item, result)
+        if self._processes == 0:  # in the driver: one at a time, as the default does
+            super().map_streaming(fn, ask, on_result)
             return
         running: dict[Future[Result], Any] = {}
         try:
@@ -208,14 +203,13 @@ class LocalLauncher(Launcher[Any]):
         """
         pending: dict[Future[Result], int] = {}
         for position, index in enumerate(indices):
+            if not pending:  # broken before this call sent anything: _submit_one starts afresh
+                pending[self._submit_one(fn, items[index])] = index
+                continue
             try:
                 pending[self._executor().submit(fn, items[index])] = index
             except BrokenProcessPool:
-                if pending:
-                    return pending, list(indices[position:])
-                # Broken before this call sent anything (a worker died while idle): start afresh.
-                self.close()
-                pending[self._executor().submit(fn, items[index])] = index
+                return pending, list(indices[position:])
         return pending, []
 
     def _run(

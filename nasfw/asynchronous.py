@@ -17,7 +17,6 @@ evaluation").
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -68,6 +67,8 @@ def run_asynchronous(
         _hooks,
         _report_first_step,
         _report_generation,
+        _reusable,
+        _reused,
     )
 
     hook = _hooks()
@@ -117,12 +118,10 @@ def run_asynchronous(
         # an earlier result is reused at once, without a worker.
         while (candidate := tuner.ask_one(pending)) is not None:
             original = earlier.get(candidate.key)
-            if original is None or (
-                candidate.keep_weights and "weights" not in original.result.extra
-            ):
+            if not _reusable(candidate, original):
                 return candidate
-            extra = {**original.result.extra, "reused_from": original.number}
-            finish(candidate, replace(original.result, extra=extra, started=None, finished=None))
+            assert original is not None
+            finish(candidate, _reused(original))
         return None
 
     if len(current) >= block:

@@ -591,10 +591,8 @@ def _run_generation(
         for i in todo:
             key = candidates[i].key
             original = earlier.get(key)
-            # A candidate that must keep its weights reuses only an evaluation that kept them.
-            if original is not None and (
-                not candidates[i].keep_weights or "weights" in original.result.extra
-            ):
+            if _reusable(candidates[i], original):
+                assert original is not None
                 copies[i] = original
             elif key in first:
                 copies[i] = first[key]
@@ -644,13 +642,27 @@ def _run_generation(
             launcher.map(evaluator, [candidates[i] for i in todo], on_result)
         for index, source in copies.items():
             original = source if isinstance(source, TrialRecord) else records[source]
-            extra = {**original.result.extra, "reused_from": original.number}
-            # Not evaluated again: the trial takes no time (stored now, start = end).
-            store(index, replace(original.result, extra=extra, started=None, finished=None))
+            store(index, _reused(original))
     missing = [i for i in range(len(candidates)) if i not in records]
     if missing:
         raise RuntimeError(f"launcher returned no result for candidates {missing}")
     return [records[i] for i in range(len(candidates))]
+
+
+def _reusable(candidate: Candidate, original: TrialRecord | None) -> bool:
+    """Whether the earlier evaluation ``original`` (of the same :attr:`Candidate.key`, or None)
+    stands for ``candidate``'s: a candidate that must keep its weights reuses only an
+    evaluation that kept them."""
+    return original is not None and (
+        not candidate.keep_weights or "weights" in original.result.extra
+    )
+
+
+def _reused(original: TrialRecord) -> Result:
+    """``original``'s result for another trial: marked ``reused_from``; not evaluated again,
+    it takes no time (stored now, start = end)."""
+    extra = {**original.result.extra, "reused_from": original.number}
+    return replace(original.result, extra=extra, started=None, finished=None)
 
 
 def process_started() -> float:

@@ -78,14 +78,18 @@ class TPETuner(Tuner):
         self.pending = []
         candidates = []
         for _ in range(max(count, 0)):
-            trial = self.study.ask()
-            graph = self.space.sample(TrialChooser(trial))
+            candidate, trial = self._propose()
             self.pending.append(trial)
-            candidates.append(Candidate(graph, dict(trial.params), dict(trial.distributions)))
+            candidates.append(candidate)
         return candidates
 
-    def tell(self, candidates: list[Candidate], results: list[Result]) -> None:
+    def _propose(self) -> tuple[Candidate, optuna.Trial]:
+        """A network the private study's sampler asks for, with the trial it asked in."""
+        trial = self.study.ask()
+        graph = self.space.sample(TrialChooser(trial))
+        return Candidate(graph, dict(trial.params), dict(trial.distributions)), trial
 
+    def tell(self, candidates: list[Candidate], results: list[Result]) -> None:
         for trial, candidate, result in zip(self.pending, candidates, results, strict=True):
             entry = _entry(candidate.params, candidate.distributions, result)
             _tell(self.study, trial, entry)
@@ -100,9 +104,7 @@ class TPETuner(Tuner):
         if len(self.told) + pending >= self.config.n_trials:
             return None
         self.study.sampler = self._sampler(draw=len(self.study.trials))
-        trial = self.study.ask()
-        graph = self.space.sample(TrialChooser(trial))
-        candidate = Candidate(graph, dict(trial.params), dict(trial.distributions))
+        candidate, trial = self._propose()
         self.running.append((candidate, trial))
         return candidate
 
