@@ -6,7 +6,7 @@ launcher then polls the scheduler with one status command per round and reads ea
 result pickle. A job the scheduler ended (cancelled, timed out, node failure, preempted: the
 ``retry_states``) is resubmitted up to ``max_retries`` times, then it is a failed result with
 the scheduler's reason. Every submission is appended to ``<folder>/jobs.jsonl`` under the
-evaluation's stable key (``fn.key(item)``, see :class:`nasfw.ledger.StoredEvaluation`), so a
+evaluation's stable key (``fn.key(item)``, see :class:`nasfw.job.StoredEvaluation`), so a
 restarted driver re-attaches to jobs still queued or running instead of submitting them again.
 A driver that stops (killed, Ctrl-C) leaves its jobs running for that reason.
 """

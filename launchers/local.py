@@ -44,6 +44,8 @@ class LocalLauncher(Launcher[Any]):
     interrupted in the driver (Ctrl-C) stops its workers at once instead of waiting for them.
     """
 
+    config_class = LocalLauncherConfig
+
     config: LocalLauncherConfig
 
     def __init__(self, config: Any) -> None:
@@ -65,7 +67,7 @@ class LocalLauncher(Launcher[Any]):
 
     def check_device(self, spec: str) -> None:
         """Resolve ``train.device`` here; on CUDA give each worker its own GPU."""
-        from nasfw.device import cuda_devices, resolve_device
+        from nasfw import cuda_devices, resolve_device
 
         device = resolve_device(spec)
         if device.type != "cuda" or spec.startswith("cuda:"):
@@ -289,10 +291,5 @@ def _init_worker(turn: Any, gpu_ids: list[str]) -> None:
 
 
 @hookimpl
-def register_launchers(register: Callable[[str, type[Launcher[Any]]], None]) -> None:
-    register("local", LocalLauncher)
-
-
-@hookimpl
-def register_configs(register: Callable[[str, str, Any], None]) -> None:
-    register("launcher", "local", LocalLauncherConfig)
+def register_launchers(register: Callable[[type[Launcher[Any]]], None]) -> None:
+    register(LocalLauncher)

@@ -249,10 +249,5 @@ class LsfLauncher(BatchLauncher):
 
 
 @hookimpl
-def register_launchers(register: Callable[[str, type[Launcher[Any]]], None]) -> None:
-    register("lsf", LsfLauncher)
-
-
-@hookimpl
-def register_configs(register: Callable[[str, str, Any], None]) -> None:
-    register("launcher", "lsf", LsfLauncherConfig)
+def register_launchers(register: Callable[[type[Launcher[Any]]], None]) -> None:
+    register(LsfLauncher)

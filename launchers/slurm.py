@@ -248,10 +248,5 @@ class SlurmLauncher(BatchLauncher):
 
 
 @hookimpl
-def register_launchers(register: Callable[[str, type[Launcher[Any]]], None]) -> None:
-    register("slurm", SlurmLauncher)
-
-
-@hookimpl
-def register_configs(register: Callable[[str, str, Any], None]) -> None:
-    register("launcher", "slurm", SlurmLauncherConfig)
+def register_launchers(register: Callable[[type[Launcher[Any]]], None]) -> None:
+    register(SlurmLauncher)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from nasfw.config import (
+    AsynchronousTunerConfig,
     ConfigError,
     EvaluationConfig,
     LauncherConfig,
@@ -32,6 +33,7 @@ from nasfw.launcher import Launcher, init_worker_process
 from nasfw.ops import OpSpec, ParamSpec, Shape
 from nasfw.pareto import pareto_front, pareto_rows
 from nasfw.problem import DataError, Problem, Split, Standardization, split_arrays
+from nasfw.records import Candidate, Result, SearchContext, TrialRecord
 from nasfw.registry import PluginError, Registry, hookimpl, plugin_manager, registry
 from nasfw.search_space import (
     Chooser,
@@ -40,12 +42,13 @@ from nasfw.search_space import (
     SearchSpaceError,
     TrialChooser,
 )
-from nasfw.tuner import Candidate, Result, Tuner
+from nasfw.tuner import Tuner
 
 if TYPE_CHECKING:
     from nasfw.builder import BuildError, ModelCost, adapter, build_model, model_cost
+    from nasfw.device import cuda_devices, resolve_device
     from nasfw.evaluate import Evaluator, candidate_seed, device_facts
-    from nasfw.search import SearchContext, TrialRecord, run_search
+    from nasfw.search import run_search
     from nasfw.train import TrainOutcome, evaluate_model, train_model
 
 # Modules that import torch or optuna load on first use, so `python -m nasfw --help` stays quick.
@@ -55,11 +58,11 @@ _LAZY = {
     "adapter": "nasfw.builder",
     "build_model": "nasfw.builder",
     "model_cost": "nasfw.builder",
+    "cuda_devices": "nasfw.device",
+    "resolve_device": "nasfw.device",
     "Evaluator": "nasfw.evaluate",
     "candidate_seed": "nasfw.evaluate",
     "device_facts": "nasfw.evaluate",
-    "SearchContext": "nasfw.search",
-    "TrialRecord": "nasfw.search",
     "run_search": "nasfw.search",
     "TrainOutcome": "nasfw.train",
     "train_model": "nasfw.train",
@@ -81,6 +84,7 @@ __all__ = [
     "INPUT",
     "MERGE_KINDS",
     "ArchGraph",
+    "AsynchronousTunerConfig",
     "BuildError",
     "Candidate",
     "Chooser",
@@ -127,6 +131,7 @@ __all__ = [
     "candidate_seed",
     "check_settings",
     "check_writable",
+    "cuda_devices",
     "device_facts",
     "evaluate_model",
     "hookimpl",
@@ -137,6 +142,7 @@ __all__ = [
     "pareto_rows",
     "plugin_manager",
     "registry",
+    "resolve_device",
     "run_search",
     "setting",
     "split_arrays",

@@ -9,15 +9,16 @@ Ctrl-C (the finished evaluations are saved: rerun the same command to resume); 1
 from __future__ import annotations
 
 import sys
-import time
 import warnings
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-# When `python -m nasfw` started, where /proc cannot tell (nasfw.search.process_started): taken
+from nasfw.clock import STARTED  # noqa: F401  (imported first, so the clock starts here)
+
+# When `python -m nasfw` started, where /proc cannot tell (nasfw.clock.process_started): taken
 # as early as this module can, after the standard library's few imports above.
-STARTED = time.time()
+from nasfw.pareto import front_path, pareto_front
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -33,7 +34,7 @@ USER_ERRORS = (
     "nasfw.search_space.SearchSpaceError",
     "nasfw.problem.DataError",
     "nasfw.registry.PluginError",
-    "nasfw.ledger.LedgerError",
+    "nasfw.storage.LedgerError",
     "nasfw.lease.LeaseError",
 )
 
@@ -55,7 +56,7 @@ def _fail(message: str) -> None:
 
 
 def _interrupted(cfg: DictConfig) -> None:
-    if str(cfg.get("mode", "search")) == "minibench":
+    if str(cfg.mode) == "minibench":
         print(
             f"nasfw: interrupted; minibench.db={cfg.minibench.db} keeps every problem searched "
             "to its end, and the interrupted problem's study its finished evaluations. Rerun "
@@ -83,8 +84,6 @@ def _interrupted(cfg: DictConfig) -> None:
 def _summary(context: SearchContext, top: int = 5) -> None:
     from rich.console import Console
     from rich.table import Table
-
-    from nasfw.pareto import front_path
 
     console = Console()
     if not context.history:
@@ -150,8 +149,6 @@ def _pareto_table(context: SearchContext) -> Table | None:
     """The search's validation metric x FLOPs Pareto front (FLOPs: multiply-adds x 2) as a
     table, cheapest first; None when no ok trial has both."""
     from rich.table import Table
-
-    from nasfw.pareto import pareto_front
 
     front = pareto_front(context.history, context.full_budget())
     if not front:
@@ -240,20 +237,25 @@ def main() -> None:
 
 def store_schemas(reg: Registry) -> None:
     """Put into Hydra's ConfigStore what ``conf/config.yaml`` composes besides its YAML files:
-    the primary schema, the core's pruner options and what ``reg``'s plugins registered.
+    the primary schema, the core's ``none`` options and pruners, and what ``reg``'s plugins
+    registered.
 
     Whatever composes the run's config (the CLI, tests) calls this first, so it composes what
     ``python -m nasfw`` does.
     """
     from hydra.core.config_store import ConfigStore
 
-    from nasfw.config import EvaluationConfig, NasfwConfig
+    from nasfw.config import EvaluationConfig, NasfwConfig, PostprocConfig, TrackingConfig
     from nasfw.pruning import SCHEMAS
     from nasfw.registry import store_configs
 
     store_configs(reg)
     cs = ConfigStore.instance()
     cs.store(name="nasfw_schema", node=NasfwConfig, provider="nasfw")
+    # No post-processing of the final population; no experiment tracking (the Optuna study
+    # still records every trial).
+    cs.store(group="postproc", name="none", node=PostprocConfig(name="none"), provider="nasfw")
+    cs.store(group="tracking", name="none", node=TrackingConfig(name="none"), provider="nasfw")
     # The schema conf/evaluation/{plain,auto}.yaml extend (Hydra's "schema" pattern).
     cs.store(name="nasfw_evaluation_schema", node=EvaluationConfig, provider="nasfw")
     for name, schema in SCHEMAS.items():  # pruner=<name>: Optuna's pruners, typed

@@ -254,6 +254,18 @@ class TunerConfig:
 
 
 @dataclass
+class AsynchronousTunerConfig(TunerConfig):
+    """Base of the schemas of tuners that can propose one candidate at a time
+    (:attr:`nasfw.Tuner.asynchronous`): the keys the search reads from them."""
+
+    # Networks per generation: what the study's state, MLflow and the console count by.
+    batch_size: int = setting(4, ge=1)
+    # Ask for a new candidate as soon as a worker frees up, instead of a generation waiting
+    # for its slowest network (nasfw.asynchronous).
+    asynchronous: bool = False
+
+
+@dataclass
 class PrunerConfig:
     """Base of the ``pruner`` group's schemas (:mod:`nasfw.pruning`): ``none`` or one of
     Optuna's pruners, which stop a network whose learning curve falls behind."""
@@ -380,3 +392,57 @@ class NasfwConfig:
     # search: run one search; minibench: build the mini-benchmark DB (minibench.*).
     mode: Mode = Mode.search
     minibench: MinibenchConfig = field(default_factory=MinibenchConfig)
+
+
+class PluginSettings(dict[str, Any]):
+    """``plugins.<name>``: each lifecycle plugin's settings (its schema's instance), by name,
+    read as ``cfg.plugins.mine`` or ``cfg.plugins["mine"]``."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no plugin settings plugins.{name}") from None
+
+
+def typed_config(cfg: Any) -> NasfwConfig:
+    """The run's config as typed objects: the door through which a composed Hydra config
+    (``DictConfig``) enters the search. Past it, the core and the plugins read attributes of
+    schema instances (each group's node is the schema of the option chosen, e.g. a
+    ``TPEConfig``), never a node read with a default written again at the call site.
+
+    A plugin's option registered as a mapping or YAML file, without a schema, stays a
+    ``DictConfig`` (attribute access works the same).
+
+    Raises:
+        ConfigError: a value out of its declared range (:func:`check_settings`).
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, NasfwConfig):
+        return cfg
+    check_settings(cfg)
+    config = OmegaConf.to_object(cfg)
+    assert isinstance(config, NasfwConfig)
+    for f in dataclasses.fields(NasfwConfig):
+        node = cfg[f.name]
+        if isinstance(getattr(config, f.name), dict) and isinstance(node, DictConfig):
+            if f.name == "plugins":
+                config.plugins = PluginSettings(
+                    (name, value if not isinstance(value, dict) else node[name])
+                    for name, value in config.plugins.items()
+                )
+            elif OmegaConf.get_type(node) in (None, dict):
+                setattr(config, f.name, node)
+    return config
+
+
+def as_dict(node: Any) -> dict[str, Any]:
+    """A schema instance (or config node) as plain JSON-able values (enums as strings)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if not isinstance(node, DictConfig):
+        node = OmegaConf.structured(node)
+    found = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+    assert isinstance(found, dict)
+    return found

@@ -13,7 +13,8 @@ from typing import Any
 
 from nasfw.config import ProblemConfig, TrainConfig
 from nasfw.problem import Problem
-from nasfw.tuner import Candidate, Result
+from nasfw.records import Candidate, Result
+from nasfw.registry import registry
 from nasfw.weights import WeightStore, load_matching
 
 # (epoch, validation metric) -> stop now? (nasfw.pruning.TrialReporter; see train_model)
@@ -24,8 +25,6 @@ _PROBLEMS: dict[str, Problem] = {}
 
 def load_problem(config: ProblemConfig) -> Problem:
     """The problem ``config`` names, loaded once per process."""
-    from nasfw.registry import registry
-
     key = json.dumps(asdict(config), sort_keys=True, default=str)
     if key not in _PROBLEMS:
         loader = registry().get("problems", config.name)
@@ -126,8 +125,6 @@ class Evaluator:
                 return Result.failed("this evaluation keeps or loads weights, but no store is set")
             torch.manual_seed(seed)
             if self.scoring["name"] != "plain":
-                from nasfw.registry import registry
-
                 scorer = registry().get("scorers", self.scoring["name"])
                 result = scorer(candidate, problem, self.train, seed, self.scoring)
                 result.flops = result.flops if result.flops is not None else cost.flops

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from nasfw.config import ConfigError
 from nasfw.ops import OpSpec
 
 INPUT = "input"
@@ -298,8 +299,6 @@ def load_arch(name: str | None) -> ArchGraph:
     """``tuner.init_arch``: an ArchGraph JSON file, or a preset in ``conf/arch/`` by name
     (``lenet_small``, ...). Raises :class:`nasfw.ConfigError` naming the key."""
     from importlib import resources
-
-    from nasfw.config import ConfigError
 
     if not name:
         raise ConfigError("tuner.init_arch is not set")

@@ -17,13 +17,10 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from omegaconf import DictConfig
-
-    from nasfw.launcher import Launcher
+    from nasfw.config import NasfwConfig
     from nasfw.ops import OpSpec
     from nasfw.problem import Problem, ProblemConfig
-    from nasfw.search import SearchContext, TrialRecord
-    from nasfw.tuner import Candidate, Result, Tuner
+    from nasfw.records import Candidate, Result, SearchContext, TrialRecord
 
 hookspec = pluggy.HookspecMarker("nasfw")
 
@@ -34,11 +31,14 @@ def register_ops(register: Callable[[OpSpec], None]) -> None:
 
 
 @hookspec
-def register_tuners(register: Callable[[str, type[Tuner]], None]) -> None:
-    """Register tuner classes by name: ``register("tpe", TPETuner)``.
+def register_tuners(register: Callable[..., None]) -> None:
+    """Register tuner classes: ``register(TPETuner)``.
 
-    The name is the value of ``tuner.name`` in the config; register the tuner's config schema
-    with :func:`register_configs` under group ``tuner`` so ``tuner=<name>`` can be selected.
+    The class carries its name and its config schema: ``config_class`` is its
+    :class:`nasfw.TunerConfig` subclass, whose ``name`` field defaults to the option's name
+    (``tuner=tpe``); the schema becomes the option, nothing else to register.
+    ``register("tpe", TPETuner)`` (the name given, the schema registered with
+    :func:`register_configs`) still works.
     """
 
 
@@ -85,8 +85,10 @@ def register_scorers(
 
 
 @hookspec
-def register_launchers(register: Callable[[str, type[Launcher]], None]) -> None:
-    """Register launcher classes by name (the value of ``launcher.name``)."""
+def register_launchers(register: Callable[..., None]) -> None:
+    """Register launcher classes: ``register(LocalLauncher)``, named by their ``config_class``
+    (a :class:`nasfw.LauncherConfig` subclass whose ``name`` defaults to the option's name),
+    as tuners are (:func:`register_tuners`); ``register(name, cls)`` still works."""
 
 
 @hookspec
@@ -104,14 +106,16 @@ def register_configs(register: Callable[[str, str, Any], None]) -> None:
 
 
 @hookspec
-def nasfw_check_config(cfg: DictConfig) -> None:
+def nasfw_check_config(cfg: NasfwConfig) -> None:
     """Check what the run will need from this plugin before the study is created.
 
-    Called once per search with the composed config, after the core's own checks and before
-    the Optuna study exists (so a rejected run leaves nothing behind and its corrected rerun is
-    not refused as another search). Check the files, directories and URIs the plugin will
-    write or read, quickly, and raise :class:`nasfw.ConfigError` (or a
-    :class:`nasfw.PluginError`) naming the offending key; do not connect for long or write.
+    Called once per search with the run's typed config (``cfg.tracking`` is the schema
+    instance of the option chosen, ``cfg.plugins.mine`` a lifecycle plugin's settings), after
+    the core's own checks and before the Optuna study exists (so a rejected run leaves nothing
+    behind and its corrected rerun is not refused as another search). Check the files,
+    directories and URIs the plugin will write or read, quickly, and raise
+    :class:`nasfw.ConfigError` (or a :class:`nasfw.PluginError`) naming the offending key; do
+    not connect for long or write.
     """
 
 

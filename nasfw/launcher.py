@@ -6,7 +6,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
-from nasfw.tuner import Result
+from nasfw.config import check_settings
+from nasfw.records import Result
 
 T = TypeVar("T")
 
@@ -21,14 +22,15 @@ class Launcher(ABC, Generic[T]):
     """
 
     #: True for launchers whose jobs outlive the driver (clusters): the search then passes
-    #: ``fn`` = :class:`nasfw.ledger.StoredEvaluation` and items ``(index, candidate)``, so each
+    #: ``fn`` = :class:`nasfw.job.StoredEvaluation` and items ``(index, candidate)``, so each
     #: job writes its own trial into the study, and ``fn.key(item)`` names an evaluation stably
     #: enough to re-attach to its job after a driver restart.
     workers_write_trials: ClassVar[bool] = False
+    #: The launcher's config schema, whose ``name`` field defaults to its option name
+    #: (``launcher=<name>``): ``register(LauncherClass)`` registers both.
+    config_class: ClassVar[type[Any] | None] = None
 
     def __init__(self, config: Any) -> None:
-        from nasfw.config import check_settings
-
         check_settings(config, "launcher")  # the ranges its schema declares (ConfigError)
         self.config = config
 

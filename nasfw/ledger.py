@@ -17,25 +17,28 @@ gone; the driver then gets a :class:`StoredResult` and writes nothing.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import logging
-import os
-import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
 
 from nasfw.graph import ArchGraph
-from nasfw.search import TrialRecord
-from nasfw.tuner import Candidate, Result
+from nasfw.records import Candidate, Result, StoredResult, TrialRecord
+from nasfw.storage import LedgerError, absolute_url, open_storage, set_aside_torn_tail
+from nasfw.weights import artifact_attr
 
 _log = logging.getLogger(__name__)
+
+__all__ = [
+    "Ledger",
+    "LedgerError",
+    "absolute_url",
+    "open_storage",
+    "set_aside_torn_tail",
+]
 
 STATE_ATTR = "nasfw:tuner_state"
 GENERATION_ATTR = "nasfw:last_generation"
@@ -47,7 +50,6 @@ FIRST_STEP_ATTR = "nasfw:first_step_seconds"
 GRAPH_ATTR = "nasfw:graph"  # a trial's system attr: its ArchGraph as compact JSON
 # A trial's system attr: a RUNNING trial whose search stopped (not an evaluation: never read).
 INTERRUPTED_ATTR = "nasfw:interrupted"
-_SCHEMA_RACE_ATTEMPTS = 8
 _RESULT_FIELDS = (
     "loss",
     "flops",
@@ -63,116 +65,6 @@ _STATES = {
     "failed": optuna.trial.TrialState.FAIL,
     "pruned": optuna.trial.TrialState.PRUNED,
 }
-
-
-class LedgerError(RuntimeError):
-    """The storage cannot be opened, or the study belongs to a different search."""
-
-
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``storage.url``: an RDB URL, or ``journal:///path/to/file.log``."""
-    try:
-        if url.startswith("journal://"):
-            from optuna.storages.journal import JournalFileBackend
-
-            path = Path(url.removeprefix("journal://"))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            set_aside_torn_tail(path)
-            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-        if url.startswith("sqlite:///"):
-            path = Path(url.removeprefix("sqlite:///"))
-            if not path.parent.is_dir():
-                raise LedgerError(f"storage.url={url}: directory {path.parent} does not exist")
-            # Wait for a lock instead of failing when another process writes to the file.
-            return _create_rdb_storage(url, {"connect_args": {"timeout": 60}})
-        return _create_rdb_storage(url, None)
-    except LedgerError:
-        raise
-    except Exception as err:
-        raise LedgerError(
-            f"storage.url={url}: cannot open the Optuna storage ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}). Use sqlite:///file.db for one "
-            "machine, or a PostgreSQL URL / journal:///shared/path.log for clusters."
-        ) from err
-
-
-def set_aside_torn_tail(path: Path) -> Path | None:
-    """Move an unfinished last record of journal ``path`` into a backup file; return it.
-
-    A writer killed in the middle of a record leaves bytes without the closing newline. Optuna
-    reads past them, but the next record would be appended onto them, making a line no reader
-    can parse, and every later open of the journal would fail. The torn bytes go to
-    ``<path>.torn-<UTC time>`` (named in a warning) and the journal ends at its last whole
-    record. Done under the journal's own lock, so no live writer is cut short.
-    """
-    from optuna.storages.journal import JournalFileSymlinkLock
-
-    if not path.is_file() or path.stat().st_size == 0:
-        return None
-    lock = JournalFileSymlinkLock(str(path))
-    lock.acquire()
-    try:
-        with open(path, "rb+") as f:
-            size = end = f.seek(0, 2)
-            cut = 0
-            while end > 0:  # the last newline, read backwards in blocks
-                start = max(0, end - 65536)
-                f.seek(start)
-                newline = f.read(end - start).rfind(b"\n")
-                if newline >= 0:
-                    cut = start + newline + 1
-                    break
-                end = start
-            if cut == size:
-                return None
-            f.seek(cut)
-            torn = f.read()
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            backup = path.with_name(f"{path.name}.torn-{stamp}")
-            backup.write_bytes(torn)
-            f.truncate(cut)
-            f.flush()
-            os.fsync(f.fileno())
-    finally:
-        lock.release()
-    _log.warning(
-        "journal %s ended in an unfinished record (%d bytes, from a writer that was killed "
-        "mid-write); it was moved to %s and the journal ends at its last whole record",
-        path,
-        len(torn),
-        backup,
-    )
-    return backup
-
-
-def _create_rdb_storage(
-    url: str, engine_kwargs: dict[str, Any] | None
-) -> optuna.storages.RDBStorage:
-    """``RDBStorage(url)``, retried while other processes create the same fresh schema.
-
-    Jobs of one array (Hydra multirun on SLURM, say) open a new database at the same moment;
-    all but one then fail on a table or version row the winner has just created. Once the
-    schema exists, opening it again succeeds.
-    """
-    import sqlalchemy.exc
-
-    for attempt in range(1, _SCHEMA_RACE_ATTEMPTS):
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        except sqlalchemy.exc.DBAPIError as err:
-            schema_race = isinstance(err, sqlalchemy.exc.IntegrityError)
-            if not (schema_race or "already exists" in str(err)):
-                raise
-            time.sleep(0.1 * attempt)
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-
-
-def absolute_url(url: str) -> str:
-    """``url`` with a relative SQLite or journal path made absolute (for jobs elsewhere)."""
-    for prefix in ("sqlite:///", "journal://"):
-        if url.startswith(prefix) and not url.startswith(prefix + "/"):
-            return prefix + str(Path(url.removeprefix(prefix)).resolve())
-    return url
 
 
 def _differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -360,8 +252,6 @@ class Ledger:
         attrs, system_attrs = self._trial_attrs(candidate, generation, index)
         attrs["extra"] = result.extra
         if isinstance(result.extra.get("weights"), str):
-            from nasfw.weights import artifact_attr
-
             # Listed (and served) by optuna-dashboard as the trial's artifact.
             name, meta = artifact_attr(result.extra["weights"], candidate.key)
             system_attrs[name] = meta
@@ -437,20 +327,18 @@ class Ledger:
     def _record_of(
         candidate: Candidate, result: Result, generation: int, index: int, number: int
     ) -> TrialRecord:
-        return TrialRecord(
-            number=number,
-            generation=generation,
-            index=index,
-            graph=candidate.graph,
-            result=result,
+        # What the study keeps of the candidate (not keep_weights, a request already served).
+        stored = Candidate(
+            candidate.graph,
             params=dict(candidate.params),
+            distributions=dict(candidate.distributions),
             train=dict(candidate.train),
             attrs=dict(candidate.attrs),
             init_from=candidate.init_from,
             exportable=candidate.exportable,
             resume_from=candidate.resume_from,
-            distributions=dict(candidate.distributions),
         )
+        return TrialRecord(number, generation, index, stored, result)
 
     def find(self, generation: int, index: int) -> TrialRecord | None:
         """The finished trial of candidate ``index`` of ``generation``, if there is one."""
@@ -481,18 +369,20 @@ class Ledger:
             )
             out.append(
                 TrialRecord(
-                    number=trial.number,
-                    generation=a["generation"],
-                    index=a["index"],
-                    graph=ArchGraph.from_json(graph),
-                    result=result,
-                    params=dict(trial.params),
-                    train=a.get("train", {}),
-                    attrs=a.get("attrs", {}),
-                    init_from=a.get("init_from"),
-                    exportable=a.get("exportable", True),
-                    resume_from=a.get("resume_from"),
-                    distributions=dict(trial.distributions),
+                    trial.number,
+                    a["generation"],
+                    a["index"],
+                    Candidate(
+                        ArchGraph.from_json(graph),
+                        params=dict(trial.params),
+                        distributions=dict(trial.distributions),
+                        train=a.get("train", {}),
+                        attrs=a.get("attrs", {}),
+                        init_from=a.get("init_from"),
+                        exportable=a.get("exportable", True),
+                        resume_from=a.get("resume_from"),
+                    ),
+                    result,
                 )
             )
         return out
@@ -500,80 +390,3 @@ class Ledger:
 
 def _timestamp(moment: datetime.datetime | None) -> float | None:
     return moment.timestamp() if moment is not None else None
-
-
-@dataclass
-class StoredResult(Result):
-    """A :class:`Result` whose trial a worker has already written (trial ``trial_number``)."""
-
-    trial_number: int = -1
-
-    def plain(self) -> Result:
-        return Result(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Result)})
-
-
-@dataclass
-class StoredEvaluation:
-    """What cluster launchers run per candidate: evaluate, then write the trial from the job.
-
-    Called with ``(index, candidate)`` of generation ``generation``. A candidate that already
-    has a trial (its job was killed after writing it, then retried) is not evaluated again.
-    When the storage cannot be reached from the job, the plain result goes back to the driver,
-    which writes it: either way the trial is written once, by :meth:`Ledger.record`.
-
-    With ``pruner`` (the settings :func:`nasfw.pruning.pruner_settings` made), the trial is
-    created RUNNING first and the evaluation reports its learning curve to it, asking the
-    pruner after each point (every launcher then runs this, local workers too).
-    """
-
-    evaluate: Callable[..., Result]
-    url: str
-    study_name: str
-    generation: int
-    pruner: dict[str, Any] | None = None
-
-    def key(self, task: tuple[int, Candidate]) -> str:
-        """A stable name of this evaluation, for launchers that re-attach to running jobs."""
-        index, candidate = task
-        return f"{self.study_name}:{self.generation}:{index}:{candidate.graph.hash}"
-
-    def __call__(self, task: tuple[int, Candidate]) -> Result:
-        index, candidate = task
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per job opening it
-        ledger: Ledger | None = None
-        try:
-            ledger = Ledger(self.url, self.study_name)
-            done = ledger.find(self.generation, index)
-            if done is not None and done.graph.hash == candidate.graph.hash:
-                return _stored(done.result, done.number)
-        except Exception as err:
-            print(
-                f"nasfw: cannot read {self.url} from this job ({err}); the driver writes",
-                file=sys.stderr,
-            )
-        trial_id, reporter = None, None
-        if ledger is not None and self.pruner is not None:
-            from nasfw.pruning import TrialReporter
-
-            try:
-                trial_id = ledger.start(candidate, self.generation, index)
-                reporter = TrialReporter(ledger, trial_id, self.pruner)
-            except Exception as err:
-                print(f"nasfw: the pruner cannot follow this job ({err})", file=sys.stderr)
-        result = self.evaluate(candidate, reporter) if reporter else self.evaluate(candidate)
-        if ledger is None:
-            return result
-        try:
-            record = ledger.record(candidate, result, self.generation, index, trial_id)
-            return _stored(record.result, record.number)
-        except Exception as err:
-            print(
-                f"nasfw: cannot write to {self.url} from this job ({err}); the driver writes",
-                file=sys.stderr,
-            )
-            return result
-
-
-def _stored(result: Result, number: int) -> StoredResult:
-    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(Result)}
-    return StoredResult(**fields, trial_number=number)

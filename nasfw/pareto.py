@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nasfw.search import SearchContext, TrialRecord
+    from nasfw.records import SearchContext, TrialRecord
 
 FILENAME = "pareto_front.json"
 

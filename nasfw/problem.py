@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 
 from nasfw.config import ProblemConfig
+from nasfw.metrics import DEFAULT_METRIC, metric
 
 Task = Literal["classification", "regression"]
 Modality = Literal["image", "tabular", "sequence", "text"]
@@ -89,8 +90,6 @@ class Problem:
     vocabulary: list[str] | None = None
 
     def __post_init__(self) -> None:
-        from nasfw.metrics import DEFAULT_METRIC, metric
-
         self.metric = self.metric or DEFAULT_METRIC[self.task]
         if self.vocab_size is None and self.vocabulary is not None:
             self.vocab_size = len(self.vocabulary)

@@ -20,11 +20,12 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from nasfw.config import ConfigError, PrunerConfig, setting
+from nasfw.config import ConfigError, PrunerConfig, as_dict, setting
 
 if TYPE_CHECKING:
     import optuna
 
+    from nasfw.config import NasfwConfig
     from nasfw.ledger import Ledger
 
 
@@ -96,7 +97,7 @@ SCHEMAS: dict[str, type[PrunerConfig]] = {
 }
 
 
-def pruner_settings(cfg: Any, scoring: str) -> dict[str, Any] | None:
+def pruner_settings(cfg: NasfwConfig, scoring: str) -> dict[str, Any] | None:
     """The settings of ``cfg.pruner`` as a plain dict for the workers, or ``None`` for
     ``pruner=none``. ``hyperband``'s ``max_resource`` defaults to ``train.epochs``.
 
@@ -104,13 +105,9 @@ def pruner_settings(cfg: Any, scoring: str) -> dict[str, Any] | None:
         ConfigError: the pruner cannot work with this run (no learning curve with
             ``train.curve_every=0``; a scorer other than ``plain``, ``scoring``).
     """
-    from omegaconf import OmegaConf
-
-    node = cfg.get("pruner")
-    if node is None or node.name == "none":
+    if cfg.pruner.name == "none":
         return None
-    settings = OmegaConf.to_container(node, resolve=True)
-    assert isinstance(settings, dict)
+    settings = as_dict(cfg.pruner)
     if settings["name"] not in SCHEMAS:
         raise ConfigError(f"pruner={settings['name']} is unknown (available: {sorted(SCHEMAS)})")
     if int(cfg.train.curve_every) == 0:

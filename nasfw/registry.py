@@ -195,10 +195,48 @@ def _ignore(*args: Any, **kwargs: Any) -> None:
     """A ``register`` that keeps nothing (to re-run a hook without registering twice)."""
 
 
+def named(cls: type, kind: str) -> str:
+    """The option name a tuner or launcher class carries: its ``config_class``'s ``name``
+    default (e.g. ``TPETuner.config_class = TPEConfig``, whose ``name`` is ``"tpe"``).
+
+    Raises:
+        PluginError: the class has no such config class.
+    """
+    schema = getattr(cls, "config_class", None)
+    fields = {f.name: f for f in dataclasses.fields(schema)} if _is_schema(schema) else {}
+    default = fields["name"].default if "name" in fields else None
+    if not isinstance(default, str):
+        raise PluginError(
+            f"{kind} {cls.__module__}.{cls.__qualname__} cannot be registered by itself: give it "
+            f"config_class = <its config dataclass, whose name field defaults to the {kind}'s "
+            f"option name>, or register(name, {cls.__qualname__})"
+        )
+    return default
+
+
+def _is_schema(schema: Any) -> bool:
+    return isinstance(schema, type) and dataclasses.is_dataclass(schema)
+
+
 def collect(pm: pluggy.PluginManager) -> Registry:
     """Call every ``register_*`` hook and gather what the plugins registered."""
     reg = Registry()
     add_config = _adder(reg.configs, "config option")
+
+    def by_class(kind: str, group: str, table: dict[str, Any]) -> Callable[..., None]:
+        """``register(cls)``: the class carries its name and its schema (``config_class``),
+        registered as the option ``group=<name>``; ``register(name, cls)`` (nasfw 0.1) too."""
+
+        def add(*args: Any) -> None:
+            if len(args) == 2:
+                name, cls = args
+            else:
+                (cls,) = args
+                name = named(cls, kind)
+                add_config((group, name), cls.config_class)
+            _adder(table, kind)(name, cls)
+
+        return add
 
     def add_problem(name: str, loader: Callable[..., Problem], node: Any = None) -> None:
         _adder(reg.problems, "problem")(name, loader)
@@ -206,8 +244,8 @@ def collect(pm: pluggy.PluginManager) -> Registry:
 
     for hook_name, register in (
         ("register_ops", lambda spec: _adder(reg.ops, "op")(spec.name, spec)),
-        ("register_tuners", _adder(reg.tuners, "tuner")),
-        ("register_launchers", _adder(reg.launchers, "launcher")),
+        ("register_tuners", by_class("tuner", "tuner", reg.tuners)),
+        ("register_launchers", by_class("launcher", "launcher", reg.launchers)),
         ("register_postprocessors", _adder(reg.postprocessors, "post-processor")),
         ("register_scorers", _adder(reg.scorers, "scorer")),
         ("register_configs", lambda group, name, node: add_config((group, name), node)),

@@ -9,17 +9,27 @@ trial's ``suggest_*``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from nasfw.choosers import Chooser, RandomChooser, TrialChooser
 from nasfw.config import ParamRange, SearchSpaceConfig
 from nasfw.graph import INPUT, MERGE_KINDS, ArchGraph, GraphError, Node
+from nasfw.mutation import mutate
 from nasfw.ops import OpSpec
+
+__all__ = [
+    "Chooser",
+    "RandomChooser",
+    "SearchSpace",
+    "SearchSpaceError",
+    "Stage",
+    "TrialChooser",
+]
 
 CONNECTION_KINDS = ("sequential", "skip")
 NO_SKIP = "none"
@@ -27,71 +37,6 @@ NO_SKIP = "none"
 
 class SearchSpaceError(ValueError):
     """A search-space config is inconsistent; the message names the ``search_space.*`` key."""
-
-
-class Chooser(Protocol):
-    """Makes one named decision at a time (a seeded RNG, or an Optuna trial)."""
-
-    def int(self, name: str, low: int, high: int, log: bool = False) -> int: ...
-    def float(self, name: str, low: float, high: float, log: bool = False) -> float: ...
-    def categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
-
-
-class RandomChooser:
-    """Uniform choices from a numpy ``Generator``; records every decision with its distribution."""
-
-    def __init__(self, rng: np.random.Generator) -> None:
-        from optuna.distributions import BaseDistribution
-
-        self.rng = rng
-        self.params: dict[str, Any] = {}
-        self.distributions: dict[str, BaseDistribution] = {}
-
-    def int(self, name: str, low: int, high: int, log: bool = False) -> int:
-        from optuna.distributions import IntDistribution
-
-        if log:
-            value = round(math.exp(self.rng.uniform(math.log(low), math.log(high))))
-        else:
-            value = int(self.rng.integers(low, high + 1))
-        return self._record(name, min(max(value, low), high), IntDistribution(low, high, log=log))
-
-    def float(self, name: str, low: float, high: float, log: bool = False) -> float:
-        from optuna.distributions import FloatDistribution
-
-        if log:
-            value = math.exp(self.rng.uniform(math.log(low), math.log(high)))
-        else:
-            value = float(self.rng.uniform(low, high))
-        return self._record(name, value, FloatDistribution(low, high, log=log))
-
-    def categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        from optuna.distributions import CategoricalDistribution
-
-        value = choices[int(self.rng.integers(len(choices)))]
-        return self._record(name, value, CategoricalDistribution(list(choices)))
-
-    def _record(self, name: str, value: Any, distribution: Any) -> Any:
-        self.params[name] = value
-        self.distributions[name] = distribution
-        return value
-
-
-class TrialChooser:
-    """The choices an Optuna trial's sampler makes (``trial.suggest_*``, define-by-run): how
-    a tuner lets an Optuna sampler (TPE, ...) drive :meth:`SearchSpace.sample`."""
-
-    def __init__(self, trial: Any) -> None:
-        self.trial = trial
-
-    def int(self, name: str, low: int, high: int, log: bool = False) -> int:
-        return self.trial.suggest_int(name, low, high, log=log)
-
-    def float(self, name: str, low: float, high: float, log: bool = False) -> float:
-        return self.trial.suggest_float(name, low, high, log=log)
-
-    def categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        return self.trial.suggest_categorical(name, list(choices))
 
 
 @dataclass(frozen=True)
@@ -366,27 +311,10 @@ class SearchSpace:
 
     # -- mutation -------------------------------------------------------------------------
     def mutate(self, graph: ArchGraph, rng: np.random.Generator, attempts: int = 50) -> ArchGraph:
-        """A different valid graph one random edit away from ``graph``.
-
-        Edits: change a param, change a node's op, insert a node after another, remove a node,
-        add or remove a skip connection. Edits that would leave the space are retried.
-        """
-        edits = [self._mutate_param, self._mutate_op, self._insert_node, self._remove_node]
-        if self.skip:
-            edits += [self._add_skip, self._remove_skip]
-        for _ in range(attempts):
-            edit = edits[int(rng.integers(len(edits)))]
-            try:
-                child = edit(graph, rng)
-            except _NoEdit:
-                continue
-            if child is not None and child != graph and self.contains(child):
-                return child
-        return graph
-
-    def _pick(self, graph: ArchGraph, rng: np.random.Generator) -> Node:
-        nodes = list(graph)
-        return nodes[int(rng.integers(len(nodes)))]
+        """A different valid graph one random edit away from ``graph``
+        (:func:`nasfw.mutation.mutate`: change a param or a node's op, insert or remove a node,
+        add or remove a skip connection; edits that would leave the space are retried)."""
+        return mutate(self, graph, rng, attempts)
 
     def perturb_param(self, op: str, param: str, value: Any, rng: np.random.Generator) -> Any:
         """A new value for one param: a Gaussian step (20 % of the range) for numbers, a
@@ -420,86 +348,6 @@ class SearchSpace:
         for p in chosen:
             params[p] = self.perturb_param(node.op, p, params.get(p), rng)
         return replace(node, params=params)
-
-    def _mutate_param(self, graph: ArchGraph, rng: np.random.Generator) -> ArchGraph:
-        node = self._pick(graph, rng)
-        if not self.ranges.get(node.op):
-            raise _NoEdit
-        return graph.with_node(self.mutate_node(node, rng, fraction=0.0))
-
-    def _mutate_op(self, graph: ArchGraph, rng: np.random.Generator) -> ArchGraph:
-        node = self._pick(graph, rng)
-        stage = self.stages[self.stage_of(graph)[node.id]]
-        fresh = self.sample_node(RandomChooser(rng), stage, node.id)
-        return graph.with_node(replace(node, op=fresh.op, params=fresh.params))
-
-    def _fresh_id(self, graph: ArchGraph, stage: Stage) -> str:
-        i = 0
-        while f"{stage.name}{i}" in graph:
-            i += 1
-        return f"{stage.name}{i}"
-
-    def _insert_node(self, graph: ArchGraph, rng: np.random.Generator) -> ArchGraph:
-        if len(graph) >= self.max_nodes:
-            raise _NoEdit
-        anchor = self._pick(graph, rng)
-        stage = self.stages[self.stage_of(graph)[anchor.id]]
-        new = self.sample_node(RandomChooser(rng), stage, self._fresh_id(graph, stage))
-        new = replace(new, inputs=(anchor.id,))
-        nodes: list[Node] = []
-        for n in graph:
-            if n.inputs and n.inputs[0] == anchor.id:
-                n = replace(n, inputs=(new.id, *n.inputs[1:]))
-            nodes.append(n)
-            if n.id == anchor.id:
-                nodes.append(new)
-        output = new.id if graph.output == anchor.id else graph.output
-        return ArchGraph(nodes, output)
-
-    def _remove_node(self, graph: ArchGraph, rng: np.random.Generator) -> ArchGraph:
-        node = self._pick(graph, rng)
-        stage_index = self.stage_of(graph)[node.id]
-        in_stage = sum(1 for s in self.stage_of(graph).values() if s == stage_index)
-        if in_stage <= self.stages[stage_index].min_nodes or len(graph) == 1:
-            raise _NoEdit
-        main = node.inputs[0]
-        nodes = []
-        for n in graph:
-            if n.id == node.id:
-                continue
-            inputs = tuple(main if i == node.id else i for i in n.inputs)
-            inputs = tuple(dict.fromkeys(inputs))  # a skip may now duplicate the main input
-            nodes.append(replace(n, inputs=inputs))
-        if graph.output == node.id:
-            if main == INPUT:
-                raise _NoEdit
-            return ArchGraph(nodes, main)
-        return ArchGraph(nodes, graph.output)
-
-    def _add_skip(self, graph: ArchGraph, rng: np.random.Generator) -> ArchGraph:
-        order = graph.topological_order()
-        stages = self.stage_of(graph)
-        node = self._pick(graph, rng)
-        position = [n.id for n in order].index(node.id)
-        sources = [
-            n.id
-            for n in order[:position]
-            if stages[n.id] == stages[node.id] and n.id not in node.inputs
-        ]
-        if not sources:
-            raise _NoEdit
-        src = sources[int(rng.integers(len(sources)))]
-        merge = self.merge[int(rng.integers(len(self.merge)))]
-        return graph.with_node(replace(node, inputs=(*node.inputs, src), merge=merge))
-
-    def _remove_skip(self, graph: ArchGraph, rng: np.random.Generator) -> ArchGraph:
-        merged = [n for n in graph if len(n.inputs) > 1]
-        if not merged:
-            raise _NoEdit
-        node = merged[int(rng.integers(len(merged)))]
-        drop = 1 + int(rng.integers(len(node.inputs) - 1))
-        inputs = node.inputs[:drop] + node.inputs[drop + 1 :]
-        return graph.with_node(replace(node, inputs=inputs, merge="concat"))
 
     def describe(self, graph: ArchGraph) -> tuple[dict[str, Any], dict[str, Any]]:
         """The graph's hyper-parameters as Optuna params and distributions.
@@ -562,7 +410,3 @@ def _param_range(key: str, node: Any) -> ParamRange:
         sub = getattr(err, "full_key", None)
         raise SearchSpaceError(f"{key}{'.' + sub if sub else ''}: {detail}") from None
     return OmegaConf.to_object(merged)  # type: ignore[return-value]
-
-
-class _NoEdit(Exception):
-    """This edit does not apply to this graph; try another."""

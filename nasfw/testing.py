@@ -36,9 +36,12 @@ from typing import Any
 
 import pytest
 
+from nasfw.config import SearchSpaceConfig
 from nasfw.launcher import Launcher
+from nasfw.records import Candidate, Result
+from nasfw.registry import PluginError, config_node, registry
 from nasfw.search_space import SearchSpace
-from nasfw.tuner import Candidate, Result, Tuner
+from nasfw.tuner import Tuner
 
 # -- functions for launcher contracts (must be importable where the launcher runs them) -----
 
@@ -103,9 +106,6 @@ def load_search_space(name: str) -> SearchSpace:
     from importlib.resources import files
 
     from omegaconf import OmegaConf
-
-    from nasfw.config import SearchSpaceConfig
-    from nasfw.registry import PluginError, config_node, registry
 
     reg = registry()
     preset = files("nasfw.conf").joinpath("search_space", f"{name}.yaml")

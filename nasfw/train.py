@@ -18,6 +18,7 @@ from torch import nn
 
 from nasfw.config import Optimizer, Precision, TrainConfig
 from nasfw.device import device_name, resolve_device
+from nasfw.metrics import metric
 from nasfw.problem import Problem, Split
 
 # Optional extra loss (e.g. a MorphNet regularizer): called on the model at every step.
@@ -160,8 +161,6 @@ def evaluate_model(
 ) -> float:
     """``problem.metric`` (:mod:`nasfw.metrics`: accuracy, R², MCC, -MAE, ...) of ``model`` on
     ``split``, computed on the device the model's parameters are on, in ``precision``."""
-    from nasfw.metrics import metric
-
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
     x, y = _tensors(split, problem, device)

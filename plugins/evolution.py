@@ -23,19 +23,19 @@ import numpy as np
 
 from nasfw import (
     ArchGraph,
+    AsynchronousTunerConfig,
     Candidate,
     ConfigError,
     RandomChooser,
     Result,
     Tuner,
-    TunerConfig,
     hookimpl,
     setting,
 )
 
 
 @dataclass
-class EvolutionConfig(TunerConfig):
+class EvolutionConfig(AsynchronousTunerConfig):
     name: str = "evolution"
     # P: networks kept alive; each new child retires the oldest one.
     population_size: int = setting(12, ge=1)
@@ -62,13 +62,15 @@ class Member:
 class RegularizedEvolution(Tuner):
     """Aging evolution over the search space's graphs (see the module docstring)."""
 
+    config_class = EvolutionConfig
+
     screening = True
     asynchronous = True
 
     config: EvolutionConfig
 
-    def __init__(self, config: Any, space: Any, seed: int) -> None:
-        super().__init__(config, space, seed)
+    def __init__(self, config: Any, space: Any, seed: int, **run: Any) -> None:
+        super().__init__(config, space, seed, **run)
         if not 1 <= config.sample_size <= config.population_size:
             raise ConfigError(
                 f"tuner.sample_size must be between 1 and tuner.population_size="
@@ -172,10 +174,5 @@ class RegularizedEvolution(Tuner):
 
 
 @hookimpl
-def register_tuners(register: Callable[[str, type[Tuner]], None]) -> None:
-    register("evolution", RegularizedEvolution)
-
-
-@hookimpl
-def register_configs(register: Callable[[str, str, Any], None]) -> None:
-    register("tuner", "evolution", EvolutionConfig)
+def register_tuners(register: Callable[[type[Tuner]], None]) -> None:
+    register(RegularizedEvolution)

@@ -88,10 +88,12 @@ def brackets(full: int, min_epochs: int, eta: int) -> list[tuple[int, list[int]]
 class HyperbandTuner(Tuner):
     """Hyperband over the search space's networks (see the module docstring)."""
 
+    config_class = HyperbandConfig
+
     config: HyperbandConfig
 
-    def __init__(self, config: Any, space: Any, seed: int) -> None:
-        super().__init__(config, space, seed)
+    def __init__(self, config: Any, space: Any, seed: int, **run: Any) -> None:
+        super().__init__(config, space, seed, **run)
         if config.sampler not in ("random", "tpe"):
             raise ConfigError(f"tuner.sampler={config.sampler!r} must be 'random' or 'tpe'")
         if config.warm_start and config.sampler != "tpe":
@@ -305,8 +307,8 @@ class HyperbandTuner(Tuner):
 
 
 @hookimpl
-def register_tuners(register: Callable[[str, type[Tuner]], None]) -> None:
-    register("hyperband", HyperbandTuner)
+def register_tuners(register: Callable[[type[Tuner]], None]) -> None:
+    register(HyperbandTuner)
 
 
 @hookimpl
@@ -317,8 +319,3 @@ def nasfw_check_config(cfg: Any) -> None:
             f"tuner.min_epochs={cfg.tuner.min_epochs} exceeds train.epochs={cfg.train.epochs}, "
             "the full budget of tuner=hyperband"
         )
-
-
-@hookimpl
-def register_configs(register: Callable[[str, str, Any], None]) -> None:
-    register("tuner", "hyperband", HyperbandConfig)

@@ -8,11 +8,19 @@ from typing import Any
 
 import numpy as np
 
-from nasfw import Candidate, RandomChooser, Result, Tuner, TunerConfig, hookimpl, setting
+from nasfw import (
+    AsynchronousTunerConfig,
+    Candidate,
+    RandomChooser,
+    Result,
+    Tuner,
+    hookimpl,
+    setting,
+)
 
 
 @dataclass
-class RandomSearchConfig(TunerConfig):
+class RandomSearchConfig(AsynchronousTunerConfig):
     name: str = "random"
     # Total evaluations.
     n_trials: int = setting(20, ge=1)
@@ -26,13 +34,15 @@ class RandomSearchConfig(TunerConfig):
 class RandomSearch(Tuner):
     """Samples ``n_trials`` graphs uniformly, ``batch_size`` per generation."""
 
+    config_class = RandomSearchConfig
+
     screening = True
     asynchronous = True
 
     config: RandomSearchConfig
 
-    def __init__(self, config: Any, space: Any, seed: int) -> None:
-        super().__init__(config, space, seed)
+    def __init__(self, config: Any, space: Any, seed: int, **run: Any) -> None:
+        super().__init__(config, space, seed, **run)
         self.rng = np.random.default_rng(seed)
         self.asked = 0
         self.told = 0  # asynchronous evaluation: results told one by one
@@ -72,10 +82,5 @@ class RandomSearch(Tuner):
 
 
 @hookimpl
-def register_tuners(register: Callable[[str, type[Tuner]], None]) -> None:
-    register("random", RandomSearch)
-
-
-@hookimpl
-def register_configs(register: Callable[[str, str, Any], None]) -> None:
-    register("tuner", "random", RandomSearchConfig)
+def register_tuners(register: Callable[[type[Tuner]], None]) -> None:
+    register(RandomSearch)

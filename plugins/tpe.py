@@ -16,7 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from nasfw import Candidate, Result, TrialChooser, Tuner, TunerConfig, hookimpl, setting
+from nasfw import (
+    AsynchronousTunerConfig,
+    Candidate,
+    Result,
+    TrialChooser,
+    Tuner,
+    hookimpl,
+    setting,
+)
 
 # Optuna is imported where a tuner uses it: registering the plugin (every `python -m nasfw`,
 # --help included) must not pay for importing it.
@@ -25,7 +33,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class TPEConfig(TunerConfig):
+class TPEConfig(AsynchronousTunerConfig):
     name: str = "tpe"
     # Total evaluations.
     n_trials: int = setting(20, ge=1)
@@ -42,14 +50,15 @@ class TPEConfig(TunerConfig):
 
 
 class TPETuner(Tuner):
+    config_class = TPEConfig
     asynchronous = True
 
     config: TPEConfig
 
-    def __init__(self, config: Any, space: Any, seed: int) -> None:
+    def __init__(self, config: Any, space: Any, seed: int, **run: Any) -> None:
         import optuna
 
-        super().__init__(config, space, seed)
+        super().__init__(config, space, seed, **run)
         self.generation = 0
         self.told: list[dict[str, Any]] = []
         self.warm: list[dict[str, Any]] = []  # another study's trials (tuner.warm_start)
@@ -188,10 +197,5 @@ def _entry(params: dict[str, Any], distributions: dict[str, Any], result: Result
 
 
 @hookimpl
-def register_tuners(register: Callable[[str, type[Tuner]], None]) -> None:
-    register("tpe", TPETuner)
-
-
-@hookimpl
-def register_configs(register: Callable[[str, str, Any], None]) -> None:
-    register("tuner", "tpe", TPEConfig)
+def register_tuners(register: Callable[[type[Tuner]], None]) -> None:
+    register(TPETuner)

@@ -104,7 +104,7 @@ class _Counting:
 
 
 def test_stored_evaluation_writes_the_trial_once(tmp_path, candidate):
-    from nasfw.ledger import StoredEvaluation, StoredResult
+    from nasfw.job import StoredEvaluation, StoredResult
 
     url = f"sqlite:///{tmp_path}/s.db"
     evaluate = _Counting()
@@ -124,7 +124,7 @@ def test_stored_evaluation_writes_the_trial_once(tmp_path, candidate):
 
 
 def test_stored_evaluation_without_storage_leaves_the_writing_to_the_driver(candidate):
-    from nasfw.ledger import StoredEvaluation, StoredResult
+    from nasfw.job import StoredEvaluation, StoredResult
 
     job = StoredEvaluation(_Counting(), "sqlite:////nonexistent/dir/x.db", "study", 0)
     result = job((0, candidate))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 from pathlib import Path
@@ -14,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from nasfw import ArchGraph, Node, Result, TrialRecord, pareto_front, pareto_rows
+from nasfw import ArchGraph, Candidate, Node, Result, TrialRecord, pareto_front, pareto_rows
 from nasfw.pareto import FILENAME, front_path, write_front
 
 GRAPH = ArchGraph([Node("d0", "dense", {"units": 8})], output="d0")
@@ -26,7 +25,7 @@ def trial(number: int, metric: float | None, flops: int | None, ok: bool = True)
         if ok
         else Result.failed("diverged", metric=metric, flops=flops)
     )
-    return TrialRecord(number, generation=number // 3, index=number % 3, graph=GRAPH, result=result)
+    return TrialRecord(number, number // 3, number % 3, Candidate(GRAPH), result)
 
 
 def numbers(records: list[TrialRecord]) -> list[int]:
@@ -69,7 +68,9 @@ def test_failed_trials_and_trials_without_metric_or_flops_take_no_part() -> None
         trial(5, 0.6, 2000),
     ]
     # a network that only serves the tuner (Petridish's candidate training) is not a result
-    records.append(dataclasses.replace(trial(6, 0.99, 10), exportable=False))
+    internal = trial(6, 0.99, 10)
+    internal.candidate.exportable = False
+    records.append(internal)
     assert numbers(pareto_front(records)) == [4, 5]
 
 

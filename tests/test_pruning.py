@@ -10,7 +10,8 @@ from omegaconf import OmegaConf
 
 from nasfw import ArchGraph, Candidate, ConfigError, Node, ProblemConfig, Result, TrainConfig
 from nasfw.evaluate import Evaluator, load_problem
-from nasfw.ledger import Ledger, StoredEvaluation
+from nasfw.job import StoredEvaluation
+from nasfw.ledger import Ledger
 from nasfw.pruning import TrialReporter, make_pruner, pruner_settings
 from nasfw.train import train_model
 

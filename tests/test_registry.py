@@ -85,6 +85,56 @@ def test_a_register_hook_that_calls_register_is_fine() -> None:
     assert reg.tuners["mine"] is RandomSearch
 
 
+def test_a_tuner_class_carries_its_name_and_schema() -> None:
+    from nasfw import Result, Tuner, TunerConfig
+
+    @dataclass
+    class ClimbConfig(TunerConfig):
+        name: str = "climb"
+        steps: int = setting(3, ge=1)
+
+    class Climb(Tuner):
+        config_class = ClimbConfig
+
+        def ask(self) -> list[Any]:
+            return []
+
+        def tell(self, candidates: list[Any], results: list[Result]) -> None: ...
+
+        def state(self) -> dict[str, Any]:
+            return {}
+
+        def restore(self, state: dict[str, Any]) -> None: ...
+
+    def register_tuners(register: Callable[[type], None]) -> None:
+        register(Climb)
+
+    reg = collect(
+        make_plugin_manager(extra_plugins=(plugin("climb", register_tuners=register_tuners),))
+    )
+    assert reg.tuners["climb"] is Climb
+    assert reg.configs[("tuner", "climb")] is ClimbConfig  # registered once, with its class
+    # The first-party tuners and launchers register the same way.
+    assert reg.configs[("tuner", "random")] is RandomSearch.config_class
+    assert ("launcher", "local") in reg.configs
+
+
+def test_a_class_without_its_schema_cannot_register_by_itself() -> None:
+    class Nameless(RandomSearch):
+        config_class = None
+
+    def register_tuners(register: Callable[[type], None]) -> None:
+        register(Nameless)
+
+    with pytest.raises(PluginError) as err:
+        collect(
+            make_plugin_manager(
+                extra_plugins=(plugin("nameless", register_tuners=register_tuners),)
+            )
+        )
+    assert "Nameless cannot be registered by itself: give it config_class" in one_line(err)
+
+
 def test_a_blocked_name_that_matches_no_plugin_warns(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(DISABLE_ENV, "tpe, tpee")
     with pytest.warns(PluginWarning) as caught:

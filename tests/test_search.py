@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from nasfw import ArchGraph, Candidate, Node, Result, SearchContext, TrialRecord
@@ -10,7 +12,7 @@ from nasfw import ArchGraph, Candidate, Node, Result, SearchContext, TrialRecord
 def _record(number: int, generation: int, index: int, metric: float | None) -> TrialRecord:
     graph = ArchGraph([Node(f"n{number}", "dense", {"units": 8}, ("input",))], f"n{number}")
     result = Result(status="ok", metric=metric) if metric is not None else Result.failed("x")
-    return TrialRecord(number, generation, index, graph, result)
+    return TrialRecord(number, generation, index, Candidate(graph), result)
 
 
 def test_ties_go_to_the_earliest_candidate_not_the_first_to_finish():
@@ -60,7 +62,8 @@ def test_with_several_workers_the_costliest_networks_start_first(tmp_path):
     x epochs), and the generation's worker utilisation is busy / (workers x wall)."""
     from cli import compose
 
-    from nasfw.search import _cost_estimates, run_search
+    from nasfw.generation import cost_estimates
+    from nasfw.search import run_search
 
     cfg = compose(
         "problem=iris",
@@ -75,7 +78,8 @@ def test_with_several_workers_the_costliest_networks_start_first(tmp_path):
     )
     context = run_search(cfg, tmp_path)
     records = sorted(context.history, key=lambda t: t.index)
-    cost = _cost_estimates(context, [Candidate(r.graph) for r in records])
+    epochs = context.cfg.train.epochs
+    cost = cost_estimates(context.problem, epochs, [Candidate(r.graph) for r in records])
     costliest = sorted(range(6), key=lambda i: -cost[i])
     assert len(set(cost)) == 6  # distinct, so the order is the estimate's
     # Trials are numbered as they are stored; their start times say what started first.
@@ -92,3 +96,45 @@ def test_with_several_workers_the_costliest_networks_start_first(tmp_path):
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     generation = next(r for r in runs if r.data.tags.get("nasfw.generation") == "0")
     assert generation.data.metrics["worker_utilisation"] == pytest.approx(utilisation)
+
+
+def test_a_study_written_by_nasfw_0_1_resumes(tmp_path):
+    """tests/data/study_written_by_0.1.db: a search run by the layout before the search's
+    redesign (one generation of random search on iris, then Ctrl-C). Resumed now, it keeps
+    its fingerprint, its two trials and its tuner state, and ends as an uninterrupted search
+    of today's code does."""
+    import shutil
+
+    from cli import TINY, nasfw, trials
+
+    args = [
+        *[a for a in TINY if not a.startswith(("tuner.n_trials", "tuner.batch_size"))],
+        "tuner.n_trials=6",
+        "tuner.batch_size=2",
+        "study_name=old-layout",
+        "storage.artifacts=art",
+    ]
+    shutil.copy(Path(__file__).parent / "data" / "study_written_by_0.1.db", tmp_path / "old.db")
+    before = trials("sqlite:///" + str(tmp_path / "old.db"), "old-layout")
+    assert len(before) == 2
+    resumed = nasfw(tmp_path, *args, "storage.url=sqlite:///old.db")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming study old-layout after generation 0 (2 evaluations on record)" in " ".join(
+        resumed.stderr.split()
+    )
+    fresh = nasfw(tmp_path, *args, "storage.url=sqlite:///new.db")
+    assert fresh.returncode == 0, fresh.stderr
+
+    def evaluations(db: str) -> list[tuple[int, int, str, float | None]]:
+        found = trials(f"sqlite:///{tmp_path / db}", "old-layout")
+        return sorted(
+            (t.user_attrs["generation"], t.user_attrs["index"], t.user_attrs["graph_hash"], t.value)
+            for t in found
+        )
+
+    after = evaluations("old.db")
+    assert len(after) == 6
+    assert [t.number for t in trials(f"sqlite:///{tmp_path / 'old.db'}", "old-layout")][:2] == [
+        t.number for t in before
+    ]
+    assert after == evaluations("new.db")

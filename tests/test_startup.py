@@ -84,10 +84,10 @@ assert clone.store is source.store is ConfigStore.instance()
 
 
 def test_process_started_is_when_the_process_started():
-    from nasfw.search import process_started
+    from nasfw.clock import process_started
 
     assert process_started() <= time.time()
-    code = "from nasfw.search import process_started; print(process_started())"
+    code = "from nasfw.clock import process_started; print(process_started())"
     before = time.time()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     after = time.time()

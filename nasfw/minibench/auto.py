@@ -13,13 +13,25 @@ hook (MLflow logs it).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nasfw.config import ConfigError, SearchSpaceConfig
+from nasfw.generation import end_generation, evaluate
 from nasfw.minibench.encoding import ProblemMeta
+from nasfw.records import Candidate
+from nasfw.registry import preset
+from nasfw.search_space import RandomChooser, SearchSpace
+
+if TYPE_CHECKING:
+    from nasfw.ledger import Ledger
+    from nasfw.ops import OpSpec
+    from nasfw.prepare import Search
+    from nasfw.tuner import Tuner
 
 AUTO = "auto"
 PROBE_GENERATION = -1
@@ -36,14 +48,13 @@ def full_space(cfg: Any, modality: str) -> dict[str, Any]:
     """
     from omegaconf import OmegaConf
 
-    from nasfw.registry import preset
-
-    name = cfg.minibench.spaces.get(modality)
-    if name is None:
+    spaces = cfg.minibench.spaces
+    if modality not in spaces:
         raise ConfigError(
             f"minibench.spaces has no full search space for {modality} problems "
             f"(set minibench.spaces.{modality}=<search space>)"
         )
+    name = spaces[modality]
     node = preset("search_space", str(name))
     if node is None or name == AUTO:
         raise ConfigError(f"minibench.spaces.{modality}={name}: no such search space")
@@ -59,12 +70,27 @@ def full_spaces(cfg: Any, modalities: Any = None) -> dict[str, dict[str, Any]]:
     return {m: full_space(cfg, m) for m in names if m in cfg.minibench.spaces}
 
 
+def _space(space_config: dict[str, Any], ops: Mapping[str, OpSpec]) -> SearchSpace:
+    from omegaconf import OmegaConf
+
+    merged = OmegaConf.merge(OmegaConf.structured(SearchSpaceConfig), space_config)
+    return SearchSpace(OmegaConf.to_object(merged), ops)  # type: ignore[arg-type]
+
+
 class AutoSpace:
-    """The DB's classes and classifier for one search, and its probe.
+    """``search_space=auto`` as the search's :class:`nasfw.space_choice.SpaceChoice`: the DB's
+    classes and classifier for one search, and its probe.
 
     Built before the study exists, so a missing DB or a modality the DB does not hold fails
-    first (:class:`nasfw.ConfigError` naming ``minibench.db``).
+    first (:class:`nasfw.ConfigError` naming ``minibench.db``). The tuner is first built in
+    the probe's full space; once the space is chosen (or read back on a resume) it is built
+    anew in the chosen one.
     """
+
+    choice: dict[str, Any] | None = None
+    ledger: Ledger | None = None
+    rebuild: Callable[[SearchSpace], Tuner] | None = None
+    op_specs: Mapping[str, OpSpec] = {}
 
     def __init__(self, cfg: Any, problem: Any, ops: list[str]) -> None:
         from nasfw.minibench.classes import group_problems
@@ -93,12 +119,45 @@ class AutoSpace:
         finally:
             db.close()
 
+    def initial_space(self, ops: Mapping[str, OpSpec]) -> SearchSpace:
+        """The probe's space: the modality's full space."""
+        self.op_specs = ops
+        return _space(self.probe_space, ops)
+
+    def on_resume(
+        self, ledger: Ledger, rebuild: Callable[[SearchSpace], Tuner]
+    ) -> tuple[SearchSpace, Tuner] | None:
+        """The space and tuner of the choice an earlier run of this study made, if any."""
+        self.ledger, self.rebuild = ledger, rebuild
+        self.choice = stored_choice(ledger)
+        if self.choice is None:
+            return None
+        space = _space(self.choice["space"], self.op_specs)
+        return space, rebuild(space)
+
+    def before_first_generation(self, search: Search) -> None:
+        """Without a stored choice, the probe: train its networks as generation -1 of the
+        study (finished ones are reused on a resume), classify, keep the choice and build the
+        tuner anew in the chosen space. Then ``nasfw_search_space_chosen``, on a resume too."""
+        context = search.context
+        if self.choice is None:
+            assert self.ledger is not None and self.rebuild is not None
+            candidates = self.probe_candidates(context.space)
+            search.hook.nasfw_generation_start(
+                context=context, generation=PROBE_GENERATION, candidates=candidates
+            )
+            trials = evaluate(search, candidates, PROBE_GENERATION)
+            end_generation(search, PROBE_GENERATION, trials, None)
+            self.choice = self.choose(trials)
+            store_choice(self.ledger, self.choice, context.output_dir, search.console)
+            context.space = _space(self.choice["space"], self.op_specs)
+            context.tuner = self.rebuild(context.space)
+        search.evaluator = replace(search.evaluator, max_params=context.space.max_params)
+        search.hook.nasfw_search_space_chosen(context=context, choice=self.choice)
+
     def probe_candidates(self, space: Any) -> list[Any]:
         """The probe's networks: ``minibench.probe_trials`` random graphs of the full space,
         seeded by the search's seed (the same on a resume)."""
-        from nasfw.search_space import RandomChooser
-        from nasfw.tuner import Candidate
-
         seed = int(self.cfg.seed)
         return [
             Candidate(space.sample(RandomChooser(np.random.default_rng([seed, 7919, i]))))

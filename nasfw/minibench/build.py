@@ -98,7 +98,7 @@ def build_db(cfg: Any, output_dir: Path, console: Any = None) -> dict[str, Any]:
     from nasfw.minibench.auto import AUTO, full_space
     from nasfw.minibench.db import BestModelDB, ModelEntry, ProblemEntry
     from nasfw.minibench.encoding import ProblemMeta
-    from nasfw.search import _schema, fingerprint, run_search
+    from nasfw.search import fingerprint, run_search
 
     console = console or Console(stderr=True)
     check_settings(cfg)
@@ -115,7 +115,7 @@ def build_db(cfg: Any, output_dir: Path, console: Any = None) -> dict[str, Any]:
     for i, entry in enumerate(mb.problems):
         key = f"minibench.problems[{i}]"
         node = problem_node(str(entry), key)
-        problem = load_problem(_schema(node, OmegaConf.get_type(node) or ProblemConfig))
+        problem = load_problem(OmegaConf.to_object(node))  # type: ignore[arg-type]
         space = OmegaConf.merge(
             OmegaConf.structured(SearchSpaceConfig), full_space(cfg, problem.modality)
         )

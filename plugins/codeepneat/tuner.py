@@ -26,6 +26,7 @@ from nasfw import (
     registry,
 )
 
+from .config import CoDeepNEATConfig
 from .genome import (
     BP_INPUT,
     BP_OUTPUT,
@@ -59,10 +60,12 @@ POPULATION_FORMAT = "nasfw.codeepneat.population"
 class CoDeepNEAT(Tuner):
     """See the package docstring for the algorithm."""
 
+    config_class = CoDeepNEATConfig
+
     screening = True
 
-    def __init__(self, config: Any, space: SearchSpace, seed: int) -> None:
-        super().__init__(config, space, seed)
+    def __init__(self, config: Any, space: SearchSpace, seed: int, **run: Any) -> None:
+        super().__init__(config, space, seed, **run)
         self._validate()
         self.rng = np.random.default_rng(seed)
         self.generation = 0

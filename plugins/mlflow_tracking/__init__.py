@@ -53,7 +53,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nasfw import hookimpl
+from nasfw import NasfwConfig, hookimpl
 
 from . import _figures, _metrics, _runs
 from ._backlog import Backlog
@@ -76,10 +76,9 @@ def register_configs(register: Callable[[str, str, Any], None]) -> None:
 
 
 @hookimpl
-def nasfw_check_config(cfg: Any) -> None:
-    tracking = cfg.get("tracking")
-    if tracking is not None and tracking.get("name") == "mlflow":
-        _runs.check_store(str(tracking.get("tracking_uri", MlflowTrackingConfig.tracking_uri)))
+def nasfw_check_config(cfg: NasfwConfig) -> None:
+    if _runs.select(cfg, "tracking.name") == "mlflow":
+        _runs.check_store(str(cfg.tracking.tracking_uri))
 
 
 @hookimpl

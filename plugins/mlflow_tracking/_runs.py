@@ -39,12 +39,13 @@ RUN_ID_ATTR = "mlflow_run_id"  # the study's user attr: its MLflow parent run
 
 
 def enabled(context: SearchContext) -> bool:
-    tracking = context.cfg.get("tracking")
-    return tracking is not None and tracking.get("name") == "mlflow"
+    return select(context.cfg, "tracking.name") == "mlflow"
 
 
 def setting(context: SearchContext, key: str) -> Any:
-    return context.cfg.tracking.get(key, getattr(MlflowTrackingConfig, key))
+    """``tracking.<key>`` of the run (an :class:`MlflowTrackingConfig` when enabled)."""
+    tracking: MlflowTrackingConfig = context.cfg.tracking
+    return getattr(tracking, key)
 
 
 def state_of(context: SearchContext) -> dict[str, Any] | None:
@@ -268,12 +269,11 @@ def _user() -> str:
 
 
 def select(cfg: Any, key: str) -> Any:
-    from omegaconf import OmegaConf
-
-    try:
-        return OmegaConf.select(cfg, key, default=None)
-    except Exception:
-        return None
+    """The dotted ``key`` of a typed config (or a config node), None where it has none."""
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part, None)
+    return node
 
 
 def git_commit(directory: Path) -> str | None:
@@ -306,8 +306,13 @@ def first_line(err: BaseException) -> str:
 
 
 def resolved(cfg: Any) -> Any:
+    """The run's config as plain values (a typed config, or a config node as composed)."""
+    import dataclasses
+
     from omegaconf import OmegaConf
 
+    if dataclasses.is_dataclass(cfg):
+        cfg = OmegaConf.structured(cfg)
     try:
         return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     except Exception:  # an interpolation that does not resolve: log it as written

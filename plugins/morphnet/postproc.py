@@ -21,12 +21,13 @@ from .shrink import expand
 
 def run_postproc(context: SearchContext, config: Any) -> list[dict[str, Any]]:
     """MorphNet on the ``top_k`` best trials; the report goes to ``context.postproc_report``."""
-    import torch
-    from omegaconf import OmegaConf
+    import dataclasses
 
-    train: TrainConfig = OmegaConf.to_object(
-        OmegaConf.merge(OmegaConf.structured(TrainConfig), context.cfg.train)
-    )  # type: ignore[assignment]
+    import torch
+
+    train: TrainConfig = context.cfg.train
+    # The scorer's functions read their settings as a mapping (evaluation.* is one).
+    settings = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     problem = context.problem
     ranked = sorted((t for t in context.history if t.result.ok), key=lambda t: t.rank, reverse=True)
     seen: set[str] = set()
@@ -40,12 +41,12 @@ def run_postproc(context: SearchContext, config: Any) -> list[dict[str, Any]]:
     report = []
     for trial in top:
         seed = candidate_seed(int(context.cfg.seed), Candidate(trial.graph, train=trial.train))
-        small, facts, regularizer = morph(trial.graph, problem, train, seed, config, trial.train)
+        small, facts, regularizer = morph(trial.graph, problem, train, seed, settings, trial.train)
         if config.flop_budget:
             small = expand(small, problem, float(config.flop_budget))
         with torch.device("meta"):  # only counted, never run: no weights needed
             before = model_cost(build_model(trial.graph, problem), problem.input_shape)
-        model, _ = build_shrunk(small, problem, seed, config, regularizer)
+        model, _ = build_shrunk(small, problem, seed, settings, regularizer)
         with torch.device("meta"):
             after = model_cost(build_model(small, problem), problem.input_shape)
         outcome = train_model(model, problem, train, seed, overrides=trial.train)

@@ -11,9 +11,8 @@ the parent's exact function and inherits its weights (:mod:`.grow`, :mod:`.tuner
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-from nasfw import ConfigError, Tuner, hookimpl
+from nasfw import ConfigError, NasfwConfig, Tuner, hookimpl
 
 from .tuner import Petridish, PetridishConfig
 
@@ -21,22 +20,17 @@ __all__ = ["Petridish", "PetridishConfig"]
 
 
 @hookimpl
-def register_tuners(register: Callable[[str, type[Tuner]], None]) -> None:
-    register("petridish", Petridish)
+def register_tuners(register: Callable[[type[Tuner]], None]) -> None:
+    register(Petridish)
 
 
 @hookimpl
-def register_configs(register: Callable[[str, str, Any], None]) -> None:
-    register("tuner", "petridish", PetridishConfig)
-
-
-@hookimpl
-def nasfw_check_config(cfg: Any) -> None:
+def nasfw_check_config(cfg: NasfwConfig) -> None:
     if cfg.tuner.name != "petridish":
         return
     evaluation, source = cfg.evaluation.name, ""
     if evaluation == "auto":
-        evaluation = cfg.problem.get("evaluation", "plain")
+        evaluation = cfg.problem.evaluation
         source = f" (evaluation=auto takes problem.evaluation of problem={cfg.problem.name})"
     if evaluation != "plain":
         raise ConfigError(
@@ -44,7 +38,7 @@ def nasfw_check_config(cfg: Any) -> None:
             f"evaluation={evaluation}{source} cannot do (it retrains a shrunk network): add "
             "evaluation=plain"
         )
-    pruner = cfg.get("pruner", {}).get("name", "none")
+    pruner = cfg.pruner.name
     if pruner != "none":
         raise ConfigError(
             f"tuner=petridish cannot use pruner={pruner}: a candidate training computes its "

@@ -133,10 +133,12 @@ class Petridish(Tuner):
     and ``n_outputs``).
     """
 
+    config_class = PetridishConfig
+
     config: PetridishConfig
 
-    def __init__(self, config: Any, space: Any, seed: int) -> None:
-        super().__init__(config, space, seed)
+    def __init__(self, config: Any, space: Any, seed: int, **run: Any) -> None:
+        super().__init__(config, space, seed, **run)
         if config.mode not in ("nas", "adapt"):
             raise ConfigError(f"tuner.mode={config.mode!r} must be 'nas' or 'adapt'")
         self.seed_graphs: list[ArchGraph] | None = None

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nasfw import (
     ArchGraph,
+    Candidate,
     Optimizer,
     Problem,
     ProblemConfig,
@@ -86,7 +87,7 @@ def make_cfg(env: Env, tracking: dict[str, Any] | None = None, **extra: Any) -> 
                 OmegaConf.structured(MlflowTrackingConfig),
                 {"tracking_uri": env.uri, "experiment_name": EXPERIMENT, **(tracking or {})},
             ),
-            "train": {"optimizer": Optimizer.adam, "lr": 0.001},
+            "train": {"optimizer": Optimizer.adam, "lr": 0.001, "epochs": 1},
             "seed": 0,
             "study_name": "${tuner.name}-${problem.name}",
             "notes": "x" * 7000,
@@ -129,7 +130,7 @@ def make_trials(space, generation: int, metrics: list[float | None]) -> list[Tri
                 curve={1: metric - 0.2, 2: metric},
             )
         attrs = {"origin": "random", "parents": [number - 1]} if index == 0 else {}
-        trials.append(TrialRecord(number, generation, index, graph, result, attrs=attrs))
+        trials.append(TrialRecord(number, generation, index, Candidate(graph, attrs=attrs), result))
     return trials
 
 
@@ -597,7 +598,9 @@ def test_pareto_front_plot_and_table(env: Env, search: dict[str, Any]) -> None:
     assert rows() == expected
 
     # A network that only serves the tuner (a Petridish candidate training) is not plotted.
-    internal = dataclasses.replace(context.history[0], number=99, exportable=False)
+    first = context.history[0]
+    candidate = dataclasses.replace(first.candidate, exportable=False)
+    internal = dataclasses.replace(first, number=99, candidate=candidate)
     trials = [*context.history, internal]
     accuracy = plugin._figures.pareto_figure(trials, "accuracy", "s").axes[0]
     assert accuracy.get_xscale() == "log" and accuracy.get_ylabel() == "val error (1 - accuracy)"

@@ -297,6 +297,7 @@ def test_scorers_that_retrain_are_refused_before_the_study(evaluation, problem_d
             "tuner": {"name": "petridish"},
             "evaluation": {"name": evaluation},
             "problem": {"name": "fashion_mnist", "evaluation": problem_default},
+            "pruner": {"name": "none"},
         }
     )
     if refused:

@@ -38,10 +38,12 @@ class HillClimbConfig(TunerConfig):
 class HillClimb(Tuner):
     """Start from a random network; each generation, mutate the best one found so far."""
 
+    config_class = HillClimbConfig
+
     config: HillClimbConfig
 
-    def __init__(self, config: Any, space: SearchSpace, seed: int) -> None:
-        super().__init__(config, space, seed)
+    def __init__(self, config: Any, space: SearchSpace, seed: int, **run: Any) -> None:
+        super().__init__(config, space, seed, **run)
         self.rng = np.random.default_rng(seed)
         self.generation = 0
         self.best: tuple[float, str] | None = None  # (fitness, graph JSON)
@@ -88,13 +90,8 @@ def load_moons(config: ProblemConfig) -> Problem:
 
 
 @hookimpl
-def register_tuners(register: Callable[[str, type[Tuner]], None]) -> None:
-    register("hillclimb", HillClimb)
-
-
-@hookimpl
-def register_configs(register: Callable[[str, str, Any], None]) -> None:
-    register("tuner", "hillclimb", HillClimbConfig)
+def register_tuners(register: Callable[[type[Tuner]], None]) -> None:
+    register(HillClimb)
 
 
 @hookimpl

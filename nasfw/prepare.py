@@ -1,0 +1,347 @@
+"""A search's setup: everything it needs, built and checked before the first generation.
+
+:func:`prepare` turns the typed run (:func:`nasfw.config.typed_config`) into a
+:class:`Search`: the problem, the search space and how it is chosen (a
+:class:`~nasfw.space_choice.SpaceChoice`), the tuner (constructed complete), the launcher, the
+evaluator, the ledger (the Optuna study) with its driver lease, and the context lifecycle hooks
+see. Bad configuration fails here, before any training and before the study exists, with an
+error naming the key; a resumed search gets its tuner restored.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nasfw.config import (
+    AsynchronousTunerConfig,
+    ConfigError,
+    NasfwConfig,
+    as_dict,
+    check_writable,
+)
+from nasfw.evaluate import Evaluator, load_problem
+from nasfw.lease import DriverLease
+from nasfw.ledger import Ledger
+from nasfw.pruning import pruner_settings
+from nasfw.records import SearchContext, TrialRecord
+from nasfw.registry import Registry, config_node, plugin_manager, preset, registry
+from nasfw.search_space import SearchSpace, SearchSpaceError
+from nasfw.space_choice import FixedSpace, SpaceChoice
+from nasfw.tuner import Tuner, make_tuner
+from nasfw.weights import WeightStore
+
+if TYPE_CHECKING:
+    from pluggy import HookRelay
+    from rich.console import Console
+
+    from nasfw.launcher import Launcher
+    from nasfw.problem import Problem
+
+
+@dataclass
+class Search:
+    """One search, set up: what the loop (:mod:`nasfw.loop`) and the export
+    (:mod:`nasfw.export`) work with."""
+
+    config: NasfwConfig
+    context: SearchContext
+    launcher: Launcher[Any]
+    evaluator: Evaluator
+    ledger: Ledger
+    lease: DriverLease
+    space_choice: SpaceChoice
+    console: Console
+    hook: HookRelay
+    # The pruner's settings for the workers (nasfw.pruning), None without one.
+    pruning: dict[str, Any] | None
+    # tuner.asynchronous=true: candidates asked for one by one as workers free up.
+    asynchronous: bool
+    # The last generation whose tuner state the study holds (None: a new search).
+    resumed_after: int | None
+    # Seconds from the process's start to the first training step, once known.
+    first_step: float | None = None
+
+    @property
+    def tuner(self) -> Tuner:
+        return self.context.tuner
+
+
+def prepare(
+    config: NasfwConfig, fingerprint: dict[str, Any], output_dir: Path, console: Console
+) -> Search:
+    """Set up the search ``config`` describes (``fingerprint``: its result-defining settings,
+    :func:`nasfw.search.fingerprint`), in ``output_dir``.
+
+    Raises:
+        ConfigError, SearchSpaceError, PluginError, DataError: bad input, naming the key,
+            before the study is created.
+        LedgerError, LeaseError: the storage cannot serve, or another driver runs the study.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    reg = registry()
+    tuner_cls: type[Tuner] = reg.get("tuners", config.tuner.name)
+    launcher_cls = reg.get("launchers", config.launcher.name)
+    if config.postproc.name != "none":
+        reg.get("postprocessors", config.postproc.name)
+    scoring = _scoring(config, reg)
+    pruning = pruner_settings(config, scoring["name"])
+    problem = load_problem(config.problem)
+    space_choice = _space_choice(config, problem, reg)
+    space = space_choice.initial_space(reg.ops)
+    if not space.accepts(problem.modality):
+        raise _modality_error(space, problem, reg)
+    screener = _screener(config, problem, tuner_cls, sorted(reg.ops))
+
+    def new_tuner(space: SearchSpace) -> Tuner:
+        return make_tuner(
+            tuner_cls,
+            config.tuner,
+            space,
+            config.seed,
+            problem=problem,
+            train=config.train,
+            screen=screener,
+        )
+
+    # Tuner and launcher check their settings first: a bad config must not leave its
+    # fingerprint in a new study, or the corrected rerun would be refused as another search.
+    tuner = new_tuner(space)
+    launcher = launcher_cls(config.launcher)
+    lease: DriverLease | None = None
+    try:
+        launcher.check_device(str(config.train.device))
+        asynchronous = _check_asynchronous(config, tuner, launcher, pruning)
+        # Everything the run will write to is checked before the study exists.
+        check_writable(export_path(config, output_dir), "export_dir")
+        hook = plugin_manager().hook
+        hook.nasfw_check_config(cfg=config)
+        ledger = Ledger(config.storage.url, config.study_name)
+        # Before anything is written: a second driver on the study refuses here.
+        lease = DriverLease(ledger.storage, config.study_name)
+        lease.acquire()
+        warm = _warm_start_trials(ledger, config.tuner.warm_start)
+        if warm is not None:
+            tuner.warm_start(warm)
+        ledger.check_fingerprint(fingerprint)
+
+        def tuner_in(space: SearchSpace) -> Tuner:
+            tuner = new_tuner(space)
+            if warm is not None:
+                tuner.warm_start(warm)
+            return tuner
+
+        resumed = space_choice.on_resume(ledger, tuner_in)  # a resumed search keeps its space
+        if resumed is not None:
+            space, tuner = resumed
+        ledger.set_metric_name(f"val_{problem.metric}")
+        saved = ledger.load_state()
+        ledger.fail_interrupted()  # evaluations a killed driver left RUNNING (pruner=...)
+        if saved is not None:
+            tuner.restore(saved[1])
+        context = SearchContext(
+            cfg=config,
+            problem=problem,
+            space=space,
+            tuner=tuner,
+            study=ledger.study,
+            output_dir=output_dir,
+            history=ledger.records(),
+            start_generation=saved[0] + 1 if saved is not None else 0,
+            generation_seconds=ledger.generation_seconds(),
+            workers=launcher.workers,
+        )
+    except BaseException:
+        launcher.close()
+        if lease is not None:
+            lease.release()
+        raise
+    evaluator = Evaluator(
+        problem=config.problem,
+        train=config.train,
+        seed=config.seed,
+        max_params=space.max_params,
+        threads=_threads(config, launcher.workers),
+        scoring=scoring,
+        weights=study_weights(config),
+    )
+    return Search(
+        config=config,
+        context=context,
+        launcher=launcher,
+        evaluator=evaluator,
+        ledger=ledger,
+        lease=lease,
+        space_choice=space_choice,
+        console=console,
+        hook=hook,
+        pruning=pruning,
+        asynchronous=asynchronous,
+        resumed_after=saved[0] if saved is not None else None,
+    )
+
+
+def study_weights(config: NasfwConfig) -> WeightStore:
+    """The :class:`nasfw.weights.WeightStore` of the study (``storage.artifacts``, made
+    absolute so jobs started elsewhere find it)."""
+    path = Path(config.storage.artifacts).expanduser()
+    return WeightStore(str(path.absolute()), config.study_name)
+
+
+def export_path(config: NasfwConfig, output_dir: Path) -> Path:
+    """Where the best model goes: ``export_dir``, relative to the run's output directory."""
+    path = Path(config.export_dir).expanduser()
+    return path if path.is_absolute() else output_dir / path
+
+
+def _space_choice(config: NasfwConfig, problem: Problem, reg: Registry) -> SpaceChoice:
+    """How the search space is chosen: the one ``search_space`` names, or
+    ``search_space=auto``'s mini-benchmark choice (built here, so a missing DB fails first)."""
+    from nasfw.minibench.auto import AUTO, AutoSpace
+
+    if config.search_space.name == AUTO:
+        return AutoSpace(config, problem, sorted(reg.ops))
+    return FixedSpace(config.search_space)
+
+
+def _modality_error(space: SearchSpace, problem: Problem, reg: Registry) -> SearchSpaceError:
+    serving = spaces_for(problem.modality, reg)
+    hint = (
+        f" (search_space={' or search_space='.join(serving)})"
+        if serving
+        else " (none is registered: write one, see the README)"
+    )
+    return SearchSpaceError(
+        f"search_space={space.name} serves {list(space.modalities)} problems but "
+        f"problem={problem.name} is {problem.modality}; pick a search space for "
+        f"{problem.modality} data{hint}"
+    )
+
+
+def spaces_for(modality: str, reg: Registry) -> list[str]:
+    """Names of the search spaces (built-in presets and plugins') that serve ``modality``."""
+    from importlib.resources import files
+
+    from nasfw.minibench.auto import AUTO
+
+    names = {
+        p.name.removesuffix(".yaml")
+        for p in files("nasfw.conf").joinpath("search_space").iterdir()
+        if p.name.endswith(".yaml")
+    }
+    names |= {name for group, name in reg.configs if group == "search_space"}
+    found = []
+    for name in sorted(names - {AUTO}):  # auto is no constraint set
+        node = preset("search_space", name)
+        if node is not None and modality in node.get("modalities", ["image"]):
+            found.append(name)
+    return found
+
+
+def _scoring(config: NasfwConfig, reg: Registry) -> dict[str, Any]:
+    """The evaluation settings as plain values; ``auto`` becomes the problem's preset."""
+    if config.evaluation.name != "auto":
+        name, settings = config.evaluation.name, as_dict(config.evaluation)
+    else:
+        name = config.problem.evaluation
+        node = reg.configs.get(("evaluation", name))
+        settings = as_dict(config_node(node)) if node is not None else {"name": name}
+    if name != "plain" and name not in reg.scorers:
+        raise ConfigError(
+            f"evaluation={name}"
+            + (
+                f" (from problem.evaluation of problem={config.problem.name})"
+                if config.evaluation.name == "auto"
+                else ""
+            )
+            + f" is not a registered scorer (available: {sorted(['plain', *reg.scorers])})"
+        )
+    return {**settings, "name": name}
+
+
+def _threads(config: NasfwConfig, workers: int) -> int:
+    if config.train.threads:
+        return config.train.threads
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def _screener(config: NasfwConfig, problem: Problem, tuner_cls: type[Tuner], ops: list[str]) -> Any:
+    """``evaluation.screen=k``: the screen of the mini-benchmark DB's regressor for ``problem``
+    (None for k = 1).
+
+    Raises:
+        ConfigError: the tuner cannot screen, or ``minibench.db`` cannot serve (no DB, no
+            trained networks in it).
+    """
+    k = config.evaluation.screen
+    if k <= 1:
+        return None
+    if not tuner_cls.screening:
+        raise ConfigError(
+            f"evaluation.screen={k}: tuner={config.tuner.name} cannot screen its proposals "
+            "(random, evolution and codeepneat can); use evaluation.screen=1"
+        )
+    from nasfw.minibench.db import BestModelDB
+    from nasfw.minibench.encoding import ProblemMeta
+    from nasfw.minibench.screen import Screener, train_regressor
+
+    mb = config.minibench
+    db = BestModelDB(mb.db, must_exist=True)
+    try:
+        regressor = train_regressor(db, mb.folding, ops, config.seed)
+    except ValueError as err:
+        raise ConfigError(f"minibench.db={mb.db}: {err} (evaluation.screen)") from None
+    finally:
+        db.close()
+    return Screener(regressor, ProblemMeta.of(problem), mb.folding, ops, k)
+
+
+def _check_asynchronous(
+    config: NasfwConfig, tuner: Tuner, launcher: Launcher[Any], pruning: dict[str, Any] | None
+) -> bool:
+    """Whether the search runs asynchronously (``tuner.asynchronous``).
+
+    Raises:
+        ConfigError: naming ``tuner.asynchronous`` when the tuner cannot, a pruner is set (its
+            decisions need trials written as they start), or the launcher's jobs write their
+            own trials (cluster job arrays).
+    """
+    settings = config.tuner
+    if not (isinstance(settings, AsynchronousTunerConfig) and settings.asynchronous):
+        return False
+    if not type(tuner).asynchronous:
+        raise ConfigError(
+            f"tuner.asynchronous=true: tuner={settings.name} proposes whole generations "
+            "(random, evolution and tpe can run asynchronously)"
+        )
+    if pruning is not None:
+        raise ConfigError(
+            f"tuner.asynchronous=true cannot be combined with pruner={config.pruner.name}: a "
+            "pruner needs each trial written as it starts; use pruner=none, or a synchronous tuner"
+        )
+    if launcher.workers_write_trials:
+        raise ConfigError(
+            f"tuner.asynchronous=true: launcher={config.launcher.name} runs each generation as a "
+            "batch of jobs that write their own trials; use launcher=local"
+        )
+    return True
+
+
+def _warm_start_trials(ledger: Ledger, name: str | None) -> list[TrialRecord] | None:
+    """The finished trials of study ``name`` in the search's storage (``tuner.warm_start``;
+    None when unset)."""
+    if not name:
+        return None
+    names = [s.study_name for s in ledger.storage.get_all_studies()]
+    if name not in names or name == ledger.study.study_name:
+        found = sorted(n for n in names if "::" not in n and n != ledger.study.study_name)
+        raise ConfigError(
+            f"tuner.warm_start={name}: "
+            + ("a search cannot warm-start from itself" if name in names else "no such study")
+            + f" in storage.url={ledger.url} (studies there: {found or 'none'})"
+        )
+    return Ledger(ledger.url, name).records()

@@ -1,0 +1,127 @@
+"""Opening the Optuna storage a study lives in (``storage.url``): SQLite, PostgreSQL and other
+RDB URLs, or a journal file, with the faults of several processes opening one at a time and of
+a writer killed mid-record handled here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+_log = logging.getLogger("nasfw.ledger")
+
+_SCHEMA_RACE_ATTEMPTS = 8
+
+
+class LedgerError(RuntimeError):
+    """The storage cannot be opened, or the study belongs to a different search."""
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``storage.url``: an RDB URL, or ``journal:///path/to/file.log``."""
+    try:
+        if url.startswith("journal://"):
+            from optuna.storages.journal import JournalFileBackend
+
+            path = Path(url.removeprefix("journal://"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            set_aside_torn_tail(path)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        if url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///"))
+            if not path.parent.is_dir():
+                raise LedgerError(f"storage.url={url}: directory {path.parent} does not exist")
+            # Wait for a lock instead of failing when another process writes to the file.
+            return _create_rdb_storage(url, {"connect_args": {"timeout": 60}})
+        return _create_rdb_storage(url, None)
+    except LedgerError:
+        raise
+    except Exception as err:
+        raise LedgerError(
+            f"storage.url={url}: cannot open the Optuna storage ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}). Use sqlite:///file.db for one "
+            "machine, or a PostgreSQL URL / journal:///shared/path.log for clusters."
+        ) from err
+
+
+def set_aside_torn_tail(path: Path) -> Path | None:
+    """Move an unfinished last record of journal ``path`` into a backup file; return it.
+
+    A writer killed in the middle of a record leaves bytes without the closing newline. Optuna
+    reads past them, but the next record would be appended onto them, making a line no reader
+    can parse, and every later open of the journal would fail. The torn bytes go to
+    ``<path>.torn-<UTC time>`` (named in a warning) and the journal ends at its last whole
+    record. Done under the journal's own lock, so no live writer is cut short.
+    """
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        with open(path, "rb+") as f:
+            size = end = f.seek(0, 2)
+            cut = 0
+            while end > 0:  # the last newline, read backwards in blocks
+                start = max(0, end - 65536)
+                f.seek(start)
+                newline = f.read(end - start).rfind(b"\n")
+                if newline >= 0:
+                    cut = start + newline + 1
+                    break
+                end = start
+            if cut == size:
+                return None
+            f.seek(cut)
+            torn = f.read()
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            backup = path.with_name(f"{path.name}.torn-{stamp}")
+            backup.write_bytes(torn)
+            f.truncate(cut)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        lock.release()
+    _log.warning(
+        "journal %s ended in an unfinished record (%d bytes, from a writer that was killed "
+        "mid-write); it was moved to %s and the journal ends at its last whole record",
+        path,
+        len(torn),
+        backup,
+    )
+    return backup
+
+
+def _create_rdb_storage(
+    url: str, engine_kwargs: dict[str, Any] | None
+) -> optuna.storages.RDBStorage:
+    """``RDBStorage(url)``, retried while other processes create the same fresh schema.
+
+    Jobs of one array (Hydra multirun on SLURM, say) open a new database at the same moment;
+    all but one then fail on a table or version row the winner has just created. Once the
+    schema exists, opening it again succeeds.
+    """
+    import sqlalchemy.exc
+
+    for attempt in range(1, _SCHEMA_RACE_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except sqlalchemy.exc.DBAPIError as err:
+            schema_race = isinstance(err, sqlalchemy.exc.IntegrityError)
+            if not (schema_race or "already exists" in str(err)):
+                raise
+            time.sleep(0.1 * attempt)
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+def absolute_url(url: str) -> str:
+    """``url`` with a relative SQLite or journal path made absolute (for jobs elsewhere)."""
+    for prefix in ("sqlite:///", "journal://"):
+        if url.startswith(prefix) and not url.startswith(prefix + "/"):
+            return prefix + str(Path(url.removeprefix(prefix)).resolve())
+    return url
