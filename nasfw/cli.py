@@ -240,7 +240,8 @@ def main() -> None:
 
 def store_schemas(reg: Registry) -> None:
     """Put into Hydra's ConfigStore what ``conf/config.yaml`` composes besides its YAML files:
-    the primary schema, the core's pruner options and what ``reg``'s plugins registered.
+    the primary schema, the core's ``pruner=none`` and what ``reg``'s plugins registered (the
+    other pruners among them).
 
     Whatever composes the run's config (the CLI, tests) calls this first, so it composes what
     ``python -m nasfw`` does.
@@ -248,7 +249,7 @@ def store_schemas(reg: Registry) -> None:
     from hydra.core.config_store import ConfigStore
 
     from nasfw.config import EvaluationConfig, NasfwConfig
-    from nasfw.pruning import SCHEMAS
+    from nasfw.pruning import NoPrunerConfig
     from nasfw.registry import store_configs
 
     store_configs(reg)
@@ -256,8 +257,7 @@ def store_schemas(reg: Registry) -> None:
     cs.store(name="nasfw_schema", node=NasfwConfig, provider="nasfw")
     # The schema conf/evaluation/{plain,auto}.yaml extend (Hydra's "schema" pattern).
     cs.store(name="nasfw_evaluation_schema", node=EvaluationConfig, provider="nasfw")
-    for name, schema in SCHEMAS.items():  # pruner=<name>: Optuna's pruners, typed
-        cs.store(group="pruner", name=name, node=schema, provider="nasfw")
+    cs.store(group="pruner", name=NoPrunerConfig.name, node=NoPrunerConfig, provider="nasfw")
 
 
 def _share_config_store() -> None:

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    import optuna
     from omegaconf import DictConfig
 
+    from nasfw.config import PrunerConfig
     from nasfw.launcher import Launcher
     from nasfw.ops import OpSpec
     from nasfw.problem import Problem, ProblemConfig
@@ -87,6 +89,21 @@ def register_scorers(
 @hookspec
 def register_launchers(register: Callable[[str, type[Launcher]], None]) -> None:
     """Register launcher classes by name (the value of ``launcher.name``)."""
+
+
+@hookspec
+def register_pruners(
+    register: Callable[[type[PrunerConfig], Callable[[Any], optuna.pruners.BasePruner]], None],
+) -> None:
+    """Register pruners: ``register(MinePrunerConfig, make_mine)``, once per pruner.
+
+    ``MinePrunerConfig`` is a dataclass subclass of :class:`nasfw.PrunerConfig` whose ``name``
+    default is the option's name: it becomes ``pruner=<name>``, typed, its fields set as
+    ``pruner.<field>=value``. ``make_mine(settings) -> optuna.pruners.BasePruner`` makes the
+    pruner from an instance of it, wherever a network trains (a worker process, a cluster
+    job), so import Optuna inside it. Settings that default to the run's are filled in first
+    by the schema's :meth:`~nasfw.PrunerConfig.for_run` (e.g. a budget of ``train.epochs``).
+    """
 
 
 @hookspec

@@ -30,7 +30,13 @@ from nasfw import hookspecs
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "plugins.md"
 FILE_BLOCK = re.compile(r'^```\w+ title="([^"]+)"\n(.*?)^```$', re.MULTILINE | re.DOTALL)
-FILES = {"pyproject.toml", "myplugin/__init__.py", "myplugin/climb.py", "myplugin/trial_csv.py"}
+FILES = {
+    "pyproject.toml",
+    "myplugin/__init__.py",
+    "myplugin/climb.py",
+    "myplugin/threshold.py",
+    "myplugin/trial_csv.py",
+}
 TEST_FILE = "tests/test_climb.py"
 
 
@@ -174,7 +180,7 @@ def test_the_pages_tests_pass(site: Path, package: Path) -> None:
     suite's ``space`` fixture comes from nasfw's pytest plugin."""
     proc = run(["-m", "pytest", "-q", "-p", "no:cacheprovider", TEST_FILE], site, package)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert re.search(r"^7 passed", proc.stdout, re.MULTILINE), proc.stdout[-3000:]
+    assert re.search(r"^10 passed", proc.stdout, re.MULTILINE), proc.stdout[-3000:]
 
 
 def test_the_testing_modules_example_runs_as_written(tmp_path: Path) -> None:
