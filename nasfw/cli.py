@@ -198,7 +198,10 @@ def _task(cfg: DictConfig) -> float | None:
     _summary(context)
     best = context.best()
     if best is None and context.history:
-        reasons = Counter((t.result.error or "failed").split(" (at ")[0] for t in context.history)
+        reasons = Counter(
+            (t.result.error or ("pruned" if t.result.pruned else "failed")).split(" (at ")[0]
+            for t in context.history
+        )
         listing = "; ".join(f"{n}x {reason}" for reason, n in reasons.most_common(5))
         _fail(
             f"no candidate of study {cfg.study_name!r} trained successfully ({listing}). "
