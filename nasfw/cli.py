@@ -195,7 +195,10 @@ def _task(cfg: DictConfig) -> float | None:
     _summary(context)
     best = context.best()
     if best is None and context.history:
-        reasons = Counter((t.result.error or "failed").split(" (at ")[0] for t in context.history)
+        reasons = Counter(
+            (t.result.error or ("pruned" if t.result.pruned else "failed")).split(" (at ")[0]
+            for t in context.history
+        )
         listing = "; ".join(f"{n}x {reason}" for reason, n in reasons.most_common(5))
         _fail(
             f"no candidate of study {cfg.study_name!r} trained successfully ({listing}). "
@@ -237,8 +240,8 @@ def main() -> None:
 
 def store_schemas(reg: Registry) -> None:
     """Put into Hydra's ConfigStore what ``conf/config.yaml`` composes besides its YAML files:
-    the primary schema, the core's ``none`` options and pruners, and what ``reg``'s plugins
-    registered.
+    the primary schema, the core's ``none`` options (``pruner=none`` among them) and what
+    ``reg``'s plugins registered (the other pruners among them).
 
     Whatever composes the run's config (the CLI, tests) calls this first, so it composes what
     ``python -m nasfw`` does.
@@ -246,7 +249,7 @@ def store_schemas(reg: Registry) -> None:
     from hydra.core.config_store import ConfigStore
 
     from nasfw.config import EvaluationConfig, NasfwConfig, PostprocConfig, TrackingConfig
-    from nasfw.pruning import SCHEMAS
+    from nasfw.pruning import NoPrunerConfig
     from nasfw.registry import store_configs
 
     store_configs(reg)
@@ -258,8 +261,7 @@ def store_schemas(reg: Registry) -> None:
     cs.store(group="tracking", name="none", node=TrackingConfig(name="none"), provider="nasfw")
     # The schema conf/evaluation/{plain,auto}.yaml extend (Hydra's "schema" pattern).
     cs.store(name="nasfw_evaluation_schema", node=EvaluationConfig, provider="nasfw")
-    for name, schema in SCHEMAS.items():  # pruner=<name>: Optuna's pruners, typed
-        cs.store(group="pruner", name=name, node=schema, provider="nasfw")
+    cs.store(group="pruner", name=NoPrunerConfig.name, node=NoPrunerConfig, provider="nasfw")
 
 
 def _share_config_store() -> None:

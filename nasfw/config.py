@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from omegaconf import MISSING
 
@@ -267,10 +267,18 @@ class AsynchronousTunerConfig(TunerConfig):
 
 @dataclass
 class PrunerConfig:
-    """Base of the ``pruner`` group's schemas (:mod:`nasfw.pruning`): ``none`` or one of
-    Optuna's pruners, which stop a network whose learning curve falls behind."""
+    """Base of the ``pruner`` group's schemas (:mod:`nasfw.pruning`): ``none``, or a pruner a
+    plugin registered (``register_pruners``; Optuna's own come from the plugin ``pruners``),
+    which stops a network whose learning curve falls behind. A subclass's ``name`` default is
+    its option's name (``pruner=<name>``)."""
 
     name: str = MISSING
+
+    def for_run(self, train_epochs: int) -> Self:
+        """These settings for a run whose networks train ``train_epochs`` epochs
+        (``train.epochs``), before the pruner is made: a subclass fills in the settings that
+        default to the run's (e.g. a ``None`` budget); the base returns them as they are."""
+        return self
 
 
 @dataclass

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from nasfw.config import NasfwConfig
+    import optuna
+
+    from nasfw.config import NasfwConfig, PrunerConfig
     from nasfw.ops import OpSpec
     from nasfw.problem import Problem, ProblemConfig
     from nasfw.records import Candidate, Result, SearchContext, TrialRecord
@@ -89,6 +91,21 @@ def register_launchers(register: Callable[..., None]) -> None:
     """Register launcher classes: ``register(LocalLauncher)``, named by their ``config_class``
     (a :class:`nasfw.LauncherConfig` subclass whose ``name`` defaults to the option's name),
     as tuners are (:func:`register_tuners`); ``register(name, cls)`` still works."""
+
+
+@hookspec
+def register_pruners(
+    register: Callable[[type[PrunerConfig], Callable[[Any], optuna.pruners.BasePruner]], None],
+) -> None:
+    """Register pruners: ``register(MinePrunerConfig, make_mine)``, once per pruner.
+
+    ``MinePrunerConfig`` is a dataclass subclass of :class:`nasfw.PrunerConfig` whose ``name``
+    default is the option's name: it becomes ``pruner=<name>``, typed, its fields set as
+    ``pruner.<field>=value``. ``make_mine(settings) -> optuna.pruners.BasePruner`` makes the
+    pruner from an instance of it, wherever a network trains (a worker process, a cluster
+    job), so import Optuna inside it. Settings that default to the run's are filled in first
+    by the schema's :meth:`~nasfw.PrunerConfig.for_run` (e.g. a budget of ``train.epochs``).
+    """
 
 
 @hookspec

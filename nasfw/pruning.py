@@ -1,14 +1,18 @@
-"""Pruners: Optuna's own, stopping networks whose learning curve falls behind.
+"""Pruners: stopping networks whose learning curve falls behind.
 
-``pruner=median`` (or ``successive_halving``, ``hyperband``, ``patient``) makes every evaluation
-a live Optuna trial: it is created ``RUNNING`` when training starts, each point of its learning
-curve (``train.curve_every``) is reported as an intermediate value, and the pruner, reading the
-study's other trials from the shared storage, may stop it. A stopped network is a ``PRUNED``
-trial whose value is its last score (what Optuna's ``study.tell`` stores for a pruned trial),
-with the epochs it trained; the tuners rank it by that score (``Result.fitness``), below the
-networks that outscored it, and it is never the search's best. The evaluation asks the pruner
-where it runs (a local worker or a cluster job), through the storage, so this works the same
-with every launcher.
+``pruner=<name>`` makes every evaluation a live Optuna trial: it is created ``RUNNING`` when
+training starts, each point of its learning curve (``train.curve_every``) is reported as an
+intermediate value, and the pruner, reading the study's other trials from the shared storage,
+may stop it. A stopped network is a ``PRUNED`` trial whose value is its last score (what
+Optuna's ``study.tell`` stores for a pruned trial), with the epochs it trained; the tuners rank
+it by that score (``Result.fitness``), below the networks that outscored it, and it is never the
+search's best. The evaluation asks the pruner where it runs (a local worker or a cluster job),
+through the storage, so this works the same with every launcher.
+
+Pruners are plugins (the hook ``register_pruners``): Optuna's ``median``,
+``successive_halving``, ``hyperband`` and ``patient`` come from the built-in plugin
+``pruners`` (``nasfw.plugins.pruners``); ``pruner=none`` is the core's. The settings travel
+to the workers as a plain dict, and each process finds the pruner in its own registry.
 
 With several workers, a pruner's verdict depends on which other trials have finished at that
 moment, so a pruned search is not reproducible bit for bit (as with Optuna's own pruners).
@@ -16,11 +20,13 @@ moment, so a pruned search is not reproducible bit for bit (as with Optuna's own
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from nasfw.config import ConfigError, PrunerConfig, as_dict, setting
+from nasfw.config import ConfigError, PrunerConfig, as_dict
 
 if TYPE_CHECKING:
     import optuna
@@ -28,123 +34,76 @@ if TYPE_CHECKING:
     from nasfw.config import NasfwConfig
     from nasfw.ledger import Ledger
 
+NONE = "none"
+
 
 @dataclass
 class NoPrunerConfig(PrunerConfig):
     """Every network trains its full ``train.epochs``."""
 
-    name: str = "none"
-
-
-@dataclass
-class MedianPrunerConfig(PrunerConfig):
-    """``optuna.pruners.MedianPruner``: stop a network whose score at an epoch is below the
-    median of the finished networks' scores at that epoch."""
-
-    name: str = "median"
-    # Finished trials needed before anything is pruned.
-    n_startup_trials: int = setting(5, ge=0)
-    # Epochs every network trains before it can be pruned.
-    n_warmup_steps: int = setting(0, ge=0)
-    interval_steps: int = setting(1, ge=1)
-    # Trials that must have reported an epoch before that epoch's median is used.
-    n_min_trials: int = setting(1, ge=1)
-
-
-@dataclass
-class SuccessiveHalvingPrunerConfig(PrunerConfig):
-    """``optuna.pruners.SuccessiveHalvingPruner`` (asynchronous successive halving, ASHA)."""
-
-    name: str = "successive_halving"
-    # Epochs before the first rung (None: Optuna's "auto", from the first finished trials).
-    min_resource: int | None = setting(None, ge=1)
-    reduction_factor: int = setting(4, ge=2)
-    min_early_stopping_rate: int = setting(0, ge=0)
-    bootstrap_count: int = setting(0, ge=0)
-
-
-@dataclass
-class HyperbandPrunerConfig(PrunerConfig):
-    """``optuna.pruners.HyperbandPruner``: several successive-halving brackets at once."""
-
-    name: str = "hyperband"
-    min_resource: int = setting(1, ge=1)
-    # The most epochs a network trains (None: train.epochs).
-    max_resource: int | None = setting(None, ge=1)
-    reduction_factor: int = setting(3, ge=2)
-    bootstrap_count: int = setting(0, ge=0)
-
-
-@dataclass
-class PatientPrunerConfig(PrunerConfig):
-    """``optuna.pruners.PatientPruner`` on its own: stop a network whose score has not
-    improved by more than ``min_delta`` for ``patience`` epochs."""
-
-    name: str = "patient"
-    patience: int = setting(2, ge=0)
-    min_delta: float = setting(0.0, ge=0)
-
-
-SCHEMAS: dict[str, type[PrunerConfig]] = {
-    schema.name: schema
-    for schema in (
-        NoPrunerConfig,
-        MedianPrunerConfig,
-        SuccessiveHalvingPrunerConfig,
-        HyperbandPrunerConfig,
-        PatientPrunerConfig,
-    )
-}
+    name: str = NONE
 
 
 def pruner_settings(cfg: NasfwConfig, scoring: str) -> dict[str, Any] | None:
     """The settings of ``cfg.pruner`` as a plain dict for the workers, or ``None`` for
-    ``pruner=none``. ``hyperband``'s ``max_resource`` defaults to ``train.epochs``.
+    ``pruner=none``; settings that default to the run's are filled in
+    (:meth:`nasfw.PrunerConfig.for_run`: ``hyperband``'s ``max_resource`` is ``train.epochs``).
 
     Raises:
-        ConfigError: the pruner cannot work with this run (no learning curve with
-            ``train.curve_every=0``; a scorer other than ``plain``, ``scoring``).
+        ConfigError: the pruner is unknown (or its plugin blocked), or cannot work with this
+            run (no learning curve with ``train.curve_every=0``; a scorer other than
+            ``plain``, ``scoring``).
     """
-    if cfg.pruner.name == "none":
+    if cfg.pruner.name == NONE:
         return None
     settings = as_dict(cfg.pruner)
-    if settings["name"] not in SCHEMAS:
-        raise ConfigError(f"pruner={settings['name']} is unknown (available: {sorted(SCHEMAS)})")
+    name = str(settings["name"])
+    schema, _ = _pruner(name)
     if int(cfg.train.curve_every) == 0:
         raise ConfigError(
-            f"pruner={settings['name']} needs a learning curve, but train.curve_every=0 "
+            f"pruner={name} needs a learning curve, but train.curve_every=0 "
             "scores networks only after their last epoch; set train.curve_every=1"
         )
     if scoring != "plain":
         raise ConfigError(
-            f"pruner={settings['name']} needs evaluation=plain (evaluation={scoring} trains in "
+            f"pruner={name} needs evaluation=plain (evaluation={scoring} trains in "
             "phases no pruner can follow); set evaluation=plain or pruner=none"
         )
-    if settings["name"] == "hyperband" and settings["max_resource"] is None:
-        settings["max_resource"] = int(cfg.train.epochs)
-    return settings
+    return dataclasses.asdict(_settings(schema, settings).for_run(int(cfg.train.epochs)))
 
 
 def make_pruner(settings: dict[str, Any]) -> optuna.pruners.BasePruner:
-    """The Optuna pruner ``settings`` (from :func:`pruner_settings`) describe."""
-    import optuna
+    """The Optuna pruner ``settings`` (from :func:`pruner_settings`) describe, made by the
+    plugin that registered it."""
+    schema, factory = _pruner(str(settings["name"]))
+    return factory(_settings(schema, settings))
 
-    kwargs = {k: v for k, v in settings.items() if k != "name"}
-    name = settings["name"]
-    if name == "median":
-        return optuna.pruners.MedianPruner(**kwargs)
-    if name == "successive_halving":
-        kwargs["min_resource"] = kwargs["min_resource"] or "auto"
-        return optuna.pruners.SuccessiveHalvingPruner(**kwargs)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(**kwargs)
-    if name == "patient":
-        import warnings
 
-        with warnings.catch_warnings():  # "experimental" since Optuna 2.8
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.pruners.PatientPruner(None, **kwargs)
-    raise ConfigError(f"pruner={name} is unknown (available: {sorted(SCHEMAS)})")
+def _pruner(name: str) -> tuple[type[PrunerConfig], Callable[[Any], optuna.pruners.BasePruner]]:
+    """The schema and factory registered for ``pruner=<name>``; a one-line ConfigError naming
+    ``pruner=`` otherwise (with the blocked plugin that has it, or the pruners there are)."""
+    import os
+
+    from nasfw.registry import DISABLE_ENV, blocked_provider, registry
+
+    pruners = registry().pruners
+    if name in pruners:
+        return pruners[name]
+    provider = blocked_provider("pruners", name)
+    if provider is not None:
+        raise ConfigError(
+            f"pruner={name} is not available because {DISABLE_ENV}={os.environ[DISABLE_ENV]} "
+            f"blocks plugin {provider!r}, which provides it; unset it or choose another option"
+        )
+    raise ConfigError(f"pruner={name} is unknown (available: {sorted([NONE, *pruners])})")
+
+
+def _settings(schema: type[PrunerConfig], settings: dict[str, Any]) -> PrunerConfig:
+    """``settings`` as an instance of ``schema``."""
+    try:
+        return schema(**settings)
+    except TypeError as err:  # keys another schema has (e.g. pruner.name set to another)
+        raise ConfigError(f"pruner={settings['name']}: {err}") from None
 
 
 class TrialReporter:

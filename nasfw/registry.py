@@ -5,9 +5,9 @@ group. ``NASFW_DISABLE_PLUGINS=name1,name2`` blocks plugins by entry-point name.
 
 Mistakes in a plugin fail in one line that names it (:class:`PluginError`): a hook name that
 is no nasfw hook (with the closest one), hook arguments the spec does not have, a
-``register_*`` hook that returns what it should pass to ``register``, an option asked for
-whose plugin is blocked. A blocked name that matches no installed plugin is a
-:class:`PluginWarning`.
+``register_*`` hook that returns what it should pass to ``register``, a pruner schema that
+does not carry its option's name, an option asked for whose plugin is blocked. A blocked
+name that matches no installed plugin is a :class:`PluginWarning`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import pluggy
 from nasfw import hookspecs
 
 if TYPE_CHECKING:
+    from nasfw.config import PrunerConfig
     from nasfw.launcher import Launcher
     from nasfw.ops import OpSpec
     from nasfw.problem import Problem, ProblemConfig
@@ -61,6 +62,10 @@ class Registry:
     postprocessors: dict[str, Any] = field(default_factory=dict)
     scorers: dict[str, Any] = field(default_factory=dict)
     launchers: dict[str, type[Launcher[Any]]] = field(default_factory=dict)
+    # name -> (schema, factory): the option pruner=<name> and what makes its pruner.
+    pruners: dict[str, tuple[type[PrunerConfig], Callable[[Any], Any]]] = field(
+        default_factory=dict
+    )
     # (group, name) -> config node, stored into Hydra's ConfigStore by ``store_configs``.
     configs: dict[tuple[str, str], Any] = field(default_factory=dict)
 
@@ -242,10 +247,20 @@ def collect(pm: pluggy.PluginManager) -> Registry:
         _adder(reg.problems, "problem")(name, loader)
         add_config(("problem", name), {"name": name} if node is None else node)
 
+    def add_pruner(schema: type[PrunerConfig], factory: Callable[[Any], Any]) -> None:
+        name = pruner_name(schema)
+        if not callable(factory):
+            raise PluginError(f"pruner {name!r}: register(schema, factory) got {factory!r}")
+        if reg.pruners.get(name, (schema, factory)) != (schema, factory):
+            raise PluginError(f"two plugins register the pruner {name!r}")
+        reg.pruners[name] = (schema, factory)
+        add_config(("pruner", name), schema)
+
     for hook_name, register in (
         ("register_ops", lambda spec: _adder(reg.ops, "op")(spec.name, spec)),
         ("register_tuners", by_class("tuner", "tuner", reg.tuners)),
         ("register_launchers", by_class("launcher", "launcher", reg.launchers)),
+        ("register_pruners", add_pruner),
         ("register_postprocessors", _adder(reg.postprocessors, "post-processor")),
         ("register_scorers", _adder(reg.scorers, "scorer")),
         ("register_configs", lambda group, name, node: add_config((group, name), node)),
@@ -254,6 +269,34 @@ def collect(pm: pluggy.PluginManager) -> Registry:
     ):
         _call_register_hook(pm, hook_name, register)
     return reg
+
+
+def pruner_name(schema: Any) -> str:
+    """The option name a pruner schema carries (its ``name`` default), checked: ``schema``
+    must be a dataclass subclass of :class:`nasfw.PrunerConfig` and the name not ``none``
+    (the core's ``pruner=none``)."""
+    from omegaconf import MISSING
+
+    from nasfw.config import PrunerConfig
+
+    if not (
+        isinstance(schema, type)
+        and issubclass(schema, PrunerConfig)
+        and dataclasses.is_dataclass(schema)
+    ):
+        raise PluginError(
+            f"register_pruners: {schema!r} is not a dataclass subclass of nasfw.PrunerConfig"
+        )
+    where = f"{schema.__module__}.{schema.__qualname__}"
+    name = getattr(schema, "name", None)
+    if not isinstance(name, str) or name in ("", MISSING):
+        raise PluginError(
+            f"register_pruners: {where} has no name: give its field a default, "
+            'e.g. name: str = "mine" for pruner=mine'
+        )
+    if name == "none":
+        raise PluginError(f"register_pruners: {where} is named 'none', the core's pruner=none")
+    return name
 
 
 def blocked_provider(kind: str, name: Any) -> str | None:

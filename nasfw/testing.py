@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from nasfw.config import SearchSpaceConfig
+from nasfw.config import PrunerConfig, SearchSpaceConfig
 from nasfw.launcher import Launcher
 from nasfw.records import Candidate, Result
 from nasfw.registry import PluginError, config_node, registry
@@ -350,3 +350,52 @@ class AsynchronousTunerContract(TunerContract):
             copy = Candidate(candidate.graph, dict(candidate.params), candidate.distributions)
             resumed.tell_one(copy, fake_results([copy])[0])
         assert 2 + 2 + len(self.run_async(resumed)) == resumed.config.n_trials
+
+
+class PrunerContract:
+    """Contract tests for a pruner; provide ``pruner``: the ``(Schema, factory)`` its plugin
+    passes to ``register`` in ``register_pruners``."""
+
+    @pytest.fixture
+    def pruner(self) -> tuple[type[PrunerConfig], Callable[[Any], Any]]:
+        raise NotImplementedError("provide a `pruner` fixture: (Schema, factory)")
+
+    def test_the_schema_names_its_option(
+        self, pruner: tuple[type[PrunerConfig], Callable[[Any], Any]]
+    ) -> None:
+        from nasfw.registry import pruner_name
+
+        schema, _ = pruner
+        assert schema().name == pruner_name(schema)
+
+    def test_settings_travel_as_a_plain_dict(
+        self, pruner: tuple[type[PrunerConfig], Callable[[Any], Any]]
+    ) -> None:
+        """What a worker gets (``nasfw.pruning.make_pruner``), from another process."""
+        import dataclasses
+        import pickle
+
+        schema, _ = pruner
+        settings = schema().for_run(5)
+        assert isinstance(settings, schema)
+        sent = pickle.loads(pickle.dumps(dataclasses.asdict(settings)))
+        assert schema(**sent) == settings
+
+    def test_the_pruner_follows_a_learning_curve(
+        self, pruner: tuple[type[PrunerConfig], Callable[[Any], Any]]
+    ) -> None:
+        """Made from the defaults, it answers for a running trial after each epoch, with
+        finished trials in the study (as the search asks it, through the storage)."""
+        import optuna
+
+        schema, factory = pruner
+        made = factory(schema().for_run(3))
+        assert isinstance(made, optuna.pruners.BasePruner)
+        study = optuna.create_study(direction="maximize")
+        for i in range(4):
+            curve = {1: 0.5 + i / 10, 2: 0.6 + i / 10, 3: 0.7 + i / 10}
+            study.add_trial(optuna.trial.create_trial(value=curve[3], intermediate_values=curve))
+        trial = study.ask()
+        for epoch in (1, 2, 3):
+            trial.report(0.1, epoch)
+            assert made.prune(study, study.trials[trial.number]) in (True, False)

@@ -22,7 +22,6 @@ trials to start from.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,6 +40,7 @@ from nasfw import (
     hookimpl,
     setting,
 )
+from nasfw.plugins._optuna_study import private_study, tpe_sampler, warm_entries
 
 # Optuna is imported where the tuner uses it: registering the plugin (every `python -m nasfw`,
 # --help included) must not pay for importing it.
@@ -231,24 +231,10 @@ class HyperbandTuner(Tuner):
         return {self.members[m]["keys"][-1] for m in self.alive if self.members[m]["keys"]}
 
     def warm_start(self, trials: list[Any]) -> None:
-        """Another study's finished trials join the TPE sampler's (``tuner.warm_start``)."""
-        from optuna.distributions import distribution_to_json
-
-        self.warm = []
-        for t in trials:
-            if not t.params or t.result.status == "failed":
-                continue
-            self.warm.append(
-                {
-                    "params": t.params,
-                    "distributions": {
-                        k: distribution_to_json(d) for k, d in t.distributions.items()
-                    },
-                    "state": "COMPLETE" if t.result.ok else "PRUNED",
-                    "value": t.result.fitness,
-                    "curve": {str(k): v for k, v in t.result.curve.items()},
-                }
-            )
+        """Another study's finished trials join the TPE sampler's (``tuner.warm_start``); the
+        failed ones are left out, and the finished ones keep their learning curves, as the
+        networks it tells itself do (:meth:`_close`)."""
+        self.warm = warm_entries(trials, keep_failed=False, complete_curve=True)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -269,33 +255,8 @@ class HyperbandTuner(Tuner):
 
     def _study(self) -> optuna.Study:
         """A TPE study holding what the sampler learns from, seeded for this bracket."""
-        import optuna
-        from optuna.distributions import json_to_distribution
-        from optuna.trial import TrialState
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.TPESampler(
-                seed=self.seed * 100_003 + self.bracket,
-                n_startup_trials=self.config.n_startup_trials,
-                multivariate=True,
-                group=True,
-                constant_liar=True,
-            )
-        study = optuna.create_study(direction="maximize", sampler=sampler)
-        for entry in [*self.warm, *self.told]:
-            study.add_trial(
-                optuna.trial.create_trial(
-                    params=entry["params"],
-                    distributions={
-                        k: json_to_distribution(d) for k, d in entry["distributions"].items()
-                    },
-                    value=entry["value"] if entry["state"] != "FAIL" else None,
-                    state=TrialState[entry["state"]],
-                    intermediate_values={int(k): v for k, v in entry["curve"].items()},
-                )
-            )
-        return study
+        sampler = tpe_sampler(self.seed, self.bracket, self.config.n_startup_trials)
+        return private_study([*self.warm, *self.told], sampler)
 
     def generation_report(self) -> dict[str, float]:
         schedule = self._brackets()

@@ -10,8 +10,6 @@ another study's finished trials to the private study before the first proposal.
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,6 +22,13 @@ from nasfw import (
     Tuner,
     hookimpl,
     setting,
+)
+from nasfw.plugins._optuna_study import (
+    frozen_trial,
+    private_study,
+    result_entry,
+    tpe_sampler,
+    warm_entries,
 )
 
 # Optuna is imported where a tuner uses it: registering the plugin (every `python -m nasfw`,
@@ -56,30 +61,24 @@ class TPETuner(Tuner):
     config: TPEConfig
 
     def __init__(self, config: Any, space: Any, seed: int, **run: Any) -> None:
-        import optuna
-
         super().__init__(config, space, seed, **run)
         self.generation = 0
+        # What the private study holds, as JSON entries (nasfw.plugins._optuna_study).
         self.told: list[dict[str, Any]] = []
         self.warm: list[dict[str, Any]] = []  # another study's trials (tuner.warm_start)
-        self.study = optuna.create_study(direction="maximize")
+        self.study = private_study([])
         self.pending: list[optuna.Trial] = []
         # Asynchronous evaluation: the private study's trial of each candidate being evaluated.
         self.running: list[tuple[Candidate, optuna.Trial]] = []
 
     def _sampler(self, draw: int | None = None) -> optuna.samplers.TPESampler:
-        import optuna
-
-        with warnings.catch_warnings():
-            # multivariate/group/constant_liar are "experimental" in Optuna, and on purpose here.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(
-                seed=self.seed * 100_003 + (self.generation if draw is None else draw),
-                n_startup_trials=self.config.n_startup_trials,
-                multivariate=self.config.multivariate,
-                group=self.config.group and self.config.multivariate,
-                constant_liar=True,
-            )
+        return tpe_sampler(
+            self.seed,
+            self.generation if draw is None else draw,
+            self.config.n_startup_trials,
+            multivariate=self.config.multivariate,
+            group=self.config.group,
+        )
 
     def ask(self) -> list[Candidate]:
         count = min(self.config.batch_size, self.config.n_trials - len(self.told))
@@ -100,7 +99,7 @@ class TPETuner(Tuner):
 
     def tell(self, candidates: list[Candidate], results: list[Result]) -> None:
         for trial, candidate, result in zip(self.pending, candidates, results, strict=True):
-            entry = _entry(candidate.params, candidate.distributions, result)
+            entry = result_entry(candidate.params, candidate.distributions, result)
             _tell(self.study, trial, entry)
             self.told.append(entry)
         self.pending = []
@@ -118,10 +117,10 @@ class TPETuner(Tuner):
         return candidate
 
     def tell_one(self, candidate: Candidate, result: Result) -> None:
-        entry = _entry(candidate.params, candidate.distributions, result)
+        entry = result_entry(candidate.params, candidate.distributions, result)
         trial = next((t for c, t in self.running if c is candidate), None)
         if trial is None:  # asked by a process that was killed: told again on the resume
-            self.study.add_trial(_frozen(entry))
+            self.study.add_trial(frozen_trial(entry))
         else:
             self.running = [(c, t) for c, t in self.running if t is not trial]
             _tell(self.study, trial, entry)
@@ -129,8 +128,9 @@ class TPETuner(Tuner):
 
     def warm_start(self, trials: list[Any]) -> None:
         """Learn from another study's finished trials (``tuner.warm_start``): those with
-        params join the private study, and so shape every proposal."""
-        self.warm = [_entry(t.params, t.distributions, t.result) for t in trials if t.params]
+        params join the private study, and so shape every proposal (failed ones as FAIL
+        trials, which TPE ignores)."""
+        self.warm = warm_entries(trials, keep_failed=True)
         self._rebuild()
 
     def state(self) -> dict[str, Any]:
@@ -143,12 +143,8 @@ class TPETuner(Tuner):
         self._rebuild()
 
     def _rebuild(self) -> None:
-        import optuna
-
-        self.study = optuna.create_study(direction="maximize")
+        self.study = private_study([*self.warm, *self.told])
         self.running = []
-        for entry in [*self.warm, *self.told]:
-            self.study.add_trial(_frozen(entry))
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, entry: dict[str, Any]) -> None:
@@ -161,39 +157,6 @@ def _tell(study: optuna.Study, trial: optuna.Trial, entry: dict[str, Any]) -> No
     state = TrialState[entry["state"]]
     # Optuna takes a value with COMPLETE only; PRUNED keeps its last reported one.
     study.tell(trial, entry["value"] if state == TrialState.COMPLETE else None, state=state)
-
-
-def _frozen(entry: dict[str, Any]) -> optuna.trial.FrozenTrial:
-    """A finished trial for the private study, from what :func:`_entry` kept."""
-    import optuna
-    from optuna.distributions import json_to_distribution
-    from optuna.trial import TrialState
-
-    # Entries written before pruning existed have no state: a value means COMPLETE.
-    state = entry.get("state", "COMPLETE" if entry["value"] is not None else "FAIL")
-    return optuna.trial.create_trial(
-        params=entry["params"],
-        distributions={k: json_to_distribution(d) for k, d in entry["distributions"].items()},
-        value=entry["value"] if state != "FAIL" else None,
-        state=TrialState[state],
-        intermediate_values={int(k): v for k, v in entry.get("curve", {}).items()},
-    )
-
-
-def _entry(params: dict[str, Any], distributions: dict[str, Any], result: Result) -> dict[str, Any]:
-    """What the private study keeps of one evaluation (JSON-able, for the tuner's state)."""
-    from optuna.distributions import distribution_to_json
-
-    state = {"ok": "COMPLETE", "failed": "FAIL", "pruned": "PRUNED"}[result.status]
-    if state != "FAIL" and not math.isfinite(result.fitness):
-        state = "FAIL"
-    return {
-        "params": params,
-        "distributions": {k: distribution_to_json(d) for k, d in distributions.items()},
-        "value": result.fitness if state != "FAIL" else None,
-        "state": state,
-        "curve": {str(k): v for k, v in result.curve.items()} if state == "PRUNED" else {},
-    }
 
 
 @hookimpl

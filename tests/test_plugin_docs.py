@@ -30,7 +30,13 @@ from nasfw import hookspecs
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "plugins.md"
 FILE_BLOCK = re.compile(r'^```\w+ title="([^"]+)"\n(.*?)^```$', re.MULTILINE | re.DOTALL)
-FILES = {"pyproject.toml", "myplugin/__init__.py", "myplugin/climb.py", "myplugin/trial_csv.py"}
+FILES = {
+    "pyproject.toml",
+    "myplugin/__init__.py",
+    "myplugin/climb.py",
+    "myplugin/threshold.py",
+    "myplugin/trial_csv.py",
+}
 TEST_FILE = "tests/test_climb.py"
 
 
@@ -169,12 +175,43 @@ def test_blocking_the_csv_writer_names_it(site: Path, tmp_path: Path) -> None:
     ) in proc.stderr, proc.stderr[-3000:]
 
 
+def test_the_pages_pruner_stops_networks_where_they_train(site: Path, tmp_path: Path) -> None:
+    """pruner=threshold above any accuracy: every network stops after its first epoch, a
+    PRUNED trial. The worker process finds the pruner through the entry point, as the CLI."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    base = [a for a in doc_command() if not a.startswith("plugins.")]
+    quick = [
+        "tuner.generations=1",
+        "tuner.batch_size=2",
+        "train.epochs=3",
+        "launcher.workers=1",
+        "tracking=none",
+        f"storage.url={url}",
+    ]
+    proc = run(["-m", "nasfw", *base, "pruner=threshold", "pruner.lower=2", *quick], site, tmp_path)
+    # No network trained to the end, so there is no best one to export.
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "trained successfully (2x pruned)" in proc.stderr, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="climb-iris-tabular_mlp-seed0", storage=url)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
+    for t in study.trials:
+        assert list(t.intermediate_values) == [1] and t.user_attrs["epochs"] == 1
+        assert t.value == t.intermediate_values[1] < 2
+
+    blocked = run(["-m", "nasfw", *base, "pruner=threshold", *quick], site, tmp_path, "myplugin")
+    assert blocked.returncode == 2
+    assert (
+        "nasfw: note: pruner=threshold is not available because NASFW_DISABLE_PLUGINS=myplugin "
+        "blocks plugin 'myplugin', which provides it"
+    ) in blocked.stderr, blocked.stderr[-3000:]
+
+
 def test_the_pages_tests_pass(site: Path, package: Path) -> None:
     """The page's test module, run by pytest as the plugin's author runs it: the contract
     suite's ``space`` fixture comes from nasfw's pytest plugin."""
     proc = run(["-m", "pytest", "-q", "-p", "no:cacheprovider", TEST_FILE], site, package)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert re.search(r"^7 passed", proc.stdout, re.MULTILINE), proc.stdout[-3000:]
+    assert re.search(r"^10 passed", proc.stdout, re.MULTILINE), proc.stdout[-3000:]
 
 
 def test_the_testing_modules_example_runs_as_written(tmp_path: Path) -> None:

@@ -100,6 +100,37 @@ def test_hyperband_pruner_runs_to_train_epochs_by_default():
     assert pruner_settings(OmegaConf.create({"pruner": {"name": "none"}}), "plain") is None
 
 
+def test_an_unknown_or_blocked_pruner_is_named_in_one_line(monkeypatch):
+    """Where a config names a pruner that no plugin registers (Hydra refuses one that is no
+    option first), and in a worker given its settings."""
+    from nasfw.registry import DISABLE_ENV, reset
+
+    cfg = OmegaConf.create({"pruner": {"name": "nope"}, "train": {"curve_every": 1, "epochs": 3}})
+    with pytest.raises(ConfigError) as refused:
+        pruner_settings(cfg, "plain")
+    assert str(refused.value) == (
+        "pruner=nope is unknown (available: ['hyperband', 'median', 'none', 'patient', "
+        "'successive_halving'])"
+    )
+    monkeypatch.setenv(DISABLE_ENV, "pruners")
+    reset()
+    try:
+        cfg.pruner.name = "median"
+        for refuse in (
+            lambda: pruner_settings(cfg, "plain"),
+            lambda: make_pruner({"name": "median"}),
+        ):
+            with pytest.raises(ConfigError) as refused:
+                refuse()
+            assert str(refused.value) == (
+                "pruner=median is not available because NASFW_DISABLE_PLUGINS=pruners blocks "
+                "plugin 'pruners', which provides it; unset it or choose another option"
+            )
+    finally:
+        monkeypatch.delenv(DISABLE_ENV)
+        reset()
+
+
 def test_training_stops_where_the_report_says_so():
     problem = load_problem(ProblemConfig(name="iris"))
     from nasfw import build_model

@@ -11,7 +11,7 @@ import pytest
 from cli import TINY, nasfw
 from omegaconf import OmegaConf
 
-from nasfw import ConfigError, PluginError, check_settings, hookimpl, setting
+from nasfw import ConfigError, PluginError, PrunerConfig, check_settings, hookimpl, setting
 from nasfw.plugins.random_search import RandomSearch
 from nasfw.registry import (
     DISABLE_ENV,
@@ -252,3 +252,72 @@ def test_without_plugins_nodes_the_config_has_an_empty_plugins_node() -> None:
     from cli import compose
 
     assert OmegaConf.to_container(compose("tracking=none").plugins) == {}
+
+
+# -- register_pruners: the schema carries the option's name ---------------------------------
+
+
+@dataclass
+class StopConfig(PrunerConfig):
+    name: str = "stop"
+    after: int = setting(1, ge=1)
+
+
+@dataclass
+class NamelessConfig(PrunerConfig):
+    after: int = 1
+
+
+@dataclass
+class NoneConfig(PrunerConfig):
+    name: str = "none"
+
+
+def make_stop(settings: StopConfig) -> Any:
+    return settings
+
+
+def pruners_plugin(*schemas: Any, factory: Any = make_stop) -> ModuleType:
+    def register_pruners(register: Callable[..., None]) -> None:
+        for schema in schemas:
+            register(schema, factory)
+
+    return plugin("my_pruners", register_pruners=register_pruners)
+
+
+def test_a_registered_pruner_is_an_option_named_by_its_schema() -> None:
+    reg = collect(make_plugin_manager(extra_plugins=(pruners_plugin(StopConfig),)))
+    assert reg.pruners["stop"] == (StopConfig, make_stop)
+    assert reg.configs["pruner", "stop"] is StopConfig
+    assert {"median", "hyperband"} <= set(reg.pruners)  # the built-in plugin's
+
+
+@pytest.mark.parametrize(
+    ("schemas", "factory", "message"),
+    [
+        ((NamelessConfig,), make_stop, "NamelessConfig has no name: give its field a default"),
+        ((CounterConfig,), make_stop, "is not a dataclass subclass of nasfw.PrunerConfig"),
+        ((StopConfig(),), make_stop, "is not a dataclass subclass of nasfw.PrunerConfig"),
+        ((NoneConfig,), make_stop, "NoneConfig is named 'none', the core's pruner=none"),
+        ((StopConfig,), "make_stop", "pruner 'stop': register(schema, factory) got 'make_stop'"),
+        ((StopConfig, StopConfig), make_stop, None),  # twice the same: once
+    ],
+)
+def test_a_pruner_is_refused_in_one_line(schemas: Any, factory: Any, message: str | None) -> None:
+    pm = make_plugin_manager(extra_plugins=(pruners_plugin(*schemas, factory=factory),))
+    if message is None:
+        assert collect(pm).pruners["stop"] == (StopConfig, make_stop)
+        return
+    with pytest.raises(PluginError) as err:
+        collect(pm)
+    assert message in one_line(err)
+
+
+def test_two_plugins_with_a_pruner_of_one_name_are_refused() -> None:
+    @dataclass
+    class Median(PrunerConfig):
+        name: str = "median"
+
+    with pytest.raises(PluginError) as err:
+        collect(make_plugin_manager(extra_plugins=(pruners_plugin(Median),)))
+    assert one_line(err) == "two plugins register the pruner 'median'"
