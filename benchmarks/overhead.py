@@ -11,7 +11,7 @@ as the CLI does. Each category is the cumulative time of the functions that do i
 | scoring | ``nasfw.train.evaluate_model`` (learning-curve points and the final score) |
 | build and size check | ``nasfw.builder.build_model`` and ``model_cost`` outside training |
 | Optuna writes | ``nasfw.ledger.Ledger.record`` / ``start`` / ``save_state`` |
-| MLflow | the ``nasfw.plugins.mlflow_tracking`` hooks |
+| MLflow | the ``nasfw.plugins.tracking.mlflow_tracking`` hooks |
 | export | ``nasfw.search._export_best`` (retraining the best network, test score) |
 | problem load | ``nasfw.evaluate.load_problem`` |
 | other | the rest of the wall time (tuner, hooks, progress bars, imports) |

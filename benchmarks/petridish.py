@@ -32,7 +32,7 @@ import torch
 from nasfw import Candidate, ProblemConfig, build_model, candidate_seed, evaluate_model, train_model
 from nasfw.evaluate import load_problem
 from nasfw.ledger import Ledger
-from nasfw.plugins.petridish.hull import lower_hull
+from nasfw.plugins.tuners.petridish.hull import lower_hull
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # name: the problem's settings (CLI ``problem.<key>=<value>``, and its ProblemConfig).

@@ -64,7 +64,7 @@ def features(problem: Problem, x: np.ndarray) -> np.ndarray:
 
 def classic(problem: Problem) -> tuple[str, float]:
     if problem.name == "ppg_heart_rate":
-        from nasfw.plugins.sequence_problems import PPG_RATE_HZ
+        from nasfw.plugins.problems.sequence import PPG_RATE_HZ
 
         raw = problem.preprocessing.invert(problem.test.x)[:, 0]
         signal = raw - raw.mean(axis=1, keepdims=True)

@@ -29,12 +29,13 @@ from nasfw.config import (
     check_writable,
     setting,
 )
+from nasfw.context import SearchContext
 from nasfw.graph import INPUT, MERGE_KINDS, ArchGraph, GraphError, Node, load_arch
 from nasfw.launcher import Launcher, init_worker_process
 from nasfw.ops import OpSpec, ParamSpec, Shape
 from nasfw.pareto import pareto_front, pareto_rows
 from nasfw.problem import DataError, Problem, Split, Standardization, split_arrays
-from nasfw.records import Candidate, Result, SearchContext, TrialRecord
+from nasfw.records import Candidate, Result, TrialRecord
 from nasfw.registry import PluginError, Registry, hookimpl, plugin_manager, registry
 from nasfw.search_space import (
     Chooser,

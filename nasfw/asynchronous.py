@@ -23,8 +23,8 @@ from nasfw.config import AsynchronousTunerConfig
 from nasfw.generation import end_generation, record_result, reusable, reused
 
 if TYPE_CHECKING:
-    from nasfw.prepare import Search
     from nasfw.records import Candidate, Result, TrialRecord
+    from nasfw.run import Search
 
 
 def run_asynchronous(search: Search) -> None:

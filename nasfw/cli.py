@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 # Errors that mean "the user's input is wrong": printed as one paragraph, exit code 2.
 USER_ERRORS = (
-    "nasfw.config.ConfigError",
+    "nasfw.settings.ConfigError",
     "nasfw.graph.GraphError",
     "nasfw.search_space.SearchSpaceError",
     "nasfw.problem.DataError",

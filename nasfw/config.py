@@ -6,125 +6,18 @@ wrong type or an unknown key fails at compose time with the key's full name.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Self
 
 from omegaconf import MISSING
 
-
-class ConfigError(ValueError):
-    """A config value is unusable; the message names the key (e.g. ``tuner.mode``)."""
-
-
-def setting(
-    default: Any,
-    *,
-    ge: float | None = None,
-    gt: float | None = None,
-    le: float | None = None,
-    lt: float | None = None,
-) -> Any:
-    """A schema field with an allowed range, e.g. ``epochs: int = setting(5, ge=1)``.
-
-    :func:`check_settings` enforces it (``None`` passes, for optional settings) before the
-    study is created. Hydra and OmegaConf check types only; ranges are nasfw's.
-    """
-    bounds = {k: v for k, v in {"ge": ge, "gt": gt, "le": le, "lt": lt}.items() if v is not None}
-    return field(default=default, metadata={"nasfw.range": bounds})
-
-
-_RANGE_TEXT = {"ge": ">= {}", "gt": "> {}", "le": "<= {}", "lt": "< {}"}
-_RANGE_OK = {
-    "ge": lambda v, b: v >= b,
-    "gt": lambda v, b: v > b,
-    "le": lambda v, b: v <= b,
-    "lt": lambda v, b: v < b,
-}
-
-
-def check_settings(node: Any, prefix: str = "") -> None:
-    """Check a config against its schema's ranges; raise :class:`ConfigError` naming the key.
-
-    ``node`` is a composed ``DictConfig`` (the whole run's, or one group's with ``prefix`` such
-    as ``"tuner"``) or a schema dataclass instance. Every value is checked against the range
-    its field declares with :func:`setting`, and no float may be NaN or infinite (no setting
-    means one). Nested nodes and lists are walked.
-    """
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(node, ListConfig | list | tuple):
-        for i, item in enumerate(node):
-            check_settings(item, f"{prefix}[{i}]")
-        return
-    if isinstance(node, DictConfig):
-        schema = OmegaConf.get_type(node)
-        keys = [str(k) for k in node if not OmegaConf.is_missing(node, k)]
-
-        def value_of(key: str) -> Any:
-            return node[key]
-    elif dataclasses.is_dataclass(node) and not isinstance(node, type):
-        schema = type(node)
-        keys = [f.name for f in dataclasses.fields(node)]
-
-        def value_of(key: str) -> Any:
-            return getattr(node, key)
-    else:
-        return
-    fields = (
-        {f.name: f for f in dataclasses.fields(schema)}
-        if schema is not None and dataclasses.is_dataclass(schema)
-        else {}
-    )
-    for key in keys:
-        name = f"{prefix}.{key}" if prefix else key
-        value = value_of(key)
-        if value is MISSING:
-            continue
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{name}={value} must be a finite number")
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            check_settings(value, name)
-            continue
-        bounds = fields[key].metadata.get("nasfw.range", {}) if key in fields else {}
-        for kind, bound in bounds.items():
-            if not _RANGE_OK[kind](value, bound):
-                wanted = " and ".join(_RANGE_TEXT[k].format(b) for k, b in bounds.items())
-                raise ConfigError(f"{name}={value} is out of range: it must be {wanted}")
-
-
-def check_writable(directory: str | Path, key: str) -> None:
-    """Raise :class:`ConfigError` naming ``key`` unless files can be written in ``directory``.
-
-    Missing directories are created to try, then removed again (a run that fails later leaves
-    no empty folders), so the check is a real write, right for root and read-only mounts too.
-    """
-    import os
-    import tempfile
-
-    path = Path(directory).expanduser().absolute()
-    created: list[Path] = []
-    missing = path
-    while not missing.exists() and missing != missing.parent:
-        created.append(missing)
-        missing = missing.parent
-    try:
-        for folder in reversed(created):
-            folder.mkdir()
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".nasfw-write-check-"):
-            pass
-    except OSError as err:
-        raise ConfigError(
-            f"{key}: cannot write in {path} ({err.strerror or type(err).__name__})"
-        ) from None
-    finally:
-        for folder in created:
-            with contextlib.suppress(OSError):
-                os.rmdir(folder)
+# Declaring and checking ranges (nasfw.settings), also reached from here as they always were.
+from nasfw.settings import ConfigError as ConfigError
+from nasfw.settings import check_settings as check_settings
+from nasfw.settings import check_writable as check_writable
+from nasfw.settings import setting as setting
 
 
 class Optimizer(StrEnum):

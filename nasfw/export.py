@@ -12,8 +12,8 @@ from nasfw.prepare import export_path
 from nasfw.registry import registry
 
 if TYPE_CHECKING:
-    from nasfw.prepare import Search
     from nasfw.records import TrialRecord
+    from nasfw.run import Search
 
 
 def export(search: Search) -> TrialRecord | None:

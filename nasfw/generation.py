@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from nasfw.clock import process_started
 from nasfw.config import ConfigError
@@ -22,8 +22,8 @@ from nasfw.records import Candidate, Result, TrialRecord
 from nasfw.storage import absolute_url
 
 if TYPE_CHECKING:
-    from nasfw.prepare import Search
     from nasfw.problem import Problem
+    from nasfw.run import Search
 
 
 @dataclass
@@ -215,14 +215,14 @@ def evaluate(search: Search, candidates: list[Candidate], generation: int) -> li
         if launcher.workers_write_trials or search.pruning is not None:
             # Each job writes its own trial (a running one, with a pruner, that reports its
             # learning curve); on_result then only picks it up (Ledger.record).
-            fn: Any = StoredEvaluation(
+            job = StoredEvaluation(
                 search.evaluator,
                 absolute_url(search.ledger.url),
                 context.study.study_name,
                 generation,
                 search.pruning,
             )
-            launcher.map(fn, [(i, candidates[i]) for i in todo], on_result)
+            launcher.map(job, [(i, candidates[i]) for i in todo], on_result)
         else:
             launcher.map(search.evaluator, [candidates[i] for i in todo], on_result)
         for index, source in copies.items():

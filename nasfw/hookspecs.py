@@ -20,9 +20,10 @@ if TYPE_CHECKING:
     import optuna
 
     from nasfw.config import NasfwConfig, PrunerConfig
+    from nasfw.context import SearchContext
     from nasfw.ops import OpSpec
     from nasfw.problem import Problem, ProblemConfig
-    from nasfw.records import Candidate, Result, SearchContext, TrialRecord
+    from nasfw.records import Candidate, Result, TrialRecord
 
 hookspec = pluggy.HookspecMarker("nasfw")
 

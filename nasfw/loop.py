@@ -15,12 +15,12 @@ from nasfw.asynchronous import run_asynchronous
 from nasfw.generation import end_generation, evaluate
 
 if TYPE_CHECKING:
-    from nasfw.prepare import Search
+    from nasfw.run import Search
 
 
 def run_loop(search: Search) -> None:
     """Run the search's generations: ``nasfw_search_start``, the space settled
-    (:meth:`nasfw.space_choice.SpaceChoice.before_first_generation`), then generations,
+    (:meth:`nasfw.run.SpaceChoice.before_first_generation`), then generations,
     synchronous or asynchronous (``tuner.asynchronous``), until the tuner is done."""
     search.hook.nasfw_search_start(context=search.context)
     search.space_choice.before_first_generation(search)

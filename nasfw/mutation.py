@@ -3,16 +3,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
-from nasfw.choosers import RandomChooser
+from nasfw.choosers import Chooser, RandomChooser
 from nasfw.graph import INPUT, ArchGraph, Node
 
-if TYPE_CHECKING:
-    from nasfw.search_space import SearchSpace, Stage
+
+class Stage(Protocol):
+    name: str
+    min_nodes: int
+
+
+class SearchSpace(Protocol):
+    """What a mutation needs of :class:`nasfw.SearchSpace` (which hands itself in)."""
+
+    skip: bool
+    merge: Sequence[str]
+    max_nodes: int
+    stages: Sequence[Any]
+    ranges: Mapping[str, Mapping[str, Any]]
+
+    def contains(self, graph: ArchGraph) -> bool: ...
+    def stage_of(self, graph: ArchGraph) -> dict[str, int]: ...
+    def sample_node(self, chooser: Chooser, stage: Any, node_id: str) -> Node: ...
+    def mutate_node(self, node: Node, rng: np.random.Generator, fraction: float) -> Node: ...
 
 
 def mutate(

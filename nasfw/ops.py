@@ -1,9 +1,9 @@
 """Op specifications: the layer kinds ArchGraph nodes refer to.
 
 Ops are a registry like every other plugin kind (hook ``register_ops``); the built-in image and
-dense ops live in ``nasfw.plugins.ops``. An op knows its parameters (with hard limits, so a graph
-can be checked without a search space) and how to build its ``torch.nn.Module`` for a given input
-shape. Shapes never include the batch dimension; channels come first, so an image is
+dense ops live in ``nasfw.plugins.ops.image``. An op knows its parameters (with hard limits, so a
+graph can be checked without a search space) and how to build its ``torch.nn.Module`` for a
+given input shape. Shapes never include the batch dimension; channels come first, so an image is
 ``(C, H, W)``, a sequence ``(C, L)`` and a feature vector ``(F,)``. A text problem's input is
 ``(L,)`` token ids (ints, not features): only *token ops* (``OpSpec.tokens``, e.g. ``embedding``)
 read it, and they read nothing else.

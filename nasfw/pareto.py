@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nasfw.records import SearchContext, TrialRecord
+    from nasfw.context import SearchContext
+    from nasfw.records import TrialRecord
 
 FILENAME = "pareto_front.json"
 

@@ -2,7 +2,7 @@
 
 :func:`prepare` turns the typed run (:func:`nasfw.config.typed_config`) into a
 :class:`Search`: the problem, the search space and how it is chosen (a
-:class:`~nasfw.space_choice.SpaceChoice`), the tuner (constructed complete), the launcher, the
+:class:`~nasfw.run.SpaceChoice`), the tuner (constructed complete), the launcher, the
 evaluator, the ledger (the Optuna study) with its driver lease, and the context lifecycle hooks
 see. Bad configuration fails here, before any training and before the study exists, with an
 error naming the key; a resumed search gets its tuner restored.
@@ -11,7 +11,7 @@ error naming the key; a resumed search gets its tuner restored.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,54 +19,29 @@ from nasfw.config import (
     AsynchronousTunerConfig,
     ConfigError,
     NasfwConfig,
+    SearchSpaceConfig,
     as_dict,
     check_writable,
 )
+from nasfw.context import SearchContext
 from nasfw.evaluate import Evaluator, load_problem
 from nasfw.lease import DriverLease
 from nasfw.ledger import Ledger
 from nasfw.pruning import pruner_settings
-from nasfw.records import SearchContext, TrialRecord
+from nasfw.records import TrialRecord
 from nasfw.registry import Registry, config_node, plugin_manager, preset, registry
+from nasfw.run import Search, SpaceChoice
 from nasfw.search_space import SearchSpace, SearchSpaceError
-from nasfw.space_choice import FixedSpace, SpaceChoice
 from nasfw.tuner import Tuner, make_tuner
 from nasfw.weights import WeightStore
 
 if TYPE_CHECKING:
-    from pluggy import HookRelay
     from rich.console import Console
 
     from nasfw.launcher import Launcher
+    from nasfw.minibench.screen import Screener
+    from nasfw.ops import OpSpec
     from nasfw.problem import Problem
-
-
-@dataclass
-class Search:
-    """One search, set up: what the loop (:mod:`nasfw.loop`) and the export
-    (:mod:`nasfw.export`) work with."""
-
-    config: NasfwConfig
-    context: SearchContext
-    launcher: Launcher[Any]
-    evaluator: Evaluator
-    ledger: Ledger
-    lease: DriverLease
-    space_choice: SpaceChoice
-    console: Console
-    hook: HookRelay
-    # The pruner's settings for the workers (nasfw.pruning), None without one.
-    pruning: dict[str, Any] | None
-    # tuner.asynchronous=true: candidates asked for one by one as workers free up.
-    asynchronous: bool
-    # The last generation whose tuner state the study holds (None: a new search).
-    resumed_after: int | None
-    # Seconds from the process's start to the first training step, once known.
-    first_step: float | None = None
-
-    @property
-    def tuner(self) -> Tuner:
-        return self.context.tuner
 
 
 def prepare(
@@ -185,6 +160,25 @@ def prepare(
     )
 
 
+class FixedSpace:
+    """The constraint set ``search_space`` names: nothing to choose (a
+    :class:`nasfw.run.SpaceChoice`)."""
+
+    def __init__(self, config: SearchSpaceConfig) -> None:
+        self.config = config
+
+    def initial_space(self, ops: Mapping[str, OpSpec]) -> SearchSpace:
+        return SearchSpace(self.config, ops)
+
+    def on_resume(
+        self, ledger: Ledger, rebuild: Callable[[SearchSpace], Tuner]
+    ) -> tuple[SearchSpace, Tuner] | None:
+        return None
+
+    def before_first_generation(self, search: Search) -> None:
+        return None
+
+
 def study_weights(config: NasfwConfig) -> WeightStore:
     """The :class:`nasfw.weights.WeightStore` of the study (``storage.artifacts``, made
     absolute so jobs started elsewhere find it)."""
@@ -269,7 +263,9 @@ def _threads(config: NasfwConfig, workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-def _screener(config: NasfwConfig, problem: Problem, tuner_cls: type[Tuner], ops: list[str]) -> Any:
+def _screener(
+    config: NasfwConfig, problem: Problem, tuner_cls: type[Tuner], ops: list[str]
+) -> Screener | None:
     """``evaluation.screen=k``: the screen of the mini-benchmark DB's regressor for ``problem``
     (None for k = 1).
 

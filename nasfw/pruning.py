@@ -11,8 +11,9 @@ through the storage, so this works the same with every launcher.
 
 Pruners are plugins (the hook ``register_pruners``): Optuna's ``median``,
 ``successive_halving``, ``hyperband`` and ``patient`` come from the built-in plugin
-``pruners`` (``nasfw.plugins.pruners``); ``pruner=none`` is the core's. The settings travel
-to the workers as a plain dict, and each process finds the pruner in its own registry.
+``pruners`` (``nasfw.plugins.pruners.optuna_pruners``); ``pruner=none`` is the core's. The
+settings travel to the workers as a plain dict, and each process finds the pruner in its own
+registry.
 
 With several workers, a pruner's verdict depends on which other trials have finished at that
 moment, so a pruned search is not reproducible bit for bit (as with Optuna's own pruners).

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nasfw.config import typed_config
+from nasfw.context import SearchContext
 from nasfw.export import export
 from nasfw.loop import run_loop
 from nasfw.prepare import prepare
-from nasfw.records import SearchContext, TrialRecord
+from nasfw.records import TrialRecord
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig

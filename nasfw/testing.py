@@ -6,7 +6,7 @@ contract test against your plugin. This module, as written, tests the built-in r
 
     import pytest
 
-    from nasfw.plugins.random_search import RandomSearch, RandomSearchConfig
+    from nasfw.plugins.tuners.random_search import RandomSearch, RandomSearchConfig
     from nasfw.testing import TunerContract
 
 

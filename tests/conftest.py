@@ -17,7 +17,9 @@ SPACE_NAMES = sorted(p.stem for p in (CONF / "search_space").glob("*.yaml") if p
 
 @pytest.fixture(scope="session")
 def ops() -> dict[str, OpSpec]:
-    from nasfw.plugins import ops, sequence_ops, text_ops
+    from nasfw.plugins.ops import image as ops
+    from nasfw.plugins.ops import sequence as sequence_ops
+    from nasfw.plugins.ops import text as text_ops
 
     return {spec.name: spec for module in (ops, sequence_ops, text_ops) for spec in module.OPS}
 

@@ -7,7 +7,7 @@ import pytest
 from cli import TINY, compose, nasfw
 
 from nasfw import ArchGraph, Candidate, ConfigError, Node, Result
-from nasfw.plugins.tpe import TPEConfig, TPETuner
+from nasfw.plugins.tuners.tpe import TPEConfig, TPETuner
 
 GRAPH = ArchGraph(
     [Node("h", "dense", {"units": 16}), Node("o", "dense", {"units": 8}, ("h",))], output="o"

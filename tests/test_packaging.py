@@ -98,7 +98,7 @@ def test_wheel_contents(wheel: Path, source: Path) -> None:
     for required in (
         "nasfw/conf/config.yaml",
         "nasfw/conf/search_space/image_small.yaml",
-        "nasfw/plugins/tpe.py",
+        "nasfw/plugins/tuners/tpe.py",
         "nasfw/launchers/local.py",
         "nasfw/py.typed",
         "nasfw/cli.py",
@@ -166,10 +166,11 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_installed_from_the_wheel(venv: Path, tmp_path: Path) -> None:
     probe = """
 import importlib.metadata as md, importlib.resources as res, json
-import nasfw, nasfw.conf, nasfw.plugins.tpe, nasfw.launchers.local
+import nasfw, nasfw.conf, nasfw.plugins.tuners.tpe, nasfw.launchers.local
 dist = md.distribution("nasfw")
 print(json.dumps({
-    "modules": [m.__file__ for m in (nasfw, nasfw.conf, nasfw.plugins.tpe, nasfw.launchers.local)],
+    "modules": [m.__file__ for m in
+                (nasfw, nasfw.conf, nasfw.plugins.tuners.tpe, nasfw.launchers.local)],
     "dist": str(dist.locate_file("")),
     "config": res.files("nasfw.conf").joinpath("config.yaml").is_file(),
     "entry_points": sorted(ep.name for ep in md.entry_points(group="nasfw")),

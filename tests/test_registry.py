@@ -12,7 +12,7 @@ from cli import TINY, nasfw
 from omegaconf import OmegaConf
 
 from nasfw import ConfigError, PluginError, PrunerConfig, check_settings, hookimpl, setting
-from nasfw.plugins.random_search import RandomSearch
+from nasfw.plugins.tuners.random_search import RandomSearch
 from nasfw.registry import (
     DISABLE_ENV,
     PluginWarning,

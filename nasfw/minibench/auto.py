@@ -30,7 +30,7 @@ from nasfw.search_space import RandomChooser, SearchSpace
 if TYPE_CHECKING:
     from nasfw.ledger import Ledger
     from nasfw.ops import OpSpec
-    from nasfw.prepare import Search
+    from nasfw.run import Search
     from nasfw.tuner import Tuner
 
 AUTO = "auto"
@@ -78,7 +78,7 @@ def _space(space_config: dict[str, Any], ops: Mapping[str, OpSpec]) -> SearchSpa
 
 
 class AutoSpace:
-    """``search_space=auto`` as the search's :class:`nasfw.space_choice.SpaceChoice`: the DB's
+    """``search_space=auto`` as the search's :class:`nasfw.run.SpaceChoice`: the DB's
     classes and classifier for one search, and its probe.
 
     Built before the study exists, so a missing DB or a modality the DB does not hold fails

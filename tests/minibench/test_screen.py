@@ -74,7 +74,7 @@ def test_screened_random_search_trains_the_predicted_best_of_each_k(built, tmp_p
     """The search's networks are, draw for draw, the ones the DB's regressor ranks first."""
     from cli import compose
 
-    from nasfw.plugins.random_search import RandomSearch, RandomSearchConfig
+    from nasfw.plugins.tuners.random_search import RandomSearch, RandomSearchConfig
     from nasfw.registry import registry
     from nasfw.search import run_search
     from nasfw.search_space import SearchSpace

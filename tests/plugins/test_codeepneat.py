@@ -12,8 +12,8 @@ import torch
 from conftest import CONF, load_space
 
 from nasfw import ArchGraph, ConfigError, Result, build_model
-from nasfw.plugins.codeepneat import CoDeepNEAT, CoDeepNEATConfig
-from nasfw.plugins.codeepneat.genome import (
+from nasfw.plugins.tuners.codeepneat import CoDeepNEAT, CoDeepNEATConfig
+from nasfw.plugins.tuners.codeepneat.genome import (
     BP_INPUT,
     BP_OUTPUT,
     Blueprint,
@@ -26,7 +26,7 @@ from nasfw.plugins.codeepneat.genome import (
     module_distance,
     value_distance,
 )
-from nasfw.plugins.codeepneat.population import (
+from nasfw.plugins.tuners.codeepneat.population import (
     Speciation,
     Species,
     crossover_blueprints,

@@ -8,7 +8,7 @@ from cli import TINY, nasfw, trials
 from conftest import load_space
 
 from nasfw import ConfigError, Result
-from nasfw.plugins.evolution import EvolutionConfig, RegularizedEvolution
+from nasfw.plugins.tuners.evolution import EvolutionConfig, RegularizedEvolution
 from nasfw.testing import AsynchronousTunerContract, fake_results
 
 

@@ -11,8 +11,10 @@ import pytest
 
 from nasfw import DataError, ProblemConfig
 from nasfw.evaluate import load_problem
-from nasfw.plugins import problems, sequence_problems, text_problems
-from nasfw.plugins.text_problems import (
+from nasfw.plugins.problems import sequence as sequence_problems
+from nasfw.plugins.problems import standard as problems
+from nasfw.plugins.problems import text as text_problems
+from nasfw.plugins.problems.text import (
     ADJECTIVES,
     ADVERBS,
     DETERMINERS,

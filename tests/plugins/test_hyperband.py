@@ -11,7 +11,7 @@ from cli import TINY, nasfw
 
 from nasfw import ConfigError, Result, TrainConfig
 from nasfw.ledger import Ledger
-from nasfw.plugins.hyperband import HyperbandConfig, HyperbandTuner, brackets, rung_epochs
+from nasfw.plugins.tuners.hyperband import HyperbandConfig, HyperbandTuner, brackets, rung_epochs
 from nasfw.testing import TunerContract, fake_results
 
 

@@ -31,9 +31,9 @@ from nasfw import (
     build_model,
     split_arrays,
 )
-from nasfw.plugins import mlflow_tracking as plugin
-from nasfw.plugins.mlflow_tracking import MlflowTrackingConfig, TrackingError, _runs
-from nasfw.plugins.mlflow_tracking.config import MAX_FAILURES
+from nasfw.plugins.tracking import mlflow_tracking as plugin
+from nasfw.plugins.tracking.mlflow_tracking import MlflowTrackingConfig, TrackingError, _runs
+from nasfw.plugins.tracking.mlflow_tracking.config import MAX_FAILURES
 
 mlflow = pytest.importorskip("mlflow")
 MlflowClient = mlflow.MlflowClient

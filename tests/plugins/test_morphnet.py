@@ -9,8 +9,8 @@ import torch
 from cli import TINY, nasfw
 
 from nasfw import ArchGraph, Node, build_model, model_cost
-from nasfw.plugins.morphnet.regularizer import FlopRegularizer, add_gates
-from nasfw.plugins.morphnet.shrink import carry_weights, expand, scale_widths, shrink
+from nasfw.plugins.postprocessing.morphnet.regularizer import FlopRegularizer, add_gates
+from nasfw.plugins.postprocessing.morphnet.shrink import carry_weights, expand, scale_widths, shrink
 
 
 class Image:
@@ -223,8 +223,8 @@ def test_regularized_scoring_in_a_codeepneat_run(tmp_path):
 def test_regularized_score_starts_the_small_network_as_told(carry):
     from nasfw import Candidate, ProblemConfig, TrainConfig
     from nasfw.evaluate import load_problem
-    from nasfw.plugins.morphnet import RegularizedScoringConfig
-    from nasfw.plugins.morphnet.scoring import regularized_score
+    from nasfw.plugins.postprocessing.morphnet import RegularizedScoringConfig
+    from nasfw.plugins.postprocessing.morphnet.scoring import regularized_score
 
     problem = load_problem(ProblemConfig(name="digits"))
     graph = ArchGraph(

@@ -10,8 +10,8 @@ from test_sequence_ops import one_op, run
 
 from nasfw import ArchGraph, Node, build_model, model_cost
 from nasfw.builder import BuildError
-from nasfw.plugins.morphnet.regularizer import FlopRegularizer, add_gates
-from nasfw.plugins.morphnet.shrink import carry_weights, shrink
+from nasfw.plugins.postprocessing.morphnet.regularizer import FlopRegularizer, add_gates
+from nasfw.plugins.postprocessing.morphnet.shrink import carry_weights, shrink
 
 C, H, W = 3, 8, 6
 

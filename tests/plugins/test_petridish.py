@@ -13,7 +13,7 @@ import torch
 from conftest import load_space
 
 from nasfw import INPUT, ArchGraph, BuildError, Candidate, Node, Result, build_model
-from nasfw.plugins.petridish.grow import (
+from nasfw.plugins.tuners.petridish.grow import (
     alphas_of,
     candidate_ops,
     finalize,
@@ -21,7 +21,7 @@ from nasfw.plugins.petridish.grow import (
     search_graph,
     top_k,
 )
-from nasfw.plugins.petridish.tuner import Petridish, PetridishConfig
+from nasfw.plugins.tuners.petridish.tuner import Petridish, PetridishConfig
 from nasfw.testing import TunerContract
 from nasfw.weights import load_matching
 
@@ -290,7 +290,7 @@ def test_scorers_that_retrain_are_refused_before_the_study(evaluation, problem_d
     from omegaconf import OmegaConf
 
     from nasfw import ConfigError
-    from nasfw.plugins import petridish
+    from nasfw.plugins.tuners import petridish
 
     cfg = OmegaConf.create(
         {
@@ -312,7 +312,7 @@ def test_a_pruner_is_refused_before_the_study():
     from omegaconf import OmegaConf
 
     from nasfw import ConfigError
-    from nasfw.plugins import petridish
+    from nasfw.plugins.tuners import petridish
 
     cfg = {"tuner": {"name": "petridish"}, "evaluation": {"name": "plain"}, "problem": {}}
     petridish.nasfw_check_config(cfg=OmegaConf.create({**cfg, "pruner": {"name": "none"}}))
@@ -321,7 +321,7 @@ def test_a_pruner_is_refused_before_the_study():
 
 
 def test_report_measures_the_hull(ops):
-    from nasfw.plugins.petridish.tuner import Member
+    from nasfw.plugins.tuners.petridish.tuner import Member
 
     tuner = make(load_space("image_small", ops), 0)
     tuner.pool = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nasfw.plugins.petridish.hull import (
+from nasfw.plugins.tuners.petridish.hull import (
     choose_parents,
     hull_error,
     lower_hull,

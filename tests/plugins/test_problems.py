@@ -15,7 +15,7 @@ import pluggy
 import pytest
 
 from nasfw import DataError, Problem, ProblemConfig, Split, hookspecs, split_arrays
-from nasfw.plugins import problems as plugin
+from nasfw.plugins.problems import standard as plugin
 
 Loader = Callable[[ProblemConfig], Problem]
 IDX_NAMES = (

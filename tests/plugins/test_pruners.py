@@ -1,12 +1,12 @@
-"""Optuna's pruners as a plugin (plugins/pruners.py): each through the pruner contract, and what
-the registry makes of them."""
+"""Optuna's pruners as a plugin (plugins/pruners/optuna_pruners.py): each through the pruner
+contract, and what the registry makes of them."""
 
 from __future__ import annotations
 
 import optuna
 import pytest
 
-from nasfw.plugins import pruners
+from nasfw.plugins.pruners import optuna_pruners as pruners
 from nasfw.registry import registry
 from nasfw.testing import PrunerContract
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from conftest import load_space
 
-from nasfw.plugins.random_search import RandomSearch, RandomSearchConfig
-from nasfw.plugins.tpe import TPEConfig, TPETuner
+from nasfw.plugins.tuners.random_search import RandomSearch, RandomSearchConfig
+from nasfw.plugins.tuners.tpe import TPEConfig, TPETuner
 from nasfw.testing import AsynchronousTunerContract, fake_results
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from ._runs import guard
 
-_log = logging.getLogger("nasfw.plugins.mlflow_tracking")
+_log = logging.getLogger("nasfw.plugins.tracking.mlflow_tracking")
 
 
 class Backlog:

@@ -15,7 +15,7 @@ from ._runs import first_line
 if TYPE_CHECKING:
     from nasfw import SearchContext
 
-_log = logging.getLogger("nasfw.plugins.mlflow_tracking")
+_log = logging.getLogger("nasfw.plugins.tracking.mlflow_tracking")
 
 
 class RawInputModel(nn.Module):

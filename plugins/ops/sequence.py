@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from nasfw import OpSpec, ParamSpec, Shape, hookimpl
-from nasfw.plugins.ops import ACTIVATION, activation_layer
+from nasfw.plugins.ops.image import ACTIVATION, activation_layer
 
 if TYPE_CHECKING:
     from torch import nn
@@ -47,7 +47,7 @@ def _global_pool(kind: str) -> Callable[[Mapping[str, Any], Shape], tuple[nn.Mod
     def build(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
         from torch import nn
 
-        from nasfw.plugins.layers import GlobalPool
+        from nasfw.plugins.ops.layers import GlobalPool
 
         if len(shape) == 1:  # features have no positions to pool over
             return nn.Identity(), shape
@@ -58,7 +58,7 @@ def _global_pool(kind: str) -> Callable[[Mapping[str, Any], Shape], tuple[nn.Mod
 
 def _recurrent(kind: str) -> Callable[[Mapping[str, Any], Shape], tuple[nn.Module, Shape]]:
     def build(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
-        from nasfw.plugins.layers import Recurrent
+        from nasfw.plugins.ops.layers import Recurrent
 
         c, length = shape
         module = Recurrent(

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from nasfw import Candidate, SearchContext, TrialRecord
 
-_log = logging.getLogger("nasfw.plugins.mlflow_tracking")
+_log = logging.getLogger("nasfw.plugins.tracking.mlflow_tracking")
 
 STATE_KEY = "mlflow"
 RUN_ID_ATTR = "mlflow_run_id"  # the study's user attr: its MLflow parent run

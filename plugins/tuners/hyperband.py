@@ -40,7 +40,7 @@ from nasfw import (
     hookimpl,
     setting,
 )
-from nasfw.plugins._optuna_study import private_study, tpe_sampler, warm_entries
+from nasfw.plugins.tuners._optuna_study import private_study, tpe_sampler, warm_entries
 
 # Optuna is imported where the tuner uses it: registering the plugin (every `python -m nasfw`,
 # --help included) must not pay for importing it.

@@ -109,14 +109,14 @@ def _dense(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
 
 
 def _scale(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
-    from nasfw.plugins.layers import Scale
+    from nasfw.plugins.ops.layers import Scale
 
     return Scale(p["init"], p["l1"]), shape
 
 
 def _stop(kind: str) -> Callable[[Mapping[str, Any], Shape], tuple[nn.Module, Shape]]:
     def build(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
-        from nasfw.plugins import layers
+        from nasfw.plugins.ops import layers
 
         return getattr(layers, kind)(), shape
 

@@ -23,7 +23,7 @@ from nasfw import (
     hookimpl,
     setting,
 )
-from nasfw.plugins._optuna_study import (
+from nasfw.plugins.tuners._optuna_study import (
     frozen_trial,
     private_study,
     result_entry,
@@ -63,7 +63,7 @@ class TPETuner(Tuner):
     def __init__(self, config: Any, space: Any, seed: int, **run: Any) -> None:
         super().__init__(config, space, seed, **run)
         self.generation = 0
-        # What the private study holds, as JSON entries (nasfw.plugins._optuna_study).
+        # What the private study holds, as JSON entries (nasfw.plugins.tuners._optuna_study).
         self.told: list[dict[str, Any]] = []
         self.warm: list[dict[str, Any]] = []  # another study's trials (tuner.warm_start)
         self.study = private_study([])

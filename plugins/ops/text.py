@@ -1,7 +1,7 @@
 """Text ops: token embedding, positional encoding and a Transformer self-attention block.
 
 A text problem's input is ``(L,)`` token ids; ``embedding`` (a token op) turns it into the
-sequence ``(dim, L)`` that the sequence ops (``nasfw.plugins.sequence_ops``) and ``attention``
+sequence ``(dim, L)`` that the sequence ops (``nasfw.plugins.ops.sequence``) and ``attention``
 take. Attention sees every position, padding included (no mask travels through the graph);
 the padding id's embedding is zero, so the network learns to ignore it.
 
@@ -21,21 +21,21 @@ if TYPE_CHECKING:
 
 
 def _embedding(p: Mapping[str, Any], shape: Shape, vocab_size: int) -> tuple[nn.Module, Shape]:
-    from nasfw.plugins.layers import TokenEmbedding
+    from nasfw.plugins.ops.layers import TokenEmbedding
 
     (length,) = shape
     return TokenEmbedding(vocab_size, p["dim"]), (p["dim"], length)
 
 
 def _positional_encoding(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
-    from nasfw.plugins.layers import PositionalEncoding
+    from nasfw.plugins.ops.layers import PositionalEncoding
 
     channels, length = shape
     return PositionalEncoding(p["kind"], channels, length), shape
 
 
 def _attention(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
-    from nasfw.plugins.layers import AttentionBlock
+    from nasfw.plugins.ops.layers import AttentionBlock
 
     channels, length = shape
     width, heads = p["width"], p["heads"]

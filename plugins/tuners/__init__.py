@@ -1,0 +1,1 @@
+"""Built-in tuners: random search, TPE, Hyperband, regularized evolution, CoDeepNEAT, Petridish."""
