@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import harness
+
 CATEGORIES = {
     "training": [("nasfw/train.py", "train_model")],
     "scoring": [("nasfw/train.py", "evaluate_model")],
@@ -75,10 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=0, help="also print the top N functions")
     args = parser.parse_args(argv)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from cli import compose
-
     from nasfw.search import run_search
+
+    compose = harness.tests_cli().compose
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         context = run_search(cfg, Path(tmp))
         profile.disable()
         wall = time.perf_counter() - started
+    harness.require_trials("the profiled search", context.history)
     stats = pstats.Stats(profile)
     seconds = {
         category: sum(cumulative(stats, f, n) for f, n in functions)
