@@ -31,16 +31,16 @@ import platform
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import harness
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-EXPERIMENT_NAME = "nasfw-benchmarks"
 
 
 def _conv(i: int, filters: int, source: str, k: int = 3) -> dict[str, Any]:
@@ -205,16 +205,12 @@ def _gpu_count() -> int:
 
 def measure_search(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Part 2: a CoDeepNEAT search on the GPUs, with the GPUs' utilisation over it."""
-    import optuna
     import torch
 
     if not torch.cuda.is_available() or shutil.which("nvidia-smi") is None:
         return {"ran": False, "why": "no CUDA GPU (or no nvidia-smi) on this machine"}
     storage = f"sqlite:///{out / 'search.db'}"
-    command = [
-        sys.executable,
-        "-m",
-        "nasfw",
+    overrides = [
         "problem=fashion_mnist",
         f"problem.data_dir={args.data_dir}",
         "search_space=image_small",
@@ -229,24 +225,22 @@ def measure_search(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "study_name=gpu-search",
     ]
     sampler = GpuSampler()
-    started = time.time()
-    proc = subprocess.run(command, cwd=out, capture_output=True, text=True)
-    wall = time.time() - started
+    run = harness.run_cli(overrides, cwd=out, capture=True)
     sampler.stop()
-    if proc.returncode != 0:
-        return {"ran": False, "why": f"the search failed: {proc.stderr[-2000:]}"}
-    trials = optuna.load_study(study_name="gpu-search", storage=storage).get_trials()
-    ends = [t.datetime_complete.timestamp() for t in trials if t.datetime_complete]
+    if run.returncode != 0:
+        return {"ran": False, "why": f"the search failed: {run.stderr[-2000:]}"}
+    trials = harness.finished_trials(storage, "gpu-search")
+    harness.require_trials("gpu search", trials)
+    # The evaluation phase: from the first training's start to the last trial's end.
+    ends = [t.result.finished for t in trials if t.result.finished is not None]
     firsts = [
-        t.datetime_complete.timestamp() - t.user_attrs.get("train_seconds", 0.0)
-        for t in trials
-        if t.datetime_complete
+        t.result.finished - t.result.train_seconds for t in trials if t.result.finished is not None
     ]
-    window = (min(firsts), max(ends)) if ends else (started, started + wall)
-    train_seconds = sum(t.user_attrs.get("train_seconds", 0.0) for t in trials)
+    window = (min(firsts), max(ends))
+    train_seconds = sum(t.result.train_seconds for t in trials)
     return {
         "ran": True,
-        "wall_seconds": wall,
+        "wall_seconds": run.wall_seconds,
         "evaluation_window_seconds": window[1] - window[0],
         "trials": len(trials),
         "gpus": torch.cuda.device_count(),
@@ -280,25 +274,23 @@ def report(rows: list[dict[str, Any]], search: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def log_to_mlflow(doc: dict[str, Any], markdown: str, out: Path, uri: str) -> None:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
-    experiment_id = (
-        experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT_NAME)
-    )
-    run = client.create_run(experiment_id, run_name="gpu", tags={"benchmark": "gpu"})
+def log_to_mlflow(doc: dict[str, Any], out: Path, uri: str | None) -> None:
+    """Samples/s and overhead per network and setting, the search's GPU utilisation, the table
+    and ``gpu.json``."""
+    metrics: dict[str, float | None] = {}
     for r in doc["networks"]:
         key = f"{r['network']}.{r['device']}.{r['precision']}"
-        client.log_metric(run.info.run_id, f"{key}.samples_per_second", r["samples_per_second"])
-        client.log_metric(run.info.run_id, f"{key}.overhead_share", r["overhead_share"])
+        metrics[f"{key}.samples_per_second"] = r["samples_per_second"]
+        metrics[f"{key}.overhead_share"] = r["overhead_share"]
     if doc["search"].get("ran"):
-        util = doc["search"]["gpu_utilisation_percent"]
-        client.log_metric(run.info.run_id, "search.gpu_utilisation_percent", util)
-    client.log_text(run.info.run_id, markdown, "gpu.md")
-    client.log_artifact(run.info.run_id, str(out / "gpu.json"))
-    client.set_terminated(run.info.run_id)
+        metrics["search.gpu_utilisation_percent"] = doc["search"]["gpu_utilisation_percent"]
+    harness.log_to_mlflow(
+        out,
+        uri,
+        benchmark="gpu",
+        metrics=metrics,
+        artifacts=[out / "gpu.md", out / "gpu.json"],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = report(rows, search)
     (args.out / "gpu.md").write_text(markdown + "\n")
     print(markdown)
-    log_to_mlflow(doc, markdown, args.out, args.tracking_uri or f"sqlite:///{args.out}/mlflow.db")
+    log_to_mlflow(doc, args.out, args.tracking_uri)
     return 0
 
 

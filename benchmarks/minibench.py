@@ -30,16 +30,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+import harness
+
 HERE = Path(__file__).resolve().parent
-EXPERIMENT_NAME = "nasfw-benchmarks"
 
 
 def suite(data: Path, samples: int) -> dict[str, str]:
@@ -112,38 +110,19 @@ TUNERS = {  # more than the budget allows: the budget ends every search
 
 def cli(run_dir: Path, args: list[str], budget: float | None) -> float:
     """``python -m nasfw <args>`` in ``run_dir``, stopped with SIGINT after ``budget`` seconds
-    (None: to its end); the time it was launched (seconds since the epoch)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    launched = time.time()
-    with (run_dir / "cli.log").open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "nasfw", *args],
-            stdout=log,
-            stderr=log,
-            cwd=run_dir,
-            # A background job ignores SIGINT, and Python keeps an ignored SIGINT: restore it.
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
-        try:
-            proc.wait(timeout=budget)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=600)
-    if budget is None and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed, see {run_dir / 'cli.log'}")
-    return launched
+    (None: to its end, and it must succeed); the time it was launched (seconds since the epoch)."""
+    log = run_dir / "cli.log"
+    run = harness.run_cli(args, cwd=run_dir, log=log, interrupt_after=budget)
+    if budget is None:
+        run.check(" ".join(args))
+    return run.launched
 
 
-def judged(url: str, study: str, launched: float, budget: float) -> dict[str, Any]:
-    """What a search had reached ``budget`` seconds after its launch (see the module)."""
-    from nasfw.ledger import Ledger
-
-    end = launched + budget
-    records = [
-        r
-        for r in Ledger(url, study).records()
-        if r.result.finished is not None and r.result.finished <= end and r.exportable
-    ]
+def judged(url: str, study: str, launched: float, budget: float, name: str) -> dict[str, Any]:
+    """What a search had reached ``budget`` seconds after its launch (see the module); a search
+    with no trial finished by then fails the benchmark."""
+    records = [r for r in harness.finished_trials(url, study, launched + budget) if r.exportable]
+    harness.require_trials(name, records)
     ok = [r for r in records if r.result.ok and r.result.metric is not None]
     searched = [r for r in ok if r.generation >= 0] or ok
     out: dict[str, Any] = {
@@ -156,11 +135,6 @@ def judged(url: str, study: str, launched: float, budget: float) -> dict[str, An
     last = max(r.generation for r in searched)
     population = [r.result.metric for r in searched if r.generation == last]
     epochs = [r.result.train_seconds / r.result.epochs for r in searched if r.result.epochs]
-    curve = sorted((r.result.finished - launched, r.result.metric) for r in ok)
-    best, running = -float("inf"), []
-    for moment, value in curve:
-        best = max(best, value)
-        running.append((moment, best))
     return {
         **out,
         "best": max(r.result.metric for r in ok),
@@ -168,29 +142,20 @@ def judged(url: str, study: str, launched: float, budget: float) -> dict[str, An
         "last_generation": last,
         "epoch_seconds": statistics.fmean(epochs) if epochs else None,
         "probe_trials": sum(r.generation < 0 for r in records),
-        "curve": running,
+        "curve": harness.best_so_far((r.result.finished - launched, r.result.metric) for r in ok),
     }
 
 
 def metric_of(url: str, study: str) -> str:
     """The study's validation metric (``val_accuracy``, ``val_neg_mae``, ...)."""
-    from nasfw.ledger import Ledger
-
-    names = Ledger(url, study).study.metric_names
+    names = harness.open_ledger(url, study).study.metric_names
     return names[0] if names else ""
 
 
-def time_to(curve: list[tuple[float, float]], target: float | None) -> float | None:
-    if target is None:
-        return None
-    return next((moment for moment, best in curve if best >= target - 1e-12), None)
-
-
 def choice_of(url: str, study: str) -> dict[str, Any] | None:
-    from nasfw.ledger import Ledger
     from nasfw.minibench.auto import CHOICE_ATTR
 
-    raw = Ledger(url, study).attr(CHOICE_ATTR)
+    raw = harness.open_ledger(url, study).attr(CHOICE_ATTR)
     return json.loads(raw) if raw else None
 
 
@@ -269,7 +234,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 ]
                 print(f"{held} / {tuner} / {space} ...", flush=True)
                 launched = cli(run_dir, cli_args, budget)
-                found = judged(url, "bench", launched, budget)
+                found = judged(url, "bench", launched, budget, f"minibench {held}/{tuner}/{space}")
                 found["budget"] = budget
                 found.update(problem=held, modality=modality, tuner=tuner, space=space)
                 if space == "auto":
@@ -378,7 +343,7 @@ def tables(doc: dict[str, Any]) -> str:
         space = r["space"]
         if space == "auto":
             space = f"auto → {r.get('class')} ({fmt(r.get('confidence'), 2)})"
-        reached = time_to(r.get("curve", []), full.get("best"))
+        reached = harness.time_to(r.get("curve", []), full.get("best"))
         lines.append(
             f"| {r['problem']} | {r['tuner']} | {space} | {r['trials']}"
             + (f" ({r['probe_trials']} probe)" if r.get("probe_trials") else "")
@@ -451,34 +416,25 @@ def tables(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def log_to_mlflow(doc: dict[str, Any], markdown: str, out: Path, uri: str) -> None:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
-    experiment_id = (
-        experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT_NAME)
-    )
-    run = client.create_run(experiment_id, run_name="minibench", tags={"benchmark": "minibench"})
+def log_to_mlflow(doc: dict[str, Any], out: Path, uri: str | None) -> None:
+    """Each search's figures, the classifier's accuracy against F (step: F), the screening
+    correlation, the tables and ``minibench.json``."""
+    metrics: dict[str, float | None] = {}
     for r in doc["runs"]:
         key = f"{r['problem']}.{r['tuner']}.{r['space']}"
         for field in ("best", "last_population_mean", "epoch_seconds"):
-            if r.get(field) is not None:
-                client.log_metric(run.info.run_id, f"{key}.{field}", float(r[field]))
-    for row in doc.get("classifier", []):
-        client.log_metric(
-            run.info.run_id,
-            "classifier.problem_accuracy",
-            row["problem_accuracy"],
-            step=row["folding"],
-        )
+            metrics[f"{key}.{field}"] = r.get(field)
     if doc.get("screening", {}).get("problems"):
-        client.log_metric(
-            run.info.run_id, "screening.spearman_mean", doc["screening"]["spearman_mean"]
-        )
-    client.log_text(run.info.run_id, markdown, "minibench.md")
-    client.log_artifact(run.info.run_id, str(out / "minibench.json"))
-    client.set_terminated(run.info.run_id)
+        metrics["screening.spearman_mean"] = doc["screening"]["spearman_mean"]
+    accuracy = [(row["folding"], row["problem_accuracy"]) for row in doc.get("classifier", [])]
+    harness.log_to_mlflow(
+        out,
+        uri,
+        benchmark="minibench",
+        metrics=metrics,
+        series={"classifier.problem_accuracy": accuracy},
+        artifacts=[out / "minibench.md", out / "minibench.json"],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -541,9 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "minibench.md").write_text(markdown + "\n")
     print(markdown)
     if not args.report:
-        log_to_mlflow(
-            doc, markdown, args.out, args.tracking_uri or f"sqlite:///{args.out / 'mlflow.db'}"
-        )
+        log_to_mlflow(doc, args.out, args.tracking_uri)
     return 0
 
 

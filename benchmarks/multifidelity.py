@@ -19,15 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
+import harness
 import optuna
-
-from nasfw.ledger import Ledger
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PROBLEMS: dict[str, list[str]] = {
@@ -60,32 +56,23 @@ BASELINE = {"tpe+hyperband": "tpe", "codeepneat+median": "codeepneat", "hyperban
 
 
 def run(directory: Path, args: list[str]) -> float:
-    """One search through the CLI in ``directory``; its wall seconds."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """One search through the CLI in ``directory``, which must succeed; its wall seconds."""
     url = f"sqlite:///{directory / 'nasfw.db'}"
-    command = [
-        sys.executable, "-m", "nasfw", *args, "tracking=none", f"storage.url={url}",
-        f"export_dir={directory / 'best_model'}", "study_name=bench",
+    overrides = [
+        *args, "tracking=none", f"storage.url={url}", f"export_dir={directory / 'best_model'}",
+        "study_name=bench",
     ]  # fmt: skip
-    started = time.time()
-    with (directory / "cli.log").open("w") as log:
-        subprocess.run(command, stdout=log, stderr=log, cwd=directory, check=True)
-    return time.time() - started
+    found = harness.run_cli(overrides, cwd=directory, log=directory / "cli.log")
+    return found.check(f"multifidelity {directory}").wall_seconds
 
 
-def progress(url: str, epochs: int) -> dict[str, Any]:
+def progress(url: str, epochs: int, name: str) -> dict[str, Any]:
     """Best full-budget validation metric over time (seconds since the first trial started)."""
-    records = Ledger(url, "bench").records()
+    records = harness.finished_trials(url, "bench")
+    harness.require_trials(name, records)
     start = min(r.result.started for r in records if r.result.started is not None)
-    full = [
-        r
-        for r in records
-        if r.result.ok and r.result.trained_budget >= epochs and r.result.finished is not None
-    ]
-    curve: list[tuple[float, float]] = []
-    for r in sorted(full, key=lambda r: r.result.finished):
-        if not curve or r.result.metric > curve[-1][1]:
-            curve.append((round(r.result.finished - start, 1), r.result.metric))
+    full = [r for r in records if r.result.ok and r.result.trained_budget >= epochs]
+    curve = harness.best_so_far(((r.result.finished - start, r.result.metric) for r in full), 1)
     end = max(r.result.finished for r in records if r.result.finished is not None)
     return {
         "trials": len(records),
@@ -96,10 +83,6 @@ def progress(url: str, epochs: int) -> dict[str, Any]:
         "best": curve[-1][1] if curve else None,
         "curve": curve,
     }
-
-
-def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
-    return next((t for t, value in curve if value >= target - 1e-9), None)
 
 
 def main() -> None:
@@ -129,8 +112,9 @@ def main() -> None:
 
                 shutil.rmtree(directory)
             wall = run(directory, [*PROBLEMS[problem], *common, *search_args])
+            url = f"sqlite:///{directory / 'nasfw.db'}"
             row[name] = {
-                **progress(f"sqlite:///{directory / 'nasfw.db'}", args.epochs),
+                **progress(url, args.epochs, f"multifidelity {problem} {name}"),
                 "wall": round(wall, 1),
             }
             results_path.write_text(json.dumps(rows, indent=2))
@@ -144,8 +128,8 @@ def main() -> None:
         for name, r in row.items():
             base = row.get(BASELINE.get(name, name))
             target = base["best"] if base else None
-            reached = time_to(r["curve"], target) if target is not None else None
-            base_time = time_to(base["curve"], target) if base and target is not None else None
+            reached = harness.time_to(r["curve"], target)
+            base_time = harness.time_to(base["curve"], target) if base else None
             speedup = (
                 f"{base_time / reached:.2f}x"
                 if reached and base_time and name in BASELINE

@@ -12,7 +12,7 @@ as the CLI does. Each category is the cumulative time of the functions that do i
 | build and size check | ``nasfw.builder.build_model`` and ``model_cost`` outside training |
 | Optuna writes | ``nasfw.ledger.Ledger.record`` / ``start`` / ``save_state`` |
 | MLflow | the ``nasfw.plugins.tracking.mlflow_tracking`` hooks |
-| export | ``nasfw.search._export_best`` (retraining the best network, test score) |
+| export | ``nasfw.export.export_best`` (retraining the best network, test score) |
 | problem load | ``nasfw.evaluate.load_problem`` |
 | other | the rest of the wall time (tuner, hooks, progress bars, imports) |
 
@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import harness
 
 CATEGORIES = {
     "training": [("nasfw/train.py", "train_model")],
@@ -52,7 +54,7 @@ CATEGORIES = {
             "nasfw_search_end",
         )
     ],
-    "export": [("nasfw/search.py", "_export_best")],
+    "export": [("nasfw/export.py", "export_best")],
     "problem load": [("nasfw/evaluate.py", "load_problem")],
 }
 
@@ -75,10 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=0, help="also print the top N functions")
     args = parser.parse_args(argv)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from cli import compose
-
     from nasfw.search import run_search
+
+    compose = harness.tests_cli().compose
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         context = run_search(cfg, Path(tmp))
         profile.disable()
         wall = time.perf_counter() - started
+    harness.require_trials("the profiled search", context.history)
     stats = pstats.Stats(profile)
     seconds = {
         category: sum(cumulative(stats, f, n) for f, n in functions)

@@ -54,19 +54,17 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import shlex
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import harness
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-EXPERIMENT_NAME = "nasfw-benchmarks"
 PLAIN = "optuna"
 FASHION_TRAIN, FASHION_VAL_FRACTION = 2000, 0.05
 
@@ -203,52 +201,30 @@ def plain_worker(args: argparse.Namespace) -> int:
 
 def launch(command: list[str], run_dir: Path, budget: float, threads: int) -> dict[str, Any]:
     """Run ``command`` in ``run_dir``, SIGINT after ``budget`` seconds from its launch."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    with (run_dir / "run.log").open("w") as log:
-        launched = time.time()
-        proc = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=log,
-            cwd=run_dir,
-            env=env,
-            # A background job ignores SIGINT, and Python keeps an ignored SIGINT: restore it.
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
-        stopped = False
-        try:
-            proc.wait(timeout=budget)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)
-            stopped = True
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        ended = time.time()
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log = run_dir / "run.log"
+    run = harness.run_command(
+        command, cwd=run_dir, log=log, interrupt_after=budget, grace=120, env=env
+    )
+    stopped = run.stopped_by_budget
     return {
-        "launched": launched,
-        "exit_seconds": round(ended - launched - (budget if stopped else 0.0), 2),
-        "returncode": proc.returncode,
+        "launched": run.launched,
+        "exit_seconds": round(run.wall_seconds - (budget if stopped else 0.0), 2),
+        "returncode": run.returncode,
         "stopped_by_budget": stopped,
-        "log": str(run_dir / "run.log"),
+        "log": str(log),
     }
 
 
 def nasfw_trials(url: str) -> list[dict[str, Any]]:
     """Every evaluation in a nasfw study: completion time, status, validation metric."""
-    from nasfw.ledger import Ledger
-
     return [
         {
             "finished": r.result.finished,
             "ok": r.result.ok and r.result.metric is not None and math.isfinite(r.result.metric),
             "value": r.result.metric,
         }
-        for r in Ledger(url, "bench").records()
-        if r.result.finished is not None
+        for r in harness.finished_trials(url, "bench")
     ]
 
 
@@ -263,16 +239,18 @@ def plain_trials(log: Path) -> list[dict[str, Any]]:
     return out
 
 
-def judged(trials: list[dict[str, Any]], launched: float, budget: float) -> dict[str, Any]:
-    """The trials finished within the budget: best validation accuracy over time since launch."""
+def judged(
+    name: str, trials: list[dict[str, Any]], launched: float, budget: float, log: str
+) -> dict[str, Any]:
+    """The trials finished within the budget: best validation accuracy over time since launch
+    (none finished: the benchmark fails)."""
     within = sorted(
         (t for t in trials if t["finished"] - launched <= budget), key=lambda t: t["finished"]
     )
-    curve: list[tuple[float, float]] = []
-    for t in within:
-        if t["ok"] and (not curve or t["value"] > curve[-1][1]):
-            curve.append((round(t["finished"] - launched, 2), float(t["value"])))
-    first = next((t["finished"] - launched for t in within if t["ok"]), None)
+    harness.require_trials(name, within, log)
+    ok = [t for t in within if t["ok"]]
+    curve = harness.best_so_far(((t["finished"] - launched, t["value"]) for t in ok), digits=2)
+    first = ok[0]["finished"] - launched if ok else None
     return {
         "trials": len(within),
         "failed": sum(not t["ok"] for t in within),
@@ -281,10 +259,6 @@ def judged(trials: list[dict[str, Any]], launched: float, budget: float) -> dict
         "first_result_seconds": round(first, 2) if first is not None else None,
         "curve": curve,
     }
-
-
-def time_to(curve: list[tuple[float, float]] | list[list[float]], target: float) -> float | None:
-    return next((t for t, value in curve if value >= target - 1e-9), None)
 
 
 def run_one(name: str, problem: str, repeat: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -315,9 +289,8 @@ def run_one(name: str, problem: str, repeat: int, args: argparse.Namespace) -> d
         trials = plain_trials(run_dir / "trials.jsonl")
     else:
         trials = nasfw_trials(url) if (run_dir / "nasfw.db").exists() else []
-    result = judged(trials, process["launched"], args.budget)
-    if not result["trials"] and process["returncode"] not in (0, 130, -signal.SIGINT):
-        print(f"  {name} failed (exit {process['returncode']}): see {process['log']}")
+    what = f"peers {problem} repeat {repeat} {name} (exit code {process['returncode']})"
+    result = judged(what, trials, process["launched"], args.budget, process["log"])
     return {
         "contender": name,
         "problem": problem,
@@ -368,8 +341,8 @@ def summarize(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
             for r in mine:
                 base = plain.get(r["repeat"])
                 target = base["best"] if base else None
-                reached = time_to(r["curve"], target) if target is not None else None
-                own = time_to(base["curve"], target) if base and target is not None else None
+                reached = harness.time_to(r["curve"], target)
+                own = harness.time_to(base["curve"], target) if base else None
                 r["target"], r["time_to_target"] = target, reached
                 r["ratio"] = reached / own if reached is not None and own else None
                 times.append(reached)
@@ -497,49 +470,37 @@ def plots(doc: dict[str, Any], out: Path) -> list[Path]:
     return paths
 
 
-def log_to_mlflow(doc: dict[str, Any], out: Path, uri: str, artifacts: list[Path]) -> str:
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param
-
-    client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
-    experiment_id = (
-        experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT_NAME)
-    )
-    run = client.create_run(
-        experiment_id,
-        run_name="peers-quick" if doc["protocol"]["quick"] else "peers",
-        tags={
-            "benchmark": "peers",
-            "command": doc["command"],
-            "machine": doc["machine"]["description"],
-            "git_commit": doc.get("git_commit") or "",
-        },
-    )
-    run_id = run.info.run_id
-    params = [
-        Param(key, json.dumps(value) if isinstance(value, list) else str(value))
-        for key, value in doc["protocol"].items()
-    ]
-    now = int(time.time() * 1000)
-    metrics = []
+def log_to_mlflow(doc: dict[str, Any], out: Path, uri: str | None, artifacts: list[Path]) -> str:
+    """The protocol, the figures per problem and contender, and plain Optuna's and each
+    tuner's best-so-far curve of repeat 0 (step: whole seconds since launch); the run's id."""
+    metrics: dict[str, float | None] = {}
+    curves: dict[str, list[tuple[int, float]]] = {}
     for problem, s in doc["summary"].items():
         for name, r in s["contenders"].items():
             key = f"{problem}.{name.replace('+', '_')}"  # MLflow takes no "+" in names
             for field in ("best", "trials", "time_to_target", "ratio", "first_result_seconds"):
-                if r.get(field) is not None:
-                    metrics.append(Metric(f"{key}.{field}", float(r[field]), now, 0))
-        if s["best_nasfw_ratio"] is not None:
-            metrics.append(Metric(f"{problem}.best_nasfw_ratio", s["best_nasfw_ratio"], now, 0))
-        for r in doc["runs"]:  # best-so-far curves, step = whole seconds since launch
+                metrics[f"{key}.{field}"] = r.get(field)
+        metrics[f"{problem}.best_nasfw_ratio"] = s["best_nasfw_ratio"]
+        for r in doc["runs"]:
             if r["problem"] == problem and r["repeat"] == 0:
                 key = f"{problem}.{r['contender'].replace('+', '_')}.best_val_curve"
-                metrics += [Metric(key, value, now, int(t)) for t, value in r["curve"]]
-    client.log_batch(run_id, metrics=metrics, params=params)
-    for path in artifacts:
-        client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id)
-    return run_id
+                curves[key] = [(int(t), value) for t, value in r["curve"]]
+    logged = harness.log_to_mlflow(
+        out,
+        uri,
+        benchmark="peers",
+        run_name="peers-quick" if doc["protocol"]["quick"] else "peers",
+        params=doc["protocol"],
+        tags={
+            "command": doc["command"],
+            "machine": doc["machine"]["description"],
+            "git_commit": doc.get("git_commit") or "",
+        },
+        metrics=metrics,
+        series=curves,
+        artifacts=artifacts,
+    )
+    return logged["run_id"]
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -584,8 +545,6 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from table1 import git_state, machine  # benchmarks/ is on sys.path when run as a script
-
     for problem in [] if args.report else args.problems:
         settings = problem_settings(problem, args.data_dir)
         if "data_dir" in settings and not Path(settings["data_dir"]).is_dir():
@@ -597,10 +556,8 @@ def main(argv: list[str] | None = None) -> int:
         doc = json.loads((args.out / "peers.json").read_text())
         doc["summary"] = summarize(doc["runs"], doc["protocol"]["contenders"])
     else:
-        command = shlex.join(
-            ["python", "benchmarks/peers.py", *(sys.argv[1:] if argv is None else argv)]
-        )
-        source = git_state()  # at the start: what the runs measure
+        command = harness.invocation("peers.py", argv)
+        source = harness.git_state()  # at the start: what the runs measure
         started = time.time()
         runs = run_all(args)
         doc = {
@@ -616,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
                 "quick": args.quick,
             },
             "command": command,
-            "machine": machine(),
+            "machine": harness.machine(),
             **source,
             "wall_seconds": round(time.time() - started, 1),
             "summary": summarize(runs, args.contenders),
@@ -628,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = plots(doc, args.out)
     print(text)
     if not args.no_mlflow:
-        uri = args.tracking_uri or f"sqlite:///{args.out / 'mlflow.db'}"
+        uri = args.tracking_uri or harness.default_tracking_uri(args.out)
         run_id = log_to_mlflow(
             doc, args.out, uri, [args.out / "peers.md", args.out / "peers.json", *paths]
         )

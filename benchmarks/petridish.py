@@ -19,19 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
+import harness
 import optuna
 import torch
 
 from nasfw import Candidate, ProblemConfig, build_model, candidate_seed, evaluate_model, train_model
 from nasfw.evaluate import load_problem
-from nasfw.ledger import Ledger
 from nasfw.plugins.tuners.petridish.hull import lower_hull
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -48,38 +44,25 @@ TUNERS = {
 
 
 def run(name: str, tuner: str, args: list[str], out: Path, budget: float | None) -> dict[str, Any]:
-    """One search through the CLI (stopped after ``budget`` seconds when given)."""
+    """One search through the CLI (stopped with SIGINT, as a user's Ctrl-C, after ``budget``
+    seconds when given; else run to its end, and it must succeed)."""
     run_dir = out / name / tuner
-    run_dir.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{run_dir / 'nasfw.db'}"
-    command = [
-        sys.executable, "-m", "nasfw", *args, "tracking=none", f"storage.url={url}",
-        f"export_dir={run_dir / 'best_model'}", "study_name=bench",
+    overrides = [
+        *args, "tracking=none", f"storage.url={url}", f"export_dir={run_dir / 'best_model'}",
+        "study_name=bench",
     ]  # fmt: skip
-    started = time.time()
-    with (run_dir / "cli.log").open("w") as log:
-        proc = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=log,
-            cwd=run_dir,
-            # A shell's background job ignores SIGINT, and Python keeps an ignored SIGINT: give
-            # the search the default disposition so the Ctrl-C below reaches it.
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
-        try:
-            proc.wait(timeout=budget)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)  # what a user's Ctrl-C does: the study is kept
-            proc.wait(timeout=600)
-    if budget is None and proc.returncode != 0:
-        raise RuntimeError(f"{name}/{tuner} failed, see {run_dir / 'cli.log'}")
-    return {"url": url, "seconds": time.time() - started, "dir": str(run_dir)}
+    found = harness.run_cli(overrides, cwd=run_dir, log=run_dir / "cli.log", interrupt_after=budget)
+    if budget is None:
+        found.check(f"{name}/{tuner}")
+    return {"url": url, "seconds": found.wall_seconds, "dir": str(run_dir)}
 
 
 def judged(url: str, problem: Any, budget: float | None, train: dict[str, Any]) -> dict[str, Any]:
     """The trials that ended within ``budget`` seconds of the first start: best, hull, size."""
-    records = Ledger(url, "bench").records()
+    records = harness.finished_trials(url, "bench")
+    name = f"petridish {train['dir']}"
+    harness.require_trials(name, records)
     start = min(r.result.started for r in records if r.result.started is not None)
     end = start + budget if budget is not None else float("inf")
     done = [
@@ -87,6 +70,7 @@ def judged(url: str, problem: Any, budget: float | None, train: dict[str, Any]) 
         for r in records
         if r.result.finished is not None and r.result.finished <= end + 1e-6 and r.exportable
     ]
+    harness.require_trials(f"{name} (within {budget} s)", done)
     ok = [r for r in done if r.result.ok and r.result.flops is not None]
     best = max(ok, key=lambda r: r.rank)
     points = [(float(r.result.flops), 1.0 - float(r.result.metric)) for r in ok]
@@ -124,7 +108,7 @@ def test_metric(best: Any, problem: Any, train: dict[str, Any]) -> float:
 
 def hull_per_round(url: str) -> list[dict[str, Any]]:
     """Petridish's pool after each round (seeds, then each round's children): its hull."""
-    records = [r for r in Ledger(url, "bench").records() if r.exportable and r.result.ok]
+    records = [r for r in harness.finished_trials(url, "bench") if r.exportable and r.result.ok]
     rounds = sorted({int(r.attrs.get("round", 0)) for r in records})
     progress = []
     for k in rounds:

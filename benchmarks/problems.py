@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
+import harness
 import numpy as np
 import torch
 
@@ -81,26 +79,21 @@ def classic(problem: Problem) -> tuple[str, float]:
 
 
 def search(name: str, space: str, out: Path, overrides: list[str]) -> dict[str, Any]:
+    """CoDeepNEAT on ``name`` through the CLI, to its end: the exported best network's scores,
+    the search's wall seconds and the best network's ops."""
     run_dir = out / name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "nasfw", f"problem={name}", f"search_space={space}",
-            "tracking=none", f"storage.url=sqlite:///{run_dir / 'nasfw.db'}",
-            f"export_dir={run_dir / 'best_model'}", *overrides,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=run_dir,
-    )  # fmt: skip
-    (run_dir / "cli.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name}: the search failed, see {run_dir / 'cli.log'}")
+    url = f"sqlite:///{run_dir / 'nasfw.db'}"
+    cli_args = [
+        f"problem={name}", f"search_space={space}", "tracking=none", f"storage.url={url}",
+        f"export_dir={run_dir / 'best_model'}", *overrides, "study_name=bench",
+    ]  # fmt: skip
+    found = harness.run_cli(cli_args, cwd=run_dir, log=run_dir / "cli.log")
+    found.check(f"{name}: the search")
+    harness.require_trials(f"{name}: the search", harness.finished_trials(url, "bench"))
     summary = json.loads((run_dir / "best_model" / "summary.json").read_text())
     graph = json.loads((run_dir / "best_model" / "graph.json").read_text())
     return {
-        "seconds": time.time() - started,
+        "seconds": found.wall_seconds,
         "val": next(v for k, v in summary.items() if k.startswith("val_")),
         "test": next(v for k, v in summary.items() if k.startswith("test_")),
         "best_ops": [n["op"] for n in graph["nodes"]],

@@ -18,11 +18,11 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+import harness
 
 TARGET_SECONDS = 1.5
 COMMANDS: dict[str, list[str]] = {
@@ -30,48 +30,30 @@ COMMANDS: dict[str, list[str]] = {
     "`python -m nasfw --cfg job`": ["-m", "nasfw", "--cfg", "job"],
     "`python -c 'import nasfw'`": ["-c", "import nasfw"],
 }
-# The tests' tiny search (tests/cli.py TINY): what start-up costs before anything trains.
-SEARCH = [
-    "problem=iris",
-    "search_space=tabular_mlp",
-    "tuner=random",
-    "tuner.n_trials=2",
-    "tuner.batch_size=2",
-    "train.epochs=1",
-    "launcher.workers=0",
-    "tracking=none",
-]
+# The study of the tests' tiny search (tests/cli.py TINY: iris, random search, seed 0).
 STUDY = "random-iris-tabular_mlp-seed0"
 
 
 def timed(python: str, args: list[str], cwd: Path) -> tuple[float, int]:
     """Wall seconds of ``python *args`` in ``cwd``, and its exit code."""
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [python, *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    return time.perf_counter() - started, proc.returncode
+    run = harness.run_command([python, *args], cwd=cwd)
+    return run.wall_seconds, run.returncode
 
 
 def first_step(python: str, cwd: Path) -> float | None:
-    """``nasfw:first_step_seconds`` of one tiny search, or None when it failed."""
+    """``nasfw:first_step_seconds`` of the tests' tiny search (what start-up costs before
+    anything trains), or None when it failed."""
+    from nasfw.ledger import FIRST_STEP_ATTR
+
     url = f"sqlite:///{cwd / 'startup.db'}"
-    proc = subprocess.run(
-        [python, "-m", "nasfw", *SEARCH, f"storage.url={url}"],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
+    tiny = harness.tests_cli().TINY
+    run = harness.run_command(
+        [python, "-m", "nasfw", *tiny, f"storage.url={url}"], cwd=cwd, capture=True
     )
-    if proc.returncode != 0:
-        print(proc.stderr[-2000:], file=sys.stderr)
+    if run.returncode != 0:
+        print(run.stderr[-2000:], file=sys.stderr)
         return None
-    import optuna
-
-    from nasfw.ledger import FIRST_STEP_ATTR, Ledger
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "Using an existing study"
-    ledger = Ledger(url, STUDY)
-    value = ledger.storage.get_study_system_attrs(ledger.study_id).get(FIRST_STEP_ATTR)
+    value = harness.open_ledger(url, STUDY).attr(FIRST_STEP_ATTR)
     return float(value) if value is not None else None
 
 

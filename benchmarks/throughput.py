@@ -40,12 +40,12 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+import harness
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -71,8 +71,6 @@ CONFIGS: dict[str, list[str]] = {
 
 def run(name: str, overrides: list[str], trials: int, work: Path) -> dict[str, Any]:
     """One CLI run of configuration ``name``; its figures from the study."""
-    from nasfw.ledger import Ledger
-
     folder = Path(tempfile.mkdtemp(prefix="run-", dir=work))
     url = f"sqlite:///{folder / 'nasfw.db'}"
     args = [
@@ -86,19 +84,12 @@ def run(name: str, overrides: list[str], trials: int, work: Path) -> dict[str, A
     ]
     if "tracking=none" not in overrides:
         args.append(f"tracking.tracking_uri=sqlite:///{folder / 'mlflow.db'}")
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "nasfw", *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
-    ledger = Ledger(url, "throughput")
+    found = harness.run_cli(args, cwd=folder, capture=True, env={"PYTHONPATH": str(REPO)})
+    found.check(name)
+    wall = found.wall_seconds
+    ledger = harness.open_ledger(url, "throughput")
     records = ledger.records()
+    harness.require_trials(name, records)
     generations = ledger.generation_seconds()
     train = sum(r.result.train_seconds for r in records)
     busy = sum(

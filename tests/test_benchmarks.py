@@ -3,17 +3,28 @@ benchmarks/petridish.py are long runs (``pytest -m slow``), benchmarks/gpu.py is
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import optuna
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "table1.py"
+
+
+def benchmark(name: str) -> ModuleType:
+    """The module ``benchmarks/<name>.py``, imported as the scripts import each other."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
 
 
 def first_generation(url: str, study: str) -> list[str]:
@@ -71,11 +82,7 @@ def test_table1_quick(tmp_path: Path) -> None:
 def test_table1_finds_the_shared_data_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--data-dir: mnist/ or else mnist10k/ (the shared data's name) is mnist; a relative
     directory is made absolute, since the runs start in the repository root."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import table1
-    finally:
-        sys.path.pop(0)
+    table1 = benchmark("table1")
     for folder in ("mnist10k", "fashion_mnist", "empty"):
         (tmp_path / "data" / folder).mkdir(parents=True)
         if folder != "empty":
@@ -131,6 +138,27 @@ def test_table1_quick_real_mnist(tmp_path: Path) -> None:
     assert "| | mnist |" in (out / "table1.md").read_text()
 
 
+def test_harness_fails_a_search_without_finished_trials(tmp_path: Path) -> None:
+    """benchmarks/harness.py: a search whose study holds no finished trial (an empty study, or
+    one whose only trial never finished) fails the benchmark instead of showing "—"."""
+    harness = benchmark("harness")
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    study = optuna.create_study(study_name="bench", storage=url, direction="maximize")
+    with pytest.raises(harness.BenchmarkError, match="tpe: no finished trial"):
+        harness.require_trials("tpe", harness.finished_trials(url, "bench"))
+    study.ask()  # a RUNNING trial: started, never finished
+    assert harness.finished_trials(url, "bench") == []
+    with pytest.raises(SystemExit) as failed:
+        harness.require_trials("tpe", harness.finished_trials(url, "bench"), tmp_path / "x.log")
+    assert str(failed.value).endswith(f"nothing to report; see {tmp_path / 'x.log'}")
+    harness.require_trials("tpe", [object()])  # one finished trial is enough
+
+    curve = harness.best_so_far([(3.0, 0.5), (1.0, 0.4), (2.0, None), (4.0, 0.45), (5.0, 0.9)])
+    assert curve == [(1.0, 0.4), (3.0, 0.5), (5.0, 0.9)]
+    assert harness.time_to(curve, 0.5) == 3.0
+    assert harness.time_to(curve, 0.95) is None and harness.time_to(curve, None) is None
+
+
 @pytest.mark.slow
 def test_gpu_benchmark_quick(tmp_path: Path) -> None:
     """benchmarks/gpu.py on small Fashion-MNIST-format files: the CPU rows (and GPU rows where
@@ -158,11 +186,7 @@ def test_gpu_benchmark_quick(tmp_path: Path) -> None:
 
 def test_problems_benchmark_baselines() -> None:
     """benchmarks/problems.py's baselines, scored with each problem's own metric."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import problems
-    finally:
-        sys.path.pop(0)
+    problems = benchmark("problems")
     from nasfw import ProblemConfig
     from nasfw.evaluate import load_problem
 

@@ -1,0 +1,364 @@
+"""What the benchmark scripts share: running the nasfw command line with a budget, reading a
+study's finished trials (and failing on a search that finished none), best-so-far curves, one
+MLflow run per invocation, and the machine and commit measured.
+
+The scripts run as ``python benchmarks/<script>.py``, so ``benchmarks/`` is ``sys.path[0]`` and
+``import harness`` finds this module; the tests put ``benchmarks/`` on ``sys.path`` to import a
+script, which imports this module at its top. Units: durations are seconds (``*_seconds``), and
+moments (``Run.launched``, a trial's ``result.finished``) are seconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import resource
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nasfw.ledger import Ledger
+    from nasfw.search import TrialRecord
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+EXPERIMENT_NAME = "nasfw-benchmarks"
+
+Curve = list[tuple[float, float]]
+
+
+class BenchmarkError(SystemExit):
+    """A run that cannot give its figures (the CLI failed, a search finished no trial): ends
+    the script with this message and exit status 1, where a table would otherwise show "—"."""
+
+
+# -- running the command line -------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One finished subprocess."""
+
+    command: list[str]
+    returncode: int
+    launched: float  # seconds since the epoch, just before the process started
+    wall_seconds: float  # from launch to exit
+    cpu_seconds: float  # user + system seconds of the process and the children it waited for
+    stopped_by_budget: bool = False  # sent SIGINT at ``interrupt_after``
+    timed_out: bool = False  # killed at ``timeout`` (or ``grace`` seconds after the SIGINT)
+    log: Path | None = None  # stdout and stderr together, when written to a file
+    stdout: str = ""  # when captured
+    stderr: str = ""
+
+    def tail(self, lines: int = 25) -> str:
+        """The last ``lines`` lines of the log (or of the captured stderr)."""
+        text = self.log.read_text(errors="replace") if self.log else self.stderr
+        return "\n".join(text.splitlines()[-lines:])
+
+    def check(self, what: str, hint: str = "") -> Run:
+        """This run, if it exited with status 0; else :class:`BenchmarkError` with the tail of
+        its output (``what`` names the run, ``hint`` is added to the message)."""
+        if self.returncode == 0 and not self.timed_out:
+            return self
+        why = "timed out" if self.timed_out else f"exit code {self.returncode}"
+        where = f"; log {self.log}" if self.log else ""
+        raise BenchmarkError(
+            f"{what}: run failed ({why}){where}:\n{self.tail()}" + (f"\n\n{hint}" if hint else "")
+        )
+
+
+def run_command(
+    command: Sequence[str],
+    *,
+    cwd: Path,
+    log: Path | None = None,
+    capture: bool = False,
+    timeout: float | None = None,
+    interrupt_after: float | None = None,
+    grace: float = 600.0,
+    env: Mapping[str, str] | None = None,
+    header: bool = False,
+) -> Run:
+    """Run ``command`` in ``cwd`` (created if missing) to its end or its budget.
+
+    Output: to the file ``log`` (stdout and stderr together; ``header`` writes the command line
+    first), else kept in :attr:`Run.stdout` / :attr:`Run.stderr` with ``capture``, else
+    discarded. Budget, in wall seconds from the launch: ``interrupt_after`` sends SIGINT (a
+    user's Ctrl-C: the search keeps its study and exits), then the process gets ``grace``
+    seconds to exit before it is killed; ``timeout`` kills it outright. ``env`` adds to this
+    process's environment. CPU seconds come from ``getrusage(RUSAGE_CHILDREN)`` before and after.
+    """
+    command = list(command)
+    cwd.mkdir(parents=True, exist_ok=True)
+    sink: IO[str] | None = None
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        sink = log.open("w")
+        if header:
+            sink.write(shlex.join(command) + "\n\n")
+            sink.flush()
+        stdout, stderr = sink, subprocess.STDOUT
+    elif capture:
+        stdout = stderr = subprocess.PIPE
+    else:
+        stdout = stderr = subprocess.DEVNULL
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    launched = time.time()
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        command,
+        cwd=cwd,
+        stdout=stdout,
+        stderr=stderr,
+        text=True,
+        env={**os.environ, **(env or {})},
+        # A background job ignores SIGINT, and Python keeps an ignored SIGINT: restore it so
+        # the Ctrl-C at the budget's end reaches the search.
+        preexec_fn=_default_sigint if interrupt_after is not None else None,
+    )
+    stopped = timed_out = False
+    interrupt = interrupt_after is not None and (timeout is None or interrupt_after < timeout)
+    try:
+        out, err = proc.communicate(timeout=interrupt_after if interrupt else timeout)
+    except subprocess.TimeoutExpired:
+        if interrupt:
+            assert interrupt_after is not None
+            proc.send_signal(signal.SIGINT)
+            stopped = True
+            left = grace if timeout is None else min(grace, timeout - interrupt_after)
+            try:
+                out, err = proc.communicate(timeout=left)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                timed_out = True
+                out, err = proc.communicate()
+        else:
+            proc.kill()
+            timed_out = True
+            out, err = proc.communicate()
+    finally:
+        if sink is not None:
+            sink.close()
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Run(
+        command=command,
+        returncode=proc.returncode,
+        launched=launched,
+        wall_seconds=wall,
+        cpu_seconds=cpu,
+        stopped_by_budget=stopped,
+        timed_out=timed_out,
+        log=log,
+        stdout=out or "",
+        stderr=err or "",
+    )
+
+
+def run_cli(overrides: Sequence[str], **options: Any) -> Run:
+    """``python -m nasfw <overrides>`` through :func:`run_command` (same options)."""
+    return run_command([sys.executable, "-m", "nasfw", *overrides], **options)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# -- reading a study ----------------------------------------------------------------------------
+
+
+def open_ledger(url: str, study: str) -> Ledger:
+    """The study ``study`` in storage ``url`` (created empty if missing), Optuna kept quiet."""
+    import optuna
+
+    from nasfw.ledger import Ledger
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "Using an existing study"
+    return Ledger(url, study)
+
+
+def finished_trials(url: str, study: str, until: float | None = None) -> list[TrialRecord]:
+    """The study's finished evaluations (ok, failed or pruned), oldest first; with ``until``
+    (seconds since the epoch) only those that finished by then."""
+    end = math.inf if until is None else until
+    records = open_ledger(url, study).records()
+    return [r for r in records if r.result.finished is not None and r.result.finished <= end]
+
+
+def require_trials(name: str, trials: Sequence[Any], log: Path | str | None = None) -> None:
+    """Fail the benchmark (:class:`BenchmarkError`) when the search or contender ``name``
+    finished no trial: it has no figures, and a table would show "—" as if it had run."""
+    if not trials:
+        where = f"; see {log}" if log else ""
+        raise BenchmarkError(f"{name}: no finished trial, so nothing to report{where}")
+
+
+def best_so_far(points: Iterable[tuple[float, float | None]], digits: int | None = None) -> Curve:
+    """The best-so-far curve of ``(seconds, value)`` points: in time order, each point that
+    beats every earlier value (None and non-finite values skipped); seconds rounded to
+    ``digits`` decimals when given."""
+    curve: Curve = []
+    for moment, value in sorted(points, key=lambda p: p[0]):
+        if value is None or not math.isfinite(value):
+            continue
+        if not curve or value > curve[-1][1]:
+            curve.append((round(moment, digits) if digits is not None else moment, float(value)))
+    return curve
+
+
+def time_to(
+    curve: Sequence[Sequence[float]], target: float | None, tolerance: float = 1e-9
+) -> float | None:
+    """Seconds at which a best-so-far ``curve`` first reaches ``target`` (less ``tolerance``);
+    None when it never does, or when there is no target."""
+    if target is None:
+        return None
+    return next((moment for moment, value in curve if value >= target - tolerance), None)
+
+
+# -- MLflow -------------------------------------------------------------------------------------
+
+
+def default_tracking_uri(out: Path) -> str:
+    """The MLflow store a benchmark uses without ``--tracking-uri``: ``<out>/mlflow.db``."""
+    return f"sqlite:///{out / 'mlflow.db'}"
+
+
+def log_to_mlflow(
+    out: Path,
+    tracking_uri: str | None,
+    *,
+    benchmark: str,
+    run_name: str | None = None,
+    experiment: str = EXPERIMENT_NAME,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    metrics: Mapping[str, float | None] | None = None,
+    series: Mapping[str, Iterable[tuple[int, float]]] | None = None,
+    artifacts: Iterable[Path] = (),
+) -> dict[str, str]:
+    """One finished MLflow run in ``experiment`` of ``tracking_uri`` (None: the default store
+    in ``out``, whose new experiment keeps its artifacts in ``<out>/mlartifacts``).
+
+    ``params``: lists and dicts as JSON, the rest as text; ``tags`` (plus ``benchmark``);
+    ``metrics`` at step 0 and ``series`` as ``(step, value)`` pairs, None and non-finite values
+    left out; ``artifacts``: files (the report's Markdown, JSON, plots). Returns the run's
+    ``tracking_uri``, ``experiment_id`` and ``run_id``.
+    """
+    import json
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    uri = tracking_uri or default_tracking_uri(out)
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        default = uri == default_tracking_uri(out)
+        location = (out / "mlartifacts").resolve().as_uri() if default else None
+        experiment_id = client.create_experiment(experiment, artifact_location=location)
+    else:
+        if found.lifecycle_stage == "deleted":
+            client.restore_experiment(found.experiment_id)
+        experiment_id = found.experiment_id
+    run = client.create_run(
+        experiment_id, run_name=run_name or benchmark, tags={**(tags or {}), "benchmark": benchmark}
+    )
+    run_id = run.info.run_id
+    now = int(time.time() * 1000)
+    points = [(key, value, 0) for key, value in (metrics or {}).items()]
+    points += [(key, v, step) for key, pairs in (series or {}).items() for step, v in pairs]
+    try:
+        client.log_batch(
+            run_id,
+            metrics=[
+                Metric(key, float(value), now, int(step))
+                for key, value, step in points
+                if value is not None and math.isfinite(float(value))
+            ],
+            params=[
+                Param(k, json.dumps(v) if isinstance(v, list | dict) else str(v))
+                for k, v in (params or {}).items()
+            ],
+        )
+        for path in artifacts:
+            client.log_artifact(run_id, str(path))
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id)
+    return {"tracking_uri": uri, "experiment_id": str(experiment_id), "run_id": run_id}
+
+
+# -- what was measured --------------------------------------------------------------------------
+
+
+def invocation(script: str, argv: Sequence[str] | None) -> str:
+    """The command line that ran ``benchmarks/<script>`` (``argv``: None for ``sys.argv``)."""
+    given = sys.argv[1:] if argv is None else list(argv)
+    return shlex.join(["python", f"benchmarks/{script}", *given])
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, GPU (None without one) and Python version, with a one-line summary."""
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:
+        gpu = None
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = os.cpu_count()
+    return {
+        "cpu": cpu,
+        "cores": cores,
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "description": f"{cores}-core CPU ({cpu}), {'GPU ' + gpu if gpu else 'no GPU'}",
+    }
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured, and the framework's files that differ from it (if any)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=REPO, capture_output=True, text=True, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    changed = git("status", "--porcelain", "--", "nasfw", "plugins", "launchers", "conf")
+    return {
+        "git_commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": changed.splitlines() if changed else [],
+    }
+
+
+def tests_cli() -> ModuleType:
+    """``tests/cli.py``, the tests' own helpers: its ``TINY`` search (iris, two MLPs, one epoch,
+    evaluations in the driver) and ``compose`` (a run's config, composed in this process)."""
+    tests = str(REPO / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    import cli
+
+    return cli
