@@ -36,6 +36,7 @@ USER_ERRORS = (
     "nasfw.registry.PluginError",
     "nasfw.storage.LedgerError",
     "nasfw.lease.LeaseError",
+    "nasfw.weights.WeightsError",
 )
 
 

@@ -4,6 +4,7 @@ a writer killed mid-record handled here."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -30,6 +31,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             path = Path(url.removeprefix("journal://"))
             path.parent.mkdir(parents=True, exist_ok=True)
             set_aside_torn_tail(path)
+            set_aside_damaged_tail(path, url)
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         if url.startswith("sqlite:///"):
             path = Path(url.removeprefix("sqlite:///"))
@@ -46,6 +48,81 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             f"{str(err).splitlines()[0] if str(err) else ''}). Use sqlite:///file.db for one "
             "machine, or a PostgreSQL URL / journal:///shared/path.log for clusters."
         ) from err
+
+
+def _records(data: bytes) -> list[tuple[int, bytes]]:
+    """The journal's whole lines with their byte offsets."""
+    found, offset = [], 0
+    for line in data.splitlines(keepends=True):
+        found.append((offset, line))
+        offset += len(line)
+    return found
+
+
+def _is_record(line: bytes) -> bool:
+    """Whether ``line`` is one of Optuna's journal records: a JSON object with its op code."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and isinstance(record.get("op_code"), int)
+
+
+def set_aside_damaged_tail(path: Path, url: str) -> Path | None:
+    """Check every record of journal ``path`` before anything is written to it; return the
+    backup of a damaged last record, if there was one.
+
+    A record that is no longer a journal record (a changed byte, a line of another file)
+    is skipped by Optuna's reader while it is the last one, so the study silently loses it;
+    once anything is appended after it, every later open fails. Damage in the last record(s)
+    only: they go to ``<path>.damaged-<UTC time>`` (named in a warning) and the journal ends at
+    its last valid record (what they recorded is lost, e.g. a trial's end: the search then
+    runs that evaluation again). Damage followed by valid records cannot be repaired without
+    losing them: refused, naming the byte offset. Done under the journal's lock.
+
+    Raises:
+        LedgerError: a damaged record with valid records after it (``storage.url`` and the
+            byte offset named; the file is left as it was).
+    """
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        records = _records(path.read_bytes())
+        bad = [i for i, (_, line) in enumerate(records) if not _is_record(line)]
+        if not bad:
+            return None
+        first = bad[0]
+        offset = records[first][0]
+        if bad != list(range(first, len(records))):
+            raise LedgerError(
+                f"storage.url={url}: the journal is damaged at byte {offset} (record "
+                f"{first + 1} of {len(records)} is not a journal record) and valid records "
+                "follow it; nothing was written. Restore the file from a backup, or cut it at "
+                "that byte to keep the records before it"
+            )
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        backup = path.with_name(f"{path.name}.damaged-{stamp}")
+        with open(path, "rb+") as f:
+            f.seek(offset)
+            backup.write_bytes(f.read())
+            f.truncate(offset)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        lock.release()
+    _log.warning(
+        "journal %s: its last %d record(s) were damaged (from byte %d); they were moved to %s "
+        "and the journal ends at its last valid record",
+        path,
+        len(records) - first,
+        offset,
+        backup,
+    )
+    return backup
 
 
 def set_aside_torn_tail(path: Path) -> Path | None:

@@ -71,23 +71,41 @@ class WeightStore:
         return artifact_id
 
     def load(self, key: str) -> StoredWeights:
-        """The weights saved for ``key``. Raises :class:`WeightsError` naming the key and the
-        directory when there are none (never saved, or deleted as no longer needed)."""
+        """The weights saved for ``key``.
+
+        Raises:
+            WeightsError: naming the evaluation's key, the artifact and ``storage.artifacts``,
+                when there are none (never saved, or deleted as no longer needed) or the file
+                cannot be read as weights nasfw wrote (damaged, truncated, or another file).
+                Only tensors are ever loaded (``torch.load(weights_only=True)``): a file that
+                needs more is refused, never loaded unsafely.
+        """
         import torch
 
         artifact_id = self.artifact_id(key)
+        where = f"evaluation {key} (artifact {artifact_id} in storage.artifacts={self.path})"
         try:
             with self._store().open_reader(artifact_id) as reader:  # type: ignore[attr-defined]
                 data = reader.read()
         except Exception as err:
+            raise WeightsError(f"no stored weights for {where}: {type(err).__name__}") from err
+        try:
+            saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            if isinstance(saved, dict) and "state_dict" in saved:
+                weights = StoredWeights(dict(saved["state_dict"]), int(saved["budget"]))
+            else:  # written before budgets were kept: a bare state_dict
+                weights = StoredWeights(dict(saved), 0)
+            if not all(isinstance(t, torch.Tensor) for t in weights.state.values()):
+                raise TypeError("not a state_dict of tensors")
+        except Exception as err:
+            # Not torch's own message: it advises loading with weights_only=False, which would
+            # run whatever a planted file holds.
             raise WeightsError(
-                f"no stored weights for evaluation {key} (artifact {artifact_id} in "
-                f"storage.artifacts={self.path}): {type(err).__name__}"
-            ) from err
-        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        if "state_dict" not in saved:  # written before budgets were kept: a bare state_dict
-            return StoredWeights(saved, 0)
-        return StoredWeights(saved["state_dict"], int(saved["budget"]))
+                f"the stored weights of {where} cannot be read ({type(err).__name__}: the file "
+                f"is damaged or was not written by nasfw, {len(data)} bytes); delete it to "
+                "have the evaluations that need it fail, or restore it from a backup"
+            ) from None
+        return weights
 
     def nbytes(self, key: str) -> int:
         """Bytes the weights of ``key`` take on disk (0 when there are none)."""

@@ -12,7 +12,7 @@ from cli import TINY, nasfw, trials
 from conftest import run_together
 
 from nasfw import ArchGraph, Candidate, Node, Result
-from nasfw.ledger import Ledger, open_storage
+from nasfw.ledger import Ledger, LedgerError, open_storage
 
 WRITERS, EACH = 3, 20
 
@@ -150,6 +150,70 @@ def test_a_journal_of_one_torn_record_is_emptied(tmp_path):
     path.write_bytes(TORN)
     assert Ledger(f"journal://{path}", "study").records() == []
     assert path.read_bytes().count(b"\n") == path.read_bytes().count(b"}\n")  # whole records
+
+
+# -- a journal with a damaged record (one changed byte, a foreign line) ---------------------
+def _damage(line: bytes, how: str) -> bytes:
+    if how == "changed byte":  # JSON no longer: the record's opening brace turned into a letter
+        return b"x" + line[1:]
+    if how == "foreign line":
+        return b"not a journal record\n"
+    assert how == "json, not a record"
+    return b'{"hello": 1}\n'
+
+
+@pytest.mark.parametrize("how", ["changed byte", "foreign line", "json, not a record"])
+def test_a_damaged_last_record_is_set_aside_before_anything_is_written(tmp_path, caplog, how):
+    """Optuna's reader skips a damaged last record, and once anything is appended after it
+    every later open fails: it goes to a backup named in a warning, and the journal ends at
+    its last valid record."""
+    path = tmp_path / "j.log"
+    ledger = Ledger(f"journal://{path}", "study")
+    ledger.record(Candidate(_graph(1)), Result("ok", 0.5), 0, 0)
+    ledger.record(Candidate(_graph(2)), Result("ok", 0.6), 0, 1)
+    lines = path.read_bytes().splitlines(keepends=True)
+    damaged = _damage(lines[-1], how)
+    path.write_bytes(b"".join(lines[:-1]) + damaged)
+
+    again = Ledger(f"journal://{path}", "study")
+    (backup,) = tmp_path.glob("j.log.damaged-*")
+    assert backup.read_bytes() == damaged and str(backup) in caplog.text
+    assert path.read_bytes().startswith(b"".join(lines[:-1])) and damaged not in path.read_bytes()
+    again.record(Candidate(_graph(3)), Result("ok", 0.75), 0, 2)  # appended after valid ones
+    kept = Ledger(f"journal://{path}", "study").records()
+    assert kept[0].result.metric == 0.5 and kept[-1].result.metric == 0.75
+
+
+def test_a_damaged_record_with_valid_ones_after_it_is_refused_naming_the_byte(tmp_path):
+    path = tmp_path / "j.log"
+    ledger = Ledger(f"journal://{path}", "study")
+    for i in range(3):
+        ledger.record(Candidate(_graph(i)), Result("ok", 0.5), 0, i)
+    lines = path.read_bytes().splitlines(keepends=True)
+    at = len(lines) // 2
+    offset = sum(len(line) for line in lines[:at])
+    lines[at] = _damage(lines[at], "changed byte")
+    path.write_bytes(b"".join(lines))
+    before = path.read_bytes()
+    with pytest.raises(LedgerError, match=rf"damaged at byte {offset} .*nothing was written"):
+        Ledger(f"journal://{path}", "study")
+    assert path.read_bytes() == before and not list(tmp_path.glob("j.log.damaged-*"))
+
+
+def test_the_cli_refuses_a_journal_damaged_mid_file_in_one_line(tmp_path):
+    url = f"journal://{tmp_path / 'j.log'}"
+    assert nasfw(tmp_path, *TINY, f"storage.url={url}").returncode == 0
+    path = tmp_path / "j.log"
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[1] = _damage(lines[1], "changed byte")
+    path.write_bytes(b"".join(lines))
+    before = path.read_bytes()
+    out = nasfw(tmp_path, *TINY, f"storage.url={url}")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"storage.url={url}: the journal is damaged at byte {len(lines[0])}" in " ".join(
+        out.stderr.split()
+    )
+    assert path.read_bytes() == before  # the failing rerun appends nothing
 
 
 # Long (kill, tear and resume, ~20 s; the torn tail's handling has quick tests above):

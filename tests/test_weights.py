@@ -76,6 +76,47 @@ def test_missing_weights_fail_the_trial_naming_key_and_directory(evaluator):
         evaluator.weights.load("0123456789abcdef")
 
 
+def _planted(tensors: object) -> bytes:
+    """A pickle that only loads with weights_only=False (an object, not tensors)."""
+    import pickle
+
+    planted = {"state_dict": tensors, "budget": 1, "x": dataclasses.make_dataclass}
+    return pickle.dumps(planted, protocol=2)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda data: data[: len(data) // 2], id="truncated"),
+        pytest.param(
+            lambda data: data[:100] + bytes([data[100] ^ 0xFF]) + data[101:], id="flipped"
+        ),
+        pytest.param(lambda data: b"", id="empty"),
+        pytest.param(lambda data: b"not weights at all\n", id="text"),
+        pytest.param(lambda data: _planted({}), id="pickle needing weights_only=False"),
+    ],
+)
+def test_damaged_weights_fail_the_trial_naming_artifact_key_and_directory(evaluator, damage):
+    """A damaged or foreign weights file: the evaluation that starts from it is a failed trial
+    whose reason names the evaluation's key, the artifact and storage.artifacts, and never
+    suggests loading unsafely (torch's own advice is weights_only=False)."""
+    from pathlib import Path
+
+    parent = Candidate(GRAPH, keep_weights=True)
+    assert evaluator(parent).ok
+    store = evaluator.weights
+    path = Path(store.path) / store.artifact_id(parent.key)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(WeightsError) as raised:
+        store.load(parent.key)
+    message = str(raised.value)
+    assert parent.key in message and store.artifact_id(parent.key) in message
+    assert f"storage.artifacts={store.path}" in message and "weights_only" not in message
+    child = evaluator(Candidate(WIDER, init_from=parent.key))
+    assert not child.ok and "cannot be read" in child.error and parent.key in child.error
+    assert "weights_only" not in child.error
+
+
 def test_a_scorer_that_retrains_refuses_weights(evaluator):
     scoring = dataclasses.replace(evaluator, scoring={"name": "regularized"})
     result = scoring(Candidate(GRAPH, keep_weights=True))
