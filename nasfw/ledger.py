@@ -40,6 +40,10 @@ __all__ = [
     "set_aside_torn_tail",
 ]
 
+# The tuner's state after a generation, the generation and the last trial it was told, in one
+# attr (one write: a kill between two writes once left a state ahead of its generation, whose
+# results a resume then told the tuner twice). Studies written before it have the two below.
+CHECKPOINT_ATTR = "nasfw:checkpoint"
 STATE_ATTR = "nasfw:tuner_state"
 GENERATION_ATTR = "nasfw:last_generation"
 SECONDS_ATTR = "nasfw:generation_seconds"
@@ -143,13 +147,18 @@ class Ledger:
         generation: int,
         state: dict[str, Any],
         generation_seconds: dict[int, float] | None = None,
+        told_through: int | None = None,
     ) -> None:
-        # State first: a crash between the writes re-runs the generation's tell, not skips it.
-        self._set(STATE_ATTR, json.dumps(state, separators=(",", ":")))
+        """Keep the tuner's ``state`` after ``generation``, which holds every stored evaluation
+        up to trial number ``told_through`` (None: every one of this generation and before).
+
+        The state, its generation and ``told_through`` are one write: a search killed at any
+        moment resumes from a state that matches its generation exactly."""
         if generation_seconds is not None:
             timing = {str(g): s for g, s in sorted(generation_seconds.items())}
             self._set(SECONDS_ATTR, json.dumps(timing))
-        self._set(GENERATION_ATTR, generation)
+        checkpoint = {"generation": generation, "state": state, "told_through": told_through}
+        self._set(CHECKPOINT_ATTR, json.dumps(checkpoint, separators=(",", ":")))
 
     def set_first_step_seconds(self, seconds: float) -> None:
         """Record the search's start-up time (:data:`FIRST_STEP_ATTR`)."""
@@ -161,10 +170,24 @@ class Ledger:
         return {int(g): float(s) for g, s in json.loads(raw).items()} if raw else {}
 
     def load_state(self) -> tuple[int, dict[str, Any]] | None:
+        """The last generation saved and the tuner's state after it (None: a new search)."""
+        checkpoint = self._checkpoint()
+        return None if checkpoint is None else (checkpoint[0], checkpoint[1])
+
+    def told_through(self) -> int | None:
+        """The number of the last stored trial the saved state holds (None: not recorded, a
+        study written before nasfw kept it, or a new search)."""
+        checkpoint = self._checkpoint()
+        return None if checkpoint is None else checkpoint[2]
+
+    def _checkpoint(self) -> tuple[int, dict[str, Any], int | None] | None:
         attrs = self._attrs()
+        if CHECKPOINT_ATTR in attrs:
+            saved = json.loads(attrs[CHECKPOINT_ATTR])
+            return int(saved["generation"]), saved["state"], saved.get("told_through")
         if GENERATION_ATTR not in attrs:
             return None
-        return int(attrs[GENERATION_ATTR]), json.loads(attrs[STATE_ATTR])
+        return int(attrs[GENERATION_ATTR]), json.loads(attrs[STATE_ATTR]), None
 
     # -- trials ---------------------------------------------------------------------------
     def _trial_attrs(

@@ -157,6 +157,7 @@ def prepare(
         pruning=pruning,
         asynchronous=asynchronous,
         resumed_after=saved[0] if saved is not None else None,
+        told_through=ledger.told_through(),
     )
 
 
