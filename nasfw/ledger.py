@@ -21,6 +21,7 @@ import datetime
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -84,6 +85,9 @@ class Ledger:
 
     def __init__(self, url: str, study_name: str) -> None:
         self.url = url
+        # Called before each write: raises when this driver no longer holds the study's lease
+        # (nasfw.lease.DriverLease.check, set once the lease is taken).
+        self.fence: Callable[[], None] = _no_fence
         self.storage = open_storage(url)
         try:
             self.study = optuna.create_study(
@@ -107,6 +111,7 @@ class Ledger:
         return {**legacy, **stored}
 
     def _set(self, key: str, value: Any) -> None:
+        self.fence()
         self.storage.set_study_system_attr(self.study_id, key, value)
 
     def attr(self, key: str) -> Any:
@@ -122,6 +127,7 @@ class Ledger:
         if self.study.metric_names != [name]:
             import warnings
 
+            self.fence()
             with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and stable since
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.study.set_metric_names([name])
@@ -214,6 +220,7 @@ class Ledger:
     def start(self, candidate: Candidate, generation: int, index: int) -> int:
         """Create the RUNNING trial of an evaluation that starts now (for a pruner to follow
         its learning curve); return its trial id, for :meth:`record` to finish."""
+        self.fence()
         attrs, system_attrs = self._trial_attrs(candidate, generation, index)
         template = optuna.trial.FrozenTrial(
             number=-1,
@@ -237,6 +244,7 @@ class Ledger:
         but cluster jobs that outlived a killed driver; such a job, finishing, finds its trial
         closed and writes a new one (:meth:`record`)."""
         count = 0
+        self.fence()
         for trial in self.study.get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
         ):
@@ -271,6 +279,7 @@ class Ledger:
             return self._record_of(
                 candidate, result.plain(), generation, index, result.trial_number
             )
+        self.fence()
         result = result.finite()
         attrs, system_attrs = self._trial_attrs(candidate, generation, index)
         attrs["extra"] = result.extra
@@ -409,6 +418,10 @@ class Ledger:
                 )
             )
         return out
+
+
+def _no_fence() -> None:
+    """No lease to check (a ledger read, or written by a job that holds none)."""
 
 
 def _timestamp(moment: datetime.datetime | None) -> float | None:
