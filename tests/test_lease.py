@@ -152,7 +152,11 @@ def test_a_paused_driver_on_this_host_is_never_taken_over(tmp_path):
         time.sleep(3)  # past the ttl: its heartbeat is stale
         second = nasfw(tmp_path, *args, env={"NASFW_LEASE_TTL": "1"})
         assert second.returncode == 2, second.stderr
-        assert f"pid {first.pid}" in second.stderr and "another driver" in second.stderr
+        # Refused naming the holder; or, when the pause caught the first in a SQLite write,
+        # by SQLite's lock it still holds (also one line, also before anything is written).
+        assert (
+            f"pid {first.pid}" in second.stderr and "another driver" in second.stderr
+        ) or "database is locked" in second.stderr, second.stderr
         assert len(second.stderr.strip().splitlines()) == 1
     finally:
         os.killpg(first.pid, signal.SIGCONT)
