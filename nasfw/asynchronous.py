@@ -30,16 +30,23 @@ if TYPE_CHECKING:
 def run_asynchronous(search: Search) -> None:
     """Evaluate the tuner's proposals as workers free up, until it has nothing more to ask.
 
-    On a resume, the results of the generation the saved state does not hold yet (finished
-    after the last ``batch_size``) are told again to the restored tuner first.
+    On a resume, the stored results the saved state does not hold (finished after it was
+    saved) are told to the restored tuner first, each once: the tuner's count of evaluations,
+    and so its budget, is that of the study's stored evaluations.
     """
     context, hook = search.context, search.hook
     tuner = context.tuner
     assert isinstance(search.config.tuner, AsynchronousTunerConfig)
     block = search.config.tuner.batch_size
     generation = context.start_generation
+    through = search.told_through
     current: list[TrialRecord] = sorted(
-        (r for r in context.history if r.generation >= generation), key=lambda r: r.number
+        (
+            r
+            for r in context.history
+            if (r.number > through if through is not None else r.generation >= generation)
+        ),
+        key=lambda r: r.number,
     )
     for record in current:
         tuner.tell_one(record.candidate, record.result)

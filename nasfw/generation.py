@@ -45,7 +45,11 @@ def _keep_time(search: Search, end: GenerationEnd) -> None:
 def _save_state(search: Search, end: GenerationEnd) -> None:
     if end.seconds is not None:
         context = search.context
-        search.ledger.save_state(end.generation, context.tuner.state(), context.generation_seconds)
+        # Every stored evaluation is told by now: the state holds them all.
+        through = max((r.number for r in context.history), default=-1)
+        search.ledger.save_state(
+            end.generation, context.tuner.state(), context.generation_seconds, through
+        )
 
 
 def _drop_unneeded_weights(search: Search, end: GenerationEnd) -> None:

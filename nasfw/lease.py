@@ -6,9 +6,18 @@ driver of a search therefore holds a lease: a small study named
 when it last beat. Taking lease ``n + 1`` is creating that study, which any Optuna storage
 allows once only (a unique name in an RDB, the first log record in a journal), so two drivers
 starting together cannot both win. A lease is stale when its heartbeat is older than
-``ttl`` seconds, or at once when its holder ran on this host and its process is gone (a
-``kill -9``); a stale lease is taken over, a live one makes the newcomer refuse, naming the
-holder. The lease study is deleted when the search ends.
+``ttl`` seconds and its holder ran on another host, or at once when its holder ran on this
+host and its process is gone (a ``kill -9``). A holder whose process is alive on this host is
+never taken over, however old its heartbeat (a paused process, ``kill -STOP``, is alive). A
+stale lease is taken over, a live one makes the newcomer refuse, naming the holder. The lease
+study is deleted when the search ends.
+
+Fencing: the lease number is the driver's token. Before each of its writes the driver checks
+(:meth:`DriverLease.check`) that its lease study still exists and that no lease numbered after
+it does; a driver that was taken over (its host paused past ``ttl``) stops with
+:class:`LeaseLost` instead of writing.
+
+``ttl`` defaults to the environment's ``NASFW_LEASE_TTL`` (seconds), else 60.
 """
 
 from __future__ import annotations
@@ -28,12 +37,26 @@ import optuna
 _log = logging.getLogger(__name__)
 
 SEPARATOR = "::nasfw-driver-lease::"
+TTL_ENV = "NASFW_LEASE_TTL"
 # A holder that has not written its attrs this long after creating its lease died doing so.
 _UNWRITTEN_GRACE_S = 2.0
 
 
 class LeaseError(RuntimeError):
     """Another live driver runs the study (the message names it: host, pid, heartbeat)."""
+
+
+class LeaseLost(LeaseError):
+    """Another driver took the study over from this one: this one must not write again."""
+
+
+def default_ttl() -> float:
+    """``NASFW_LEASE_TTL`` seconds, else 60."""
+    raw = os.environ.get(TTL_ENV, "")
+    try:
+        return float(raw) if raw else 60.0
+    except ValueError:
+        raise LeaseError(f"{TTL_ENV}={raw!r} is not a number of seconds") from None
 
 
 @dataclass
@@ -44,9 +67,9 @@ class Holder:
     heartbeat: float
 
     def stale(self, ttl: float, now: float) -> bool:
-        if now - self.heartbeat > ttl:
-            return True
-        return self.host == socket.gethostname() and not _process_exists(self.pid)
+        if self.host == socket.gethostname():  # its process tells, not its heartbeat
+            return not _process_exists(self.pid)
+        return now - self.heartbeat > ttl
 
 
 class DriverLease:
@@ -66,14 +89,16 @@ class DriverLease:
         self,
         storage: optuna.storages.BaseStorage,
         study_name: str,
-        ttl: float = 60.0,
-        interval: float = 10.0,
+        ttl: float | None = None,
+        interval: float | None = None,
     ) -> None:
         self.storage = storage
         self.study_name = study_name
-        self.ttl = ttl
-        self.interval = interval
+        self.ttl = default_ttl() if ttl is None else ttl
+        self.interval = min(10.0, self.ttl / 4) if interval is None else interval
         self._study_id: int | None = None
+        self._number: int | None = None
+        self._lost: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -93,7 +118,7 @@ class DriverLease:
                 )
             except optuna.exceptions.DuplicatedStudyError:
                 continue  # another driver took it first: look again (it is live now)
-            self._study_id = study_id
+            self._study_id, self._number = study_id, number
             now = time.time()
             started = datetime.datetime.fromtimestamp(now).astimezone().isoformat("T", "seconds")
             for key, value in (
@@ -119,7 +144,7 @@ class DriverLease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self._study_id is not None:
+        if self._study_id is not None and self._lost is None:
             try:
                 self.storage.delete_study(self._study_id)
             except Exception as err:
@@ -132,6 +157,32 @@ class DriverLease:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+    def check(self) -> None:
+        """Raise :class:`LeaseLost` unless this driver still holds the lease: its lease study
+        exists and no later lease does (the fencing token is the lease number)."""
+        if self._lost is not None:
+            raise LeaseLost(self._lost)
+        if self._number is None:
+            return
+        if self._exists(self._name(self._number)) and not self._exists(
+            self._name(self._number + 1)
+        ):
+            return
+        self._lost = (
+            f"study {self.study_name!r}: another driver took over this search (lease "
+            f"{self._number} of this process, pid {os.getpid()}, is gone, e.g. after a pause "
+            f"longer than {self.ttl:.0f} s); this driver stopped without writing again"
+        )
+        self._stop.set()
+        raise LeaseLost(self._lost)
+
+    def _exists(self, name: str) -> bool:
+        try:
+            self.storage.get_study_id_from_name(name)
+        except KeyError:
+            return False
+        return True
 
     # -- internals ------------------------------------------------------------------------
     def _name(self, number: int) -> str:
@@ -181,7 +232,10 @@ class DriverLease:
             if self._study_id is None:
                 return
             try:
+                self.check()
                 self.storage.set_study_user_attr(self._study_id, "heartbeat", time.time())
+            except LeaseLost:
+                return  # the driver stops at its next write
             except Exception as err:  # the search goes on; the lease may go stale meanwhile
                 _log.warning("driver lease heartbeat of %s failed: %s", self.study_name, err)
 

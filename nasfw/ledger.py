@@ -21,6 +21,7 @@ import datetime
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -40,6 +41,10 @@ __all__ = [
     "set_aside_torn_tail",
 ]
 
+# The tuner's state after a generation, the generation and the last trial it was told, in one
+# attr (one write: a kill between two writes once left a state ahead of its generation, whose
+# results a resume then told the tuner twice). Studies written before it have the two below.
+CHECKPOINT_ATTR = "nasfw:checkpoint"
 STATE_ATTR = "nasfw:tuner_state"
 GENERATION_ATTR = "nasfw:last_generation"
 SECONDS_ATTR = "nasfw:generation_seconds"
@@ -80,6 +85,9 @@ class Ledger:
 
     def __init__(self, url: str, study_name: str) -> None:
         self.url = url
+        # Called before each write: raises when this driver no longer holds the study's lease
+        # (nasfw.lease.DriverLease.check, set once the lease is taken).
+        self.fence: Callable[[], None] = _no_fence
         self.storage = open_storage(url)
         try:
             self.study = optuna.create_study(
@@ -103,6 +111,7 @@ class Ledger:
         return {**legacy, **stored}
 
     def _set(self, key: str, value: Any) -> None:
+        self.fence()
         self.storage.set_study_system_attr(self.study_id, key, value)
 
     def attr(self, key: str) -> Any:
@@ -118,6 +127,7 @@ class Ledger:
         if self.study.metric_names != [name]:
             import warnings
 
+            self.fence()
             with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and stable since
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.study.set_metric_names([name])
@@ -143,13 +153,18 @@ class Ledger:
         generation: int,
         state: dict[str, Any],
         generation_seconds: dict[int, float] | None = None,
+        told_through: int | None = None,
     ) -> None:
-        # State first: a crash between the writes re-runs the generation's tell, not skips it.
-        self._set(STATE_ATTR, json.dumps(state, separators=(",", ":")))
+        """Keep the tuner's ``state`` after ``generation``, which holds every stored evaluation
+        up to trial number ``told_through`` (None: every one of this generation and before).
+
+        The state, its generation and ``told_through`` are one write: a search killed at any
+        moment resumes from a state that matches its generation exactly."""
         if generation_seconds is not None:
             timing = {str(g): s for g, s in sorted(generation_seconds.items())}
             self._set(SECONDS_ATTR, json.dumps(timing))
-        self._set(GENERATION_ATTR, generation)
+        checkpoint = {"generation": generation, "state": state, "told_through": told_through}
+        self._set(CHECKPOINT_ATTR, json.dumps(checkpoint, separators=(",", ":")))
 
     def set_first_step_seconds(self, seconds: float) -> None:
         """Record the search's start-up time (:data:`FIRST_STEP_ATTR`)."""
@@ -161,10 +176,24 @@ class Ledger:
         return {int(g): float(s) for g, s in json.loads(raw).items()} if raw else {}
 
     def load_state(self) -> tuple[int, dict[str, Any]] | None:
+        """The last generation saved and the tuner's state after it (None: a new search)."""
+        checkpoint = self._checkpoint()
+        return None if checkpoint is None else (checkpoint[0], checkpoint[1])
+
+    def told_through(self) -> int | None:
+        """The number of the last stored trial the saved state holds (None: not recorded, a
+        study written before nasfw kept it, or a new search)."""
+        checkpoint = self._checkpoint()
+        return None if checkpoint is None else checkpoint[2]
+
+    def _checkpoint(self) -> tuple[int, dict[str, Any], int | None] | None:
         attrs = self._attrs()
+        if CHECKPOINT_ATTR in attrs:
+            saved = json.loads(attrs[CHECKPOINT_ATTR])
+            return int(saved["generation"]), saved["state"], saved.get("told_through")
         if GENERATION_ATTR not in attrs:
             return None
-        return int(attrs[GENERATION_ATTR]), json.loads(attrs[STATE_ATTR])
+        return int(attrs[GENERATION_ATTR]), json.loads(attrs[STATE_ATTR]), None
 
     # -- trials ---------------------------------------------------------------------------
     def _trial_attrs(
@@ -191,6 +220,7 @@ class Ledger:
     def start(self, candidate: Candidate, generation: int, index: int) -> int:
         """Create the RUNNING trial of an evaluation that starts now (for a pruner to follow
         its learning curve); return its trial id, for :meth:`record` to finish."""
+        self.fence()
         attrs, system_attrs = self._trial_attrs(candidate, generation, index)
         template = optuna.trial.FrozenTrial(
             number=-1,
@@ -214,6 +244,7 @@ class Ledger:
         but cluster jobs that outlived a killed driver; such a job, finishing, finds its trial
         closed and writes a new one (:meth:`record`)."""
         count = 0
+        self.fence()
         for trial in self.study.get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
         ):
@@ -248,6 +279,7 @@ class Ledger:
             return self._record_of(
                 candidate, result.plain(), generation, index, result.trial_number
             )
+        self.fence()
         result = result.finite()
         attrs, system_attrs = self._trial_attrs(candidate, generation, index)
         attrs["extra"] = result.extra
@@ -386,6 +418,10 @@ class Ledger:
                 )
             )
         return out
+
+
+def _no_fence() -> None:
+    """No lease to check (a ledger read, or written by a job that holds none)."""
 
 
 def _timestamp(moment: datetime.datetime | None) -> float | None:

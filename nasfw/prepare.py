@@ -99,6 +99,7 @@ def prepare(
         # Before anything is written: a second driver on the study refuses here.
         lease = DriverLease(ledger.storage, config.study_name)
         lease.acquire()
+        ledger.fence = lease.check  # from now on, each write checks the lease is still ours
         warm = _warm_start_trials(ledger, config.tuner.warm_start)
         if warm is not None:
             tuner.warm_start(warm)
@@ -157,6 +158,7 @@ def prepare(
         pruning=pruning,
         asynchronous=asynchronous,
         resumed_after=saved[0] if saved is not None else None,
+        told_through=ledger.told_through(),
     )
 
 

@@ -72,6 +72,9 @@ class Search:
     asynchronous: bool
     # The last generation whose tuner state the study holds (None: a new search).
     resumed_after: int | None
+    # The last stored trial the restored tuner state holds (None: not recorded; then the
+    # trials of generations after resumed_after are the ones it does not hold).
+    told_through: int | None = None
     # Seconds from the process's start to the first training step, once known.
     first_step: float | None = None
 

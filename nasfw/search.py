@@ -21,7 +21,47 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
     from rich.console import Console
 
-__all__ = ["SearchContext", "TrialRecord", "fingerprint", "run_search"]
+__all__ = [
+    "NOT_IN_FINGERPRINT",
+    "SearchContext",
+    "TrialRecord",
+    "affects_results",
+    "fingerprint",
+    "fingerprint_of",
+    "run_search",
+]
+
+
+#: The settings that do not change which evaluations a search runs or what they return, and
+#: why: every other setting of the composed config is in its fingerprint
+#: (tests/test_fingerprint.py flips each one, so a new setting must be classified here).
+NOT_IN_FINGERPRINT: dict[str, str] = {
+    "study_name": "the study's name itself",
+    "launcher": "where evaluations run (each trial records its device); a search may resume "
+    "on another launcher",
+    "storage": "where the study, its weights and their limit are kept",
+    "tracking": "where MLflow runs go",
+    "postproc": "post-processing of the exported best model, after the last evaluation",
+    "export_dir": "where the best model is exported",
+    "plugins": "lifecycle plugins' settings: hooks that observe the search",
+    "mode": "mode=minibench builds a DB of searches, each with a fingerprint of its own",
+    "train.device": "where it trains is not what it searches (each trial records its device)",
+    "train.curve_every": "scores along the way only: the training and its result are the same",
+}
+
+#: Settings added to the fingerprint after studies were written without them: each is in it
+#: only when it differs from the value those studies ran with (given here), so a study
+#: written before still resumes with the default and is refused with another value.
+ADDED_TO_FINGERPRINT: dict[str, Any] = {
+    "pruner": {"name": "none"},
+    "reuse_evaluations": True,
+}
+
+#: Settings in the fingerprint only when the search uses them: the mini-benchmark DB and its
+#: settings choose the space (search_space=auto) or screen proposals (evaluation.screen > 1).
+USED_ONLY_BY: dict[str, str] = {
+    "minibench": "search_space=auto or evaluation.screen > 1",
+}
 
 
 def fingerprint(cfg: DictConfig) -> dict[str, Any]:
@@ -31,13 +71,32 @@ def fingerprint(cfg: DictConfig) -> dict[str, Any]:
 
     full = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     assert isinstance(full, dict)
-    keys = ("tuner", "search_space", "problem", "train", "evaluation", "seed")
-    found = {k: full[k] for k in keys}
-    # Where it trains is not what it searches: a search may resume on another machine (each
-    # trial records its device). train.precision and train.deterministic stay.
-    # curve_every only adds scores along the way: the training and its result are the same.
-    found["train"] = {k: v for k, v in found["train"].items() if k not in ("device", "curve_every")}
+    return fingerprint_of(full)
+
+
+def fingerprint_of(full: dict[str, Any]) -> dict[str, Any]:
+    """:func:`fingerprint` of the composed config as plain values."""
+    found: dict[str, Any] = {}
+    for key, value in full.items():
+        if key in NOT_IN_FINGERPRINT or key in USED_ONLY_BY:
+            continue
+        if key in ADDED_TO_FINGERPRINT and value == ADDED_TO_FINGERPRINT[key]:
+            continue
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if f"{key}.{k}" not in NOT_IN_FINGERPRINT}
+        found[key] = value
+    evaluation = full.get("evaluation") or {}
+    space = full.get("search_space") or {}
+    screen = evaluation.get("screen", 1)
+    if space.get("name") == "auto" or (isinstance(screen, int) and screen > 1):
+        found["minibench"] = full["minibench"]
     return found
+
+
+def affects_results(key: str) -> bool:
+    """Whether the setting ``key`` (dotted, e.g. ``train.lr`` or a group, ``tuner``) can change
+    a search's results: it is in the fingerprint (or is, where the search uses it)."""
+    return not any(key == k or key.startswith(f"{k}.") for k in NOT_IN_FINGERPRINT)
 
 
 def run_search(cfg: DictConfig, output_dir: Path, console: Console | None = None) -> SearchContext:

@@ -91,3 +91,75 @@ def test_the_heartbeat_keeps_the_lease_fresh(tmp_path):
     finally:
         lease.release()
     DriverLease(storage, "study").acquire()  # released: free again
+
+
+def test_a_driver_taken_over_never_writes_again(tmp_path):
+    """Fencing (#25 fault 1): a driver on another host whose heartbeat went stale is taken
+    over; every write it tries after that (trial, state, attr) is refused with LeaseLost."""
+    from nasfw.lease import LeaseLost
+    from nasfw.ledger import Ledger
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    ledger = Ledger(url, "study")
+    first = DriverLease(ledger.storage, "study", ttl=1.0, interval=60)
+    first.acquire()
+    ledger.fence = first.check
+    ledger.set_attr("nasfw:x", 1)  # holds the lease: writes
+    lease_id = ledger.storage.get_study_id_from_name(f"study{SEPARATOR}1")
+    ledger.storage.set_study_user_attr(lease_id, "host", "node-elsewhere")  # paused elsewhere
+    ledger.storage.set_study_user_attr(lease_id, "heartbeat", time.time() - 5)
+    second = DriverLease(open_storage(url), "study", ttl=1.0)
+    second.acquire()
+    for write in (
+        lambda: ledger.set_attr("nasfw:x", 2),
+        lambda: ledger.save_state(0, {"asked": 1}),
+        ledger.fail_interrupted,
+    ):
+        with pytest.raises(LeaseLost, match=r"another driver took over"):
+            write()
+    assert Ledger(url, "study").attr("nasfw:x") == 1
+    first.release()  # leaves the new holder's lease alone
+    assert optuna.get_all_study_names(open_storage(url)) == ["study", f"study{SEPARATOR}2"]
+    second.release()
+
+
+def test_a_paused_driver_on_this_host_is_never_taken_over(tmp_path):
+    """The issue's input: the driver paused (kill -STOP) past the lease ttl; the same command
+    is refused (exit 2, naming the holder), and the first, continued, ends the search: 12
+    trials for 12 evaluations."""
+    import signal
+
+    from cli import nasfw, start, trials, wait_for_trials
+
+    url = f"sqlite:///{tmp_path / 'nasfw.db'}"
+    args = [
+        "problem=iris",
+        "search_space=tabular_mlp",
+        "train.epochs=1",
+        "tracking=none",
+        "tuner=random",
+        "tuner.n_trials=12",
+        "tuner.batch_size=2",
+        "launcher.workers=0",
+        "study_name=hb",
+        f"storage.url={url}",
+    ]
+    env = {**os.environ, "NASFW_LEASE_TTL": "1"}
+    first = start(tmp_path, *args, env=env)
+    try:
+        assert wait_for_trials(url, "hb", 2, first) >= 2
+        os.killpg(first.pid, signal.SIGSTOP)
+        time.sleep(3)  # past the ttl: its heartbeat is stale
+        second = nasfw(tmp_path, *args, env={"NASFW_LEASE_TTL": "1"})
+        assert second.returncode == 2, second.stderr
+        # Refused naming the holder; or, when the pause caught the first in a SQLite write,
+        # by SQLite's lock it still holds (also one line, also before anything is written).
+        assert (
+            f"pid {first.pid}" in second.stderr and "another driver" in second.stderr
+        ) or "database is locked" in second.stderr, second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+    _, err = first.communicate(timeout=240)
+    assert first.returncode == 0, err
+    assert len(trials(url, "hb")) == 12
