@@ -9,6 +9,8 @@ trial's ``suggest_*``).
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -33,6 +35,8 @@ __all__ = [
 
 CONNECTION_KINDS = ("sequential", "skip")
 NO_SKIP = "none"
+# The most combinations of an op's param values SearchSpace lists to check the op's rule.
+RULE_COMBINATIONS = 100_000
 
 
 class SearchSpaceError(ValueError):
@@ -117,6 +121,7 @@ class SearchSpace:
                         f"search_space.ops.{op_name}.{param}: no range given and the op has "
                         "no default"
                     )
+            self._check_rule(op_name, spec)
 
     @staticmethod
     def _stage(
@@ -168,6 +173,44 @@ class SearchSpace:
             reason = pspec.check(int(bound) if pspec.kind == "int" else bound)
             if reason:
                 raise SearchSpaceError(f"{key}: {reason}")
+
+    def _check_rule(self, op: str, spec: OpSpec) -> None:
+        """Each value the space gives a param of ``op`` passes the op's rule
+        (:attr:`nasfw.OpSpec.rule`) with some values of the others: a value that passes with
+        none would make every network drawn with it a failed trial. Checked where the values
+        can be listed (choices, int ranges: at most :data:`RULE_COMBINATIONS` combinations)."""
+        if spec.rule is None:
+            return
+        values: dict[str, list[Any]] = {}
+        for param, pspec in spec.params.items():
+            rng = self.ranges.get(op, {}).get(param)
+            if rng is None:
+                values[param] = [pspec.default]
+            elif rng.choices is not None:
+                values[param] = list(rng.choices)
+            elif pspec.kind == "int" and rng.low is not None and rng.high is not None:
+                values[param] = list(range(int(rng.low), int(rng.high) + 1))
+            else:
+                return  # a float range: nothing to list
+        if math.prod(len(v) for v in values.values()) > RULE_COMBINATIONS:
+            return
+        names = list(values)
+        passing = [
+            combo
+            for combo in itertools.product(*values.values())
+            if spec.rule(dict(zip(names, combo, strict=True))) is None
+        ]
+        for i, param in enumerate(names):
+            for value in values[param]:
+                if not any(combo[i] == value for combo in passing):
+                    example = dict(zip(names, [v[0] for v in values.values()], strict=True))
+                    reason = spec.rule({**example, param: value})
+                    raise SearchSpaceError(
+                        f"search_space.ops.{op}.{param}: {param}={value!r} fits none of the "
+                        f"space's values of the other params of {op} "
+                        f"({ {p: values[p] for p in names if p != param} }; e.g. {reason}), so "
+                        "every network drawn with it would fail"
+                    )
 
     # -- sampling -------------------------------------------------------------------------
     def _choose_param(self, chooser: Chooser, name: str, op: str, param: str) -> Any:
@@ -410,3 +453,26 @@ def _param_range(key: str, node: Any) -> ParamRange:
         sub = getattr(err, "full_key", None)
         raise SearchSpaceError(f"{key}{'.' + sub if sub else ''}: {detail}") from None
     return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def load_arch_in(
+    name: str | None, space: SearchSpace, *, structure: bool = True, key: str = "tuner.init_arch"
+) -> ArchGraph:
+    """The architecture a user hands a tuner (θ0: :func:`nasfw.load_arch`, a file or a preset
+    of ``conf/arch/``), checked in full against ``space`` (:meth:`SearchSpace.check`: ops,
+    every param's type, limits and range, the ops' rules, merges, connections and, with
+    ``structure``, node count and stage order) before the search starts.
+
+    Raises:
+        ConfigError: naming ``key``, the file, the node and the param.
+    """
+    from nasfw.config import ConfigError
+    from nasfw.graph import load_arch
+
+    graph = load_arch(name)
+    try:
+        return space.check(graph, structure=structure)
+    except GraphError as err:
+        raise ConfigError(
+            f"{key}={name}: the architecture does not fit search space {space.name!r}: {err}"
+        ) from None
