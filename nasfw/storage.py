@@ -12,6 +12,8 @@ from typing import Any
 
 import optuna
 
+from nasfw.config import ConfigError
+
 _log = logging.getLogger("nasfw.ledger")
 
 _SCHEMA_RACE_ATTEMPTS = 8
@@ -35,10 +37,11 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             path = Path(url.removeprefix("sqlite:///"))
             if not path.parent.is_dir():
                 raise LedgerError(f"storage.url={url}: directory {path.parent} does not exist")
+            check_sqlite_storage(url)
             # Wait for a lock instead of failing when another process writes to the file.
             return _create_rdb_storage(url, {"connect_args": {"timeout": 60}})
         return _create_rdb_storage(url, None)
-    except LedgerError:
+    except (LedgerError, ConfigError):
         raise
     except Exception as err:
         raise LedgerError(
@@ -46,6 +49,24 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             f"{str(err).splitlines()[0] if str(err) else ''}). Use sqlite:///file.db for one "
             "machine, or a PostgreSQL URL / journal:///shared/path.log for clusters."
         ) from err
+
+
+def check_sqlite_storage(url: str) -> None:
+    """Refuse a ``sqlite:///`` ``storage.url`` whose file holds something other than an
+    Optuna storage (an MLflow store, a mini-benchmark DB, another program's tables), before
+    Optuna adds its tables to it (:class:`nasfw.ConfigError` naming ``storage.url``)."""
+    from nasfw.dbfiles import OPTUNA_TABLES, describe, sqlite_file, sqlite_tables
+
+    path = sqlite_file(url)
+    if path is None:
+        return
+    tables = sqlite_tables(path)
+    if tables is not None and (not tables or tables >= OPTUNA_TABLES):
+        return
+    raise ConfigError(
+        f"storage.url={url}: {path} is {describe(tables)}, not an Optuna storage; nothing was "
+        "written to it. Point storage.url at a new file (e.g. sqlite:///nasfw.db)"
+    )
 
 
 def set_aside_torn_tail(path: Path) -> Path | None:
