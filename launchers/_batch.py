@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from nasfw import Launcher, LauncherConfig, Result, setting
+from nasfw import Launcher, LauncherConfig, Result, check_writable, setting
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,8 @@ class BatchLauncher(Launcher[Any]):
         super().__init__(config)
         self.config: BatchLauncherConfig
         self.folder = Path(self.config.folder).expanduser().resolve()
-        self.folder.mkdir(parents=True, exist_ok=True)
+        # Made when the first jobs are submitted: a search refused at setup leaves no folder.
+        check_writable(self.folder, "launcher.folder")
         self._journal = _Journal(self.folder / "jobs.jsonl")
         self._executor: Any = None
 
@@ -176,6 +177,7 @@ class BatchLauncher(Launcher[Any]):
         on_result: Callable[[int, Result], None] | None = None,
     ) -> list[Result]:
         results: list[Result | None] = [None] * len(items)
+        self.folder.mkdir(parents=True, exist_ok=True)
         key_of = getattr(fn, "key", None)
         keys: list[str | None] = [key_of(item) if key_of else None for item in items]
         known = self._journal.load() if key_of else {}

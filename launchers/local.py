@@ -32,7 +32,7 @@ class LocalLauncherConfig(LauncherConfig):
     # GPUs the workers train on (indices among the visible ones; None: all), one per worker
     # through CUDA_VISIBLE_DEVICES, round-robin when there are more workers than GPUs. Used
     # with train.device=auto or cuda; cuda:N puts every worker on GPU N.
-    gpus: list[int] | None = None
+    gpus: list[int] | None = setting(None, ge=0, min_items=1)
 
 
 class LocalLauncher(Launcher[Any]):

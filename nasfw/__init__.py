@@ -30,6 +30,7 @@ from nasfw.config import (
     setting,
 )
 from nasfw.context import SearchContext
+from nasfw.dbfiles import describe_sqlite
 from nasfw.graph import INPUT, MERGE_KINDS, ArchGraph, GraphError, Node, load_arch
 from nasfw.launcher import Launcher, init_worker_process
 from nasfw.ops import OpSpec, ParamSpec, Shape
@@ -43,8 +44,9 @@ from nasfw.search_space import (
     SearchSpace,
     SearchSpaceError,
     TrialChooser,
+    load_arch_in,
 )
-from nasfw.tuner import Tuner
+from nasfw.tuner import Tuner, check_mode
 
 if TYPE_CHECKING:
     from nasfw.builder import BuildError, ModelCost, adapter, build_model, model_cost
@@ -132,14 +134,17 @@ __all__ = [
     "adapter",
     "build_model",
     "candidate_seed",
+    "check_mode",
     "check_settings",
     "check_writable",
     "cuda_devices",
+    "describe_sqlite",
     "device_facts",
     "evaluate_model",
     "hookimpl",
     "init_worker_process",
     "load_arch",
+    "load_arch_in",
     "model_cost",
     "pareto_front",
     "pareto_rows",

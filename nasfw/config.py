@@ -189,6 +189,11 @@ class PostprocConfig:
     name: str = MISSING
 
 
+# evaluation.screen's most proposals per trained network: each is sampled and scored by the
+# regressor before a single network trains, so beyond this a search only seems to hang.
+SCREEN_MAX = 1000
+
+
 @dataclass
 class EvaluationConfig:
     """How a candidate is scored: ``plain`` (train, score on val), ``auto`` (the problem's
@@ -197,8 +202,9 @@ class EvaluationConfig:
     name: str = MISSING
     # Screening with the mini-benchmark DB (nasfw.minibench.screen): the tuner proposes this
     # many networks for each one it trains, and a regressor trained on minibench.db picks
-    # the one predicted best. 1: no screening. Tuners: random, evolution, codeepneat.
-    screen: int = setting(1, ge=1)
+    # the one predicted best. 1: no screening; at most SCREEN_MAX (1000). Tuners: random,
+    # evolution, codeepneat.
+    screen: int = setting(1, ge=1, le=SCREEN_MAX)
 
 
 class Mode(StrEnum):

@@ -64,6 +64,11 @@ class OpSpec:
     A token op (``tokens=True``) reads a text problem's ``(L,)`` token ids and nothing else;
     its build takes the problem's vocabulary size as a third argument:
     ``build(params, (L,), vocab_size)``.
+
+    ``rule(params) -> str | None`` is a rule between the params (e.g. ``width`` a multiple of
+    ``heads``): why a complete set of params cannot build, or ``None``. Graphs are checked
+    against it (:meth:`check_params`), and a search space must give each value of a param at
+    least one combination of the others that passes it (:class:`nasfw.SearchSpace`).
     """
 
     name: str
@@ -72,6 +77,7 @@ class OpSpec:
     input_rank: int | None = None
     description: str = ""
     tokens: bool = False
+    rule: Callable[[Mapping[str, Any]], str | None] | None = None
 
     def check_params(self, params: Mapping[str, Any]) -> list[str]:
         """Return one message per problem with ``params`` (unknown, missing or out of limits)."""
@@ -84,6 +90,10 @@ class OpSpec:
             reason = spec.check(params[name])
             if reason:
                 problems.append(f"param {name!r}: {reason}")
+        if not problems and self.rule is not None:
+            reason = self.rule(self.with_defaults(params))
+            if reason:
+                problems.append(reason)
         return problems
 
     def with_defaults(self, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -93,8 +93,10 @@ def prepare(
         asynchronous = _check_asynchronous(config, tuner, launcher, pruning)
         # Everything the run will write to is checked before the study exists.
         check_writable(export_path(config, output_dir), "export_dir")
+        check_writable(study_weights(config).path, "storage.artifacts")
         hook = plugin_manager().hook
         hook.nasfw_check_config(cfg=config)
+        _check_warm_start(config)
         ledger = Ledger(config.storage.url, config.study_name)
         # Before anything is written: a second driver on the study refuses here.
         lease = DriverLease(ledger.storage, config.study_name)
@@ -290,6 +292,7 @@ def _screener(
     mb = config.minibench
     db = BestModelDB(mb.db, must_exist=True)
     try:
+        db.check_networks()
         regressor = train_regressor(db, mb.folding, ops, config.seed)
     except ValueError as err:
         raise ConfigError(f"minibench.db={mb.db}: {err} (evaluation.screen)") from None
@@ -327,6 +330,35 @@ def _check_asynchronous(
             "batch of jobs that write their own trials; use launcher=local"
         )
     return True
+
+
+def _check_warm_start(config: NasfwConfig) -> None:
+    """``tuner.warm_start`` names another study that exists in ``storage.url``: checked
+    before this search's study is created (a refusal leaves no study behind), without
+    creating a storage where there is none."""
+    name = config.tuner.warm_start
+    if not name:
+        return
+    from nasfw.dbfiles import sqlite_file
+    from nasfw.storage import open_storage
+
+    url = config.storage.url
+    journal = url.startswith("journal://")
+    path = Path(url.removeprefix("journal://")) if journal else sqlite_file(url)
+    found: list[str] = []
+    if path is None or path.is_file():
+        found = [s.study_name for s in open_storage(url).get_all_studies()]
+    if name == config.study_name or name not in found:
+        studies = sorted(n for n in found if "::" not in n and n != config.study_name)
+        raise ConfigError(
+            f"tuner.warm_start={name}: "
+            + (
+                "a search cannot warm-start from itself"
+                if name == config.study_name
+                else "no such study"
+            )
+            + f" in storage.url={url} (studies there: {studies or 'none'})"
+        )
 
 
 def _warm_start_trials(ledger: Ledger, name: str | None) -> list[TrialRecord] | None:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from nasfw.config import ConfigError, PrunerConfig, as_dict
+from nasfw.config import ConfigError, PrunerConfig, as_dict, check_settings
 
 if TYPE_CHECKING:
     import optuna
@@ -70,7 +70,14 @@ def pruner_settings(cfg: NasfwConfig, scoring: str) -> dict[str, Any] | None:
             f"pruner={name} needs evaluation=plain (evaluation={scoring} trains in "
             "phases no pruner can follow); set evaluation=plain or pruner=none"
         )
-    return dataclasses.asdict(_settings(schema, settings).for_run(int(cfg.train.epochs)))
+    filled = _settings(schema, settings).for_run(int(cfg.train.epochs))
+    try:  # the schema's rules again, on the settings the run's defaults filled in
+        check_settings(filled, "pruner")
+    except ConfigError as err:
+        raise ConfigError(
+            f"{err} (settings left unset take the run's: train.epochs={cfg.train.epochs})"
+        ) from None
+    return dataclasses.asdict(filled)
 
 
 def make_pruner(settings: dict[str, Any]) -> optuna.pruners.BasePruner:

@@ -20,6 +20,7 @@ from nasfw.choosers import Chooser, RandomChooser, TrialChooser
 from nasfw.config import ParamRange, SearchSpaceConfig
 from nasfw.graph import INPUT, MERGE_KINDS, ArchGraph, GraphError, Node
 from nasfw.mutation import mutate
+from nasfw.op_rules import unsatisfiable
 from nasfw.ops import OpSpec
 
 __all__ = [
@@ -117,6 +118,7 @@ class SearchSpace:
                         f"search_space.ops.{op_name}.{param}: no range given and the op has "
                         "no default"
                     )
+            self._check_rule(op_name, spec)
 
     @staticmethod
     def _stage(
@@ -168,6 +170,13 @@ class SearchSpace:
             reason = pspec.check(int(bound) if pspec.kind == "int" else bound)
             if reason:
                 raise SearchSpaceError(f"{key}: {reason}")
+
+    def _check_rule(self, op: str, spec: OpSpec) -> None:
+        """Each value the space gives a param of ``op`` passes the op's rule with some values of
+        the others (:func:`nasfw.op_rules.unsatisfiable`)."""
+        problem = unsatisfiable(op, spec, self.ranges.get(op, {}))
+        if problem is not None:
+            raise SearchSpaceError(problem)
 
     # -- sampling -------------------------------------------------------------------------
     def _choose_param(self, chooser: Chooser, name: str, op: str, param: str) -> Any:
@@ -410,3 +419,26 @@ def _param_range(key: str, node: Any) -> ParamRange:
         sub = getattr(err, "full_key", None)
         raise SearchSpaceError(f"{key}{'.' + sub if sub else ''}: {detail}") from None
     return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def load_arch_in(
+    name: str | None, space: SearchSpace, *, structure: bool = True, key: str = "tuner.init_arch"
+) -> ArchGraph:
+    """The architecture a user hands a tuner (θ0: :func:`nasfw.load_arch`, a file or a preset
+    of ``conf/arch/``), checked in full against ``space`` (:meth:`SearchSpace.check`: ops,
+    every param's type, limits and range, the ops' rules, merges, connections and, with
+    ``structure``, node count and stage order) before the search starts.
+
+    Raises:
+        ConfigError: naming ``key``, the file, the node and the param.
+    """
+    from nasfw.config import ConfigError
+    from nasfw.graph import load_arch
+
+    graph = load_arch(name)
+    try:
+        return space.check(graph, structure=structure)
+    except GraphError as err:
+        raise ConfigError(
+            f"{key}={name}: the architecture does not fit search space {space.name!r}: {err}"
+        ) from None

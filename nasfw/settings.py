@@ -19,20 +19,31 @@ class ConfigError(ValueError):
 
 
 def setting(
-    default: Any,
+    default: Any = MISSING,
     *,
     ge: float | None = None,
     gt: float | None = None,
     le: float | None = None,
     lt: float | None = None,
+    default_factory: Any = None,
+    min_items: int | None = None,
 ) -> Any:
     """A schema field with an allowed range, e.g. ``epochs: int = setting(5, ge=1)``.
 
     :func:`check_settings` enforces it (``None`` passes, for optional settings) before the
-    study is created. Hydra and OmegaConf check types only; ranges are nasfw's.
+    study is created. Hydra and OmegaConf check types only; ranges are nasfw's. For a list
+    field (``default_factory=...``) the range applies to each item, and ``min_items`` is the
+    fewest items it may hold, e.g. ``gpus: list[int] | None = setting(None, ge=0)``.
+
+    Rules between fields go in the schema's ``check()`` method (see :func:`check_settings`).
     """
     bounds = {k: v for k, v in {"ge": ge, "gt": gt, "le": le, "lt": lt}.items() if v is not None}
-    return field(default=default, metadata={"nasfw.range": bounds})
+    metadata: dict[str, Any] = {"nasfw.range": bounds}
+    if min_items is not None:
+        metadata["nasfw.min_items"] = min_items
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 _RANGE_TEXT = {"ge": ">= {}", "gt": "> {}", "le": "<= {}", "lt": "< {}"}
@@ -50,7 +61,13 @@ def check_settings(node: Any, prefix: str = "") -> None:
     ``node`` is a composed ``DictConfig`` (the whole run's, or one group's with ``prefix`` such
     as ``"tuner"``) or a schema dataclass instance. Every value is checked against the range
     its field declares with :func:`setting`, and no float may be NaN or infinite (no setting
-    means one). Nested nodes and lists are walked.
+    means one). Nested nodes and lists are walked; a list field's range applies to each of its
+    items (named ``key[i]``), and its ``min_items`` to its length.
+
+    Then the schema's own rules between its fields: a schema dataclass may define
+    ``check(self, key: str) -> None``, raising :class:`ConfigError` naming the keys under
+    ``key`` (the node's place, e.g. ``"pruner"``: ``pruner.min_resource``). It runs once every
+    field is in range, on the schema's instance.
     """
     from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -82,16 +99,39 @@ def check_settings(node: Any, prefix: str = "") -> None:
         value = value_of(key)
         if value is MISSING:
             continue
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{name}={value} must be a finite number")
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            check_settings(value, name)
+        metadata = fields[key].metadata if key in fields else {}
+        if isinstance(value, ListConfig | list | tuple):
+            fewest = metadata.get("nasfw.min_items")
+            if fewest is not None and len(value) < fewest:
+                raise ConfigError(
+                    f"{name}={list(value)} needs at least {fewest} item{'s' * (fewest != 1)}"
+                )
+            for i, item in enumerate(value):
+                _check_value(item, f"{name}[{i}]", metadata.get("nasfw.range", {}))
             continue
-        bounds = fields[key].metadata.get("nasfw.range", {}) if key in fields else {}
-        for kind, bound in bounds.items():
-            if not _RANGE_OK[kind](value, bound):
-                wanted = " and ".join(_RANGE_TEXT[k].format(b) for k, b in bounds.items())
-                raise ConfigError(f"{name}={value} is out of range: it must be {wanted}")
+        _check_value(value, name, metadata.get("nasfw.range", {}))
+    rule = getattr(schema, "check", None) if schema is not None else None
+    if callable(rule):
+        from omegaconf.errors import OmegaConfBaseException
+
+        try:
+            instance = node if not isinstance(node, DictConfig) else OmegaConf.to_object(node)
+        except OmegaConfBaseException:  # a value still missing: named where it is read
+            return
+        rule(instance, prefix or "")
+
+
+def _check_value(value: Any, name: str, bounds: dict[str, float]) -> None:
+    """One value against its field's range (numbers), or walked (nodes, lists)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name}={value} must be a finite number")
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        check_settings(value, name)
+        return
+    for kind, bound in bounds.items():
+        if not _RANGE_OK[kind](value, bound):
+            wanted = " and ".join(_RANGE_TEXT[k].format(b) for k, b in bounds.items())
+            raise ConfigError(f"{name}={value} is out of range: it must be {wanted}")
 
 
 def check_writable(directory: str | Path, key: str) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import optuna
 
+from nasfw.config import ConfigError
+
 _log = logging.getLogger("nasfw.ledger")
 
 _SCHEMA_RACE_ATTEMPTS = 8
@@ -37,10 +39,11 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             path = Path(url.removeprefix("sqlite:///"))
             if not path.parent.is_dir():
                 raise LedgerError(f"storage.url={url}: directory {path.parent} does not exist")
+            check_sqlite_storage(url)
             # Wait for a lock instead of failing when another process writes to the file.
             return _create_rdb_storage(url, {"connect_args": {"timeout": 60}})
         return _create_rdb_storage(url, None)
-    except LedgerError:
+    except (LedgerError, ConfigError):
         raise
     except Exception as err:
         raise LedgerError(
@@ -123,6 +126,24 @@ def set_aside_damaged_tail(path: Path, url: str) -> Path | None:
         backup,
     )
     return backup
+
+
+def check_sqlite_storage(url: str) -> None:
+    """Refuse a ``sqlite:///`` ``storage.url`` whose file holds something other than an
+    Optuna storage (an MLflow store, a mini-benchmark DB, another program's tables), before
+    Optuna adds its tables to it (:class:`nasfw.ConfigError` naming ``storage.url``)."""
+    from nasfw.dbfiles import OPTUNA_TABLES, describe, sqlite_file, sqlite_tables
+
+    path = sqlite_file(url)
+    if path is None:
+        return
+    tables = sqlite_tables(path)
+    if tables is not None and (not tables or tables >= OPTUNA_TABLES):
+        return
+    raise ConfigError(
+        f"storage.url={url}: {path} is {describe(tables)}, not an Optuna storage; nothing was "
+        "written to it. Point storage.url at a new file (e.g. sqlite:///nasfw.db)"
+    )
 
 
 def set_aside_torn_tail(path: Path) -> Path | None:

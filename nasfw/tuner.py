@@ -16,7 +16,32 @@ if TYPE_CHECKING:
     from nasfw.problem import Problem
     from nasfw.search_space import SearchSpace
 
-__all__ = ["Candidate", "Result", "Tuner", "evaluation_key", "make_tuner"]
+__all__ = ["Candidate", "Result", "Tuner", "check_mode", "evaluation_key", "make_tuner"]
+
+MODES = ("nas", "adapt")
+
+
+def check_mode(config: Any, key: str) -> None:
+    """The rules of a tuner's ``mode`` / ``init_arch`` pair (a schema's ``check``): ``nas``
+    grows from nothing, ``adapt`` refines ``init_arch`` (θ0), which ``nas`` would ignore.
+
+    A schema that can also start from a saved population (``init_population``) may leave
+    ``init_arch`` unset in adapt mode.
+
+    Raises:
+        ConfigError: naming ``<key>.mode`` or ``<key>.init_arch``.
+    """
+    if config.mode not in MODES:
+        raise ConfigError(f"{key}.mode={config.mode!r} must be 'nas' or 'adapt'")
+    population = getattr(config, "init_population", None)
+    if config.mode == "adapt" and not config.init_arch and not population:
+        raise ConfigError(f"{key}.mode=adapt needs {key}.init_arch (a graph file or preset)")
+    if config.mode == "nas" and config.init_arch:
+        raise ConfigError(
+            f"{key}.init_arch={config.init_arch}: {key}.mode=nas grows from nothing and would "
+            f"ignore it; set {key}.mode=adapt to refine it"
+        )
+
 
 T = TypeVar("T")
 

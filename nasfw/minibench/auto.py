@@ -103,6 +103,7 @@ class AutoSpace:
         self.probe_space = full_space(cfg, self.meta.modality)
         db = BestModelDB(str(mb.db), must_exist=True)
         try:
+            db.check_networks()
             classes = group_problems(
                 db, full_spaces(cfg), int(mb.folding), ops, int(mb.max_classes)
             )

@@ -98,6 +98,7 @@ def build_db(cfg: Any, output_dir: Path, console: Any = None) -> dict[str, Any]:
     from nasfw.minibench.auto import AUTO, full_space
     from nasfw.minibench.db import BestModelDB, ModelEntry, ProblemEntry
     from nasfw.minibench.encoding import ProblemMeta
+    from nasfw.problem import DataError
     from nasfw.search import fingerprint, run_search
 
     console = console or Console(stderr=True)
@@ -115,10 +116,14 @@ def build_db(cfg: Any, output_dir: Path, console: Any = None) -> dict[str, Any]:
     for i, entry in enumerate(mb.problems):
         key = f"minibench.problems[{i}]"
         node = problem_node(str(entry), key)
-        problem = load_problem(OmegaConf.to_object(node))  # type: ignore[arg-type]
-        space = OmegaConf.merge(
-            OmegaConf.structured(SearchSpaceConfig), full_space(cfg, problem.modality)
-        )
+        try:
+            problem = load_problem(OmegaConf.to_object(node))  # type: ignore[arg-type]
+            space = OmegaConf.merge(
+                OmegaConf.structured(SearchSpaceConfig), full_space(cfg, problem.modality)
+            )
+        except (ConfigError, DataError) as err:
+            # The entry named first: which of the suite's problems the error is about.
+            raise type(err)(f"{key}={entry!r}: {err}") from None
         pid = entry_id(str(entry))
         sub = cfg.copy()
         with open_dict(sub):
@@ -138,6 +143,7 @@ def build_db(cfg: Any, output_dir: Path, console: Any = None) -> dict[str, Any]:
     ids = [p[0] for p in plans]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"minibench.problems lists a problem twice: {ids}")
+    _check_files(cfg)
     db = BestModelDB(str(mb.db))
     report: dict[str, Any] = {"db": str(mb.db), "problems": {}}
     try:
@@ -208,6 +214,22 @@ def build_db(cfg: Any, output_dir: Path, console: Any = None) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "minibench.json").write_text(json.dumps(report, indent=2, default=str))
     return report
+
+
+def _check_files(cfg: Any) -> None:
+    """``minibench.db`` and ``storage.url`` are two files of their own kinds (checked before
+    either is written: one file for both would mix a DB and a study ledger)."""
+    from nasfw.dbfiles import sqlite_file
+    from nasfw.minibench.db import db_url
+    from nasfw.storage import check_sqlite_storage
+
+    storage, db = sqlite_file(str(cfg.storage.url)), sqlite_file(db_url(str(cfg.minibench.db)))
+    if storage is not None and db is not None and storage.absolute() == db.absolute():
+        raise ConfigError(
+            f"minibench.db={cfg.minibench.db} is the file of storage.url={cfg.storage.url}: "
+            "the mini-benchmark DB and the Optuna storage need files of their own"
+        )
+    check_sqlite_storage(str(cfg.storage.url))
 
 
 def spaces_dir(cfg: Any) -> Path:

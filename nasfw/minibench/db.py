@@ -16,7 +16,12 @@ Any SQLAlchemy URL works (a path is a SQLite file). Layout (format version 1):
 - ``evaluations``: every network each problem's search trained to the full budget (the
   screening regressor's data): ``problem_id``, ``trial``, ``graph``, ``value``, ``flops``,
   ``params``, ``epoch_seconds``.
-- ``info``: ``key``/``value`` pairs; ``format`` = 1.
+- ``info``: ``key``/``value`` pairs; ``format`` = 1, ``kind`` = ``nasfw-minibench`` (the
+  marker: nasfw writes only into a DB it made; one made before the marker existed, with
+  exactly these tables, gets it on first open).
+
+A file that is none of these (an Optuna storage, an MLflow store, another program's tables)
+is refused before anything is written to it; so is an empty file where a DB must exist.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from nasfw.graph import ArchGraph
 from nasfw.minibench.encoding import ProblemMeta
 
 FORMAT = 1
+#: The ``info`` row that marks a DB as nasfw's (``kind``).
+MARKER = "nasfw-minibench"
 
 
 @dataclass
@@ -146,22 +153,58 @@ class BestModelDB:
         )
         try:
             self._engine = sa.create_engine(self.url)
-            meta.create_all(self._engine)
-            with self._engine.begin() as conn:
-                found = conn.execute(
-                    sa.select(self._info.c.value).where(self._info.c.key == "format")
-                ).scalar()
-                if found is None:
-                    conn.execute(sa.insert(self._info).values(key="format", value=str(FORMAT)))
-                elif int(found) != FORMAT:
-                    raise ConfigError(
-                        f"minibench.db={location}: format {found}, this nasfw reads {FORMAT}"
-                    )
+            self._open(meta, must_exist)
         except sa.exc.SQLAlchemyError as err:
             raise ConfigError(
                 f"minibench.db={location}: cannot use it as a mini-benchmark DB "
                 f"({type(err).__name__}: {str(err).splitlines()[0]})"
             ) from None
+
+    def _open(self, meta: Any, must_exist: bool) -> None:
+        """Create the DB, or check the one there is nasfw's (before anything is written)."""
+        import sqlalchemy as sa
+
+        from nasfw.dbfiles import describe, sqlite_file, sqlite_tables
+
+        path = sqlite_file(self.url)
+        tables = (
+            sqlite_tables(path)
+            if path is not None
+            else frozenset(sa.inspect(self._engine).get_table_names())
+        )
+        ours = tables is not None and {"problems", "models", "info"} <= tables <= set(meta.tables)
+        if tables and ours:
+            with self._engine.connect() as conn:
+                info = dict(conn.execute(sa.select(self._info.c.key, self._info.c.value)).all())
+            ours = "format" in info
+        if tables or must_exist:
+            if not ours:
+                what = describe(tables)
+                raise ConfigError(
+                    f"minibench.db={self.location}: {path or self.location} is {what}, not a "
+                    "nasfw mini-benchmark DB; nothing was written to it"
+                    + (
+                        ". Build one with python -m nasfw mode=minibench"
+                        if not tables
+                        else ". Point minibench.db at a new file"
+                    )
+                )
+            if int(info["format"]) != FORMAT:
+                raise ConfigError(
+                    f"minibench.db={self.location}: format {info['format']}, this nasfw reads "
+                    f"{FORMAT}"
+                )
+            if info.get("kind") == MARKER and tables == set(meta.tables):
+                return
+        # A new DB, or nasfw's own from before the marker: its tables and the marker.
+        meta.create_all(self._engine)
+        with self._engine.begin() as conn:
+            for key, value in (("format", str(FORMAT)), ("kind", MARKER)):
+                found = conn.execute(
+                    sa.select(self._info.c.value).where(self._info.c.key == key)
+                ).scalar()
+                if found is None:
+                    conn.execute(sa.insert(self._info).values(key=key, value=value))
 
     def put(
         self,
@@ -257,6 +300,28 @@ class BestModelDB:
             query = query.where(t.c.problem_id == problem_id)
         with self._engine.connect() as conn:
             return [_entry(r, -1) for r in conn.execute(query).all()]
+
+    def check_networks(self) -> None:
+        """Every network the DB holds is valid over the registered ops (each op known, each
+        param of the right type and within the op's limits and rules): checked before a
+        search reads them (``search_space=auto``, ``evaluation.screen``).
+
+        Raises:
+            ConfigError: naming ``minibench.db``, the problem, the network and its node.
+        """
+        from nasfw.graph import GraphError
+        from nasfw.registry import registry
+
+        ops = registry().ops
+        for network in [*self.models(), *self.evaluations()]:
+            try:
+                network.graph.validate(ops)
+            except GraphError as err:
+                which = f"rank {network.rank}" if network.rank >= 0 else f"trial {network.trial}"
+                raise ConfigError(
+                    f"minibench.db={self.location}: network {which} of problem "
+                    f"{network.problem_id!r}: {err}"
+                ) from None
 
     def _delete(self, conn: Any, problem_id: str) -> None:
         import sqlalchemy as sa

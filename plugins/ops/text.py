@@ -34,13 +34,20 @@ def _positional_encoding(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module,
     return PositionalEncoding(p["kind"], channels, length), shape
 
 
+def _heads_divide_width(p: Mapping[str, Any]) -> str | None:
+    """The attention op's rule: each head gets an equal share of the width."""
+    width, heads = p["width"], p["heads"]
+    return f"width {width} is not a multiple of heads {heads}" if width % heads else None
+
+
 def _attention(p: Mapping[str, Any], shape: Shape) -> tuple[nn.Module, Shape]:
     from nasfw.plugins.ops.layers import AttentionBlock
 
     channels, length = shape
     width, heads = p["width"], p["heads"]
-    if width % heads:
-        raise ValueError(f"width {width} is not a multiple of heads {heads}")
+    reason = _heads_divide_width(p)
+    if reason:
+        raise ValueError(reason)
     return AttentionBlock(channels, width, heads, p["ffn_ratio"]), (width, length)
 
 
@@ -69,6 +76,7 @@ OPS = (
         },
         input_rank=2,
         description="pre-norm Transformer encoder block: multi-head self-attention + feed-forward",
+        rule=_heads_divide_width,
     ),
 )
 

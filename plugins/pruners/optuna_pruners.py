@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
-from nasfw import PrunerConfig, hookimpl, setting
+from nasfw import ConfigError, PrunerConfig, hookimpl, setting
 
 # Optuna is imported where a pruner is made: registering the plugin (every `python -m nasfw`,
 # --help included) must not pay for importing it.
@@ -62,6 +62,16 @@ class HyperbandPrunerConfig(PrunerConfig):
         if self.max_resource is not None:
             return self
         return dataclasses.replace(self, max_resource=train_epochs)
+
+    def check(self, key: str) -> None:
+        """A bracket needs room to halve in: ``min_resource`` below ``max_resource`` (with
+        ``max_resource=None``, below ``train.epochs``: checked by :func:`nasfw.pruner_settings`
+        through :meth:`for_run`)."""
+        if self.max_resource is not None and self.min_resource >= self.max_resource:
+            raise ConfigError(
+                f"{key}.min_resource={self.min_resource} must be below "
+                f"{key}.max_resource={self.max_resource}: no network could ever be pruned"
+            )
 
 
 @dataclass

@@ -49,6 +49,19 @@ class EvolutionConfig(AsynchronousTunerConfig):
     # (README: "Asynchronous evaluation"); a generation is then batch_size finished evaluations.
     asynchronous: bool = False
 
+    def check(self, key: str) -> None:
+        """The tournament fits the population, the budget holds the initial population."""
+        if not 1 <= self.sample_size <= self.population_size:
+            raise ConfigError(
+                f"{key}.sample_size must be between 1 and {key}.population_size="
+                f"{self.population_size} (got {self.sample_size})"
+            )
+        if self.n_trials < self.population_size:
+            raise ConfigError(
+                f"{key}.n_trials must be at least {key}.population_size="
+                f"{self.population_size}, the random initial population (got {self.n_trials})"
+            )
+
 
 @dataclass
 class Member:
@@ -70,17 +83,7 @@ class RegularizedEvolution(Tuner):
     config: EvolutionConfig
 
     def __init__(self, config: Any, space: Any, seed: int, **run: Any) -> None:
-        super().__init__(config, space, seed, **run)
-        if not 1 <= config.sample_size <= config.population_size:
-            raise ConfigError(
-                f"tuner.sample_size must be between 1 and tuner.population_size="
-                f"{config.population_size} (got {config.sample_size})"
-            )
-        if config.n_trials < config.population_size:
-            raise ConfigError(
-                f"tuner.n_trials must be at least tuner.population_size="
-                f"{config.population_size}, the random initial population (got {config.n_trials})"
-            )
+        super().__init__(config, space, seed, **run)  # EvolutionConfig.check: its rules
         self.rng = np.random.default_rng(seed)
         self.population: list[Member] = []
         self.evaluated = 0

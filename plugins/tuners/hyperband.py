@@ -62,6 +62,12 @@ class HyperbandConfig(TunerConfig):
     # tpe: random proposals before it starts modelling.
     n_startup_trials: int = setting(8, ge=0)
 
+    def check(self, key: str) -> None:
+        if self.sampler not in ("random", "tpe"):
+            raise ConfigError(f"{key}.sampler={self.sampler!r} must be 'random' or 'tpe'")
+        if self.warm_start and self.sampler != "tpe":
+            raise ConfigError(f"{key}.warm_start needs {key}.sampler=tpe (random learns nothing)")
+
 
 def rung_epochs(full: int, min_epochs: int, eta: int, s: int) -> list[int]:
     """The epochs of each rung of bracket ``s``: ``full * eta**(i - s)`` rounded, at least
@@ -93,11 +99,7 @@ class HyperbandTuner(Tuner):
     config: HyperbandConfig
 
     def __init__(self, config: Any, space: Any, seed: int, **run: Any) -> None:
-        super().__init__(config, space, seed, **run)
-        if config.sampler not in ("random", "tpe"):
-            raise ConfigError(f"tuner.sampler={config.sampler!r} must be 'random' or 'tpe'")
-        if config.warm_start and config.sampler != "tpe":
-            raise ConfigError("tuner.warm_start needs tuner.sampler=tpe (random learns nothing)")
+        super().__init__(config, space, seed, **run)  # HyperbandConfig.check: its rules
         self.rng = np.random.default_rng(seed)
         self.bracket = 0  # position in the schedule: iteration * len(brackets) + bracket
         self.rung = 0

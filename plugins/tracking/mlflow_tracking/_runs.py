@@ -96,17 +96,41 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def check_store(uri: str) -> None:
-    """Before the study exists: the SQLite file can be written, the server answers."""
-    from nasfw import check_writable
+    """Before the study exists: MLflow has a store for the URI's scheme, the SQLite file can
+    be written and is MLflow's (or new), the server answers."""
+    from nasfw import check_writable, describe_sqlite
 
+    _check_scheme(uri)
     path = sqlite_path(uri)
     if path is not None:
         # MLflow would retry an unwritable database for about 100 s before saying so.
         check_writable(path.parent, "tracking.tracking_uri")
         if path.exists() and not os.access(path, os.W_OK):
             raise TrackingError(f"tracking.tracking_uri={uri!r}: {path} is not writable")
+        found, what = describe_sqlite(path)
+        if found is None or (found and not {"experiments", "runs"} <= found):
+            # MLflow would add its tables to another program's (or nasfw's other) file.
+            raise TrackingError(
+                f"tracking.tracking_uri={uri!r}: {path} is {what}, not an MLflow tracking "
+                "store; nothing was written to it. Point it at a new file (sqlite:///mlflow.db)"
+            )
     elif uri.startswith(("http://", "https://")):
         probe(uri)
+
+
+def _check_scheme(uri: str) -> None:
+    """MLflow has a tracking store for ``uri``'s scheme (without connecting)."""
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+    except ImportError:  # another MLflow layout: connect() names a bad URI instead
+        return
+    try:
+        _tracking_store_registry.get_store_builder(uri)
+    except Exception as err:
+        raise TrackingError(
+            f"tracking.tracking_uri={redact(uri)!r}: MLflow has no tracking store for this "
+            f"URI ({type(err).__name__}). Use e.g. 'sqlite:///mlflow.db' or 'http://host:5000'"
+        ) from None
 
 
 def connect(uri: str) -> MlflowClient:

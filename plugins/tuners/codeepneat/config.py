@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nasfw import TunerConfig, setting
+from nasfw import ConfigError, TunerConfig, check_mode, setting
 
 
 @dataclass
@@ -54,3 +54,21 @@ class CoDeepNEATConfig(TunerConfig):
     optimizers: list[str] = field(default_factory=lambda: ["adam", "sgd"])
     lr_min: float = setting(1e-4, gt=0)
     lr_max: float = setting(1e-2, gt=0)
+
+    def check(self, key: str) -> None:
+        """Rules between the settings (what the tuner checks against the space: the tuner)."""
+        check_mode(self, key)
+        if self.fitness_aggregation not in ("mean", "max"):
+            raise ConfigError(
+                f"{key}.fitness_aggregation={self.fitness_aggregation!r} must be 'mean' or 'max'"
+            )
+        if not self.optimizers or any(o not in ("adam", "adamw", "sgd") for o in self.optimizers):
+            raise ConfigError(f"{key}.optimizers={list(self.optimizers)} must name adam/adamw/sgd")
+        if self.lr_min > self.lr_max:
+            raise ConfigError(f"{key}.lr_min={self.lr_min} must be <= {key}.lr_max={self.lr_max}")
+        if self.init_population and self.init_arch:
+            raise ConfigError(
+                f"{key}.init_arch={self.init_arch} and {key}.init_population="
+                f"{self.init_population}: the population would replace the architecture; "
+                "set one of them"
+            )

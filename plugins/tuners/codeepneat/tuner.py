@@ -22,7 +22,7 @@ from nasfw import (
     Result,
     SearchSpace,
     Tuner,
-    load_arch,
+    load_arch_in,
     registry,
 )
 
@@ -101,7 +101,8 @@ class CoDeepNEAT(Tuner):
         if config.init_population:
             self._load_population(Path(config.init_population))
         elif config.mode == "adapt":
-            self._init_adapt(load_arch(config.init_arch))
+            # Checked in full (ops, params, merges) like every architecture a user hands in.
+            self._init_adapt(load_arch_in(config.init_arch, self.space, structure=False))
         else:
             self._init_nas()
         if config.save_init_population:
@@ -114,19 +115,7 @@ class CoDeepNEAT(Tuner):
                 ) from err
 
     def _validate(self) -> None:
-        c = self.config
-        if c.mode not in ("nas", "adapt"):
-            raise ConfigError(f"tuner.mode={c.mode!r} must be 'nas' or 'adapt'")
-        if c.mode == "adapt" and not c.init_arch and not c.init_population:
-            raise ConfigError("tuner.mode=adapt needs tuner.init_arch (a graph file or preset)")
-        if c.fitness_aggregation not in ("mean", "max"):
-            raise ConfigError(
-                f"tuner.fitness_aggregation={c.fitness_aggregation!r} must be 'mean' or 'max'"
-            )
-        if not c.optimizers or any(o not in ("adam", "adamw", "sgd") for o in c.optimizers):
-            raise ConfigError(f"tuner.optimizers={list(c.optimizers)} must name adam/adamw/sgd")
-        if c.lr_min > c.lr_max:
-            raise ConfigError(f"tuner.lr_min={c.lr_min} must be <= tuner.lr_max={c.lr_max}")
+        c = self.config  # the settings' own rules: CoDeepNEATConfig.check
         if self.space.stages and len(self.space.stages) * 1 > c.module_population:
             raise ConfigError(
                 f"tuner.module_population={c.module_population} is below the number of search "

@@ -34,7 +34,8 @@ from nasfw import (
     Result,
     Tuner,
     TunerConfig,
-    load_arch,
+    check_mode,
+    load_arch_in,
     setting,
 )
 
@@ -82,13 +83,16 @@ class PetridishConfig(TunerConfig):
             "dense",
         ]
     )
-    kernel_sizes: list[int] = field(default_factory=lambda: [3, 5])
+    kernel_sizes: list[int] = setting(default_factory=lambda: [3, 5], ge=1, min_items=1)
     # Epochs of the candidate training and of a child's training (None: train.epochs).
     search_epochs: int | None = setting(None, ge=1)
     child_epochs: int | None = setting(None, ge=1)
     # Stop growing models above this many FLOPs (None: no cap), or once the pool is this big.
     max_flops: float | None = setting(None, gt=0)
     max_pool: int | None = setting(None, ge=1)
+
+    def check(self, key: str) -> None:
+        check_mode(self, key)
 
 
 @dataclass
@@ -138,20 +142,10 @@ class Petridish(Tuner):
     config: PetridishConfig
 
     def __init__(self, config: Any, space: Any, seed: int, **run: Any) -> None:
-        super().__init__(config, space, seed, **run)
-        if config.mode not in ("nas", "adapt"):
-            raise ConfigError(f"tuner.mode={config.mode!r} must be 'nas' or 'adapt'")
+        super().__init__(config, space, seed, **run)  # PetridishConfig.check: mode, init_arch
         self.seed_graphs: list[ArchGraph] | None = None
         if config.mode == "adapt":
-            graph = load_arch(config.init_arch)
-            try:
-                space.check(graph, structure=False)
-            except Exception as err:
-                raise ConfigError(
-                    f"tuner.init_arch={config.init_arch}: the architecture does not fit search "
-                    f"space {space.name!r}: {err}"
-                ) from err
-            self.seed_graphs = [graph]
+            self.seed_graphs = [load_arch_in(config.init_arch, space, structure=False)]
         from nasfw import registry
 
         self.ops = registry().ops
