@@ -95,6 +95,11 @@ def blocked() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # signals are handled in the main thread only; nothing to hold back here
         return
+    # multiprocessing starts its resource tracker with the first spawned process and then
+    # unblocks these signals in the starting thread: start it before the block.
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
