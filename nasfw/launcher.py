@@ -113,8 +113,8 @@ def init_worker_process(
 
     Ctrl-C and SIGTERM reach the whole process group (a terminal, systemd, a scheduler); the
     worker ignores both so that only the driver reacts (it stops the workers and says how to
-    resume). Started inside :func:`nasfw.signals.blocked`, the worker has had them blocked from
-    its first instruction: here they become ignored, then unblocked.
+    resume); a SIGTERM from the parent itself still ends it. Started inside
+    :func:`nasfw.signals.blocked`, the worker has had them blocked from its first instruction.
 
     The worker is bound to ``parent`` (the driver's pid, handed to it; by default its parent
     now): on Linux the kernel kills it when the parent dies (``PR_SET_PDEATHSIG``), it exits at
@@ -123,18 +123,20 @@ def init_worker_process(
     ``kill -9`` that gave the parent no chance to stop it. The kernel's binding follows the
     thread that started the process: ``die_with_parent=False`` for processes started outside
     the parent's main thread (the watchdog alone then). Every launcher that starts local
-    processes uses it; the driver stops them with SIGKILL.
+    processes uses it.
     """
     import os
     import signal
     import threading
     import time
 
-    from nasfw.signals import STOP_SIGNALS
-
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    # SIGTERM stays blocked in every thread (threads inherit the mask) and the watchdog takes
+    # it: from the parent (a pool stopping its workers) it ends the worker, from anyone else
+    # (a group's SIGTERM) it is ignored. Without sigtimedwait it keeps its default.
+    waits = hasattr(signal, "sigtimedwait")
+    signal.pthread_sigmask(signal.SIG_BLOCK if waits else signal.SIG_UNBLOCK, {signal.SIGTERM})
     parent = os.getppid() if parent is None else parent
     if die_with_parent:
         _die_with_parent()
@@ -143,7 +145,12 @@ def init_worker_process(
 
     def watch() -> None:
         while os.getppid() == parent:
-            time.sleep(poll_seconds)
+            if not waits:
+                time.sleep(poll_seconds)
+                continue
+            info = signal.sigtimedwait({signal.SIGTERM}, poll_seconds)
+            if info is not None and info.si_pid == parent:
+                os._exit(128 + signal.SIGTERM)
         os._exit(1)
 
     threading.Thread(target=watch, name="nasfw-parent-watchdog", daemon=True).start()

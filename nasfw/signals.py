@@ -14,8 +14,9 @@ make that hold at any moment from the process start to its exit:
 - An interrupt swallowed where Python cannot raise it (a ``__del__`` or a weakref callback:
   Python prints "Exception ignored" and goes on) is delivered again, and :func:`check`
   (called between generations) raises one that library code caught.
-- Local worker processes never see them: they are started with both signals blocked
-  (:func:`blocked`), and :func:`nasfw.init_worker_process` ignores them before unblocking.
+- Local worker processes never act on them: they are started with both signals blocked
+  (:func:`blocked`), and :func:`nasfw.init_worker_process` ignores SIGINT, and SIGTERM unless
+  their driver sends it.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def blocked() -> Iterator[None]:
     """Block the stop signals in this thread while starting processes in it: the children
     start with them blocked, so a Ctrl-C to the process group during their start-up reaches
     only the driver (here it waits until the block ends). Children call
-    :func:`nasfw.init_worker_process`, which ignores them, then unblocks them."""
+    :func:`nasfw.init_worker_process`, which takes them from there."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signals are handled in the main thread only; nothing to hold back here
         return
