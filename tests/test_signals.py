@@ -2,7 +2,7 @@
 give one line and exit 130 / 143, the process tree gone and the study resumable; a driver killed
 with SIGKILL as its first worker starts leaves no process behind.
 
-Real processes throughout: ``python -m nasfw`` in its own process group, real SQLite storage.
+Each case starts ``python -m nasfw`` as its own process group (SQLite storage) and signals it.
 """
 
 from __future__ import annotations
@@ -13,19 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from cli import alive, children, nasfw, start, trials
+from cli import TINY, alive, children, nasfw, start, trials
 
 # Issue 25's search: 4 generations of 2 iris networks on two workers.
-SEARCH = [
-    "problem=iris",
-    "search_space=tabular_mlp",
-    "train.epochs=1",
-    "tracking=none",
-    "tuner=random",
-    "tuner.n_trials=8",
-    "tuner.batch_size=2",
-    "launcher.workers=2",
-]
+SEARCH = [a for a in TINY if not a.startswith(("tuner.n_trials", "launcher.workers"))]
+SEARCH += ["tuner.n_trials=8", "launcher.workers=2"]
 STUDY = "random-iris-tabular_mlp-seed0"
 
 
