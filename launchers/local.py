@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -18,6 +20,7 @@ from nasfw import (
     hookimpl,
     init_worker_process,
     setting,
+    signals,
 )
 
 
@@ -88,13 +91,24 @@ class LocalLauncher(Launcher[Any]):
         if self._pool is None:
             context = multiprocessing.get_context(self.config.start_method)
             turn = context.Value("i", 0)  # shared by the pools' workers, replacements included
+            # Whether the thread starting workers now is the main one (see _spawning).
+            self._main = context.Value("b", 1)
             self._pool = ProcessPoolExecutor(
                 self._processes,
                 mp_context=context,
                 initializer=_init_worker,
-                initargs=(turn, self.gpu_ids),
+                initargs=(turn, self.gpu_ids, os.getpid(), self._main),
             )
         return self._pool
+
+    def _send(self, fn: Callable[[Any], Result], item: Any) -> Future[Result]:
+        """``submit``, which may start a worker process: with the stop signals blocked, so a
+        Ctrl-C during the worker's start-up reaches the driver only (:func:`nasfw.signals
+        .blocked`), and telling it whether it may die with this thread."""
+        with signals.blocked():
+            pool = self._executor()
+            self._main.value = threading.current_thread() is threading.main_thread()
+            return pool.submit(fn, item)
 
     def map(
         self,
@@ -142,7 +156,7 @@ class LocalLauncher(Launcher[Any]):
             return
         try:
             for _ in range(self._processes):
-                self._executor().submit(_warm_up, fn)
+                self._send(_warm_up, fn)
         except BrokenProcessPool:
             self.close()  # the first evaluation starts a fresh pool and says what went wrong
 
@@ -191,10 +205,10 @@ class LocalLauncher(Launcher[Any]):
 
     def _submit_one(self, fn: Callable[[Any], Result], item: Any) -> Future[Result]:
         try:
-            return self._executor().submit(fn, item)
+            return self._send(fn, item)
         except BrokenProcessPool:  # a worker died while idle: start afresh
             self.close()
-            return self._executor().submit(fn, item)
+            return self._send(fn, item)
 
     def _submit(
         self, fn: Callable[[Any], Result], items: Sequence[Any], indices: Sequence[int]
@@ -209,7 +223,7 @@ class LocalLauncher(Launcher[Any]):
                 pending[self._submit_one(fn, items[index])] = index
                 continue
             try:
-                pending[self._executor().submit(fn, items[index])] = index
+                pending[self._send(fn, items[index])] = index
             except BrokenProcessPool:
                 return pending, list(indices[position:])
         return pending, []
@@ -256,17 +270,18 @@ class LocalLauncher(Launcher[Any]):
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
+    def abort(self) -> None:
+        self._terminate()
+
     def _terminate(self) -> None:
-        """Stop the workers now, evaluations in flight included."""
+        """Stop the workers now, evaluations in flight and warm-ups included: SIGKILL (they
+        ignore SIGTERM, see :func:`nasfw.init_worker_process`), then the pool's threads end."""
         pool, self._pool = self._pool, None
         if pool is None:
             return
-        terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
-        if terminate is not None:
-            terminate()
-            return
         for process in list((getattr(pool, "_processes", None) or {}).values()):
-            process.terminate()
+            with contextlib.suppress(OSError):
+                process.kill()
         pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -277,12 +292,11 @@ def _warm_up(fn: Any) -> None:
         fn.warm_up()
 
 
-def _init_worker(turn: Any, gpu_ids: list[str]) -> None:
-    """Worker set-up: :func:`nasfw.init_worker_process`, then the next GPU in turn (before
-    anything initialises CUDA in this process, so it sees that GPU only, as ``cuda:0``)."""
-    import os
-
-    init_worker_process()
+def _init_worker(turn: Any, gpu_ids: list[str], driver: int, main: Any) -> None:
+    """Worker set-up: :func:`nasfw.init_worker_process` (bound to the driver), then the next
+    GPU in turn (before anything initialises CUDA in this process, so it sees that GPU only,
+    as ``cuda:0``)."""
+    init_worker_process(parent=driver, die_with_parent=bool(main.value))
     if gpu_ids:
         with turn.get_lock():
             index = turn.value

@@ -5,8 +5,18 @@ The public API: plugins (first-party ones included) import only from here.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
+if sys.orig_argv[1:3] == ["-m", "nasfw"] or sys.argv[0].endswith(("/nasfw", "\\nasfw.exe")):
+    # ``python -m nasfw`` or the ``nasfw`` script:
+    # a Ctrl-C or SIGTERM from the first import on is noted, and the CLI raises it where it
+    # handles it (nasfw.cli.main). Not when nasfw is imported as a library or in a worker.
+    from nasfw import signals as _signals
+
+    _signals.install(deliver=False)
+
+from nasfw import signals
 from nasfw.config import (
     AsynchronousTunerConfig,
     ConfigError,
@@ -153,6 +163,7 @@ __all__ = [
     "resolve_device",
     "run_search",
     "setting",
+    "signals",
     "split_arrays",
     "train_model",
 ]

@@ -2,8 +2,10 @@
 
 Exit codes: 0 done; 2 the input is wrong (a config key, a value out of range, a file, a
 storage), whether Hydra or nasfw found it, in one line naming the key; 130 interrupted with
-Ctrl-C (the finished evaluations are saved: rerun the same command to resume); 1 anything else
-(a bug: the traceback is printed).
+Ctrl-C and 143 stopped with SIGTERM (``kill``, ``scancel``, a scheduler's time limit,
+Kubernetes, systemd), at any moment from the start to the exit, in one line: the finished
+evaluations are saved, rerun the same command to resume; 1 anything else (a bug: the traceback
+is printed).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nasfw.clock import STARTED  # noqa: F401  (imported first, so the clock starts here)
-
 # When `python -m nasfw` started, where /proc cannot tell (nasfw.clock.process_started): taken
-# as early as this module can, after the standard library's few imports above.
+# as early as this module can, after the standard library's few imports above (nasfw.signals
+# is standard library only).
+from nasfw import signals
+from nasfw.clock import STARTED  # noqa: F401  (imported first, so the clock starts here)
 from nasfw.pareto import front_path, pareto_front
 
 if TYPE_CHECKING:
@@ -49,6 +52,8 @@ INTERRUPTED = 130
 # Set when an exception escaped a search: Hydra then exits 1 as it does for its own compose
 # errors, which main() turns into INPUT_ERROR.
 _crashed = False
+# The run's config once Hydra composed it, for an interrupt's message wherever it comes.
+_run_cfg: DictConfig | None = None
 
 
 def _fail(message: str) -> None:
@@ -56,15 +61,21 @@ def _fail(message: str) -> None:
     sys.exit(INPUT_ERROR)
 
 
-def _interrupted(cfg: DictConfig) -> None:
+def _interrupted(cfg: DictConfig | None) -> None:
+    """Say what an interrupt (Ctrl-C, SIGTERM) kept, in one line, and exit 130 or 143."""
+    code = signals.exit_code()
+    how = "interrupted" if code == INTERRUPTED else "interrupted by SIGTERM"
+    if cfg is None:  # before the search was set up
+        print(f"nasfw: {how} before the search started; nothing was saved.", file=sys.stderr)
+        sys.exit(code)
     if str(cfg.mode) == "minibench":
         print(
-            f"nasfw: interrupted; minibench.db={cfg.minibench.db} keeps every problem searched "
+            f"nasfw: {how}; minibench.db={cfg.minibench.db} keeps every problem searched "
             "to its end, and the interrupted problem's study its finished evaluations. Rerun "
             "the same command to resume.",
             file=sys.stderr,
         )
-        sys.exit(INTERRUPTED)
+        sys.exit(code)
     saved = ""
     try:
         import optuna
@@ -75,11 +86,11 @@ def _interrupted(cfg: DictConfig) -> None:
     except Exception:  # nothing was stored yet, or the storage is the reason to stop
         pass
     print(
-        f"nasfw: interrupted; {saved}saved in study {cfg.study_name!r} ({cfg.storage.url}). "
+        f"nasfw: {how}; {saved}saved in study {cfg.study_name!r} ({cfg.storage.url}). "
         "Rerun the same command to resume.",
         file=sys.stderr,
     )
-    sys.exit(INTERRUPTED)
+    sys.exit(code)
 
 
 def _summary(context: SearchContext, top: int = 5) -> None:
@@ -176,7 +187,8 @@ def _task(cfg: DictConfig) -> float | None:
 
     from nasfw.search import run_search
 
-    global _crashed
+    global _crashed, _run_cfg
+    _run_cfg = cfg
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         if str(cfg.mode) == "minibench":
@@ -185,9 +197,6 @@ def _task(cfg: DictConfig) -> float | None:
             build_db(cfg, output_dir)
             return None
         context = run_search(cfg, output_dir)
-    except KeyboardInterrupt:
-        _interrupted(cfg)
-        raise  # not reached
     except Exception as err:
         if _is_user_error(err):
             _fail(str(err))
@@ -209,6 +218,16 @@ def _task(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    signals.install(deliver=False)  # the nasfw script may not have installed it yet
+    try:
+        signals.install()
+        signals.check()  # a signal that came while the modules imported
+        _main()
+    except KeyboardInterrupt:  # from the first import to the exit, the search included
+        _interrupted(_run_cfg)
+
+
+def _main() -> None:
     import hydra
 
     from nasfw.registry import PluginError, PluginWarning, registry

@@ -4,8 +4,8 @@ synchronous loop, the asynchronous one and ``search_space=auto``'s probe.
 
 A generation's end runs the steps of :data:`GENERATION_END`, in order: its wall time, the
 tuner's state saved in the study (a killed search resumes after it), the weights no tuner needs
-dropped, the ``nasfw_generation_end`` hook, the console's line, and, once per process, the
-start-up line (seconds to the first training step).
+dropped, the ``nasfw_generation_end`` hook, the console's line, once per process the start-up
+line (seconds to the first training step), and a stop that a signal asked for.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from nasfw import signals
 from nasfw.clock import process_started
 from nasfw.config import ConfigError
 from nasfw.job import StoredEvaluation
@@ -125,6 +126,12 @@ def _report_first_step(search: Search, end: GenerationEnd) -> None:
     search.ledger.set_first_step_seconds(search.first_step)
 
 
+def _stop_if_signalled(search: Search, end: GenerationEnd) -> None:
+    """A stop (Ctrl-C, SIGTERM) that library code swallowed during the generation ends the
+    search here, its state saved: in every path, the asynchronous one and the probe too."""
+    signals.check()
+
+
 #: The steps of a generation's end, in order (see the module).
 GENERATION_END: list[Callable[[Search, GenerationEnd], None]] = [
     _keep_time,
@@ -133,6 +140,7 @@ GENERATION_END: list[Callable[[Search, GenerationEnd], None]] = [
     _announce,
     _report,
     _report_first_step,
+    _stop_if_signalled,
 ]
 
 

@@ -93,6 +93,12 @@ class Launcher(ABC, Generic[T]):
     def close(self) -> None:
         """Release workers; the launcher is not used afterwards."""
 
+    def abort(self) -> None:
+        """Release workers now, evaluations in flight (and warm-ups) not waited for: the search
+        stopped (Ctrl-C, SIGTERM, an error). Must return in bounded time. By default
+        :meth:`close` (launchers whose jobs outlive the driver leave them running)."""
+        self.close()
+
     def __enter__(self) -> Launcher[T]:
         return self
 
@@ -100,14 +106,24 @@ class Launcher(ABC, Generic[T]):
         self.close()
 
 
-def init_worker_process(poll_seconds: float = 1.0) -> None:
+def init_worker_process(
+    poll_seconds: float = 1.0, parent: int | None = None, die_with_parent: bool = True
+) -> None:
     """Set up a local worker process (a pool's ``initializer``): call it first thing.
 
-    Ctrl-C reaches the whole process group; the worker ignores it so that only the driver
-    reacts (it stops the workers and says how to resume). A worker also exits, within
-    ``poll_seconds``, once its parent is gone, even after a ``kill -9`` that gave the parent no
-    chance to stop it: a watchdog thread sees the parent pid change (the orphan is re-parented).
-    Every launcher that starts local processes uses it.
+    Ctrl-C and SIGTERM reach the whole process group (a terminal, systemd, a scheduler); the
+    worker ignores both so that only the driver reacts (it stops the workers and says how to
+    resume); a SIGTERM from the parent itself still ends it. Started inside
+    :func:`nasfw.signals.blocked`, the worker has had them blocked from its first instruction.
+
+    The worker is bound to ``parent`` (the driver's pid, handed to it; by default its parent
+    now): on Linux the kernel kills it when the parent dies (``PR_SET_PDEATHSIG``), it exits at
+    once if the parent died before that was set, and everywhere a watchdog thread exits within
+    ``poll_seconds`` once the parent pid changes (the orphan is re-parented), even after a
+    ``kill -9`` that gave the parent no chance to stop it. The kernel's binding follows the
+    thread that started the process: ``die_with_parent=False`` for processes started outside
+    the parent's main thread (the watchdog alone then). Every launcher that starts local
+    processes uses it.
     """
     import os
     import signal
@@ -115,11 +131,42 @@ def init_worker_process(poll_seconds: float = 1.0) -> None:
     import time
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    # SIGTERM stays blocked in every thread (threads inherit the mask) and the watchdog takes
+    # it: from the parent (a pool stopping its workers) it ends the worker, from anyone else
+    # (a group's SIGTERM) it is ignored. Without sigtimedwait it keeps its default.
+    waits = hasattr(signal, "sigtimedwait")
+    signal.pthread_sigmask(signal.SIG_BLOCK if waits else signal.SIG_UNBLOCK, {signal.SIGTERM})
+    parent = os.getppid() if parent is None else parent
+    if die_with_parent:
+        _die_with_parent()
+    if os.getppid() != parent:  # the parent died before the kernel could be told
+        os._exit(1)
 
     def watch() -> None:
         while os.getppid() == parent:
-            time.sleep(poll_seconds)
+            if not waits:
+                time.sleep(poll_seconds)
+                continue
+            info = signal.sigtimedwait({signal.SIGTERM}, poll_seconds)
+            if info is not None and info.si_pid == parent:
+                os._exit(128 + signal.SIGTERM)
         os._exit(1)
 
     threading.Thread(target=watch, name="nasfw-parent-watchdog", daemon=True).start()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the thread that started it ends (its driver's main
+    thread, where pools start their processes). Elsewhere nothing (the watchdog remains)."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no prctl in this libc: the watchdog remains
+        pass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from nasfw import signals
 from nasfw.asynchronous import run_asynchronous
 from nasfw.generation import end_generation, evaluate
 
@@ -35,7 +36,10 @@ def run_synchronous(search: Search) -> None:
     context = search.context
     generation = context.start_generation
     started = time.perf_counter()
-    while candidates := context.tuner.ask():
+    while True:
+        signals.check()  # a stop that library code swallowed ends the search here
+        if not (candidates := context.tuner.ask()):
+            break
         search.hook.nasfw_generation_start(
             context=context, generation=generation, candidates=candidates
         )

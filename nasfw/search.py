@@ -128,7 +128,8 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Console | None = None
         context.error = err
         raise
     finally:
-        search.launcher.close()
+        # Stopped (Ctrl-C, SIGTERM, an error): evaluations in flight are not waited for.
+        search.launcher.close() if context.error is None else search.launcher.abort()
         try:
             search.hook.nasfw_search_end(context=context, best=best)
         finally:
