@@ -181,8 +181,18 @@ def test_a_refused_input_leaves_everything_as_it_was(tmp_path, case):
 
 
 def test_slurm_without_slurm_leaves_no_job_folder(tmp_path):
+    # No cluster answers whether or not the SLURM commands are installed (a test cluster of
+    # the suite may be up): a slurm.conf that names none.
+    empty = tmp_path.parent / f"{tmp_path.name}-slurm.conf"
+    empty.write_text("")
     args = [a for a in TINY if not a.startswith("launcher")]
-    out = nasfw(tmp_path, *args, "launcher=slurm", f"storage.url=sqlite:///{tmp_path}/s.db")
+    out = nasfw(
+        tmp_path,
+        *args,
+        "launcher=slurm",
+        f"storage.url=sqlite:///{tmp_path}/s.db",
+        env={"SLURM_CONF": str(empty)},
+    )
     assert out.returncode == 2 and "launcher=slurm" in out.stderr, out.stderr
     assert snapshot(tmp_path) == {}
 
