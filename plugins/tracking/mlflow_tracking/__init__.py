@@ -234,10 +234,16 @@ def nasfw_search_end(context: SearchContext, best: TrialRecord | None) -> None:
     run_id: str = state["run_id"]
     if context.error is not None:
         killed = isinstance(context.error, KeyboardInterrupt)
+        status = "KILLED" if killed else "FAILED"
+        # The generation the stop cut short ends with the search, not RUNNING until a rerun.
+        for generation, child in list(state["generation_runs"].items()):
+            with _runs.guard(state, f"closing the run of generation {generation}"):
+                client.set_terminated(child, status=status)
+                state["generation_runs"].pop(generation, None)
         with _runs.guard(state, "closing the failed run"):
             text = f"{type(context.error).__name__}: {context.error}"
             client.set_tag(run_id, "nasfw.error", text[:MAX_TAG_VALUE])
-            client.set_terminated(run_id, status="KILLED" if killed else "FAILED")
+            client.set_terminated(run_id, status=status)
         state["ended"] = True
         return
 
