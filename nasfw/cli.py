@@ -182,83 +182,11 @@ def _pareto_table(context: SearchContext) -> Table | None:
     return table
 
 
-# The jobs of a Hydra multirun that failed, as (job number, exit code): the sweep goes on past
-# them, as Hydra users expect, and the command's exit code says so at its end.
-_failed_jobs: list[tuple[int, int]] = []
-# The settings the default study_name already holds (conf/config.yaml).
-_IN_DEFAULT_STUDY_NAME = ("tuner", "problem", "search_space", "seed")
-
-
 def _task(cfg: DictConfig) -> float | None:
-    """One search (one job of a multirun): a multirun's job gets a study of its own where its
-    result settings differ from the other jobs' (:func:`_sweep_study_name`), and its failure
-    is reported and recorded instead of ending the sweep."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from omegaconf import open_dict
+    """One search: one job of a multirun too (:func:`nasfw.sweep.run_job`)."""
+    from nasfw.sweep import run_job
 
-    hydra = HydraConfig.get()
-    if hydra.mode != RunMode.MULTIRUN:
-        return _search(cfg)
-    name = _sweep_study_name(cfg, list(hydra.overrides.task), _swept_keys(hydra.sweep.dir))
-    if name is not None:
-        with open_dict(cfg):
-            cfg.study_name = name
-    try:
-        return _search(cfg)
-    except SystemExit as exit:  # refused: its one line is printed
-        code = exit.code if isinstance(exit.code, int) else 1
-        _failed_jobs.append((int(hydra.job.num), code))
-    except Exception:  # a bug: its traceback, then the next job
-        import traceback
-
-        traceback.print_exc()
-        _failed_jobs.append((int(hydra.job.num), 1))
-    return None
-
-
-def _swept_keys(sweep_dir: str) -> set[str] | None:
-    """The keys the multirun sweeps (``train.lr=0.001,0.01``, ``seed=range(3)``), from the
-    ``multirun.yaml`` Hydra's sweeper writes in the sweep directory before its jobs start (None
-    where it cannot be read: every override then counts)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-
-    try:
-        saved = OmegaConf.load(Path(sweep_dir) / "multirun.yaml")
-        overrides = OverridesParser.create().parse_overrides(list(saved.hydra.overrides.task))
-    except Exception:
-        return None
-    return {o.key_or_group for o in overrides if o.is_sweep_override()}
-
-
-def _sweep_study_name(
-    cfg: DictConfig, overrides: list[str], swept: set[str] | None = None
-) -> str | None:
-    """A multirun job's study name: the default one (``study_name`` not set on the command
-    line) with a digest of the job's values of the ``swept`` keys (None: of every override)
-    that change results and that the default name does not hold already, so jobs sweeping e.g.
-    ``train.lr`` never share (and are never refused by) one study. None: the name stays (it
-    was set, or the sweep is over tuners, problems, spaces and seeds only), so such sweeps
-    keep the study names they always had."""
-    import hashlib
-
-    from nasfw.search import affects_results
-
-    keys = {o.split("=", 1)[0].lstrip("+~"): o for o in overrides}
-    if "study_name" in keys:
-        return None
-    own = sorted(
-        o
-        for key, o in keys.items()
-        if affects_results(key)
-        and key not in _IN_DEFAULT_STUDY_NAME
-        and (swept is None or key in swept)
-    )
-    if not own:
-        return None
-    digest = hashlib.sha256("\n".join(own).encode()).hexdigest()[:8]
-    return f"{cfg.study_name}-{digest}"
+    return run_job(cfg, _search)
 
 
 def _search(cfg: DictConfig) -> float | None:
@@ -335,15 +263,9 @@ def _main() -> None:
             _blocked_plugins_note()
             sys.exit(INPUT_ERROR)
         raise
-    if _failed_jobs:
-        listing = ", ".join(f"#{num} (exit {code})" for num, code in _failed_jobs)
-        print(
-            f"nasfw: error: {len(_failed_jobs)} job(s) of the sweep failed: {listing}; the "
-            "others ran to their end",
-            file=sys.stderr,
-        )
-        refused = all(code == INPUT_ERROR for _, code in _failed_jobs)
-        sys.exit(INPUT_ERROR if refused else 1)
+    from nasfw.sweep import exit_if_jobs_failed
+
+    exit_if_jobs_failed(INPUT_ERROR)
 
 
 def store_schemas(reg: Registry) -> None:

@@ -8,7 +8,7 @@ import pytest
 from cli import nasfw
 from omegaconf import OmegaConf
 
-from nasfw.cli import _sweep_study_name
+from nasfw.sweep import sweep_study_name as _sweep_study_name
 
 SWEEP = [
     "-m",
