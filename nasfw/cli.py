@@ -77,14 +77,20 @@ def _interrupted(cfg: DictConfig | None) -> None:
         )
         sys.exit(code)
     saved = ""
-    try:
-        import optuna
+    import time
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.load_study(study_name=cfg.study_name, storage=cfg.storage.url)
-        saved = f"{len(study.get_trials(deepcopy=False))} evaluations "
-    except Exception:  # nothing was stored yet, or the storage is the reason to stop
-        pass
+    for attempt in range(3):  # a storage still busy with the stopped search's last write
+        try:
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            study = optuna.load_study(study_name=cfg.study_name, storage=cfg.storage.url)
+            saved = f"{len(study.get_trials(deepcopy=False))} evaluations "
+            break
+        except KeyError:  # no such study: nothing was stored yet
+            break
+        except Exception:  # busy, or the storage is the reason to stop
+            time.sleep(0.5 * (attempt + 1))
     print(
         f"nasfw: {how}; {saved}saved in study {cfg.study_name!r} ({cfg.storage.url}). "
         "Rerun the same command to resume.",
