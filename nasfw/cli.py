@@ -76,27 +76,33 @@ def _interrupted(cfg: DictConfig | None) -> None:
             file=sys.stderr,
         )
         sys.exit(code)
-    saved = ""
-    import time
-
-    for attempt in range(3):  # a storage still busy with the stopped search's last write
-        try:
-            import optuna
-
-            optuna.logging.set_verbosity(optuna.logging.WARNING)
-            study = optuna.load_study(study_name=cfg.study_name, storage=cfg.storage.url)
-            saved = f"{len(study.get_trials(deepcopy=False))} evaluations "
-            break
-        except KeyError:  # no such study: nothing was stored yet
-            break
-        except Exception:  # busy, or the storage is the reason to stop
-            time.sleep(0.5 * (attempt + 1))
+    saved = _saved_evaluations(cfg)
     print(
-        f"nasfw: {how}; {saved}saved in study {cfg.study_name!r} ({cfg.storage.url}). "
+        f"nasfw: {how}; {saved} saved in study {cfg.study_name!r} ({cfg.storage.url}). "
         "Rerun the same command to resume.",
         file=sys.stderr,
     )
     sys.exit(code)
+
+
+def _saved_evaluations(cfg: DictConfig) -> str:
+    """How many evaluations study ``cfg.study_name`` holds, in words (``"12 evaluations"``):
+    read after the search stopped, so a storage still busy with its last write, or still in
+    the outage that stopped it, is tried three times."""
+    import time
+
+    import optuna
+
+    from nasfw.storage import count_trials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for attempt in range(3):
+        try:
+            count = count_trials(str(cfg.storage.url), str(cfg.study_name))
+            return "no evaluations" if count is None else f"{count} evaluations"
+        except Exception:  # busy, or the storage is the reason to stop
+            time.sleep(0.5 * (attempt + 1))
+    return "every finished evaluation"
 
 
 def _summary(context: SearchContext, top: int = 5) -> None:
@@ -211,6 +217,14 @@ def _search(cfg: DictConfig) -> float | None:
             return None
         context = run_search(cfg, output_dir)
     except Exception as err:
+        from nasfw.storage import StorageOutage
+
+        if isinstance(err, StorageOutage):
+            _fail(
+                f"{err}. {_saved_evaluations(cfg).capitalize()} saved in study "
+                f"{cfg.study_name!r}, intact; once the storage answers, rerun the same command "
+                "to resume."
+            )
         if _is_user_error(err):
             _fail(str(err))
         _crashed = True

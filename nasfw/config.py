@@ -134,6 +134,10 @@ class StorageConfig:
     # needs any more are deleted (each generation): beyond it the search stops, resumable with
     # a larger limit. None: no limit.
     weights_limit_mb: float | None = setting(None, gt=0)
+    # How long, in seconds, a read or write the storage refuses for an outage (a full disk, a
+    # read-only file system, a lost database connection) is retried before the search stops
+    # (exit 2, resumable: what the study holds is intact). 0: stop at the first refusal.
+    retry_seconds: float = setting(120.0, ge=0)
 
 
 @dataclass

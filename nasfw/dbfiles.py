@@ -13,6 +13,25 @@ import sqlite3
 from pathlib import Path
 
 OPTUNA_TABLES = frozenset({"studies", "trials", "version_info"})
+# Every table Optuna's RDB storage creates. A file holding some of them only is an Optuna
+# storage whose creation was cut short (a full disk at its first open): Optuna completes it.
+OPTUNA_SCHEMA = frozenset(
+    {
+        "alembic_version",
+        "studies",
+        "study_directions",
+        "study_system_attributes",
+        "study_user_attributes",
+        "trial_heartbeats",
+        "trial_intermediate_values",
+        "trial_params",
+        "trial_system_attributes",
+        "trial_user_attributes",
+        "trial_values",
+        "trials",
+        "version_info",
+    }
+)
 MINIBENCH_TABLES = frozenset({"problems", "models", "evaluations", "info"})
 MLFLOW_TABLES = frozenset({"experiments", "runs"})
 
@@ -56,6 +75,8 @@ def describe(tables: frozenset[str] | None) -> str:
         return "an empty file"
     if tables >= OPTUNA_TABLES:
         return "an Optuna storage (a study ledger, storage.url)"
+    if tables <= OPTUNA_SCHEMA:
+        return "an Optuna storage whose creation was cut short (storage.url)"
     if {"problems", "models", "info"} <= tables <= MINIBENCH_TABLES:
         return "a nasfw mini-benchmark DB (minibench.db)"
     if tables >= MLFLOW_TABLES:

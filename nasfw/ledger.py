@@ -83,12 +83,14 @@ def _differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 class Ledger:
     """Reads and writes one study: trials, tuner state, and the search's fingerprint."""
 
-    def __init__(self, url: str, study_name: str) -> None:
+    def __init__(self, url: str, study_name: str, retry_seconds: float = 0.0) -> None:
+        """Open (or create) study ``study_name`` in ``url``; storage calls meeting an outage
+        are retried for ``retry_seconds`` (:func:`nasfw.storage.open_storage`)."""
         self.url = url
         # Called before each write: raises when this driver no longer holds the study's lease
         # (nasfw.lease.DriverLease.check, set once the lease is taken).
         self.fence: Callable[[], None] = _no_fence
-        self.storage = open_storage(url)
+        self.storage = open_storage(url, retry_seconds)
         try:
             self.study = optuna.create_study(
                 study_name=study_name,
@@ -97,6 +99,8 @@ class Ledger:
                 load_if_exists=True,
             )
             self.study_id = self.storage.get_study_id_from_name(study_name)
+        except LedgerError:
+            raise
         except Exception as err:
             raise LedgerError(
                 f"storage.url={url}: cannot create or load study {study_name!r} "
