@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from nasfw import Launcher, LauncherConfig, Result, check_writable, setting
+from nasfw import ClusterJob, Launcher, LauncherConfig, Result, check_writable, setting
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ class BatchLauncher(Launcher[Any]):
             try:
                 if self._executor is None:
                     self._executor = self._make_executor()
-                jobs = self._executor.map_array(fn, [items[i] for i in indices])
+                jobs = self._executor.map_array(ClusterJob(fn), [items[i] for i in indices])
             except Exception as err:
                 reason = f"{self.scheduler} submission failed: {type(err).__name__}: {err}"
                 reason = reason.strip().splitlines()[0][:500]

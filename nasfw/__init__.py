@@ -42,7 +42,7 @@ from nasfw.config import (
 from nasfw.context import SearchContext
 from nasfw.dbfiles import describe_sqlite
 from nasfw.graph import INPUT, MERGE_KINDS, ArchGraph, GraphError, Node, load_arch
-from nasfw.launcher import Launcher, init_worker_process
+from nasfw.launcher import ClusterJob, Launcher, init_worker_process
 from nasfw.ops import OpSpec, ParamSpec, Shape
 from nasfw.pareto import pareto_front, pareto_rows
 from nasfw.problem import DataError, Problem, Split, Standardization, split_arrays
@@ -102,6 +102,7 @@ __all__ = [
     "BuildError",
     "Candidate",
     "Chooser",
+    "ClusterJob",
     "ConfigError",
     "DataError",
     "EvaluationConfig",

@@ -4,6 +4,7 @@ the driver is gone (``Launcher.workers_write_trials``)."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,7 +63,13 @@ class StoredEvaluation:
                 reporter = TrialReporter(ledger, trial_id, self.pruner)
             except Exception as err:
                 print(f"nasfw: the pruner cannot follow this job ({err})", file=sys.stderr)
-        result = self.evaluate(candidate, reporter) if reporter else self.evaluate(candidate)
+        try:
+            result = self.evaluate(candidate, reporter) if reporter else self.evaluate(candidate)
+        except KeyboardInterrupt:  # the job was stopped (nasfw.ClusterJob: SIGTERM)
+            if ledger is not None and trial_id is not None:
+                with contextlib.suppress(Exception):
+                    ledger.interrupt(trial_id, "interrupted: its job was stopped (SIGTERM)")
+            raise
         if ledger is None:
             return result
         try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from nasfw.config import check_settings
@@ -104,6 +106,37 @@ class Launcher(ABC, Generic[T]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass
+class ClusterJob:
+    """What a cluster launcher submits in place of ``fn``: ``fn(item)`` run in the job, with
+    SIGTERM stopping it.
+
+    A scheduler ends a job with SIGTERM (``scancel``, a time limit, a preemption), then with
+    SIGKILL after a grace period (SLURM's ``KillWait``, LSF's ``JOB_TERMINATE_INTERVAL``).
+    submitit's job handler ignores SIGTERM, so the evaluation would run on until the SIGKILL
+    and clean nothing up. Here SIGTERM raises :class:`nasfw.signals.Terminated` in the job's
+    main thread: the evaluation stops at once, and a trial the job created RUNNING (with a
+    pruner, :class:`nasfw.job.StoredEvaluation`) is closed as interrupted within the grace
+    period, not left RUNNING until the driver's next start. The driver sees the job end as
+    the scheduler reports it (cancelled: retried as before).
+    """
+
+    fn: Callable[[Any], Any]
+
+    def __call__(self, item: Any) -> Any:
+        from nasfw.signals import Terminated
+
+        def stop(signum: int, frame: object) -> None:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop; the clean-up runs on
+            raise Terminated()
+
+        previous = signal.signal(signal.SIGTERM, stop)
+        try:
+            return self.fn(item)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def init_worker_process(

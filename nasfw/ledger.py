@@ -252,16 +252,19 @@ class Ledger:
         for trial in self.study.get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
         ):
-            try:
-                self.storage.set_trial_system_attr(trial._trial_id, INTERRUPTED_ATTR, True)
-                self.storage.set_trial_user_attr(
-                    trial._trial_id, "fail_reason", "interrupted: the search stopped"
-                )
-                self.storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-                count += 1
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # it finished meanwhile
+            count += self.interrupt(trial._trial_id, "interrupted: the search stopped")
         return count
+
+    def interrupt(self, trial_id: int, reason: str) -> bool:
+        """Close RUNNING trial ``trial_id`` as failed and interrupted (no evaluation: not read
+        back by :meth:`records`), with ``reason``; False when it had finished meanwhile."""
+        try:
+            self.storage.set_trial_system_attr(trial_id, INTERRUPTED_ATTR, True)
+            self.storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+            self.storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False
+        return True
 
     def record(
         self,

@@ -446,3 +446,67 @@ def test_the_minibench_db_builds_on_slurm_as_it_does_locally(slurm_cluster, tmp_
     on_slurm = content(tmp_path / "minibench.db")
     assert on_slurm == content(tmp_path / "local" / "minibench.db")
     assert {pid for pid, *_ in on_slurm} == {"iris", "wine"}
+
+
+@pytest.mark.slow  # ~60 s of jobs training 400 epochs: pytest -m slow runs it
+def test_a_job_stopped_by_sigterm_closes_its_running_trial_itself(slurm_cluster, tmp_path):
+    """``scancel`` sends SIGTERM, then SIGKILL after KillWait (5 s on the test cluster). With a
+    pruner each job creates its trial RUNNING; the stopped job closes it as interrupted at once
+    (submitit alone ignores SIGTERM: the trial stayed RUNNING until the next driver start). The
+    driver retries the job and the search ends with every candidate once."""
+    import sys
+    import time
+
+    import optuna
+    from cli import trials
+
+    url, folder = f"sqlite:///{tmp_path}/s.db", tmp_path / "jobs"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nasfw",
+            *(a for a in SEARCH if a != "train.epochs=1"),
+            "train.epochs=400",
+            "pruner=median",
+            "pruner.n_startup_trials=1",
+            "launcher.array_parallelism=1",
+            f"launcher.folder={folder}",
+            f"storage.url={url}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def running() -> list[optuna.trial.FrozenTrial]:
+            if not (tmp_path / "s.db").exists():
+                return []
+            try:
+                found = trials(url, STUDY)
+            except KeyError:  # the study is not there yet
+                return []
+            return [t for t in found if t.state == optuna.trial.TrialState.RUNNING]
+
+        _wait(lambda: running() and len(running()[0].intermediate_values) >= 2, "a job to run")
+        victim = running()[0]
+        job = journal(folder)[0]["job"]
+        subprocess.run(["scancel", job], check=True)
+        deadline = time.monotonic() + 4  # before the SIGKILL
+        while (now := trials(url, STUDY)[victim.number]).state.name == "RUNNING":
+            assert time.monotonic() < deadline, "the stopped job left its trial RUNNING"
+            time.sleep(0.1)
+        assert now.state == optuna.trial.TrialState.FAIL
+        assert now.system_attrs.get("nasfw:interrupted") is True
+        assert "SIGTERM" in now.user_attrs["fail_reason"]
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    stored = trials(url, STUDY)
+    assert not [t for t in stored if t.state == optuna.trial.TrialState.RUNNING]
+    evaluations = [t for t in stored if not t.system_attrs.get("nasfw:interrupted")]
+    keys = sorted((t.user_attrs["generation"], t.user_attrs["index"]) for t in evaluations)
+    assert keys == [(0, 0), (0, 1), (1, 0), (1, 1)]
