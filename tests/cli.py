@@ -45,15 +45,9 @@ def trials(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
 
 def compose(*overrides: str) -> Any:
     """The run's config as ``python -m nasfw <overrides>`` composes it, in this process."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
+    from nasfw.compose import compose as compose_config
 
-    from nasfw.cli import store_schemas
-    from nasfw.registry import registry
-
-    store_schemas(registry())
-    with initialize_config_module("nasfw.conf", version_base="1.3"):
-        return hydra_compose("config", overrides=list(overrides))
+    return compose_config(*overrides)
 
 
 def children(pid: int) -> list[int]:

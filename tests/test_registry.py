@@ -199,7 +199,7 @@ def compose_with_counter(*overrides: str) -> Any:
     composes it."""
     from hydra import compose, initialize_config_module
 
-    from nasfw.cli import store_schemas
+    from nasfw.compose import store_schemas
 
     def register_configs(register: Callable[[str, str, Any], None]) -> None:
         register("plugins", "counter", CounterConfig)
