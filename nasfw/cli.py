@@ -309,13 +309,17 @@ def _share_config_store() -> None:
 
 
 def _register_resolvers() -> None:
-    """``${nasfw.unique:}``: one random word per process, so runs never share a directory."""
+    """``${nasfw.unique:}``: one random word per process, so runs never share a directory;
+    ``${nasfw.help_config:}``: the config ``--help`` shows, annotated."""
     import secrets
 
     from omegaconf import OmegaConf
 
     word = secrets.token_hex(3)
     OmegaConf.register_new_resolver("nasfw.unique", lambda: word, replace=True)
+    from nasfw.helptext import register_resolver
+
+    register_resolver()  # ${nasfw.help_config:}: --help's annotated config
 
 
 def _blocked_plugins_note() -> None:
