@@ -119,7 +119,7 @@ class TrainConfig:
     # fp32, or bf16 / fp16 autocast (fp16 with a gradient scaler): faster on recent GPUs.
     precision: Precision = Precision.fp32
     # torch.use_deterministic_algorithms(True), cuDNN autotuning off: bit-identical results on
-    # one GPU model and software stack, at some speed (see the README).
+    # one GPU model and software stack, at some speed (see docs/gpus.md).
     deterministic: bool = False
     # Score the validation split every this many epochs for the learning curve (the trial's
     # intermediate values); 0: only after the last epoch. Not counted in train_seconds.
