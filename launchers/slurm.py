@@ -107,6 +107,14 @@ _NO_CLUSTER = (
 )
 
 
+# How to get a SLURM to try launcher=slurm on one machine: the script the test suite uses.
+TEST_CLUSTER = (
+    "To try it on this machine, start a single-node test cluster from nasfw's source tree: "
+    "sudo python3 scripts/services.py start slurm (Debian or Ubuntu: it installs and starts "
+    "SLURM with accounting in about 15 s), then export the SLURM_CONF=... it prints."
+)
+
+
 class SlurmLauncher(BatchLauncher):
     """Evaluations as SLURM job arrays (submitit), results through the shared study.
 
@@ -129,7 +137,8 @@ class SlurmLauncher(BatchLauncher):
         if missing:
             raise ConfigError(
                 f"launcher=slurm needs the SLURM commands {', '.join(missing)} on PATH (run the "
-                "search on a login node of the cluster), and accounting (sacct) enabled"
+                "search on a login node of the cluster), and accounting (sacct) enabled. "
+                + TEST_CLUSTER
             )
         self._test_submission()
 
@@ -162,7 +171,7 @@ class SlurmLauncher(BatchLauncher):
                 raise ConfigError(
                     "launcher=slurm: no SLURM cluster answers from this machine (no slurm.conf "
                     f"or controller reachable): {message}. Run on a SLURM login node, or use "
-                    "launcher=local."
+                    "launcher=local. " + TEST_CLUSTER
                 )
             raise ConfigError(
                 f"launcher=slurm: SLURM refuses these job settings ({' '.join(flags)}; keys "

@@ -16,7 +16,9 @@ if sys.orig_argv[1:3] == ["-m", "nasfw"] or sys.argv[0].endswith(("/nasfw", "\\n
 
     _signals.install(deliver=False)
 
-from nasfw import signals
+# ``nasfw.registry`` is the module, which called is ``nasfw.registry.registry()`` (the
+# process-wide Registry): ``nasfw.registry().ops`` and ``nasfw.registry.preset`` both work.
+from nasfw import registry, signals
 from nasfw.config import (
     AsynchronousTunerConfig,
     ConfigError,
@@ -47,7 +49,7 @@ from nasfw.ops import OpSpec, ParamSpec, Shape
 from nasfw.pareto import pareto_front, pareto_rows
 from nasfw.problem import DataError, Problem, Split, Standardization, split_arrays
 from nasfw.records import Candidate, Result, TrialRecord
-from nasfw.registry import PluginError, Registry, hookimpl, plugin_manager, registry
+from nasfw.registry import PluginError, Registry, hookimpl, plugin_manager
 from nasfw.search_space import (
     Chooser,
     RandomChooser,

@@ -10,7 +10,7 @@ constant liar). Tuners that can opt in with :attr:`nasfw.Tuner.asynchronous`
 
 Generations are kept for everything that reports and saves per generation (the study's state,
 MLflow's nested runs, the console): generation ``g`` is the ``tuner.batch_size`` results that
-finished ``g``-th, in the order they finished. What a resume keeps is in the README
+finished ``g``-th, in the order they finished. What a resume keeps is in docs/tuners.md
 ("Asynchronous evaluation").
 """
 

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
     from rich.table import Table
 
-    from nasfw.registry import Registry
     from nasfw.search import SearchContext
 
 # Errors that mean "the user's input is wrong": printed as one paragraph, exit code 2.
@@ -257,6 +256,7 @@ def main() -> None:
 def _main() -> None:
     import hydra
 
+    from nasfw.compose import store_schemas
     from nasfw.registry import PluginError, PluginWarning, registry
 
     with warnings.catch_warnings(record=True) as caught:
@@ -286,32 +286,6 @@ def _main() -> None:
     from nasfw.sweep import exit_if_jobs_failed
 
     exit_if_jobs_failed(INPUT_ERROR)
-
-
-def store_schemas(reg: Registry) -> None:
-    """Put into Hydra's ConfigStore what ``conf/config.yaml`` composes besides its YAML files:
-    the primary schema, the core's ``none`` options (``pruner=none`` among them) and what
-    ``reg``'s plugins registered (the other pruners among them).
-
-    Whatever composes the run's config (the CLI, tests) calls this first, so it composes what
-    ``python -m nasfw`` does.
-    """
-    from hydra.core.config_store import ConfigStore
-
-    from nasfw.config import EvaluationConfig, NasfwConfig, PostprocConfig, TrackingConfig
-    from nasfw.pruning import NoPrunerConfig
-    from nasfw.registry import store_configs
-
-    store_configs(reg)
-    cs = ConfigStore.instance()
-    cs.store(name="nasfw_schema", node=NasfwConfig, provider="nasfw")
-    # No post-processing of the final population; no experiment tracking (the Optuna study
-    # still records every trial).
-    cs.store(group="postproc", name="none", node=PostprocConfig(name="none"), provider="nasfw")
-    cs.store(group="tracking", name="none", node=TrackingConfig(name="none"), provider="nasfw")
-    # The schema conf/evaluation/{plain,auto}.yaml extend (Hydra's "schema" pattern).
-    cs.store(name="nasfw_evaluation_schema", node=EvaluationConfig, provider="nasfw")
-    cs.store(group="pruner", name=NoPrunerConfig.name, node=NoPrunerConfig, provider="nasfw")
 
 
 def _share_config_store() -> None:
@@ -349,13 +323,17 @@ def _share_config_store() -> None:
 
 
 def _register_resolvers() -> None:
-    """``${nasfw.unique:}``: one random word per process, so runs never share a directory."""
+    """``${nasfw.unique:}``: one random word per process, so runs never share a directory;
+    ``${nasfw.help_config:}``: the config ``--help`` shows, annotated."""
     import secrets
 
     from omegaconf import OmegaConf
 
     word = secrets.token_hex(3)
     OmegaConf.register_new_resolver("nasfw.unique", lambda: word, replace=True)
+    from nasfw.helptext import register_resolver
+
+    register_resolver()  # ${nasfw.help_config:}: --help's annotated config
 
 
 def _blocked_plugins_note() -> None:

@@ -101,10 +101,15 @@ class SearchSpaceConfig:
 class TrainConfig:
     """The one training loop's knobs (``nasfw/train.py``)."""
 
+    # Epochs each network trains: the full budget networks are compared at.
     epochs: int = setting(5, ge=1)
+    # Examples per training step.
     batch_size: int = setting(64, ge=1)
+    # The optimizer every network trains with (a tuner may choose per network).
     optimizer: Optimizer = Optimizer.adam
+    # Learning rate (a tuner may choose per network).
     lr: float = setting(1e-3, gt=0)
+    # L2 weight decay of the optimizer.
     weight_decay: float = setting(0.0, ge=0)
     # Torch intra-op threads per worker (None: cores divided among the launcher's workers).
     threads: int | None = setting(None, ge=1)
@@ -114,7 +119,7 @@ class TrainConfig:
     # fp32, or bf16 / fp16 autocast (fp16 with a gradient scaler): faster on recent GPUs.
     precision: Precision = Precision.fp32
     # torch.use_deterministic_algorithms(True), cuDNN autotuning off: bit-identical results on
-    # one GPU model and software stack, at some speed (see the README).
+    # one GPU model and software stack, at some speed (see docs/gpus.md).
     deterministic: bool = False
     # Score the validation split every this many epochs for the learning curve (the trial's
     # intermediate values); 0: only after the last epoch. Not counted in train_seconds.
@@ -287,6 +292,7 @@ class NasfwConfig:
     tracking: Any = MISSING
     pruner: Any = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
+    # The search's seed: with the same config, the same seed gives the same search.
     seed: int = setting(0, ge=0)
     # Study name in the Optuna storage; rerunning with the same name resumes the search.
     study_name: str = MISSING

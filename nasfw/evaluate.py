@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nasfw.config import ProblemConfig, TrainConfig
-from nasfw.problem import Problem
+from nasfw.config import ConfigError, ProblemConfig, TrainConfig
+from nasfw.problem import DataError, Problem
 from nasfw.records import Candidate, Result
 from nasfw.registry import registry
 from nasfw.weights import WeightStore, load_matching
@@ -24,11 +24,27 @@ _PROBLEMS: dict[str, Problem] = {}
 
 
 def load_problem(config: ProblemConfig) -> Problem:
-    """The problem ``config`` names, loaded once per process."""
+    """The problem ``config`` names, loaded once per process.
+
+    A loader's ``ValueError`` (bad settings or data, in a plugin that did not raise
+    :class:`nasfw.DataError` or :class:`nasfw.ConfigError` itself) becomes a ``DataError``
+    whose one line names the option and the plugin that registered it.
+    """
     key = json.dumps(asdict(config), sort_keys=True, default=str)
     if key not in _PROBLEMS:
-        loader = registry().get("problems", config.name)
-        _PROBLEMS[key] = loader(config)
+        reg = registry()
+        loader = reg.get("problems", config.name)
+        try:
+            _PROBLEMS[key] = loader(config)
+        except (DataError, ConfigError):
+            raise
+        except ValueError as err:
+            provider = reg.providers.get(("problems", config.name), "its plugin")
+            reason = " ".join(str(err).split()) or "(no message)"
+            raise DataError(
+                f"problem={config.name}: the loader of {provider} refused the problem.* "
+                f"settings or its data: {type(err).__name__}: {reason}"
+            ) from err
     return _PROBLEMS[key]
 
 

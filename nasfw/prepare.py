@@ -211,7 +211,7 @@ def _modality_error(space: SearchSpace, problem: Problem, reg: Registry) -> Sear
     hint = (
         f" (search_space={' or search_space='.join(serving)})"
         if serving
-        else " (none is registered: write one, see the README)"
+        else " (none is registered: write one, see docs/plugins.md)"
     )
     return SearchSpaceError(
         f"search_space={space.name} serves {list(space.modalities)} problems but "

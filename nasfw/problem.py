@@ -55,6 +55,15 @@ class Standardization:
 
 @dataclass
 class Split:
+    """One split of a problem's data, as the training loop reads it.
+
+    ``x``: ``float32``, shaped ``(n, *input_shape)`` (channels first); a text problem's
+    ``x`` holds integer token ids in ``[0, vocab_size)``, shaped ``(n, L)``. ``y``:
+    classification, integer class indices in ``[0, n_outputs)`` shaped ``(n,)`` (read as
+    ``int64``); regression, floating-point targets shaped ``(n,)`` or ``(n, n_outputs)``
+    (read as ``float32``). :func:`split_arrays` makes all three splits so.
+    """
+
     x: np.ndarray
     y: np.ndarray
     # What split_arrays standardised ``x`` with (train statistics), in the loader's units.
@@ -66,10 +75,17 @@ class Split:
 
 @dataclass
 class Problem:
-    """Data + task. ``input_shape`` excludes the batch dimension, channels first."""
+    """Data + task. ``input_shape`` excludes the batch dimension, channels first.
+
+    ``task`` is ``"classification"`` or ``"regression"``; ``modality`` is ``"image"``
+    (``(C, H, W)``), ``"tabular"`` (``(F,)``), ``"sequence"`` (``(C, L)``) or ``"text"``
+    (``(L,)`` token ids): the search space must serve it. The splits' dtypes: :class:`Split`.
+    """
 
     name: str
+    # "classification" or "regression" (nasfw.problem.Task).
     task: Task
+    # "image", "tabular", "sequence" or "text" (nasfw.problem.Modality).
     modality: Modality
     input_shape: tuple[int, ...]
     n_outputs: int

@@ -6,8 +6,14 @@ group. ``NASFW_DISABLE_PLUGINS=name1,name2`` blocks plugins by entry-point name.
 Mistakes in a plugin fail in one line that names it (:class:`PluginError`): a hook name that
 is no nasfw hook (with the closest one), hook arguments the spec does not have, a
 ``register_*`` hook that returns what it should pass to ``register``, a pruner schema that
-does not carry its option's name, an option asked for whose plugin is blocked. A blocked
-name that matches no installed plugin is a :class:`PluginWarning`.
+does not carry its option's name, two plugins registering one name (both named, with their
+distributions), an option asked for whose plugin is blocked. A blocked name that matches no
+installed plugin, and a function named like a hook but not decorated with :data:`hookimpl`
+(which nasfw would never call), are a :class:`PluginWarning`.
+
+``nasfw.registry`` is this module, and calling it, ``nasfw.registry()``, is :func:`registry`
+(the process-wide :class:`Registry`), so both ``nasfw.registry().ops`` and
+``nasfw.registry.preset(...)`` work.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import sys
+import types
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -68,6 +76,10 @@ class Registry:
     )
     # (group, name) -> config node, stored into Hydra's ConfigStore by ``store_configs``.
     configs: dict[tuple[str, str], Any] = field(default_factory=dict)
+    # (kind, name) -> the plugin that registered it, as errors name it: e.g.
+    # ("problems", "moons") or ("configs", ("problem", "moons")) -> "plugin 'example'
+    # (nasfw-example-plugin 0.1.0)".
+    providers: dict[tuple[str, Any], str] = field(default_factory=dict)
 
     def get(self, kind: str, name: str) -> Any:
         """Look ``name`` up in ``kind`` ("tuners", ...); the error lists what exists."""
@@ -86,13 +98,39 @@ class Registry:
         return table[name]
 
 
-def _adder(table: dict[Any, Any], kind: str) -> Callable[[Any, Any], None]:
-    def add(name: Any, value: Any) -> None:
-        if name in table and table[name] is not value:
-            raise PluginError(f"two plugins register the {kind} {name!r}")
-        table[name] = value
+class _Adder:
+    """Adds to the tables of a :class:`Registry`, noting which plugin added what, so that
+    two plugins claiming one name are both named."""
 
-    return add
+    def __init__(self, reg: Registry) -> None:
+        self.reg = reg
+        self.plugin = "a plugin"  # set to the plugin whose hook is being called
+
+    def add(self, field_name: str, kind: str, name: Any, value: Any) -> None:
+        table: dict[Any, Any] = getattr(self.reg, field_name)
+        key = (field_name, name)
+        if name in table and table[name] is not value and table[name] != value:
+            first = self.reg.providers.get(key, "a plugin")
+            what = f"the {kind} {_shown(name)}"
+            if first == self.plugin:
+                raise PluginError(f"{first} registers {what} twice, as different things")
+            raise PluginError(
+                f"two plugins register {what}: {first} and {self.plugin}. Uninstall one, or "
+                f"block one with {DISABLE_ENV}=<its entry-point name>"
+            )
+        table[name] = value
+        self.reg.providers.setdefault(key, self.plugin)
+
+    def to(self, field_name: str, kind: str) -> Callable[[Any, Any], None]:
+        return lambda name, value: self.add(field_name, kind, name, value)
+
+
+def _shown(name: Any) -> str:
+    """A registered name as errors show it: ``'tpe'``, or ``problem=moons`` for an option."""
+    if isinstance(name, tuple) and len(name) == 2:
+        group, option = name
+        return f"{group}.{option}" if group == PLUGINS_GROUP else f"{group}={option}"
+    return repr(name)
 
 
 def make_plugin_manager(extra_plugins: tuple[object, ...] = ()) -> pluggy.PluginManager:
@@ -104,7 +142,7 @@ def make_plugin_manager(extra_plugins: tuple[object, ...] = ()) -> pluggy.Plugin
     """
     from importlib.metadata import entry_points
 
-    pm = pluggy.PluginManager("nasfw")
+    pm = _Manager("nasfw")
     pm.add_hookspecs(hookspecs)
     installed = list(entry_points(group=ENTRY_POINT_GROUP))
     names = sorted({ep.name for ep in installed})
@@ -129,6 +167,9 @@ def make_plugin_manager(extra_plugins: tuple[object, ...] = ()) -> pluggy.Plugin
                 f"failed to load: {type(err).__name__}: {err}. Block it with "
                 f"{DISABLE_ENV}={ep.name} to run without it."
             ) from err
+        dist = getattr(ep, "dist", None)
+        if dist is not None:
+            pm.sources[ep.name] = f"{dist.metadata['Name']} {dist.version}"
         _register(pm, plugin, ep.name)
     for plugin in extra_plugins:
         _register(pm, plugin, None)
@@ -139,11 +180,28 @@ def make_plugin_manager(extra_plugins: tuple[object, ...] = ()) -> pluggy.Plugin
     return pm
 
 
+class _Manager(pluggy.PluginManager):
+    """pluggy's manager, knowing which distribution installed each entry-point plugin."""
+
+    def __init__(self, project_name: str) -> None:
+        super().__init__(project_name)
+        # entry-point name -> "<distribution> <version>"
+        self.sources: dict[str, str] = {}
+
+
 def _label(name: str | None, plugin: object) -> str:
     """How errors name a plugin: its entry-point name, else its module or class."""
     if name and not name.isdigit():  # pluggy names unnamed objects by their id()
         return name
     return getattr(plugin, "__name__", None) or type(plugin).__qualname__
+
+
+def describe(pm: pluggy.PluginManager, name: str | None, plugin: object) -> str:
+    """A plugin as messages name it: ``plugin 'example' (nasfw-example-plugin 0.1.0)``, with
+    the distribution that installed its entry point when it has one."""
+    label = _label(name, plugin)
+    source = getattr(pm, "sources", {}).get(name)
+    return f"plugin {label!r}" + (f" ({source})" if source else "")
 
 
 def _register(pm: pluggy.PluginManager, plugin: object, name: str | None) -> None:
@@ -155,6 +213,32 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str | None) -> Non
         raise PluginError(
             f"plugin {_label(name, plugin)!r} implements a hook wrongly: {'; '.join(lines)}"
         ) from None
+    _warn_unmarked(pm, plugin, name)
+
+
+def _warn_unmarked(pm: pluggy.PluginManager, plugin: object, name: str | None) -> None:
+    """Warn about functions of ``plugin`` named like hooks (a hook's name, or ``nasfw_*``)
+    that lack ``@nasfw.hookimpl``: pluggy ignores them, so nasfw would never call them."""
+    known = {n for n in vars(hookspecs) if n.startswith(("register_", "nasfw_"))}
+    module = plugin.__name__ if isinstance(plugin, types.ModuleType) else None
+    for attr in sorted(dir(plugin)):
+        if not (attr in known or attr.startswith("nasfw_")):
+            continue
+        value = getattr(plugin, attr, None)
+        if not callable(value) or isinstance(value, type):
+            continue
+        if module is not None and getattr(value, "__module__", module) != module:
+            continue  # imported from elsewhere: not this plugin's hook
+        if pm.parse_hookimpl_opts(plugin, attr) is not None:
+            continue
+        hint = "" if attr in known else " (and check its name: it is no nasfw hook)"
+        warnings.warn(
+            PluginWarning(
+                f"plugin {_label(name, plugin)!r}: {attr} has no @nasfw.hookimpl, so nasfw "
+                f"never calls it; decorate it with @nasfw.hookimpl{hint}, or rename it"
+            ),
+            stacklevel=3,
+        )
 
 
 def _unknown_hook_error(pm: pluggy.PluginManager) -> PluginError:
@@ -175,17 +259,19 @@ def _unknown_hook_error(pm: pluggy.PluginManager) -> PluginError:
     return PluginError("a plugin implements a hook that nasfw does not have")
 
 
-def _call_register_hook(pm: pluggy.PluginManager, hook_name: str, register: Any) -> None:
-    """Call ``hook_name(register=...)``; a plugin that returned something is an error.
+def _call_register_hook(
+    pm: pluggy.PluginManager, hook_name: str, register: Any, adder: _Adder
+) -> None:
+    """Call each plugin's ``hook_name(register=...)``, in pluggy's order, noting in ``adder``
+    whose call it is; a plugin that returned something is an error.
 
     A ``register_*`` hook that returns its tuners (say) instead of calling ``register``
     would otherwise register nothing, silently: the option would just be missing.
     """
     caller = getattr(pm.hook, hook_name)
-    if all(result is None for result in caller(register=register)):
-        return
-    for impl in caller.get_hookimpls():  # again, registering nothing, to find which one
-        returned = impl.function(**{arg: _ignore for arg in impl.argnames})
+    for impl in reversed(caller.get_hookimpls()):  # pluggy calls the last registered first
+        adder.plugin = describe(pm, impl.plugin_name, impl.plugin)
+        returned = impl.function(**{arg: register for arg in impl.argnames})
         if returned is not None:
             text = repr(returned)
             raise PluginError(
@@ -193,11 +279,6 @@ def _call_register_hook(pm: pluggy.PluginManager, hook_name: str, register: Any)
                 f"{text if len(text) <= 80 else text[:77] + '...'} instead of calling "
                 "register(...) once per thing it provides"
             )
-    raise PluginError(f"a plugin's {hook_name} returned a value instead of calling register")
-
-
-def _ignore(*args: Any, **kwargs: Any) -> None:
-    """A ``register`` that keeps nothing (to re-run a hook without registering twice)."""
 
 
 def named(cls: type, kind: str) -> str:
@@ -226,9 +307,10 @@ def _is_schema(schema: Any) -> bool:
 def collect(pm: pluggy.PluginManager) -> Registry:
     """Call every ``register_*`` hook and gather what the plugins registered."""
     reg = Registry()
-    add_config = _adder(reg.configs, "config option")
+    adder = _Adder(reg)
+    add_config = adder.to("configs", "config option")
 
-    def by_class(kind: str, group: str, table: dict[str, Any]) -> Callable[..., None]:
+    def by_class(kind: str, table: str, group: str) -> Callable[..., None]:
         """``register(cls)``: the class carries its name and its schema (``config_class``),
         registered as the option ``group=<name>``; ``register(name, cls)`` (nasfw 0.1) too."""
 
@@ -239,35 +321,33 @@ def collect(pm: pluggy.PluginManager) -> Registry:
                 (cls,) = args
                 name = named(cls, kind)
                 add_config((group, name), cls.config_class)
-            _adder(table, kind)(name, cls)
+            adder.add(table, kind, name, cls)
 
         return add
 
     def add_problem(name: str, loader: Callable[..., Problem], node: Any = None) -> None:
-        _adder(reg.problems, "problem")(name, loader)
+        adder.add("problems", "problem", name, loader)
         add_config(("problem", name), {"name": name} if node is None else node)
 
     def add_pruner(schema: type[PrunerConfig], factory: Callable[[Any], Any]) -> None:
         name = pruner_name(schema)
         if not callable(factory):
             raise PluginError(f"pruner {name!r}: register(schema, factory) got {factory!r}")
-        if reg.pruners.get(name, (schema, factory)) != (schema, factory):
-            raise PluginError(f"two plugins register the pruner {name!r}")
-        reg.pruners[name] = (schema, factory)
+        adder.add("pruners", "pruner", name, (schema, factory))
         add_config(("pruner", name), schema)
 
     for hook_name, register in (
-        ("register_ops", lambda spec: _adder(reg.ops, "op")(spec.name, spec)),
-        ("register_tuners", by_class("tuner", "tuner", reg.tuners)),
-        ("register_launchers", by_class("launcher", "launcher", reg.launchers)),
+        ("register_ops", lambda spec: adder.add("ops", "op", spec.name, spec)),
+        ("register_tuners", by_class("tuner", "tuners", "tuner")),
+        ("register_launchers", by_class("launcher", "launchers", "launcher")),
         ("register_pruners", add_pruner),
-        ("register_postprocessors", _adder(reg.postprocessors, "post-processor")),
-        ("register_scorers", _adder(reg.scorers, "scorer")),
+        ("register_postprocessors", adder.to("postprocessors", "post-processor")),
+        ("register_scorers", adder.to("scorers", "scorer")),
         ("register_configs", lambda group, name, node: add_config((group, name), node)),
         ("register_problems", add_problem),
         ("register_search_spaces", lambda name, node: add_config(("search_space", name), node)),
     ):
-        _call_register_hook(pm, hook_name, register)
+        _call_register_hook(pm, hook_name, register, adder)
     return reg
 
 
@@ -412,3 +492,14 @@ def store_configs(reg: Registry) -> None:
         else:
             cs.store(group=group, name=name, node=config_node(node), provider="nasfw-plugins")
     cs.store(name=PLUGINS_NODE, node={PLUGINS_GROUP: plugins}, provider="nasfw-plugins")
+
+
+class _RegistryModule(types.ModuleType):
+    """``nasfw.registry``: this module, which called is :func:`registry` (as nasfw 0.1's
+    ``nasfw.registry()`` was a function), so plugins written either way work."""
+
+    def __call__(self) -> Registry:
+        return registry()
+
+
+sys.modules[__name__].__class__ = _RegistryModule

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,15 +45,9 @@ def trials(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
 
 def compose(*overrides: str) -> Any:
     """The run's config as ``python -m nasfw <overrides>`` composes it, in this process."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
+    from nasfw.compose import compose as compose_config
 
-    from nasfw.cli import store_schemas
-    from nasfw.registry import registry
-
-    store_schemas(registry())
-    with initialize_config_module("nasfw.conf", version_base="1.3"):
-        return hydra_compose("config", overrides=list(overrides))
+    return compose_config(*overrides)
 
 
 def children(pid: int) -> list[int]:
@@ -113,3 +108,30 @@ def wait_for_trials(url: str, study: str, count: int, proc: subprocess.Popen[str
             break
         time.sleep(0.1)
     return seen
+
+
+def install_plugin(
+    site: Path, distribution: str, version: str, modules: dict[str, str], entry_points: str
+) -> dict[str, str]:
+    """A plugin distribution installed into ``site`` as pip lays one out (the modules, and a
+    ``.dist-info`` with its metadata and ``entry_points.txt``); returns the environment that
+    puts ``site`` on the path of a :func:`nasfw` run."""
+    site.mkdir(parents=True, exist_ok=True)
+    for name, source in modules.items():
+        (site / f"{name}.py").write_text(source)
+    info = site / f"{distribution.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n"
+    )
+    (info / "entry_points.txt").write_text(f"[nasfw]\n{entry_points}\n")
+    return {"PYTHONPATH": str(site)}
+
+
+def help_groups(text: str) -> dict[str, set[str]]:
+    """The ``group: a, b, c`` lines of ``--help``'s "Configuration groups" section."""
+    section = text.split("== Configuration groups ==", 1)[1].split("== Config ==", 1)[0]
+    return {
+        m[1]: {o.strip() for o in m[2].split(",")}
+        for m in re.finditer(r"^(\w+): (.*)$", section, re.MULTILINE)
+    }

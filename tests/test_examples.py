@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from typing import Any
 
 import optuna
 import pytest
+from cli import help_groups
 from omegaconf import OmegaConf
 
 from nasfw import OpSpec, Result, SearchSpace, SearchSpaceConfig
@@ -78,15 +78,6 @@ def nasfw_cli(
         env=env,
         timeout=300,
     )
-
-
-def help_groups(text: str) -> dict[str, set[str]]:
-    """The ``group: a, b, c`` lines of ``--help``'s "Configuration groups" section."""
-    section = text.split("== Configuration groups ==", 1)[1].split("== Config ==", 1)[0]
-    return {
-        m[1]: {o.strip() for o in m[2].split(",")}
-        for m in re.finditer(r"^(\w+): (.*)$", section, re.MULTILINE)
-    }
 
 
 def test_not_installed_here() -> None:

@@ -228,3 +228,53 @@ def test_search_with_the_installed_wheel(venv: Path, tmp_path: Path) -> None:
     assert json.loads((export / "graph.json").read_text()) == json.loads(
         study.trials[0].system_attrs["nasfw:graph"]
     )
+
+
+def _torch_caps(requirements: list[str]) -> list[str]:
+    """The requirements among ``requirements`` that bound torch from above or pin it."""
+    from packaging.requirements import Requirement
+
+    caps = []
+    for text in requirements:
+        req = Requirement(text)
+        if req.name.lower() != "torch":
+            continue
+        if any(spec.operator in ("<", "<=", "==", "===", "~=") for spec in req.specifier):
+            caps.append(text)
+    return caps
+
+
+def test_nothing_nasfw_installs_caps_torch() -> None:
+    """A user's newer (e.g. CUDA) torch stays: neither nasfw nor any distribution it pulls in
+    bounds torch from above, so ``pip install nasfw`` never downgrades it."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert _torch_caps(declared["dependencies"]) == []
+    assert _torch_caps(["torch>=2.2,<2.14"]) == ["torch>=2.2,<2.14"]  # what it catches
+    seen: set[str] = set()
+    todo = [Requirement(r).name for r in declared["dependencies"]]
+    caps: dict[str, list[str]] = {}
+    while todo:
+        name = todo.pop().lower()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = distribution(name).requires or []
+        except PackageNotFoundError:  # an optional dependency not installed here
+            continue
+        # What installs here: no extras, markers of this platform.
+        required = [
+            r
+            for r in map(Requirement, requires)
+            if r.marker is None or r.marker.evaluate({"extra": ""})
+        ]
+        found = _torch_caps([f"{r.name}{r.specifier}" for r in required])
+        if found:
+            caps[name] = found
+        todo += [r.name for r in required]
+    assert caps == {}
+    assert "torch" in seen and len(seen) > 20  # the walk reached the dependency tree

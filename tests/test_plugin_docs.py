@@ -35,6 +35,7 @@ FILES = {
     "myplugin/__init__.py",
     "myplugin/climb.py",
     "myplugin/threshold.py",
+    "myplugin/blobs.py",
     "myplugin/trial_csv.py",
 }
 TEST_FILE = "tests/test_climb.py"
@@ -144,6 +145,25 @@ def test_the_pages_command_runs_the_tuner_and_writes_the_csv(site: Path, tmp_pat
     assert [r["metric"] for r in rows] == [f"{t.value:.4f}" for t in trials]
 
 
+def test_the_pages_problem_is_searched(site: Path, tmp_path: Path) -> None:
+    (line,) = re.findall(r"`(python -m nasfw tuner=climb problem=blobs [^`]*)`", DOC.read_text())
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    quick = ["tuner.generations=1", "train.epochs=3", "launcher.workers=0", "tracking=none"]
+    proc = run(
+        ["-m", "nasfw", *shlex.split(line)[3:], *quick, f"storage.url={url}"], site, tmp_path
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    study = optuna.load_study(study_name="climb-blobs-tabular_mlp-seed0", storage=url)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    assert max(t.value for t in study.trials) > 0.5  # three blobs: chance is 1/3
+    # The loader's own refusal names the key, before any training.
+    proc = run(
+        ["-m", "nasfw", *shlex.split(line)[3:], "problem.n_samples=12", *quick], site, tmp_path
+    )
+    assert proc.returncode == 2
+    assert "problem.n_samples=12: blobs needs at least 30 points" in proc.stderr
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -211,7 +231,8 @@ def test_the_pages_tests_pass(site: Path, package: Path) -> None:
     suite's ``space`` fixture comes from nasfw's pytest plugin."""
     proc = run(["-m", "pytest", "-q", "-p", "no:cacheprovider", TEST_FILE], site, package)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert re.search(r"^10 passed", proc.stdout, re.MULTILINE), proc.stdout[-3000:]
+    # Tuner 6, pruner 3, problem 5, lifecycle 4, and the page's own 2.
+    assert re.search(r"^20 passed", proc.stdout, re.MULTILINE), proc.stdout[-3000:]
 
 
 def test_the_testing_modules_example_runs_as_written(tmp_path: Path) -> None:

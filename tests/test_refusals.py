@@ -18,6 +18,8 @@ import pytest
 from nasfw import ConfigError, SearchSpaceError, check_settings, load_arch_in
 from tests.cli import TINY, nasfw
 
+REPO = Path(__file__).resolve().parents[1]
+
 BASE = [a for a in TINY if not a.startswith("tuner")]
 
 
@@ -180,20 +182,29 @@ def test_a_refused_input_leaves_everything_as_it_was(tmp_path, case):
     assert not runs
 
 
-def test_slurm_without_slurm_leaves_no_job_folder(tmp_path):
+@pytest.mark.parametrize("without", ["cluster", "commands"])
+def test_slurm_without_slurm_says_how_to_get_a_test_cluster(tmp_path, without):
     # No cluster answers whether or not the SLURM commands are installed (a test cluster of
-    # the suite may be up): a slurm.conf that names none.
+    # the suite may be up): a slurm.conf that names none; or no SLURM command on PATH at all.
     empty = tmp_path.parent / f"{tmp_path.name}-slurm.conf"
     empty.write_text("")
+    env = {"SLURM_CONF": str(empty)}
+    if without == "commands":
+        no_commands = tmp_path.parent / f"{tmp_path.name}-bin"
+        no_commands.mkdir()
+        env["PATH"] = str(no_commands)
     args = [a for a in TINY if not a.startswith("launcher")]
     out = nasfw(
-        tmp_path,
-        *args,
-        "launcher=slurm",
-        f"storage.url=sqlite:///{tmp_path}/s.db",
-        env={"SLURM_CONF": str(empty)},
+        tmp_path, *args, "launcher=slurm", f"storage.url=sqlite:///{tmp_path}/s.db", env=env
     )
-    assert out.returncode == 2 and "launcher=slurm" in out.stderr, out.stderr
+    assert out.returncode == 2, out.stderr
+    (line,) = [line for line in out.stderr.splitlines() if line.strip()]
+    assert line.startswith("nasfw: error: launcher=slurm"), line
+    if without == "commands":
+        assert "needs the SLURM commands sbatch, sacct, scancel on PATH" in line
+    # The script exists where the message sends the reader, and starts what it says.
+    assert "sudo python3 scripts/services.py start slurm" in line
+    assert "start slurm" in (REPO / "scripts" / "services.py").read_text()
     assert snapshot(tmp_path) == {}
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from cli import TINY, nasfw
+from cli import TINY, help_groups, install_plugin, nasfw
 from omegaconf import OmegaConf
 
 from nasfw import ConfigError, PluginError, PrunerConfig, check_settings, hookimpl, setting
@@ -198,7 +199,7 @@ def compose_with_counter(*overrides: str) -> Any:
     composes it."""
     from hydra import compose, initialize_config_module
 
-    from nasfw.cli import store_schemas
+    from nasfw.compose import store_schemas
 
     def register_configs(register: Callable[[str, str, Any], None]) -> None:
         register("plugins", "counter", CounterConfig)
@@ -320,4 +321,156 @@ def test_two_plugins_with_a_pruner_of_one_name_are_refused() -> None:
 
     with pytest.raises(PluginError) as err:
         collect(make_plugin_manager(extra_plugins=(pruners_plugin(Median),)))
-    assert one_line(err) == "two plugins register the pruner 'median'"
+    text = one_line(err)
+    assert text.startswith("two plugins register the pruner 'median': plugin '")
+    assert "plugin 'pruners' (nasfw 0.1.0)" in text and "plugin 'my_pruners'" in text
+
+
+# -- the plugin author's surface: nasfw.registry, names claimed twice, unmarked hooks --------
+
+
+def test_nasfw_registry_is_the_module_and_calling_it_gives_the_registry() -> None:
+    import nasfw
+    from nasfw import Registry
+    from nasfw import registry as imported
+    from nasfw.registry import registry as function
+
+    assert nasfw.registry is imported
+    assert nasfw.registry.preset("tuner", "tpe").name == "tpe"  # the module's functions
+    assert nasfw.registry.preset("tuner", "no_such_tuner") is None
+    assert isinstance(nasfw.registry(), Registry)  # as plugins of nasfw 0.1 call it
+    assert nasfw.registry() is function() is imported()
+    assert "conv2d" in nasfw.registry().ops
+
+
+MOONS = """
+from nasfw import hookimpl
+
+
+def load(config):
+    raise NotImplementedError
+
+
+@hookimpl
+def register_problems(register):
+    register("moons", load, None)
+"""
+
+
+def test_two_plugins_with_one_name_are_both_named_and_help_says_it(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    install_plugin(site, "nasfw-moons-a", "1.0", {"moons_a": MOONS}, "moons_a = moons_a")
+    env = install_plugin(site, "nasfw-moons-b", "2.1", {"moons_b": MOONS}, "moons_b = moons_b")
+    for args in (["--help"], [*TINY, "problem=iris"]):
+        out = nasfw(tmp_path, *args, env=env)
+        assert out.returncode == 2, out.stderr
+        (line,) = [line for line in out.stderr.splitlines() if line.strip()]
+        assert line.startswith("nasfw: error: two plugins register the problem 'moons': ")
+        assert "plugin 'moons_a' (nasfw-moons-a 1.0)" in line
+        assert "plugin 'moons_b' (nasfw-moons-b 2.1)" in line
+        assert "NASFW_DISABLE_PLUGINS=" in line
+    # Blocking one, as the line says, makes every command work again.
+    out = nasfw(tmp_path, "--help", env={**env, DISABLE_ENV: "moons_b"})
+    assert out.returncode == 0, out.stderr
+    assert "moons" in help_groups(out.stdout)["problem"]
+
+
+def test_one_plugin_registering_a_name_twice_is_named_once() -> None:
+    def register_problems(register: Callable[..., None]) -> None:
+        register("twice", lambda config: None, None)
+        register("twice", lambda config: None, None)
+
+    pm = make_plugin_manager(extra_plugins=(plugin("twice", register_problems=register_problems),))
+    with pytest.raises(PluginError) as err:
+        collect(pm)
+    assert one_line(err) == (
+        "plugin 'twice' registers the problem 'twice' twice, as different things"
+    )
+
+
+def test_what_a_plugin_registers_is_noted_with_its_distribution() -> None:
+    from nasfw import registry
+
+    providers = registry().providers
+    assert providers["tuners", "tpe"] == "plugin 'tpe' (nasfw 0.1.0)"
+    assert providers["problems", "iris"] == "plugin 'problems' (nasfw 0.1.0)"
+    assert providers["configs", ("tuner", "tpe")] == "plugin 'tpe' (nasfw 0.1.0)"
+
+
+def test_a_hook_without_hookimpl_is_a_warning_naming_it() -> None:
+    module = ModuleType("forgetful")
+
+    def nasfw_trial_complete(context: Any, trial: Any) -> None: ...
+
+    def nasfw_trial_finished(context: Any) -> None: ...
+
+    def helper() -> None: ...
+
+    for function in (nasfw_trial_complete, nasfw_trial_finished, helper):
+        function.__module__ = module.__name__
+        setattr(module, function.__name__, function)
+    module.nasfw_search_end = hookimpl(lambda best: None)  # decorated: fine
+    module.nasfw_search_end.__module__ = module.__name__
+    with pytest.warns(PluginWarning) as caught:
+        pm = make_plugin_manager(extra_plugins=(module,))
+    texts = sorted(str(w.message) for w in caught)
+    assert texts == [
+        "plugin 'forgetful': nasfw_trial_complete has no @nasfw.hookimpl, so nasfw never "
+        "calls it; decorate it with @nasfw.hookimpl, or rename it",
+        "plugin 'forgetful': nasfw_trial_finished has no @nasfw.hookimpl, so nasfw never "
+        "calls it; decorate it with @nasfw.hookimpl (and check its name: it is no nasfw "
+        "hook), or rename it",
+    ]
+    assert len(pm.hook.nasfw_search_end.get_hookimpls()) >= 1
+
+
+FORGETFUL = """
+from nasfw import hookimpl
+from nasfw.hookspecs import nasfw_search_start  # imported, not this plugin's own: no warning
+
+
+def nasfw_trial_complete(context, candidate, result, trial):
+    raise AssertionError("never called")
+"""
+
+
+def test_the_cli_warns_about_a_hook_without_hookimpl_in_one_line(tmp_path: Path) -> None:
+    env = install_plugin(
+        tmp_path / "site", "nasfw-forgetful", "0.3", {"forgetful": FORGETFUL}, "mine = forgetful"
+    )
+    out = nasfw(tmp_path, *TINY, env=env)
+    assert out.returncode == 0, out.stderr
+    warned = [line for line in out.stderr.splitlines() if line.startswith("nasfw: warning:")]
+    assert warned == [
+        "nasfw: warning: plugin 'mine': nasfw_trial_complete has no @nasfw.hookimpl, so nasfw "
+        "never calls it; decorate it with @nasfw.hookimpl, or rename it"
+    ]
+
+
+BROKEN_LOADER = """
+from nasfw import hookimpl
+
+
+def load(config):
+    raise ValueError("n_samples must be even,\\n got 7")
+
+
+@hookimpl
+def register_problems(register):
+    register("odd", load, None)
+"""
+
+
+def test_a_value_error_in_a_problem_loader_names_the_option_and_the_plugin(
+    tmp_path: Path,
+) -> None:
+    env = install_plugin(
+        tmp_path / "site", "nasfw-odd", "1.2", {"odd_problem": BROKEN_LOADER}, "odd = odd_problem"
+    )
+    out = nasfw(tmp_path, *TINY, "problem=odd", env=env)
+    assert out.returncode == 2, out.stderr
+    (line,) = [line for line in out.stderr.splitlines() if line.strip()]
+    assert line == (
+        "nasfw: error: problem=odd: the loader of plugin 'odd' (nasfw-odd 1.2) refused the "
+        "problem.* settings or its data: ValueError: n_samples must be even, got 7"
+    )

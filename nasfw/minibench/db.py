@@ -100,7 +100,7 @@ class BestModelDB:
             if not path.is_file():
                 raise ConfigError(
                     f"minibench.db={location}: no mini-benchmark DB at {path}; build one with "
-                    "python -m nasfw mode=minibench (see the README, Mini-benchmarking)"
+                    "python -m nasfw mode=minibench (see docs/minibench.md)"
                 )
         meta = sa.MetaData()
         self._problems = sa.Table(

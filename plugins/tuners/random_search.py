@@ -27,7 +27,7 @@ class RandomSearchConfig(AsynchronousTunerConfig):
     # Evaluations per generation (one batch for the launcher).
     batch_size: int = setting(4, ge=1)
     # Evaluate asynchronously: a new network is asked for as soon as a worker frees up
-    # (README: "Asynchronous evaluation"); a generation is then batch_size finished evaluations.
+    # (docs/tuners.md, "Asynchronous evaluation"); a generation: batch_size finished evaluations.
     asynchronous: bool = False
 
 

@@ -50,7 +50,7 @@ class TPEConfig(AsynchronousTunerConfig):
     # Conditional spaces (params that exist only for some ops) need grouped multivariate TPE.
     group: bool = True
     # Evaluate asynchronously: a new network is asked for as soon as a worker frees up
-    # (README: "Asynchronous evaluation"); a generation is then batch_size finished evaluations.
+    # (docs/tuners.md, "Asynchronous evaluation"); a generation: batch_size finished evaluations.
     asynchronous: bool = False
 
 

@@ -1,6 +1,6 @@
 """Metrics: their names and values, the running best, and the population table.
 
-Step convention (the README's): in the parent run every metric's step is a trial number (the
+Step convention (docs/results.md's): in the parent run every metric's step is a trial number (the
 order the study recorded the evaluations in), and its timestamp the time that evaluation
 finished, so MLflow's charts can put the search on either axis ("Step" or "Time"); in a
 generation run the step is the generation.
