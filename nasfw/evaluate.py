@@ -142,7 +142,7 @@ class Evaluator:
                         f"network's {len(model.state_dict())} tensors (another network's?)"
                     )
             outcome = train_model(
-                model, problem, self.train, seed, overrides=candidate.train, report=report
+                model, problem, self.train, seed, overrides=candidate.overrides, report=report
             )
             budget = trained_before + outcome.epochs
             facts_of_nodes = _trial_facts(model)
