@@ -30,6 +30,7 @@ from nasfw.config import (
     ProblemConfig,
     PrunerConfig,
     SearchSpaceConfig,
+    SpaceConfig,
     StageConfig,
     StorageConfig,
     TrackingConfig,
@@ -41,6 +42,7 @@ from nasfw.config import (
 )
 from nasfw.context import SearchContext
 from nasfw.dbfiles import describe_sqlite
+from nasfw.gene_space import GeneSpace
 from nasfw.graph import INPUT, MERGE_KINDS, ArchGraph, GraphError, Node, load_arch
 from nasfw.launcher import Launcher, init_worker_process
 from nasfw.ops import OpSpec, ParamSpec, Shape
@@ -49,6 +51,7 @@ from nasfw.problem import DataError, Problem, Split, Standardization, split_arra
 from nasfw.records import Candidate, Result, TrialRecord
 from nasfw.registry import PluginError, Registry, hookimpl, plugin_manager, registry
 from nasfw.search_space import (
+    BaseSearchSpace,
     Chooser,
     RandomChooser,
     SearchSpace,
@@ -99,6 +102,7 @@ __all__ = [
     "MERGE_KINDS",
     "ArchGraph",
     "AsynchronousTunerConfig",
+    "BaseSearchSpace",
     "BuildError",
     "Candidate",
     "Chooser",
@@ -106,6 +110,7 @@ __all__ = [
     "DataError",
     "EvaluationConfig",
     "Evaluator",
+    "GeneSpace",
     "GraphError",
     "Launcher",
     "LauncherConfig",
@@ -130,6 +135,7 @@ __all__ = [
     "SearchSpaceConfig",
     "SearchSpaceError",
     "Shape",
+    "SpaceConfig",
     "Split",
     "StageConfig",
     "Standardization",

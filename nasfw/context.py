@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from nasfw.config import NasfwConfig
     from nasfw.problem import Problem
     from nasfw.records import TrialRecord
-    from nasfw.search_space import SearchSpace
+    from nasfw.search_space import BaseSearchSpace
     from nasfw.tuner import Tuner
 
 
@@ -26,7 +26,7 @@ class SearchContext:
     #: of the option chosen, e.g. ``cfg.tuner`` a ``TPEConfig``).
     cfg: NasfwConfig
     problem: Problem
-    space: SearchSpace
+    space: BaseSearchSpace
     tuner: Tuner
     study: optuna.Study
     output_dir: Path

@@ -68,7 +68,9 @@ def export_best(search: Search, best: TrialRecord) -> None:
         if source is not None:
             load_matching(model, weights.load(source).state)
         seed = candidate_seed(config.seed, best.candidate)
-        outcome = train_model(model, context.problem, train_config, seed, overrides=best.candidate.overrides)
+        outcome = train_model(
+            model, context.problem, train_config, seed, overrides=best.candidate.overrides
+        )
         trained_on = {
             "device": outcome.device,
             "device_name": outcome.device_name,

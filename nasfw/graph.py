@@ -296,7 +296,9 @@ class ArchGraph:
                 text += f"[{node.merge} {names}]"
             parts.append(text)
         if self.train:
-            parts.append("train(" + ",".join(f"{k}={_short(v)}" for k, v in self.train.items()) + ")")
+            parts.append(
+                "train(" + ",".join(f"{k}={_short(v)}" for k, v in self.train.items()) + ")"
+            )
         return " → ".join(parts)
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from nasfw.config import (
     AsynchronousTunerConfig,
     ConfigError,
     NasfwConfig,
-    SearchSpaceConfig,
+    SpaceConfig,
     as_dict,
     check_writable,
 )
@@ -31,7 +31,7 @@ from nasfw.pruning import pruner_settings
 from nasfw.records import TrialRecord
 from nasfw.registry import Registry, config_node, plugin_manager, preset, registry
 from nasfw.run import Search, SpaceChoice
-from nasfw.search_space import SearchSpace, SearchSpaceError
+from nasfw.search_space import BaseSearchSpace, SearchSpaceError
 from nasfw.tuner import Tuner, make_tuner
 from nasfw.weights import WeightStore
 
@@ -72,7 +72,7 @@ def prepare(
         raise _modality_error(space, problem, reg)
     screener = _screener(config, problem, tuner_cls, sorted(reg.ops))
 
-    def new_tuner(space: SearchSpace) -> Tuner:
+    def new_tuner(space: BaseSearchSpace) -> Tuner:
         return make_tuner(
             tuner_cls,
             config.tuner,
@@ -107,7 +107,7 @@ def prepare(
             tuner.warm_start(warm)
         ledger.check_fingerprint(fingerprint)
 
-        def tuner_in(space: SearchSpace) -> Tuner:
+        def tuner_in(space: BaseSearchSpace) -> Tuner:
             tuner = new_tuner(space)
             if warm is not None:
                 tuner.warm_start(warm)
@@ -168,15 +168,16 @@ class FixedSpace:
     """The constraint set ``search_space`` names: nothing to choose (a
     :class:`nasfw.run.SpaceChoice`)."""
 
-    def __init__(self, config: SearchSpaceConfig) -> None:
+    def __init__(self, config: SpaceConfig, reg: Registry) -> None:
         self.config = config
+        self.registry = reg
 
-    def initial_space(self, ops: Mapping[str, OpSpec]) -> SearchSpace:
-        return SearchSpace(self.config, ops)
+    def initial_space(self, ops: Mapping[str, OpSpec]) -> BaseSearchSpace:
+        return self.registry.space(self.config, ops)
 
     def on_resume(
-        self, ledger: Ledger, rebuild: Callable[[SearchSpace], Tuner]
-    ) -> tuple[SearchSpace, Tuner] | None:
+        self, ledger: Ledger, rebuild: Callable[[BaseSearchSpace], Tuner]
+    ) -> tuple[BaseSearchSpace, Tuner] | None:
         return None
 
     def before_first_generation(self, search: Search) -> None:
@@ -203,10 +204,10 @@ def _space_choice(config: NasfwConfig, problem: Problem, reg: Registry) -> Space
 
     if config.search_space.name == AUTO:
         return AutoSpace(config, problem, sorted(reg.ops))
-    return FixedSpace(config.search_space)
+    return FixedSpace(config.search_space, reg)
 
 
-def _modality_error(space: SearchSpace, problem: Problem, reg: Registry) -> SearchSpaceError:
+def _modality_error(space: BaseSearchSpace, problem: Problem, reg: Registry) -> SearchSpaceError:
     serving = spaces_for(problem.modality, reg)
     hint = (
         f" (search_space={' or search_space='.join(serving)})"
