@@ -7,10 +7,10 @@ below; :class:`nasfw.GeneSpace` is the base of kinds whose graphs are a fixed li
 on a grid (a fixed cell, a fixed-depth network).
 
 Graphs of a :class:`SearchSpace` are stages of nodes (e.g. ``features`` then ``classifier``);
-each node feeds the next, and with the ``skip`` connection kind a node may also take an earlier node of its stage
-(merged by one of the allowed ``merge`` kinds). Sampling is define-by-run through a
-:class:`Chooser`, so the same code serves random search (a seeded RNG) and Optuna's samplers (a
-trial's ``suggest_*``).
+each node feeds the next, and with the ``skip`` connection kind a node may also take an earlier
+node of its stage (merged by one of the allowed ``merge`` kinds). Sampling is define-by-run
+through a :class:`Chooser`, so the same code serves random search (a seeded RNG) and Optuna's
+samplers (a trial's ``suggest_*``).
 """
 
 from __future__ import annotations
