@@ -68,6 +68,8 @@ def prepare(
     problem = load_problem(config.problem)
     space_choice = _space_choice(config, problem, reg)
     space = space_choice.initial_space(reg.ops)
+    if problem.table is not None:
+        _check_table(config, problem, space, scoring, pruning)
     if not space.accepts(problem.modality):
         raise _modality_error(space, problem, reg)
     screener = _screener(config, problem, tuner_cls, sorted(reg.ops))
@@ -90,6 +92,7 @@ def prepare(
     lease: DriverLease | None = None
     try:
         launcher.check_device(str(config.train.device))
+        _check_memory_storage(config, launcher, pruning)
         asynchronous = _check_asynchronous(config, tuner, launcher, pruning)
         # Everything the run will write to is checked before the study exists.
         check_writable(export_path(config, output_dir), "export_dir")
@@ -131,6 +134,7 @@ def prepare(
             history=ledger.records(),
             start_generation=saved[0] + 1 if saved is not None else 0,
             generation_seconds=ledger.generation_seconds(),
+            simulated_seconds=ledger.simulated_seconds(),
             workers=launcher.workers,
         )
     except BaseException:
@@ -239,6 +243,67 @@ def spaces_for(modality: str, reg: Registry) -> list[str]:
         if node is not None and modality in node.get("modalities", ["image"]):
             found.append(name)
     return found
+
+
+def _check_memory_storage(
+    config: NasfwConfig, launcher: Launcher[Any], pruning: dict[str, Any] | None
+) -> None:
+    """``storage.url=memory://`` lives in the driver's memory: nothing else can write to it.
+
+    Raises:
+        ConfigError: naming ``storage.url``, for a launcher whose jobs write their own trials
+            or a pruner (whose workers write theirs as they train).
+    """
+    from nasfw.storage import MEMORY_URL
+
+    if config.storage.url != MEMORY_URL:
+        return
+    if launcher.workers_write_trials:
+        raise ConfigError(
+            f"storage.url={MEMORY_URL} (storage=memory) lives in this process's memory, but "
+            f"launcher={config.launcher.name}'s jobs write their own trials: use storage=sqlite "
+            "or a storage.url every job can reach"
+        )
+    if pruning is not None:
+        raise ConfigError(
+            f"storage.url={MEMORY_URL} (storage=memory) lives in this process's memory, but "
+            f"pruner={config.pruner.name} has each worker write its trial as it trains: use "
+            "storage=sqlite"
+        )
+
+
+def _check_table(
+    config: NasfwConfig,
+    problem: Problem,
+    space: BaseSearchSpace,
+    scoring: dict[str, Any],
+    pruning: dict[str, Any] | None,
+) -> None:
+    """A problem evaluated by lookup (:attr:`nasfw.Problem.table`) takes the graphs of its
+    table's space, and nothing that needs training.
+
+    Raises:
+        ConfigError: naming ``search_space``, ``evaluation`` or ``pruner``.
+    """
+    table = problem.table
+    assert table is not None
+    misfit = table.fits(space)
+    if misfit is not None:
+        raise ConfigError(
+            f"search_space={space.name} does not fit problem={problem.name}, which is looked up "
+            f"in a table of search_space={table.space} graphs: {misfit}. Use "
+            f"search_space={table.space}"
+        )
+    if scoring["name"] != "plain":
+        raise ConfigError(
+            f"evaluation={scoring['name']}: problem={problem.name} is looked up in a table, "
+            "never trained; use evaluation=plain (or auto)"
+        )
+    if pruning is not None:
+        raise ConfigError(
+            f"pruner={config.pruner.name}: problem={problem.name}'s table records no learning "
+            "curves to prune by; use pruner=none"
+        )
 
 
 def _scoring(config: NasfwConfig, reg: Registry) -> dict[str, Any]:

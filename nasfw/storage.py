@@ -1,5 +1,5 @@
 """Opening the Optuna storage a study lives in (``storage.url``): SQLite, PostgreSQL and other
-RDB URLs, or a journal file, with the faults of several processes opening one at a time and of
+RDB URLs, a journal file, or ``memory://`` (this process's memory: no resume), with the faults
 a writer killed mid-record handled here."""
 
 from __future__ import annotations
@@ -19,14 +19,25 @@ _log = logging.getLogger("nasfw.ledger")
 
 _SCHEMA_RACE_ATTEMPTS = 8
 
+#: ``storage.url`` of Optuna's ``InMemoryStorage``: the fastest ledger, gone when the process
+#: ends (no resume; only the driver process can write to it).
+MEMORY_URL = "memory://"
+_memory: optuna.storages.InMemoryStorage | None = None
+
 
 class LedgerError(RuntimeError):
     """The storage cannot be opened, or the study belongs to a different search."""
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``storage.url``: an RDB URL, or ``journal:///path/to/file.log``."""
+    """An Optuna storage for ``storage.url``: an RDB URL, ``journal:///path/to/file.log``, or
+    ``memory://`` (one ``InMemoryStorage`` per process, shared by every study opened in it)."""
+    global _memory
     try:
+        if url == MEMORY_URL:
+            if _memory is None:
+                _memory = optuna.storages.InMemoryStorage()
+            return _memory
         if url.startswith("journal://"):
             from optuna.storages.journal import JournalFileBackend
 
