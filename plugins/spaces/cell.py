@@ -103,7 +103,7 @@ class CellSpace(GeneSpace):
         expected = self.to_graph({name: choices[0] for name, choices in self._genes.items()})
         where = f"the cell of search space {self.name!r}"
         if graph.output != expected.output:
-            raise GraphError(f"output {graph.output!r} is not {where}'s output {expected.output}")
+            raise GraphError(f"output {graph.output!r} is not {expected.output}, that of {where}")
         unknown = sorted(set(graph.nodes) - set(expected.nodes))
         missing = sorted(set(expected.nodes) - set(graph.nodes))
         if unknown or missing:
