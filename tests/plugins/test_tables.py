@@ -173,13 +173,13 @@ def test_the_study_records_the_simulated_clock_beside_wall_time(tmp_path: Path) 
         ),
         (
             [
-                "problem=hpobench_car",
-                "search_space=hpobench_mlp",
+                "problem=iris",
+                "search_space=tabular_mlp",
                 "tuner=random",
                 "storage=memory",
                 "pruner=median",
             ],
-            "storage",
+            "storage.url=memory://",
         ),
     ],
 )
