@@ -32,6 +32,7 @@ from nasfw.config import (
     ProblemConfig,
     PrunerConfig,
     SearchSpaceConfig,
+    SpaceConfig,
     StageConfig,
     StorageConfig,
     TrackingConfig,
@@ -43,6 +44,7 @@ from nasfw.config import (
 )
 from nasfw.context import SearchContext
 from nasfw.dbfiles import describe_sqlite
+from nasfw.gene_space import GeneSpace
 from nasfw.graph import INPUT, MERGE_KINDS, ArchGraph, GraphError, Node, load_arch
 from nasfw.launcher import ClusterJob, Launcher, init_worker_process
 from nasfw.ops import OpSpec, ParamSpec, Shape
@@ -51,6 +53,7 @@ from nasfw.problem import DataError, Problem, Split, Standardization, split_arra
 from nasfw.records import Candidate, Result, TrialRecord
 from nasfw.registry import PluginError, Registry, hookimpl, plugin_manager
 from nasfw.search_space import (
+    BaseSearchSpace,
     Chooser,
     RandomChooser,
     SearchSpace,
@@ -101,6 +104,7 @@ __all__ = [
     "MERGE_KINDS",
     "ArchGraph",
     "AsynchronousTunerConfig",
+    "BaseSearchSpace",
     "BuildError",
     "Candidate",
     "Chooser",
@@ -109,6 +113,7 @@ __all__ = [
     "DataError",
     "EvaluationConfig",
     "Evaluator",
+    "GeneSpace",
     "GraphError",
     "Launcher",
     "LauncherConfig",
@@ -133,6 +138,7 @@ __all__ = [
     "SearchSpaceConfig",
     "SearchSpaceError",
     "Shape",
+    "SpaceConfig",
     "Split",
     "StageConfig",
     "Standardization",

@@ -153,6 +153,17 @@ def _summary(context: SearchContext, top: int = 5) -> None:
         if path.is_file():  # a caption would wrap a long path to the table's width
             console.print(f"Pareto front: {path}")
     best = context.best()
+    if context.simulated_seconds:
+        wall = sum(context.generation_seconds.values())
+        console.print(
+            f"clock: {context.simulated_total():,.0f} s of simulated training (the table's "
+            f"recorded times) in {wall:.1f} s of wall time"
+        )
+    if best is not None and context.problem.table is not None and context.export_dir:
+        console.print(
+            f"best: trial {best.number}, val {metric} {best.result.metric:.4f} (looked up in the "
+            f"table); {best.graph.summary()}; exported to {context.export_dir}"
+        )
     if best is not None and "test_metric" in best.result.extra:
         console.print(
             f"best: trial {best.number}, val {metric} {best.result.metric:.4f}, "

@@ -20,7 +20,13 @@ def store_schemas(reg: Registry) -> None:
     """
     from hydra.core.config_store import ConfigStore
 
-    from nasfw.config import EvaluationConfig, NasfwConfig, PostprocConfig, TrackingConfig
+    from nasfw.config import (
+        EvaluationConfig,
+        NasfwConfig,
+        PostprocConfig,
+        SearchSpaceConfig,
+        TrackingConfig,
+    )
     from nasfw.pruning import NoPrunerConfig
     from nasfw.registry import store_configs
 
@@ -33,6 +39,8 @@ def store_schemas(reg: Registry) -> None:
     cs.store(group="tracking", name="none", node=TrackingConfig(name="none"), provider="nasfw")
     # The schema conf/evaluation/{plain,auto}.yaml extend (Hydra's "schema" pattern).
     cs.store(name="nasfw_evaluation_schema", node=EvaluationConfig, provider="nasfw")
+    # The schema conf/search_space/*.yaml extend: the core's kind of space, stages.
+    cs.store(name="nasfw_search_space_schema", node=SearchSpaceConfig, provider="nasfw")
     cs.store(group="pruner", name=NoPrunerConfig.name, node=NoPrunerConfig, provider="nasfw")
 
 

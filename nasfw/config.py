@@ -78,12 +78,25 @@ class StageConfig:
 
 
 @dataclass
-class SearchSpaceConfig:
-    """A constraint set: allowed ops per stage, param ranges, connection and merge kinds."""
+class SpaceConfig:
+    """Base of the schemas of every kind of search space (``search_space=<name>``): the keys
+    the core reads whatever the kind. The kind is the schema's class: a plugin registers a
+    subclass with the space class it configures (``register_search_space_kinds``);
+    :class:`SearchSpaceConfig` is the core's own kind, stages of chained nodes."""
 
     name: str = MISSING
     # Problem modalities this space can serve (image, tabular, sequence, text).
     modalities: list[str] = field(default_factory=lambda: ["image"])
+    # Candidates larger than this are failed trials ("too large") before any training.
+    max_params: int = setting(2_000_000, ge=1)
+
+
+@dataclass
+class SearchSpaceConfig(SpaceConfig):
+    """A constraint set of stages: allowed ops per stage, param ranges, connection and merge
+    kinds (the core's kind of space; YAML presets extend it through
+    ``defaults: [/nasfw_search_space_schema@_here_, _self_]``)."""
+
     stages: list[StageConfig] = MISSING
     # ops.<op>.<param>: a ParamRange; params not listed keep the op's default. (OmegaConf cannot
     # type a dict of dicts of dataclasses: SearchSpace checks each entry against ParamRange.)
@@ -93,8 +106,6 @@ class SearchSpaceConfig:
     merge: list[str] = field(default_factory=lambda: ["concat", "add"])
     # Upper bound on nodes in a graph (None: the sum of the stages' max_nodes).
     max_nodes: int | None = setting(None, ge=1)
-    # Candidates larger than this are failed trials ("too large") before any training.
-    max_params: int = setting(2_000_000, ge=1)
 
 
 @dataclass
@@ -283,7 +294,8 @@ class NasfwConfig:
     """The primary config (``conf/config.yaml`` fills it from the config groups)."""
 
     tuner: Any = MISSING
-    search_space: SearchSpaceConfig = MISSING
+    # A SpaceConfig subclass: the schema of the option's kind (SearchSpaceConfig for stages).
+    search_space: Any = MISSING
     problem: ProblemConfig = MISSING
     postproc: Any = MISSING
     evaluation: Any = MISSING
@@ -338,6 +350,7 @@ def typed_config(cfg: Any) -> NasfwConfig:
 
     if isinstance(cfg, NasfwConfig):
         return cfg
+    type_search_space(cfg)
     check_settings(cfg)
     config = OmegaConf.to_object(cfg)
     assert isinstance(config, NasfwConfig)
@@ -363,3 +376,27 @@ def as_dict(node: Any) -> dict[str, Any]:
     found = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
     assert isinstance(found, dict)
     return found
+
+
+def type_search_space(cfg: Any) -> None:
+    """Type ``cfg.search_space`` in place where its option came without a schema (a YAML file
+    on a search path that does not extend ``nasfw_search_space_schema``): it is then the
+    core's kind, :class:`SearchSpaceConfig`. Options with a schema are left as they are.
+
+    Raises:
+        ConfigError: a key or value the schema does not take, naming ``search_space.<key>``.
+    """
+    from omegaconf import OmegaConf, open_dict
+    from omegaconf.errors import OmegaConfBaseException
+
+    node = cfg.get("search_space") if hasattr(cfg, "get") else None
+    if node is None or OmegaConf.get_type(node) not in (None, dict):
+        return
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(SearchSpaceConfig), node)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        detail = str(err).splitlines()[0]
+        raise ConfigError(f"search_space{'.' + key if key else ''}: {detail}") from None
+    with open_dict(cfg):
+        cfg.search_space = typed

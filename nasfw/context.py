@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from nasfw.config import NasfwConfig
     from nasfw.problem import Problem
     from nasfw.records import TrialRecord
-    from nasfw.search_space import SearchSpace
+    from nasfw.search_space import BaseSearchSpace
     from nasfw.tuner import Tuner
 
 
@@ -26,7 +26,7 @@ class SearchContext:
     #: of the option chosen, e.g. ``cfg.tuner`` a ``TPEConfig``).
     cfg: NasfwConfig
     problem: Problem
-    space: SearchSpace
+    space: BaseSearchSpace
     tuner: Tuner
     study: optuna.Study
     output_dir: Path
@@ -41,6 +41,10 @@ class SearchContext:
     # Wall seconds of each generation (asking, evaluating, telling), kept across resumes: the
     # seeds' "time required for evolving a series of generations".
     generation_seconds: dict[int, float] = field(default_factory=dict)
+    # The simulated clock of a problem evaluated by lookup: the training seconds its table
+    # recorded, summed over the evaluations up to the end of each generation (reused results
+    # take none), beside generation_seconds' wall time; empty when nothing was simulated.
+    simulated_seconds: dict[int, float] = field(default_factory=dict)
     # Evaluations the launcher runs at once (Launcher.workers; 1 for launcher.workers=0).
     workers: int = 1
     # Set when the search stopped on an exception (KeyboardInterrupt included).
@@ -73,6 +77,18 @@ class SearchContext:
             and "reused_from" not in t.result.extra
         )
         return busy / (max(1, self.workers) * wall)
+
+    def simulated_total(self, through: int | None = None) -> float:
+        """The simulated training seconds of the evaluations of generations up to ``through``
+        (None: all): what the table recorded for each (``extra["clock"] == "simulated"``),
+        reused results excepted."""
+        return sum(
+            t.result.train_seconds
+            for t in self.history
+            if t.result.extra.get("clock") == "simulated"
+            and "reused_from" not in t.result.extra
+            and (through is None or t.generation <= through)
+        )
 
     def full_budget(self) -> int:
         """The budget (epochs) networks are compared at: ``train.epochs``, or the largest

@@ -1,4 +1,5 @@
-"""Evaluating one candidate: build, check its size, train, score. Runs inside a worker."""
+"""Evaluating one candidate: build, check its size, train, score; or, for a problem with a
+tabular benchmark (:attr:`nasfw.Problem.table`), look it up. Runs inside a worker."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nasfw.config import ConfigError, ProblemConfig, TrainConfig
-from nasfw.problem import DataError, Problem
+from nasfw.graph import GraphError
+from nasfw.problem import DataError, Problem, Table
 from nasfw.records import Candidate, Result
 from nasfw.registry import registry
 from nasfw.weights import WeightStore, load_matching
@@ -87,25 +89,64 @@ class Evaluator:
         load the problem (cached per process), and count FLOPs once (the first count imports
         much of ``torch._dynamo``, about a second). Launchers call it in their workers while
         the driver sets up the study (:meth:`nasfw.Launcher.warm_up`)."""
+        if load_problem(self.problem).table is not None:
+            return  # looked up: nothing to build or train
         import torch
 
         from nasfw.builder import model_cost
 
         torch.set_num_threads(max(1, self.threads))
-        load_problem(self.problem)
         with torch.device("meta"):
             model_cost(torch.nn.Linear(2, 2), (2,))
 
     def __call__(self, candidate: Candidate, report: Report | None = None) -> Result:
         """Evaluate ``candidate``, timed by this machine's clock (``started``, ``finished``,
         ``first_step``: when its first training step began)."""
+        started = time.time()
+        try:
+            table = load_problem(self.problem).table
+        except Exception:  # the evaluation below reports it as a failed trial
+            table = None
+        if table is not None:
+            result = self._look_up(table, candidate)
+            result.started, result.finished = started, time.time()
+            return result
         import nasfw.train as training
 
         training.first_step_at = None
-        started = time.time()
         result = self._evaluate(candidate, report)
         result.started, result.finished = started, time.time()
         result.first_step = training.first_step_at
+        return result
+
+    def _look_up(self, table: Table, candidate: Candidate) -> Result:
+        """The table's result for ``candidate`` at the training seed the evaluation's seed
+        (:func:`candidate_seed`) picks; a failed result naming why for a candidate the table
+        cannot answer (a graph outside it, training overrides, weights to start from or keep,
+        a network above ``max_params``)."""
+        name = self.problem.name
+        if candidate.train or candidate.init_from or candidate.resume_from:
+            asked = sorted(candidate.train) or [
+                "init_from" if candidate.init_from else "resume_from"
+            ]
+            return Result.failed(
+                f"problem={name} is looked up in a table, not trained: it cannot apply "
+                f"{asked} (its networks trained once, offline, with the table's settings)"
+            )
+        if candidate.keep_weights:
+            return Result.failed(
+                f"problem={name} is looked up in a table: there are no weights to keep"
+            )
+        try:
+            result = table.lookup(candidate.graph, candidate_seed(self.seed, candidate))
+        except GraphError as err:
+            return Result.failed(f"not in the table of problem={name}: {err}")
+        if result.n_params is not None and result.n_params > self.max_params:
+            return Result.failed(
+                f"too large: {result.n_params} parameters > search_space.max_params="
+                f"{self.max_params}",
+                n_params=result.n_params,
+            )
         return result
 
     def _evaluate(self, candidate: Candidate, report: Report | None) -> Result:
@@ -158,7 +199,7 @@ class Evaluator:
                         f"network's {len(model.state_dict())} tensors (another network's?)"
                     )
             outcome = train_model(
-                model, problem, self.train, seed, overrides=candidate.train, report=report
+                model, problem, self.train, seed, overrides=candidate.overrides, report=report
             )
             budget = trained_before + outcome.epochs
             facts_of_nodes = _trial_facts(model)

@@ -21,13 +21,43 @@ def export(search: Search) -> TrialRecord | None:
     front beside it (before trackers copy the directory) and run the post-processor; return
     the best trial."""
     best = search.context.best()
-    if best is not None:
+    if best is not None and search.context.problem.table is not None:
+        export_looked_up(search, best)
+    elif best is not None:
         export_best(search, best)
     write_front(search.context)
     postproc = search.config.postproc
     if postproc.name != "none":
         registry().get("postprocessors", postproc.name)(search.context, postproc)
     return best
+
+
+def export_looked_up(search: Search, best: TrialRecord) -> None:
+    """Export ``best`` of a problem evaluated by lookup (:attr:`nasfw.Problem.table`) to
+    ``export_dir``: its graph (``graph.json``: the cell, or the layers with their training
+    settings) and what the table recorded for it (``summary.json``). There is no model to
+    train or weights to save: the table's networks were trained offline. Sets the context's
+    ``export_dir``."""
+    context, config = search.context, search.config
+    export_dir = export_path(config, context.output_dir)
+    export_dir.mkdir(parents=True, exist_ok=True)
+    (export_dir / "graph.json").write_text(best.graph.to_json(indent=2))
+    result = best.result
+    summary = {
+        "trial": best.number,
+        "study": context.study.study_name,
+        "problem": context.problem.name,
+        "search_space": context.space.name,
+        "graph": best.graph.summary(),
+        "genes": context.space.describe(best.graph)[0],
+        f"val_{context.problem.metric}": result.metric,
+        "n_params": result.n_params,
+        "train_seconds": result.train_seconds,
+        "clock": result.extra.get("clock"),
+        "looked_up": "the table's recorded result for the seed this evaluation picked",
+    }
+    (export_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    context.export_dir = export_dir
 
 
 def export_best(search: Search, best: TrialRecord) -> None:
@@ -68,7 +98,9 @@ def export_best(search: Search, best: TrialRecord) -> None:
         if source is not None:
             load_matching(model, weights.load(source).state)
         seed = candidate_seed(config.seed, best.candidate)
-        outcome = train_model(model, context.problem, train_config, seed, overrides=best.train)
+        outcome = train_model(
+            model, context.problem, train_config, seed, overrides=best.candidate.overrides
+        )
         trained_on = {
             "device": outcome.device,
             "device_name": outcome.device_name,

@@ -40,7 +40,10 @@ class GenerationEnd:
 
 def _keep_time(search: Search, end: GenerationEnd) -> None:
     if end.seconds is not None:
-        search.context.generation_seconds[end.generation] = end.seconds
+        context = search.context
+        context.generation_seconds[end.generation] = end.seconds
+        if any(r.result.extra.get("clock") == "simulated" for r in end.trials):
+            context.simulated_seconds[end.generation] = context.simulated_total(end.generation)
 
 
 def _save_state(search: Search, end: GenerationEnd) -> None:
@@ -49,7 +52,11 @@ def _save_state(search: Search, end: GenerationEnd) -> None:
         # Every stored evaluation is told by now: the state holds them all.
         through = max((r.number for r in context.history), default=-1)
         search.ledger.save_state(
-            end.generation, context.tuner.state(), context.generation_seconds, through
+            end.generation,
+            context.tuner.state(),
+            context.generation_seconds,
+            through,
+            context.simulated_seconds or None,
         )
 
 

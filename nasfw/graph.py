@@ -77,11 +77,20 @@ class Node:
 
 
 class ArchGraph:
-    """An immutable DAG of :class:`Node` with one output node."""
+    """An immutable DAG of :class:`Node` with one output node.
 
-    __slots__ = ("_nodes", "output")
+    ``train`` holds the training settings a search space searches together with the layers
+    (a space whose genes include them, e.g. FCNet's learning rate and batch size: Klein and
+    Hutter, arXiv:1905.04970): part of the graph's identity (its JSON and :attr:`hash`), and
+    the candidate's training overrides where it trains. Empty for most spaces; an empty
+    ``train`` leaves the JSON and the hash as they were before it existed.
+    """
 
-    def __init__(self, nodes: Iterable[Node], output: str) -> None:
+    __slots__ = ("_nodes", "output", "train")
+
+    def __init__(
+        self, nodes: Iterable[Node], output: str, train: Mapping[str, Any] | None = None
+    ) -> None:
         self._nodes: dict[str, Node] = {}
         for node in nodes:
             if node.id in self._nodes:
@@ -90,6 +99,7 @@ class ArchGraph:
                 raise GraphError(f"node id {INPUT!r} is reserved for the network input")
             self._nodes[node.id] = node
         self.output = output
+        self.train: dict[str, Any] = dict(train or {})
 
     # -- access -------------------------------------------------------------------------
     @property
@@ -117,14 +127,17 @@ class ArchGraph:
 
     def __repr__(self) -> str:
         chain = ", ".join(f"{n.id}:{n.op}" for n in self._nodes.values())
-        return f"ArchGraph([{chain}], output={self.output!r})"
+        train = f", train={self.train!r}" if self.train else ""
+        return f"ArchGraph([{chain}], output={self.output!r}{train})"
 
     def consumers(self, node_id: str) -> list[Node]:
         """Nodes that take ``node_id`` as an input."""
         return [n for n in self._nodes.values() if node_id in n.inputs]
 
     def replace(self, nodes: Iterable[Node] | None = None, output: str | None = None) -> ArchGraph:
-        return ArchGraph(self._nodes.values() if nodes is None else nodes, output or self.output)
+        return ArchGraph(
+            self._nodes.values() if nodes is None else nodes, output or self.output, self.train
+        )
 
     def with_node(self, node: Node) -> ArchGraph:
         """A copy where the node with ``node.id`` is replaced by ``node``."""
@@ -200,11 +213,14 @@ class ArchGraph:
 
     # -- serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "version": FORMAT_VERSION,
             "nodes": [n.to_dict() for n in self._nodes.values()],
             "output": self.output,
         }
+        if self.train:
+            found["train"] = dict(self.train)
+        return found
 
     def to_json(self, indent: int | None = None) -> str:
         if indent is None:  # compact: one line, as stored with every trial
@@ -221,9 +237,13 @@ class ArchGraph:
         nodes = data["nodes"]
         if not isinstance(nodes, list):
             raise GraphError("'nodes' must be a list")
+        train = data.get("train") or {}
+        if not isinstance(train, Mapping):
+            raise GraphError("'train' must be an object of training settings")
         return cls(
             (Node.from_dict(n, where=f"nodes[{i}]") for i, n in enumerate(nodes)),
             str(data["output"]),
+            train,
         )
 
     @classmethod
@@ -250,10 +270,12 @@ class ArchGraph:
     @property
     def hash(self) -> str:
         """Stable content hash: equal for graphs with equal nodes, whatever their order."""
-        canonical = {
+        canonical: dict[str, Any] = {
             "nodes": sorted((n.to_dict() for n in self._nodes.values()), key=lambda d: d["id"]),
             "output": self.output,
         }
+        if self.train:
+            canonical["train"] = self.train
         text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -273,6 +295,10 @@ class ArchGraph:
                 names = ",".join("input" if o == INPUT else str(position[o]) for o in others)
                 text += f"[{node.merge} {names}]"
             parts.append(text)
+        if self.train:
+            parts.append(
+                "train(" + ",".join(f"{k}={_short(v)}" for k, v in self.train.items()) + ")"
+            )
         return " → ".join(parts)
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -285,6 +311,8 @@ class ArchGraph:
             if len(node.inputs) > 1:
                 flat[f"{node.id}.inputs"] = ",".join(node.inputs)
                 flat[f"{node.id}.merge"] = node.merge
+        for key, value in sorted(self.train.items()):
+            flat[f"train.{key}"] = value
         return flat
 
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from nasfw.ops import OpSpec
     from nasfw.problem import Problem, ProblemConfig
     from nasfw.records import Candidate, Result, TrialRecord
+    from nasfw.search_space import BaseSearchSpace
 
 hookspec = pluggy.HookspecMarker("nasfw")
 
@@ -49,8 +50,21 @@ def register_tuners(register: Callable[..., None]) -> None:
 def register_search_spaces(register: Callable[[str, Any], None]) -> None:
     """Register search-space constraint sets: ``register(name, node)``.
 
-    ``node`` is a :class:`nasfw.SearchSpaceConfig`, a mapping, or a path to a YAML file; it
-    becomes the option ``search_space=<name>``.
+    ``node`` is a :class:`nasfw.SearchSpaceConfig`, a mapping, or a path to a YAML file (the
+    core's kind of space, stages), or an instance of a registered kind's schema
+    (:func:`register_search_space_kinds`); it becomes the option ``search_space=<name>``.
+    """
+
+
+@hookspec
+def register_search_space_kinds(register: Callable[[type[BaseSearchSpace]], None]) -> None:
+    """Register kinds of search space: ``register(CellSpace)``, once per kind.
+
+    A kind is a :class:`nasfw.BaseSearchSpace` subclass constructed as ``cls(config, ops)``;
+    its ``config_class`` (a dataclass subclass of :class:`nasfw.SpaceConfig`) is its schema:
+    an option registered with :func:`register_search_spaces` as an instance of that schema is
+    a space of this kind. Subclasses of a registered schema are of its kind unless registered
+    themselves.
     """
 
 

@@ -48,6 +48,9 @@ CHECKPOINT_ATTR = "nasfw:checkpoint"
 STATE_ATTR = "nasfw:tuner_state"
 GENERATION_ATTR = "nasfw:last_generation"
 SECONDS_ATTR = "nasfw:generation_seconds"
+# The simulated clock of a search by lookup: cumulative simulated training seconds at the end
+# of each generation ({"<generation>": seconds}), beside SECONDS_ATTR's wall time.
+SIMULATED_ATTR = "nasfw:simulated_seconds"
 FINGERPRINT_ATTR = "nasfw:fingerprint"
 # Seconds from the start of the process running the search to its first training step (the
 # latest process's, when a search resumed): its start-up time.
@@ -158,6 +161,7 @@ class Ledger:
         state: dict[str, Any],
         generation_seconds: dict[int, float] | None = None,
         told_through: int | None = None,
+        simulated_seconds: dict[int, float] | None = None,
     ) -> None:
         """Keep the tuner's ``state`` after ``generation``, which holds every stored evaluation
         up to trial number ``told_through`` (None: every one of this generation and before).
@@ -167,6 +171,9 @@ class Ledger:
         if generation_seconds is not None:
             timing = {str(g): s for g, s in sorted(generation_seconds.items())}
             self._set(SECONDS_ATTR, json.dumps(timing))
+        if simulated_seconds is not None:
+            clock = {str(g): s for g, s in sorted(simulated_seconds.items())}
+            self._set(SIMULATED_ATTR, json.dumps(clock))
         checkpoint = {"generation": generation, "state": state, "told_through": told_through}
         self._set(CHECKPOINT_ATTR, json.dumps(checkpoint, separators=(",", ":")))
 
@@ -177,6 +184,12 @@ class Ledger:
     def generation_seconds(self) -> dict[int, float]:
         """Wall seconds per finished generation, as :meth:`save_state` recorded them."""
         raw = self._attrs().get(SECONDS_ATTR)
+        return {int(g): float(s) for g, s in json.loads(raw).items()} if raw else {}
+
+    def simulated_seconds(self) -> dict[int, float]:
+        """Cumulative simulated training seconds per finished generation (a search by lookup;
+        empty otherwise), as :meth:`save_state` recorded them."""
+        raw = self._attrs().get(SIMULATED_ATTR)
         return {int(g): float(s) for g, s in json.loads(raw).items()} if raw else {}
 
     def load_state(self) -> tuple[int, dict[str, Any]] | None:

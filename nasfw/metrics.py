@@ -48,6 +48,10 @@ def _neg_mae(outputs: torch.Tensor, y: torch.Tensor) -> float:
     return -float((outputs - y).abs().mean())
 
 
+def _neg_mse(outputs: torch.Tensor, y: torch.Tensor) -> float:
+    return -float(((outputs - y) ** 2).mean())
+
+
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
@@ -64,6 +68,12 @@ METRICS: dict[str, Metric] = {
             "regression",
             _neg_mae,
             "minus the mean absolute error, in target units (scikit-learn's convention)",
+        ),
+        Metric(
+            "neg_mse",
+            "regression",
+            _neg_mse,
+            "minus the mean squared error, in squared target units (FCNet's validation loss)",
         ),
     )
 }

@@ -19,7 +19,7 @@ from nasfw.config import (
     AsynchronousTunerConfig,
     ConfigError,
     NasfwConfig,
-    SearchSpaceConfig,
+    SpaceConfig,
     as_dict,
     check_writable,
 )
@@ -31,7 +31,7 @@ from nasfw.pruning import pruner_settings
 from nasfw.records import TrialRecord
 from nasfw.registry import Registry, config_node, plugin_manager, preset, registry
 from nasfw.run import Search, SpaceChoice
-from nasfw.search_space import SearchSpace, SearchSpaceError
+from nasfw.search_space import BaseSearchSpace, SearchSpaceError
 from nasfw.tuner import Tuner, make_tuner
 from nasfw.weights import WeightStore
 
@@ -68,11 +68,13 @@ def prepare(
     problem = load_problem(config.problem)
     space_choice = _space_choice(config, problem, reg)
     space = space_choice.initial_space(reg.ops)
+    if problem.table is not None:
+        _check_table(config, problem, space, scoring, pruning)
     if not space.accepts(problem.modality):
         raise _modality_error(space, problem, reg)
     screener = _screener(config, problem, tuner_cls, sorted(reg.ops))
 
-    def new_tuner(space: SearchSpace) -> Tuner:
+    def new_tuner(space: BaseSearchSpace) -> Tuner:
         return make_tuner(
             tuner_cls,
             config.tuner,
@@ -90,6 +92,7 @@ def prepare(
     lease: DriverLease | None = None
     try:
         launcher.check_device(str(config.train.device))
+        _check_memory_storage(config, launcher, pruning)
         asynchronous = _check_asynchronous(config, tuner, launcher, pruning)
         # Everything the run will write to is checked before the study exists.
         check_writable(export_path(config, output_dir), "export_dir")
@@ -107,7 +110,7 @@ def prepare(
             tuner.warm_start(warm)
         ledger.check_fingerprint(fingerprint)
 
-        def tuner_in(space: SearchSpace) -> Tuner:
+        def tuner_in(space: BaseSearchSpace) -> Tuner:
             tuner = new_tuner(space)
             if warm is not None:
                 tuner.warm_start(warm)
@@ -131,6 +134,7 @@ def prepare(
             history=ledger.records(),
             start_generation=saved[0] + 1 if saved is not None else 0,
             generation_seconds=ledger.generation_seconds(),
+            simulated_seconds=ledger.simulated_seconds(),
             workers=launcher.workers,
         )
     except BaseException:
@@ -168,15 +172,16 @@ class FixedSpace:
     """The constraint set ``search_space`` names: nothing to choose (a
     :class:`nasfw.run.SpaceChoice`)."""
 
-    def __init__(self, config: SearchSpaceConfig) -> None:
+    def __init__(self, config: SpaceConfig, reg: Registry) -> None:
         self.config = config
+        self.registry = reg
 
-    def initial_space(self, ops: Mapping[str, OpSpec]) -> SearchSpace:
-        return SearchSpace(self.config, ops)
+    def initial_space(self, ops: Mapping[str, OpSpec]) -> BaseSearchSpace:
+        return self.registry.space(self.config, ops)
 
     def on_resume(
-        self, ledger: Ledger, rebuild: Callable[[SearchSpace], Tuner]
-    ) -> tuple[SearchSpace, Tuner] | None:
+        self, ledger: Ledger, rebuild: Callable[[BaseSearchSpace], Tuner]
+    ) -> tuple[BaseSearchSpace, Tuner] | None:
         return None
 
     def before_first_generation(self, search: Search) -> None:
@@ -203,10 +208,10 @@ def _space_choice(config: NasfwConfig, problem: Problem, reg: Registry) -> Space
 
     if config.search_space.name == AUTO:
         return AutoSpace(config, problem, sorted(reg.ops))
-    return FixedSpace(config.search_space)
+    return FixedSpace(config.search_space, reg)
 
 
-def _modality_error(space: SearchSpace, problem: Problem, reg: Registry) -> SearchSpaceError:
+def _modality_error(space: BaseSearchSpace, problem: Problem, reg: Registry) -> SearchSpaceError:
     serving = spaces_for(problem.modality, reg)
     hint = (
         f" (search_space={' or search_space='.join(serving)})"
@@ -238,6 +243,67 @@ def spaces_for(modality: str, reg: Registry) -> list[str]:
         if node is not None and modality in node.get("modalities", ["image"]):
             found.append(name)
     return found
+
+
+def _check_memory_storage(
+    config: NasfwConfig, launcher: Launcher[Any], pruning: dict[str, Any] | None
+) -> None:
+    """``storage.url=memory://`` lives in the driver's memory: nothing else can write to it.
+
+    Raises:
+        ConfigError: naming ``storage.url``, for a launcher whose jobs write their own trials
+            or a pruner (whose workers write theirs as they train).
+    """
+    from nasfw.storage import MEMORY_URL
+
+    if config.storage.url != MEMORY_URL:
+        return
+    if launcher.workers_write_trials:
+        raise ConfigError(
+            f"storage.url={MEMORY_URL} (storage=memory) lives in this process's memory, but "
+            f"launcher={config.launcher.name}'s jobs write their own trials: use storage=sqlite "
+            "or a storage.url every job can reach"
+        )
+    if pruning is not None:
+        raise ConfigError(
+            f"storage.url={MEMORY_URL} (storage=memory) lives in this process's memory, but "
+            f"pruner={config.pruner.name} has each worker write its trial as it trains: use "
+            "storage=sqlite"
+        )
+
+
+def _check_table(
+    config: NasfwConfig,
+    problem: Problem,
+    space: BaseSearchSpace,
+    scoring: dict[str, Any],
+    pruning: dict[str, Any] | None,
+) -> None:
+    """A problem evaluated by lookup (:attr:`nasfw.Problem.table`) takes the graphs of its
+    table's space, and nothing that needs training.
+
+    Raises:
+        ConfigError: naming ``search_space``, ``evaluation`` or ``pruner``.
+    """
+    table = problem.table
+    assert table is not None
+    misfit = table.fits(space)
+    if misfit is not None:
+        raise ConfigError(
+            f"search_space={space.name} does not fit problem={problem.name}, which is looked up "
+            f"in a table of search_space={table.space} graphs: {misfit}. Use "
+            f"search_space={table.space}"
+        )
+    if scoring["name"] != "plain":
+        raise ConfigError(
+            f"evaluation={scoring['name']}: problem={problem.name} is looked up in a table, "
+            "never trained; use evaluation=plain (or auto)"
+        )
+    if pruning is not None:
+        raise ConfigError(
+            f"pruner={config.pruner.name}: problem={problem.name}'s table records no learning "
+            "curves to prune by; use pruner=none"
+        )
 
 
 def _scoring(config: NasfwConfig, reg: Registry) -> dict[str, Any]:

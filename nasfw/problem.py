@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
 from nasfw.config import ProblemConfig
 from nasfw.metrics import DEFAULT_METRIC, metric
+
+if TYPE_CHECKING:
+    from nasfw.graph import ArchGraph
+    from nasfw.records import Result
 
 Task = Literal["classification", "regression"]
 Modality = Literal["image", "tabular", "sequence", "text"]
@@ -20,6 +24,7 @@ __all__ = [
     "ProblemConfig",
     "Split",
     "Standardization",
+    "Table",
     "Task",
     "split_arrays",
 ]
@@ -51,6 +56,33 @@ class Standardization:
             "shift": self.shift.tolist(),
             "scale": self.scale.tolist(),
         }
+
+
+class Table(Protocol):
+    """A tabular benchmark: every network of a search space trained offline, its results
+    recorded per training seed (NAS-Bench-201, FCNet, HPOBench's MLP). A problem with a table
+    (:attr:`Problem.table`) is evaluated by lookup, never trained.
+
+    ``space`` names the ``search_space`` option whose graphs the table holds; ``n_train`` is
+    the examples its networks trained on (a meta-feature); ``fidelity`` says whether it
+    records results at budgets below the full one (multi-fidelity tuners need it).
+    """
+
+    space: str
+    n_train: int
+    fidelity: bool
+
+    def fits(self, space: object) -> str | None:
+        """Why the graphs of search space ``space`` (a :class:`nasfw.BaseSearchSpace`) are not
+        all in the table, or None when they are."""
+        ...
+
+    def lookup(self, graph: ArchGraph, seed: int) -> Result:
+        """The recorded result of ``graph`` for the training seed ``seed`` picks (the same
+        seed, the same value): the metric, ``train_seconds`` the recorded training time
+        (simulated: ``extra["clock"] == "simulated"``), the network's size. A graph outside
+        the table raises :class:`nasfw.GraphError` saying why."""
+        ...
 
 
 @dataclass
@@ -104,12 +136,20 @@ class Problem:
     # The word of every token id (vocabulary[0] is the padding), where the problem knows them;
     # vocab_size defaults to its length.
     vocabulary: list[str] | None = None
+    # A tabular benchmark's recorded results: candidates are looked up there, never trained
+    # (the splits are then empty, shaped (0, *input_shape)).
+    table: Table | None = None
 
     def __post_init__(self) -> None:
         self.metric = self.metric or DEFAULT_METRIC[self.task]
         if self.vocab_size is None and self.vocabulary is not None:
             self.vocab_size = len(self.vocabulary)
         metric(self.metric, self.task)  # an unknown name fails when the problem loads
+
+    @property
+    def n_train(self) -> int:
+        """The training examples: the train split's, or those the table's networks trained on."""
+        return self.table.n_train if self.table is not None else len(self.train)
 
     @property
     def output_bias(self) -> np.ndarray | None:

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from nasfw.search_space import SearchSpace
+    from nasfw.search_space import BaseSearchSpace
 
 # The suites' asserts then show the values compared, as in the plugin author's own tests.
 pytest.register_assert_rewrite("nasfw.testing")
 
 
 @pytest.fixture
-def space() -> SearchSpace:
+def space() -> BaseSearchSpace:
     """The ``tabular_mlp`` search space (MLPs of 1 to 5 dense, dropout and batch-norm
     layers) with every registered op: small, quick to sample, valid for any tuner."""
     from nasfw.testing import load_search_space

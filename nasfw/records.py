@@ -54,6 +54,12 @@ class Candidate:
     resume_from: str | None = None
 
     @property
+    def overrides(self) -> dict[str, Any]:
+        """The training knobs this evaluation replaces: the graph's own training settings
+        (:attr:`nasfw.ArchGraph.train`, genes of its space), then :attr:`train` over them."""
+        return {**self.graph.train, **self.train}
+
+    @property
     def key(self) -> str:
         """What makes two evaluations the same: the network, its training overrides and the
         weights it starts from (16 hex digits). Equal keys get the same seed and may reuse

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from nasfw.launcher import Launcher
     from nasfw.ops import OpSpec
     from nasfw.problem import Problem, ProblemConfig
+    from nasfw.search_space import BaseSearchSpace
     from nasfw.tuner import Tuner
 
 ENTRY_POINT_GROUP = "nasfw"
@@ -80,6 +81,37 @@ class Registry:
     # ("problems", "moons") or ("configs", ("problem", "moons")) -> "plugin 'example'
     # (nasfw-example-plugin 0.1.0)".
     providers: dict[tuple[str, Any], str] = field(default_factory=dict)
+    # schema -> kind of search space (register_search_space_kinds).
+    space_kinds: dict[type, type[BaseSearchSpace]] = field(default_factory=dict)
+
+    def space(self, config: Any, ops: Mapping[str, OpSpec] | None = None) -> BaseSearchSpace:
+        """The search space ``config`` (a ``search_space`` option, typed) configures: of the
+        kind registered for its schema (the nearest in its class's ancestry), or the core's
+        kind of stages for :class:`nasfw.SearchSpaceConfig`; over ``ops`` (default: every
+        registered op).
+
+        Raises:
+            PluginError: no kind is registered for the schema.
+        """
+        from omegaconf import DictConfig, OmegaConf
+
+        from nasfw.config import SearchSpaceConfig
+        from nasfw.search_space import SearchSpace
+
+        ops = self.ops if ops is None else ops
+        if isinstance(config, DictConfig):
+            config = OmegaConf.to_object(config)
+        for schema in type(config).__mro__:
+            if schema in self.space_kinds:
+                return self.space_kinds[schema](config, ops)  # type: ignore[call-arg]
+            if schema is SearchSpaceConfig:
+                return SearchSpace(config, ops)
+        provider = blocked_provider("space_kinds", type(config))
+        raise PluginError(
+            f"search_space={getattr(config, 'name', '?')}: no kind of search space is "
+            f"registered for its schema {type(config).__qualname__}"
+            + (f" (plugin {provider!r} provides it and is blocked)" if provider else "")
+        )
 
     def get(self, kind: str, name: str) -> Any:
         """Look ``name`` up in ``kind`` ("tuners", ...); the error lists what exists."""
@@ -336,8 +368,18 @@ def collect(pm: pluggy.PluginManager) -> Registry:
         adder.add("pruners", "pruner", name, (schema, factory))
         add_config(("pruner", name), schema)
 
+    def add_space_kind(cls: Any) -> None:
+        schema = getattr(cls, "config_class", None)
+        if not (_is_schema(schema) and isinstance(cls, type)):
+            raise PluginError(
+                f"register_search_space_kinds: {cls!r} has no config_class (its schema, a "
+                "dataclass subclass of nasfw.SpaceConfig)"
+            )
+        adder.add("space_kinds", "kind of search space", schema, cls)
+
     for hook_name, register in (
         ("register_ops", lambda spec: adder.add("ops", "op", spec.name, spec)),
+        ("register_search_space_kinds", add_space_kind),
         ("register_tuners", by_class("tuner", "tuners", "tuner")),
         ("register_launchers", by_class("launcher", "launchers", "launcher")),
         ("register_pruners", add_pruner),
@@ -452,6 +494,20 @@ def config_node(node: Any) -> Any:
     raise PluginError(f"cannot use {node!r} as a config node (dataclass, mapping or YAML path)")
 
 
+def space_node(node: Any) -> Any:
+    """A registered ``search_space`` option, typed: a schema (a :class:`nasfw.SpaceConfig`
+    subclass: its kind) as it is, a mapping or YAML file as the core's kind of space
+    (:class:`nasfw.SearchSpaceConfig`, stages)."""
+    from omegaconf import OmegaConf
+
+    from nasfw.config import SearchSpaceConfig
+
+    node = config_node(node)
+    if dataclasses.is_dataclass(node):
+        return node
+    return OmegaConf.merge(OmegaConf.structured(SearchSpaceConfig), node)
+
+
 def preset(group: str, name: str) -> Any:
     """The option ``name`` of config group ``group`` as a ``DictConfig`` (or ``None`` if there
     is none): a YAML preset of ``nasfw.conf`` or what a plugin registered, as
@@ -462,7 +518,9 @@ def preset(group: str, name: str) -> Any:
 
     path = files("nasfw.conf").joinpath(group, f"{name}.yaml")
     if path.is_file():
-        return OmegaConf.load(str(path))
+        node = OmegaConf.load(str(path))
+        node.pop("defaults", None)  # the schema it extends: unmerged, as said
+        return node
     node = registry().configs.get((group, name))
     if node is None:
         return None
@@ -489,6 +547,8 @@ def store_configs(reg: Registry) -> None:
     for (group, name), node in reg.configs.items():
         if group == PLUGINS_GROUP:
             plugins[name] = config_node(node)
+        elif group == "search_space":
+            cs.store(group=group, name=name, node=space_node(node), provider="nasfw-plugins")
         else:
             cs.store(group=group, name=name, node=config_node(node), provider="nasfw-plugins")
     cs.store(name=PLUGINS_NODE, node={PLUGINS_GROUP: plugins}, provider="nasfw-plugins")

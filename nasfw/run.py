@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from nasfw.lease import DriverLease
     from nasfw.ledger import Ledger
     from nasfw.ops import OpSpec
-    from nasfw.search_space import SearchSpace
+    from nasfw.search_space import BaseSearchSpace
     from nasfw.tuner import Tuner
 
 
@@ -34,13 +34,13 @@ class SpaceChoice(Protocol):
     mini-benchmark DB's classifier). The loop knows only the two call points below, so it
     imports nothing from :mod:`nasfw.minibench`."""
 
-    def initial_space(self, ops: Mapping[str, OpSpec]) -> SearchSpace:
+    def initial_space(self, ops: Mapping[str, OpSpec]) -> BaseSearchSpace:
         """The space the tuner is first built in, before the study exists."""
         ...
 
     def on_resume(
-        self, ledger: Ledger, rebuild: Callable[[SearchSpace], Tuner]
-    ) -> tuple[SearchSpace, Tuner] | None:
+        self, ledger: Ledger, rebuild: Callable[[BaseSearchSpace], Tuner]
+    ) -> tuple[BaseSearchSpace, Tuner] | None:
         """Call point 1, in the setup, once the study is open and before the tuner's state is
         restored: the space and tuner (``rebuild(space)``) of a choice the study already
         holds, or None to keep the initial ones."""

@@ -1,29 +1,37 @@
-"""SearchSpace: a constraint set that samples, checks and mutates ArchGraphs.
+"""Search spaces: what a tuner samples, checks, mutates, crosses and describes to Optuna.
 
-Graphs of a space are stages of nodes (e.g. ``features`` then ``classifier``); each node feeds
-the next, and with the ``skip`` connection kind a node may also take an earlier node of its stage
-(merged by one of the allowed ``merge`` kinds). Sampling is define-by-run through a
-:class:`Chooser`, so the same code serves random search (a seeded RNG) and Optuna's samplers (a
-trial's ``suggest_*``).
+:class:`BaseSearchSpace` is what every kind of space gives tuners; a kind is a subclass
+configured by a :class:`nasfw.SpaceConfig` subclass, which a plugin registers
+(``register_search_space_kinds``). :class:`SearchSpace` is the core's own kind, described
+below; :class:`nasfw.GeneSpace` is the base of kinds whose graphs are a fixed list of genes
+on a grid (a fixed cell, a fixed-depth network).
+
+Graphs of a :class:`SearchSpace` are stages of nodes (e.g. ``features`` then ``classifier``);
+each node feeds the next, and with the ``skip`` connection kind a node may also take an earlier
+node of its stage (merged by one of the allowed ``merge`` kinds). Sampling is define-by-run
+through a :class:`Chooser`, so the same code serves random search (a seeded RNG) and Optuna's
+samplers (a trial's ``suggest_*``).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from nasfw.choosers import Chooser, RandomChooser, TrialChooser
-from nasfw.config import ParamRange, SearchSpaceConfig
+from nasfw.config import ParamRange, SearchSpaceConfig, SpaceConfig
 from nasfw.graph import INPUT, MERGE_KINDS, ArchGraph, GraphError, Node
 from nasfw.mutation import mutate
 from nasfw.op_rules import unsatisfiable
 from nasfw.ops import OpSpec
 
 __all__ = [
+    "BaseSearchSpace",
     "Chooser",
     "RandomChooser",
     "SearchSpace",
@@ -48,8 +56,64 @@ class Stage:
     max_nodes: int
 
 
-class SearchSpace:
-    """A validated constraint set over the registered ops.
+class BaseSearchSpace(ABC):
+    """What every kind of search space gives tuners: a subclass is one kind.
+
+    ``config`` is the option's schema instance (a :class:`nasfw.SpaceConfig` subclass, the
+    kind's ``config_class``); the core reads :attr:`name`, :attr:`modalities` and
+    :attr:`max_params` of every kind. Sampling is define-by-run through a :class:`Chooser`
+    (random search's RNG, an Optuna trial's ``suggest_*``), with the same names and
+    distributions that :meth:`describe` gives a graph, so trials of one study stay
+    comparable whatever tuner made them. Subclasses take ``(config, ops)``: the option's
+    schema and the op registry.
+    """
+
+    #: The kind's schema: the options of ``search_space`` typed by it are of this kind.
+    config_class: ClassVar[type[SpaceConfig]] = SpaceConfig
+
+    def __init__(self, config: SpaceConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.modalities = tuple(config.modalities)
+        self.max_params = config.max_params
+
+    @abstractmethod
+    def sample(self, chooser: Chooser) -> ArchGraph:
+        """A random graph of the space; every decision through ``chooser``, by a stable name."""
+
+    @abstractmethod
+    def check(self, graph: ArchGraph, structure: bool = True) -> ArchGraph:
+        """``graph``, if it lies in the space; else :class:`nasfw.GraphError` saying where it
+        leaves it. ``structure=False`` leaves out the checks of the graph's shape that a
+        tuner assembling graphs of its own shape cannot meet (a kind may ignore it)."""
+
+    @abstractmethod
+    def mutate(self, graph: ArchGraph, rng: np.random.Generator, attempts: int = 50) -> ArchGraph:
+        """A graph of the space one random edit away from ``graph`` (``graph`` itself when
+        no edit in ``attempts`` tries stays in the space)."""
+
+    @abstractmethod
+    def crossover(self, a: ArchGraph, b: ArchGraph, rng: np.random.Generator) -> ArchGraph:
+        """A child of the space made of parts of ``a`` and ``b`` (the fitter parent first: a
+        kind that cannot combine them returns a copy of ``a``)."""
+
+    @abstractmethod
+    def describe(self, graph: ArchGraph) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The graph's decisions as Optuna params and distributions (what a sampler learns)."""
+
+    def contains(self, graph: ArchGraph) -> bool:
+        try:
+            self.check(graph)
+        except GraphError:
+            return False
+        return True
+
+    def accepts(self, modality: str) -> bool:
+        return modality in self.modalities
+
+
+class SearchSpace(BaseSearchSpace):
+    """The core's kind: a validated constraint set of stages over the registered ops.
 
     Example:
         >>> from nasfw import registry, SearchSpace
@@ -62,10 +126,8 @@ class SearchSpace:
         cfg: SearchSpaceConfig = (
             OmegaConf.to_object(config) if isinstance(config, DictConfig) else config
         )  # type: ignore[assignment]
-        self.config = cfg
-        self.name = cfg.name
-        self.modalities = tuple(cfg.modalities)
-        self.max_params = cfg.max_params
+        super().__init__(cfg)
+        self.config: SearchSpaceConfig = cfg
         for kind in cfg.connections:
             if kind not in CONNECTION_KINDS:
                 raise SearchSpaceError(
@@ -311,13 +373,6 @@ class SearchSpace:
             self.stage_of(graph)
         return graph
 
-    def contains(self, graph: ArchGraph) -> bool:
-        try:
-            self.check(graph)
-        except GraphError:
-            return False
-        return True
-
     # -- mutation -------------------------------------------------------------------------
     def mutate(self, graph: ArchGraph, rng: np.random.Generator, attempts: int = 50) -> ArchGraph:
         """A different valid graph one random edit away from ``graph``
@@ -403,8 +458,30 @@ class SearchSpace:
                 put(f"l{i}.merge", node.merge, CategoricalDistribution(list(MERGE_KINDS)))
         return params, dists
 
-    def accepts(self, modality: str) -> bool:
-        return modality in self.modalities
+    def crossover(self, a: ArchGraph, b: ArchGraph, rng: np.random.Generator) -> ArchGraph:
+        """Stage-wise uniform crossover: each stage's run of nodes from ``a`` or ``b`` (half
+        a chance each), chained in stage order. A child that leaves the space (too many
+        nodes, a node id both runs use) is ``a``."""
+        runs: list[list[Node]] = []
+        for s in range(len(self.stages)):
+            parent = a if rng.random() < 0.5 else b
+            stages = self.stage_of(parent)
+            runs.append([n for n in parent.topological_order() if stages[n.id] == s])
+        nodes: list[Node] = []
+        prev = INPUT
+        for run in runs:
+            if not run:
+                continue
+            local = {n.id for n in run}
+            for node in run:
+                inputs = tuple(i if i in local else prev for i in node.inputs)
+                nodes.append(replace(node, inputs=tuple(dict.fromkeys(inputs))))
+            prev = run[-1].id
+        try:
+            child = ArchGraph(nodes, output=prev)
+            return self.check(child)
+        except GraphError:
+            return a
 
 
 def _param_range(key: str, node: Any) -> ParamRange:

@@ -1,6 +1,7 @@
 """Opening the Optuna storage a study lives in (``storage.url``): SQLite, PostgreSQL and other
-RDB URLs, or a journal file, with the faults of several processes opening one at a time and of
-a writer killed mid-record handled here."""
+RDB URLs, a journal file, or ``memory://`` (this process's memory: no resume), with the faults
+of several processes opening one at a time, of a writer killed mid-record and of outages of
+the disk or database under it (a full disk, a read-only spell) handled here."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ from nasfw.config import ConfigError
 _log = logging.getLogger("nasfw.ledger")
 
 _SCHEMA_RACE_ATTEMPTS = 8
+
+#: ``storage.url`` of Optuna's ``InMemoryStorage``: the fastest ledger, gone when the process
+#: ends (no resume; only the driver process can write to it).
+MEMORY_URL = "memory://"
+_memory: optuna.storages.InMemoryStorage | None = None
 
 
 class LedgerError(RuntimeError):
@@ -174,7 +180,8 @@ def _retry(storage: Any, method: Callable[..., Any], args: Any, kwargs: Any) -> 
 
 
 def open_storage(url: str, retry_seconds: float = 0.0) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``storage.url``: an RDB URL, or ``journal:///path/to/file.log``.
+    """An Optuna storage for ``storage.url``: an RDB URL, ``journal:///path/to/file.log``, or
+    ``memory://`` (one ``InMemoryStorage`` per process, shared by every study opened in it).
 
     Calls that meet an outage of the storage (a full disk, a read-only spell, a lost
     connection) are retried for up to ``retry_seconds`` before :class:`StorageOutage` is
@@ -182,8 +189,13 @@ def open_storage(url: str, retry_seconds: float = 0.0) -> optuna.storages.BaseSt
     SQLite file this call created is then removed again, so a failed start (a full disk, say)
     leaves nothing behind.
     """
+    global _memory
     created: Path | None = None
     try:
+        if url == MEMORY_URL:
+            if _memory is None:
+                _memory = optuna.storages.InMemoryStorage()
+            return _memory
         if url.startswith("journal://"):
             path = Path(url.removeprefix("journal://"))
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -258,7 +270,9 @@ PatientJournalStorage = _patient(optuna.storages.JournalStorage)
 def count_trials(url: str, study_name: str) -> int | None:
     """How many trials study ``study_name`` in ``url`` holds, read without writing (a journal
     is read as it is, its lock not taken: fit for a storage whose disk is full); None when
-    there is no such study."""
+    there is no such study (and for ``memory://``, gone with the process that wrote it)."""
+    if url == MEMORY_URL:
+        return None
     if url.startswith("journal://"):
         path = Path(url.removeprefix("journal://"))
         if not path.is_file():

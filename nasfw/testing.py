@@ -42,13 +42,13 @@ from typing import Any
 
 import pytest
 
-from nasfw.config import NasfwConfig, ProblemConfig, PrunerConfig, SearchSpaceConfig
+from nasfw.config import NasfwConfig, ProblemConfig, PrunerConfig
 from nasfw.context import SearchContext
 from nasfw.launcher import Launcher
 from nasfw.problem import Problem
 from nasfw.records import Candidate, Result, TrialRecord
-from nasfw.registry import PluginError, config_node, registry
-from nasfw.search_space import RandomChooser, SearchSpace
+from nasfw.registry import PluginError, preset, registry, space_node
+from nasfw.search_space import BaseSearchSpace, RandomChooser, SearchSpace
 from nasfw.tuner import Tuner
 
 # -- functions for launcher contracts (must be importable where the launcher runs them) -----
@@ -107,23 +107,20 @@ def hold(task: tuple[str, int]) -> Result:
     return Result(status="ok", metric=float(i))
 
 
-def load_search_space(name: str) -> SearchSpace:
+def load_search_space(name: str) -> BaseSearchSpace:
     """The search space ``search_space=<name>`` gives a run: a preset of nasfw's ``conf/`` or
-    one a plugin registered, typed by :class:`nasfw.SearchSpaceConfig`, with every
-    registered op (so a tuner is tested on the space users will select)."""
-    from importlib.resources import files
-
+    one a plugin registered, typed by its kind's schema (:class:`nasfw.SearchSpaceConfig` for
+    YAML and mappings), with every registered op (so a tuner is tested on the space users
+    will select)."""
+    reg = registry()
+    node = preset("search_space", name)
+    if node is None:
+        raise PluginError(f"no search space named {name!r} is a preset or registered")
     from omegaconf import OmegaConf
 
-    reg = registry()
-    preset = files("nasfw.conf").joinpath("search_space", f"{name}.yaml")
-    if preset.is_file():
-        node = OmegaConf.load(str(preset))
-    elif ("search_space", name) in reg.configs:
-        node = config_node(reg.configs["search_space", name])
-    else:
-        raise PluginError(f"no search space named {name!r} is a preset or registered")
-    return SearchSpace(OmegaConf.merge(OmegaConf.structured(SearchSpaceConfig), node), reg.ops)
+    if OmegaConf.get_type(node) in (None, dict):  # YAML or a mapping: the core's kind, stages
+        node = space_node(node)
+    return reg.space(node)
 
 
 def fake_results(candidates: list[Candidate]) -> list[Result]:
@@ -630,7 +627,7 @@ def make_context(
     reg = collect(make_plugin_manager(extra_plugins=extra)) if extra else registry()
     cfg: NasfwConfig = typed_config(compose(*CONTEXT_DEFAULTS, *overrides, reg=reg))
     problem = load_problem(cfg.problem)
-    space = SearchSpace(cfg.search_space, reg.ops)
+    space = reg.space(cfg.search_space)
     tuner = make_tuner(
         reg.get("tuners", cfg.tuner.name),
         cfg.tuner,

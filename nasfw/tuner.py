@@ -14,7 +14,7 @@ from nasfw.records import Candidate, Result, evaluation_key
 if TYPE_CHECKING:
     from nasfw.config import TrainConfig, TunerConfig
     from nasfw.problem import Problem
-    from nasfw.search_space import SearchSpace
+    from nasfw.search_space import BaseSearchSpace
 
 __all__ = ["Candidate", "Result", "Tuner", "check_mode", "evaluation_key", "make_tuner"]
 
@@ -81,11 +81,17 @@ class Tuner(ABC):
     #: Whether this tuner has :meth:`ask_one` / :meth:`tell_one`, so the search can keep
     #: every worker busy (``tuner.asynchronous=true``; the search refuses it for the others).
     asynchronous: ClassVar[bool] = False
+    #: The kinds of search space (:class:`nasfw.BaseSearchSpace` subclasses) this tuner's
+    #: proposals can lie in; ``None``: every kind (a tuner that uses only the base's
+    #: sample / mutate / crossover / describe). A tuner that assembles or grows graphs of
+    #: stages names ``(nasfw.SearchSpace,)``: the search refuses it other kinds (a fixed
+    #: cell, say) before the study exists.
+    space_kinds: ClassVar[tuple[type, ...] | None] = None
 
     def __init__(
         self,
         config: TunerConfig,
-        space: SearchSpace,
+        space: BaseSearchSpace,
         seed: int,
         *,
         problem: Problem | None = None,
@@ -177,7 +183,7 @@ class Tuner(ABC):
 def make_tuner(
     tuner_cls: type[Tuner],
     config: TunerConfig,
-    space: SearchSpace,
+    space: BaseSearchSpace,
     seed: int,
     *,
     problem: Problem,
@@ -190,6 +196,14 @@ def make_tuner(
     still works: it is built that way, ``problem``, ``train`` and ``screen`` are set after, and
     a :class:`DeprecationWarning` names the keywords to take.
     """
+    kinds = tuner_cls.space_kinds
+    if kinds is not None and not isinstance(space, kinds):
+        raise ConfigError(
+            f"tuner={config.name} cannot search search_space={space.name}: its proposals are "
+            f"graphs of {' or '.join(k.__name__ for k in kinds)} kind, and "
+            f"search_space={space.name} is a {type(space).__name__}, whose graphs they would "
+            "leave (tuners that search every kind: random, evolution, tpe)"
+        )
     parameters = inspect.signature(tuner_cls.__init__).parameters
     complete = "problem" in parameters or any(
         p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()

@@ -28,11 +28,9 @@ def load_space(
     name: str, ops: dict[str, OpSpec], overrides: dict[str, object] | None = None
 ) -> SearchSpace:
     """The search space preset ``conf/search_space/<name>.yaml``, typed by its schema."""
-    cfg = OmegaConf.merge(
-        OmegaConf.structured(SearchSpaceConfig),
-        OmegaConf.load(CONF / "search_space" / f"{name}.yaml"),
-        overrides or {},
-    )
+    preset = OmegaConf.load(CONF / "search_space" / f"{name}.yaml")
+    preset.pop("defaults")  # the schema it extends, merged here
+    cfg = OmegaConf.merge(OmegaConf.structured(SearchSpaceConfig), preset, overrides or {})
     return SearchSpace(cfg, ops)
 
 

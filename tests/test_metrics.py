@@ -57,7 +57,7 @@ def test_task_defaults_and_unknown_metrics():
     assert problem("regression", np.array([[1.0], [2.0]])).metric == "r2"
     with pytest.raises(ValueError, match=r"unknown regression metric 'mcc'.*neg_mae"):
         problem("regression", np.array([[1.0]]), "mcc")
-    assert {m.name for m in METRICS.values()} == {"accuracy", "r2", "mcc", "neg_mae"}
+    assert {m.name for m in METRICS.values()} == {"accuracy", "r2", "mcc", "neg_mae", "neg_mse"}
 
 
 def test_regression_head_starts_at_the_mean_predictor():
@@ -70,3 +70,14 @@ def test_regression_head_starts_at_the_mean_predictor():
         build_model(graph, p)  # no data needed where nothing is computed
     classification = SimpleNamespace(input_shape=(2,), n_outputs=2)
     assert build_model(graph, classification).head.bias.abs().max() < 1
+
+
+def test_neg_mse_is_minus_the_mean_squared_error():
+    import torch
+
+    from nasfw.metrics import metric
+
+    got = metric("neg_mse", "regression").fn(
+        torch.tensor([[1.0], [3.0]]), torch.tensor([[2.0], [1.0]])
+    )
+    assert got == pytest.approx(-2.5)

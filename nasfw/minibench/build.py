@@ -265,7 +265,9 @@ def classify_db(cfg: Any, db: Any, console: Any) -> dict[str, Any]:
     for old in folder.glob("mb_*.yaml"):  # regrouped: classes that are gone must not linger
         old.unlink()
     for c in classes:
-        OmegaConf.save(OmegaConf.create(c.space), folder / f"{c.name}.yaml")
+        # Typed as the presets of conf/search_space/ are: by the schema they extend.
+        node = {"defaults": ["/nasfw_search_space_schema@_here_", "_self_"], **c.space}
+        OmegaConf.save(OmegaConf.create(node), folder / f"{c.name}.yaml")
     scores = cross_validate(db, classes, int(mb.folding), ops, int(cfg.seed)) if classes else {}
     from nasfw.minibench.screen import rank_correlation
 

@@ -135,7 +135,7 @@ class ProblemMeta:
             str(problem.task),
             tuple(int(d) for d in problem.input_shape),
             int(problem.n_outputs),
-            len(problem.train),
+            int(problem.n_train),
         )
 
     def to_dict(self) -> dict[str, Any]:

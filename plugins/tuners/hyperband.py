@@ -100,6 +100,13 @@ class HyperbandTuner(Tuner):
 
     def __init__(self, config: Any, space: Any, seed: int, **run: Any) -> None:
         super().__init__(config, space, seed, **run)  # HyperbandConfig.check: its rules
+        table = getattr(self.problem, "table", None)
+        if table is not None and not table.fidelity:
+            raise ConfigError(
+                f"tuner=hyperband: problem={self.problem.name}'s table records results at its "
+                "full budget only (no fidelity to promote networks through); use tuner=random, "
+                "evolution or tpe"
+            )
         self.rng = np.random.default_rng(seed)
         self.bracket = 0  # position in the schedule: iteration * len(brackets) + bracket
         self.rung = 0

@@ -61,6 +61,8 @@ class CoDeepNEAT(Tuner):
     """See the package docstring for the algorithm."""
 
     config_class = CoDeepNEATConfig
+    # Assembles blueprints of stage modules: proposals of stages only (never a fixed cell).
+    space_kinds = (SearchSpace,)
 
     screening = True
 

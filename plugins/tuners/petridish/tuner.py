@@ -32,6 +32,7 @@ from nasfw import (
     ConfigError,
     RandomChooser,
     Result,
+    SearchSpace,
     Tuner,
     TunerConfig,
     check_mode,
@@ -138,6 +139,8 @@ class Petridish(Tuner):
     """
 
     config_class = PetridishConfig
+    # Grows networks node by node: proposals of stages only (never a fixed cell).
+    space_kinds = (SearchSpace,)
 
     config: PetridishConfig
 
