@@ -28,7 +28,13 @@ import optuna
 
 from nasfw.graph import ArchGraph
 from nasfw.records import Candidate, Result, StoredResult, TrialRecord
-from nasfw.storage import LedgerError, absolute_url, open_storage, set_aside_torn_tail
+from nasfw.storage import (
+    LedgerError,
+    absolute_url,
+    open_storage,
+    root_cause,
+    set_aside_torn_tail,
+)
 from nasfw.weights import artifact_attr
 
 _log = logging.getLogger(__name__)
@@ -106,8 +112,7 @@ class Ledger:
             raise
         except Exception as err:
             raise LedgerError(
-                f"storage.url={url}: cannot create or load study {study_name!r} "
-                f"({type(err).__name__}: {err})"
+                f"storage.url={url}: cannot create or load study {study_name!r} ({root_cause(err)})"
             ) from err
 
     # -- nasfw's own state: study system attrs, out of the user attrs dashboards show --------

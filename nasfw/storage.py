@@ -62,8 +62,20 @@ _SQLITE_FAULTS = {
     "readonly database": "the database file or its directory is read-only",
     "disk i/o error": "the disk reported an I/O error",
     "unable to open database file": "the database file cannot be opened",
-    "database is locked": "another process holds the database locked",
 }
+# Not among them: "database is locked". SQLite waits for the lock already (the 60 s timeout
+# open_storage sets); past that, the holder is stuck (a paused driver), which retrying cannot
+# cure, and the error says so (see root_cause).
+
+
+def root_cause(err: BaseException) -> str:
+    """The innermost error ``err`` was raised from, in one line (``"OperationalError:
+    database is locked"``): what Optuna's wrappers (``StorageInternalError: An exception is
+    raised during the commit...``) hide."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = str(getattr(err, "orig", None) or err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
 def storage_fault(err: BaseException) -> str | None:
