@@ -24,8 +24,8 @@ def test_help_lists_groups_and_options(tmp_path):
     for line in (
         "tuner: codeepneat, evolution, hyperband, petridish, random, tpe",
         "pruner: hyperband, median, none, patient, successive_halving",
-        "search_space: auto, image_small, petridish_full, petridish_full_sequence, "
-        "petridish_limited, sequence_small, tabular_mlp, text_small",
+        "search_space: auto, fcnet, hpobench_mlp, image_small, nasbench201, petridish_full, "
+        "petridish_full_sequence, petridish_limited, sequence_small, tabular_mlp, text_small",
         "launcher: local, lsf, slurm",
         "tracking: mlflow, none",
         "postproc: morphnet, none",

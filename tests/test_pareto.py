@@ -115,7 +115,7 @@ def context(tmp_path: Path, records: list[TrialRecord], metric: str = "accuracy"
             "tracking": {"name": "none"},
         }
     )
-    problem = SimpleNamespace(metric=metric)
+    problem = SimpleNamespace(metric=metric, table=None)
     return SimpleNamespace(
         cfg=cfg,
         problem=problem,
@@ -124,6 +124,7 @@ def context(tmp_path: Path, records: list[TrialRecord], metric: str = "accuracy"
         output_dir=tmp_path,
         best=lambda: max((r for r in records if r.result.ok), key=lambda r: r.rank, default=None),
         full_budget=lambda: 0,
+        simulated_seconds={},
     )
 
 
