@@ -735,3 +735,49 @@ def test_the_exported_network_does_not_depend_on_the_tracker(tmp_path: Path) -> 
     assert exported[0].keys() == exported[1].keys()
     for key, value in exported[0].items():
         assert torch.equal(value, exported[1][key]), key
+
+
+def test_the_best_so_far_counts_results_only_as_nasfw_does(tmp_path: Path) -> None:
+    """Petridish's candidate trainings are trials that are no result (not exportable): the
+    parent's best_<val> after each trial is the best of the results so far, as nasfw's own
+    best is, and its last value is the exported network's."""
+    from cli import nasfw
+
+    from nasfw.ledger import Ledger
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = nasfw(
+        tmp_path,
+        "tuner=petridish",
+        "problem=iris",
+        "search_space=tabular_mlp",
+        "tuner.init_models=2",
+        "tuner.rounds=2",
+        "tuner.max_parents=2",
+        "tuner.max_candidates=2",
+        "train.epochs=2",
+        "launcher.workers=0",
+        "study_name=p",
+        f"tracking.tracking_uri={tracking}",
+    )
+    assert out.returncode == 0, out.stderr
+    records = sorted(
+        Ledger(f"sqlite:///{tmp_path / 'nasfw.db'}", "p").records(), key=lambda r: r.number
+    )
+    assert any(not r.exportable for r in records)  # the run has candidate trainings
+    client = mlflow.MlflowClient(tracking)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    history = {
+        m.step: m.value for m in client.get_metric_history(parent.info.run_id, "best_val_accuracy")
+    }
+    results_so_far: list[float] = []
+    for record in records:  # one at a time in the driver: they finish in number order
+        if record.exportable and record.result.ok and record.result.trained_budget >= 2:
+            results_so_far.append(record.result.metric)
+        if results_so_far and record.number in history:
+            assert history[record.number] == pytest.approx(max(results_so_far)), record.number
+    best = int(parent.data.tags["nasfw.best_trial"])
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(
+        next(r.result.metric for r in records if r.number == best)
+    )

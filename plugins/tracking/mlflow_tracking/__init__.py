@@ -12,7 +12,9 @@ What is logged, with ``<val>`` the problem's validation metric (e.g. ``val_accur
   commit of the user's project (``mlflow.source.git.commit``) and of nasfw's own checkout
   (``nasfw.git_commit``); a description (``mlflow.note.content``: command, output directory,
   best trial). Only summaries of the search, so MLflow's compare view ranks searches truly:
-  ``n_trials`` and ``best_<val>`` after every trial, ``best_test_<metric>`` once,
+  ``n_trials`` and ``best_<val>`` after every trial (the best *result* so far, as nasfw's own
+  best counts them: not the tuner's own trainings such as Petridish's candidate trainings, nor
+  networks below the full budget), ``best_test_<metric>`` once,
   ``n_trials_ok`` / ``n_trials_failed`` / ``n_trials_pruned`` after every generation;
   ``trained_on.*`` params (device, its name, precision). Plots
   ``best_so_far.png`` and ``fitness_per_generation.png``, ``pareto_front.png`` (validation
@@ -176,7 +178,7 @@ def nasfw_trial_complete(
         return
     val = _metrics.val_name(context)
     done = _metrics.all_trials(context, [trial])
-    best = _metrics.best_metric(done)
+    best = _metrics.best_metric(done, context.full_budget())
     summary = _metrics.summary_metrics(trial, len(done), best, val)
 
     def log() -> None:
@@ -305,7 +307,7 @@ def _log_generation(
     val = _metrics.val_name(context)
     # Up to this generation only: on resume the history also holds later trials.
     upto = [*trials, *(t for t in context.history if t.generation <= generation)]
-    best_so_far = _metrics.best_metric(upto)
+    best_so_far = _metrics.best_metric(upto, context.full_budget())
     with _runs.guard(state, f"logging generation {generation}"):
         run_id = _runs.generation_run(context, state, generation, started=first)
         status = "FAILED"
@@ -371,7 +373,9 @@ def _log_generation(
             # last to finish need not be the highest number: the search's totals are logged
             # again at the generation's highest number, where MLflow shows a metric's latest.
             totals = {
-                f"best_{_metrics.val_name(context)}": _metrics.best_metric(done),
+                f"best_{_metrics.val_name(context)}": _metrics.best_metric(
+                    done, context.full_budget()
+                ),
                 "n_trials": len(done),
             }
             if state.setdefault("summaries", {}).get(last) == totals:
@@ -448,8 +452,9 @@ def _catch_up(context: SearchContext, state: dict[str, Any]) -> None:
     for t in context.history:
         if t.result.started is not None:
             first[t.generation] = min(first.get(t.generation, t.result.started), t.result.started)
+    full = context.full_budget()
     for seen, trial in enumerate(sorted(context.history, key=lambda t: t.number), start=1):
-        metric = _metrics.ok_metric(trial)
+        metric = _metrics.result_metric(trial, full)
         if metric is not None:
             best = metric if best is None else max(best, metric)
         if trial.number not in logged:

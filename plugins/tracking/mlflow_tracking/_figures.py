@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from nasfw import INPUT, ArchGraph, pareto_front, pareto_rows
 
-from ._metrics import all_trials, metrics, ok_metric, val_name
+from ._metrics import all_trials, metrics, ok_metric, result_metric, val_name
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -22,7 +22,15 @@ PARETO_TABLE = "pareto_front.json"
 def log_progress_plot(client: MlflowClient, run_id: str, context: SearchContext) -> None:
 
     trials = all_trials(context, ())
-    points = [(t.number, m) for t in trials if (m := ok_metric(t)) is not None]
+    full = context.full_budget()
+    # Results only (as nasfw's own best): not the tuner's own trainings (Petridish's candidate
+    # trainings) nor networks scored below the full budget, shown apart.
+    points = [(t.number, m) for t in trials if (m := result_metric(t, full)) is not None]
+    others = [
+        (t.number, m)
+        for t in trials
+        if (m := ok_metric(t)) is not None and result_metric(t, full) is None
+    ]
     if not points:
         return
     xs, ys = zip(*points, strict=True)
@@ -32,6 +40,16 @@ def log_progress_plot(client: MlflowClient, run_id: str, context: SearchContext)
         running.append(best)
     fig = _figure((6.4, 4.0))
     ax = fig.add_subplot()
+    if others:
+        ox, oy = zip(*others, strict=True)
+        ax.scatter(
+            ox,
+            oy,
+            s=10,
+            marker="x",
+            color="0.6",
+            label="not a result (tuner's own, or < full budget)",
+        )
     ax.scatter(xs, ys, s=14, alpha=0.6, label=f"trial val_{context.problem.metric}")
     ax.step(xs, running, where="post", color="C1", label="best so far")
     n_failed = sum(not t.result.ok for t in trials)

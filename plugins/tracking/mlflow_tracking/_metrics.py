@@ -84,8 +84,18 @@ def ok_metric(trial: TrialRecord) -> float | None:
     return float(metric)
 
 
-def best_metric(trials: Iterable[TrialRecord]) -> float | None:
-    ok = [m for m in (ok_metric(t) for t in trials) if m is not None]
+def result_metric(trial: TrialRecord, full_budget: int) -> float | None:
+    """``trial``'s metric when nasfw counts it as a result (as :meth:`SearchContext.best`
+    does): ok, exportable (not one of the tuner's own trainings, such as Petridish's candidate
+    trainings) and trained to ``full_budget`` epochs; None otherwise."""
+    if not trial.exportable or trial.result.trained_budget < full_budget:
+        return None
+    return ok_metric(trial)
+
+
+def best_metric(trials: Iterable[TrialRecord], full_budget: int) -> float | None:
+    """The best :func:`result_metric` of ``trials``: what nasfw's own best had then."""
+    ok = [m for m in (result_metric(t, full_budget) for t in trials) if m is not None]
     return max(ok) if ok else None
 
 
