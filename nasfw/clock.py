@@ -1,4 +1,4 @@
-"""When this process started: the origin of the search's start-up time."""
+"""When this process started, or this search: the origin of the search's start-up time."""
 
 from __future__ import annotations
 
@@ -23,3 +23,16 @@ def process_started() -> float:
         return time.time() - (since_boot - ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return STARTED
+
+
+_searches_begun = 0
+
+
+def search_began() -> float:
+    """The origin of the start-up time of a search beginning now, in seconds since the epoch:
+    the process's start (:func:`process_started`) for its first search, now for the later
+    ones (the jobs of a Hydra multirun run one after another in one process: the second
+    search's start-up does not include the first search)."""
+    global _searches_begun
+    _searches_begun += 1
+    return process_started() if _searches_begun == 1 else time.time()

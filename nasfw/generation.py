@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from nasfw import signals
-from nasfw.clock import process_started
 from nasfw.config import ConfigError
 from nasfw.job import StoredEvaluation
 from nasfw.records import Candidate, Result, TrialRecord
@@ -113,7 +112,8 @@ def _report(search: Search, end: GenerationEnd) -> None:
 
 
 def _report_first_step(search: Search, end: GenerationEnd) -> None:
-    """The seconds from this process's start to the search's first training step (the earliest
+    """The seconds from the search's start (:func:`nasfw.clock.search_began`: its process's,
+    for the first search in a process) to its first training step (the earliest
     :attr:`nasfw.Result.first_step` of the generation, on whichever machine it trained),
     printed in one line and stored in the study (``nasfw:first_step_seconds``), once. A
     generation none of whose networks trained here (all reused or resumed, or failed before
@@ -128,7 +128,7 @@ def _report_first_step(search: Search, end: GenerationEnd) -> None:
     moments = [r.result.first_step for r in end.trials if r.result.first_step is not None]
     if not moments:
         return
-    search.first_step = min(moments) - process_started()
+    search.first_step = min(moments) - search.began
     search.console.print(f"first training step {search.first_step:.1f} s after start")
     search.ledger.set_first_step_seconds(search.first_step)
 

@@ -58,8 +58,8 @@ SECONDS_ATTR = "nasfw:generation_seconds"
 # of each generation ({"<generation>": seconds}), beside SECONDS_ATTR's wall time.
 SIMULATED_ATTR = "nasfw:simulated_seconds"
 FINGERPRINT_ATTR = "nasfw:fingerprint"
-# Seconds from the start of the process running the search to its first training step (the
-# latest process's, when a search resumed): its start-up time.
+# Seconds from the search's start (its process's, for the first search of a process) to its
+# first training step (the latest run's, when a search resumed): its start-up time.
 FIRST_STEP_ATTR = "nasfw:first_step_seconds"
 GRAPH_ATTR = "nasfw:graph"  # a trial's system attr: its ArchGraph as compact JSON
 # A trial's system attr: a RUNNING trial whose search stopped (not an evaluation: never read).

@@ -75,8 +75,11 @@ class Search:
     # The last stored trial the restored tuner state holds (None: not recorded; then the
     # trials of generations after resumed_after are the ones it does not hold).
     told_through: int | None = None
-    # Seconds from the process's start to the first training step, once known.
+    # Seconds from the search's start (its process's, for the first search in a process) to
+    # the first training step, once known.
     first_step: float | None = None
+    # That start, in seconds since the epoch (nasfw.clock.search_began).
+    began: float = 0.0
 
     @property
     def tuner(self) -> Tuner:

@@ -110,8 +110,12 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Console | None = None
     """
     from rich.console import Console
 
+    from nasfw.clock import search_began
+
+    began = search_began()
     config = typed_config(cfg)
     search = prepare(config, fingerprint(cfg), output_dir, console or Console(stderr=True))
+    search.began = began
     context, best = search.context, None
     try:
         if search.resumed_after is not None:

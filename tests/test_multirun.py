@@ -78,3 +78,26 @@ def test_a_refused_job_is_reported_and_the_others_still_run(tmp_path):
     assert errors[0] == "nasfw: error: train.batch_size=-1 is out of range: it must be >= 1"
     assert errors[-1].startswith("nasfw: error: 1 job(s) of the sweep failed: #1 (exit 2)")
     assert len(studies(tmp_path)) == 2 and "Traceback" not in run.stderr
+
+
+def test_each_job_of_a_sweep_times_its_own_start_up(tmp_path):
+    """The jobs of a multirun run one after another in one process: the second job's
+    "first training step ... after start" counts from its own start, not from the process's
+    (which would include the whole first job)."""
+    import json
+
+    from nasfw.ledger import FIRST_STEP_ATTR, SECONDS_ATTR
+
+    run = nasfw(tmp_path, *SWEEP, "seed=0,1", "tuner.n_trials=4", "train.epochs=5")
+    assert run.returncode == 0, run.stderr
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'nasfw.db'}")
+
+    def attrs(seed: int) -> dict:
+        study_id = storage.get_study_id_from_name(f"random-iris-tabular_mlp-seed{seed}")
+        return storage.get_study_system_attrs(study_id)
+
+    first_job_ran = sum(json.loads(attrs(0)[SECONDS_ATTR]).values())
+    assert first_job_ran > 0
+    assert attrs(1)[FIRST_STEP_ATTR] < first_job_ran
+    lines = [line for line in run.stderr.splitlines() if "first training step" in line]
+    assert len(lines) == 2
