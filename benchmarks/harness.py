@@ -10,6 +10,8 @@ moments (``Run.launched``, a trial's ``result.finished``) are seconds since the 
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import os
 import platform
@@ -19,8 +21,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import IO, TYPE_CHECKING, Any
@@ -58,6 +60,21 @@ class Run:
     log: Path | None = None  # stdout and stderr together, when written to a file
     stdout: str = ""  # when captured
     stderr: str = ""
+    # (moment, CPU seconds of the process tree since launch), sampled while it ran (with a
+    # ``cpu_budget``): :meth:`cpu_at` turns a trial's moments into CPU seconds.
+    cpu_timeline: list[tuple[float, float]] = field(default_factory=list)
+    stopped_at_cpu: float | None = None  # CPU seconds since the origin when SIGINT was sent
+
+    def cpu_at(self, moment: float) -> float:
+        """CPU seconds the process tree had used by ``moment`` (seconds since the epoch),
+        interpolated linearly between the samples of :attr:`cpu_timeline`.
+
+        Raises:
+            ValueError: the run has no timeline (it ran without ``cpu_budget``).
+        """
+        if not self.cpu_timeline:
+            raise ValueError("this run has no CPU timeline: run it with cpu_budget")
+        return _cpu_at(self.cpu_timeline, moment)
 
     def tail(self, lines: int = 25) -> str:
         """The last ``lines`` lines of the log (or of the captured stderr)."""
@@ -87,6 +104,8 @@ def run_command(
     grace: float = 600.0,
     env: Mapping[str, str] | None = None,
     header: bool = False,
+    cpu_budget: float | None = None,
+    cpu_origin: Callable[[], float | None] | None = None,
 ) -> Run:
     """Run ``command`` in ``cwd`` (created if missing) to its end or its budget.
 
@@ -96,8 +115,17 @@ def run_command(
     user's Ctrl-C: the search keeps its study and exits), then the process gets ``grace``
     seconds to exit before it is killed; ``timeout`` kills it outright. ``env`` adds to this
     process's environment. CPU seconds come from ``getrusage(RUSAGE_CHILDREN)`` before and after.
+
+    A budget in CPU seconds instead (the rule of every benchmark here: wall time on a shared
+    machine measures the neighbours too): ``cpu_budget`` sends SIGINT once the process tree
+    (the search, its workers, their children) has used that many CPU seconds since the moment
+    ``cpu_origin`` returns (seconds since the epoch; polled, None while not known yet, e.g.
+    the first training step before the first trial has finished; no ``cpu_origin``: since the
+    launch). The tree's CPU is sampled every 0.2 s into :attr:`Run.cpu_timeline`.
     """
     command = list(command)
+    if cpu_budget is not None and capture:
+        raise ValueError("a run with cpu_budget logs to a file: captured pipes would fill up")
     cwd.mkdir(parents=True, exist_ok=True)
     sink: IO[str] | None = None
     if log is not None:
@@ -126,6 +154,15 @@ def run_command(
         preexec_fn=_default_sigint if interrupt_after is not None else None,
     )
     stopped = timed_out = False
+    timeline: list[tuple[float, float]] = []
+    stopped_at_cpu = None
+    if cpu_budget is not None:
+        watched = _watch_cpu(proc, launched, cpu_budget, cpu_origin, timeout, grace)
+        timeline, stopped_at_cpu = watched
+        stopped = stopped_at_cpu is not None
+        if proc.poll() is None:  # past its grace or its timeout
+            proc.kill()
+            timed_out = True
     interrupt = interrupt_after is not None and (timeout is None or interrupt_after < timeout)
     try:
         out, err = proc.communicate(timeout=interrupt_after if interrupt else timeout)
@@ -162,7 +199,68 @@ def run_command(
         log=log,
         stdout=out or "",
         stderr=err or "",
+        cpu_timeline=timeline,
+        stopped_at_cpu=stopped_at_cpu,
     )
+
+
+def _tree_cpu(root: Any) -> float:
+    """User + system CPU seconds of ``root`` (a psutil.Process), its live descendants and the
+    children it has waited for."""
+    import psutil
+
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def _watch_cpu(
+    proc: subprocess.Popen[str],
+    launched: float,
+    budget: float,
+    origin: Callable[[], float | None] | None,
+    deadline: float | None,
+    grace: float,
+) -> tuple[list[tuple[float, float]], float | None]:
+    """Sample the tree's CPU until ``proc`` exits; SIGINT once ``budget`` CPU seconds have
+    passed since ``origin()`` (the launch without one), then keep sampling to the exit (the
+    search finishes its running trials; killed after ``grace`` seconds). Returns the timeline
+    and the CPU seconds since the origin at the SIGINT (None: it exited on its own)."""
+    import psutil
+
+    root = psutil.Process(proc.pid)
+    timeline: list[tuple[float, float]] = []
+    sent: float | None = None
+    sent_moment = math.inf
+    start_cpu: float | None = 0.0 if origin is None else None
+    while proc.poll() is None:
+        now = time.time()
+        try:
+            cpu = _tree_cpu(root)
+        except psutil.NoSuchProcess:
+            break
+        timeline.append((now, cpu))
+        if start_cpu is None and origin is not None and (moment := origin()) is not None:
+            start_cpu = _cpu_at(timeline, moment)
+        if sent is None and start_cpu is not None and cpu - start_cpu >= budget:
+            proc.send_signal(signal.SIGINT)
+            sent, sent_moment = cpu - start_cpu, now
+        if now - sent_moment > grace or (deadline is not None and now - launched > deadline):
+            break  # communicate() kills it
+        time.sleep(0.2)
+    return timeline, sent
+
+
+def _cpu_at(points: Sequence[tuple[float, float]], moment: float) -> float:
+    if moment <= points[0][0]:
+        return points[0][1]
+    for (t0, c0), (t1, c1) in itertools.pairwise(points):
+        if moment <= t1:
+            return c0 + (c1 - c0) * (moment - t0) / (t1 - t0) if t1 > t0 else c1
+    return points[-1][1]
 
 
 def run_cli(overrides: Sequence[str], **options: Any) -> Run:
@@ -298,6 +396,74 @@ def log_to_mlflow(
         raise
     client.set_terminated(run_id)
     return {"tracking_uri": uri, "experiment_id": str(experiment_id), "run_id": run_id}
+
+
+# -- the rules: criteria written before the run, raw results that travel ----------------------
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A success criterion, written in the script before the run (so the run cannot choose
+    it): ``claim`` in words, ``holds`` computes it from the report's figures (True or False;
+    a figure it needs is missing: KeyError, which :func:`judge` turns into a failed run)."""
+
+    name: str
+    claim: str
+    holds: Callable[[Mapping[str, Any]], bool]
+
+
+def declare(criteria: Sequence[Criterion], out: Path) -> Path:
+    """Print the criteria and write them to ``<out>/criteria.json`` with the moment, before
+    any run starts; returns the file."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "criteria.json"
+    doc = {"declared": time.time(), "criteria": {c.name: c.claim for c in criteria}}
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    for c in criteria:
+        print(f"criterion {c.name}: {c.claim}", flush=True)
+    return path
+
+
+def judge(criteria: Sequence[Criterion], figures: Mapping[str, Any]) -> dict[str, bool]:
+    """Each criterion's verdict on ``figures``, printed.
+
+    Raises:
+        BenchmarkError: a criterion's figure is missing (a contender produced nothing).
+    """
+    verdicts: dict[str, bool] = {}
+    for c in criteria:
+        try:
+            verdicts[c.name] = bool(c.holds(figures))
+        except KeyError as missing:
+            raise BenchmarkError(f"criterion {c.name}: no figure {missing} to judge") from None
+        print(f"criterion {c.name}: {'met' if verdicts[c.name] else 'MISSED'} ({c.claim})")
+    return verdicts
+
+
+def relative_paths(doc: Any, base: Path) -> Any:
+    """``doc`` (JSON-like) with every path under ``base`` or the repository written relative to
+    it: committed raw results must not carry the measuring machine's absolute paths."""
+    if isinstance(doc, Mapping):
+        return {k: relative_paths(v, base) for k, v in doc.items()}
+    if isinstance(doc, list | tuple):
+        return [relative_paths(v, base) for v in doc]
+    if isinstance(doc, Path | str) and os.path.isabs(str(doc)):
+        path = Path(doc)
+        for root in (base.resolve(), REPO):
+            if path.is_relative_to(root):
+                return os.path.relpath(path, base.resolve())
+    return str(doc) if isinstance(doc, Path) else doc
+
+
+def write_raw(path: Path, doc: Any) -> Path:
+    """Write raw results ``doc`` as JSON at ``path``, paths relative to its folder."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(relative_paths(doc, path.parent), indent=1) + "\n")
+    return path
 
 
 # -- what was measured --------------------------------------------------------------------------

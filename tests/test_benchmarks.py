@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -389,3 +390,132 @@ def test_peers_benchmark_quick(tmp_path: Path) -> None:
     assert {"peers.json", "peers.md", "peers_digits.png"} <= {
         a.path for a in client.list_artifacts(run.info.run_id)
     }
+
+
+# -- the rules every benchmark follows (benchmarks/harness.py, benchmarks/spread.py) -----------
+
+BURN = """
+import multiprocessing, sys, time
+def burn():
+    while True:
+        pass
+if __name__ == "__main__":
+    multiprocessing.Process(target=burn, daemon=True).start()
+    try:
+        time.sleep(600) if "--idle-parent" in sys.argv else burn()
+    except KeyboardInterrupt:
+        sys.exit(3)
+"""
+
+
+def test_a_cpu_budget_counts_the_whole_process_tree_and_stops_it(tmp_path: Path) -> None:
+    """The budget is CPU seconds of the process and its children (a search's workers), not
+    wall time: a parent that sleeps while its child burns is stopped by the child's CPU."""
+    harness = benchmark("harness")
+    script = tmp_path / "burn.py"
+    script.write_text(BURN)
+    run = harness.run_command(
+        [sys.executable, str(script), "--idle-parent"], cwd=tmp_path, log=tmp_path / "log",
+        cpu_budget=1.5, timeout=120, grace=20,
+    )  # fmt: skip
+    assert run.stopped_by_budget and not run.timed_out and run.returncode == 3
+    assert 1.5 <= run.stopped_at_cpu < 4.0
+    first, last = run.cpu_timeline[0], run.cpu_timeline[-1]
+    assert last[1] >= 1.5 and run.cpu_at(last[0]) == last[1]
+    assert run.cpu_at(first[0] - 10) == first[1]
+
+
+def test_a_cpu_budget_counts_from_its_origin(tmp_path: Path) -> None:
+    """With ``cpu_origin`` (the first training step, once known) the CPU spent before it is
+    not charged: the process is stopped one budget after the origin, not after the launch."""
+    harness = benchmark("harness")
+    script = tmp_path / "burn.py"
+    script.write_text(BURN)
+    marker: list[float] = []
+
+    def origin() -> float | None:
+        # The origin becomes known 1 s after the launch (as a search's first step is known
+        # only once its first trial has finished), and lies 0.5 s after the launch.
+        if not marker:
+            return None
+        return marker[0]
+
+    import threading
+
+    launched = time.time()
+    threading.Timer(1.0, lambda: marker.append(launched + 0.5)).start()
+    run = harness.run_command(
+        [sys.executable, str(script)], cwd=tmp_path, log=tmp_path / "log", cpu_budget=1.0,
+        cpu_origin=origin, timeout=120, grace=20,
+    )  # fmt: skip
+    assert run.stopped_by_budget
+    at_origin = run.cpu_at(marker[0])
+    at_stop = run.cpu_timeline[-1][1]
+    assert at_origin > 0 and at_stop - at_origin >= 1.0
+
+
+def test_a_cpu_budget_cannot_capture_output(tmp_path: Path) -> None:
+    harness = benchmark("harness")
+    with pytest.raises(ValueError, match="logs to a file"):
+        harness.run_command(["true"], cwd=tmp_path, capture=True, cpu_budget=1.0)
+
+
+def test_a_figure_is_a_median_with_its_interval_and_range() -> None:
+    spread = benchmark("spread")
+    s = spread.describe([0.90, 0.92, 0.91, 0.95, 0.89])
+    assert s.n == 5 and s.median == 0.91 and (s.low, s.high) == (0.89, 0.95)
+    assert s.low <= s.ci_low <= s.median <= s.ci_high <= s.high
+    assert s.text() == f"0.910 [{s.ci_low:.3f}, {s.ci_high:.3f}] (n=5, range 0.890 to 0.950)"
+    assert spread.describe([0.90, 0.92, 0.91, 0.95, 0.89]) == s  # seeded: reports reprint it
+    two = spread.describe([1.0, 2.0])
+    assert "[no CI]" in two.text() and two.ci_low == two.ci_high == 1.5
+    for bad in ([], [1.0, float("nan")], [float("inf")]):
+        with pytest.raises(ValueError):
+            spread.describe(bad)
+
+
+def test_paired_arms_are_compared_pair_by_pair() -> None:
+    spread = benchmark("spread")
+    a = [0.91, 0.93, 0.90, 0.94, 0.92, 0.95, 0.93, 0.96]
+    b = [0.90, 0.91, 0.90, 0.92, 0.91, 0.93, 0.92, 0.93]
+    p = spread.paired(a, b, tolerance=1e-9)
+    assert (p.n, p.wins, p.ties, p.losses) == (8, 7, 1, 0)
+    assert p.difference.median > 0 and p.p_value is not None and p.p_value < 0.05
+    assert spread.paired(b, b).p_value is None  # no difference: no test to run
+    assert "Wilcoxon p=" in p.text()
+    with pytest.raises(ValueError, match="as many runs"):
+        spread.paired(a, b[:-1])
+
+
+def test_criteria_are_declared_before_and_judged_after(tmp_path: Path) -> None:
+    harness = benchmark("harness")
+    criteria = [
+        harness.Criterion("speedup", "median speedup >= 1.48", lambda f: f["speedup"] >= 1.48),
+        harness.Criterion("loss", "degradation <= 0.5 pt", lambda f: f["degradation"] <= 0.5),
+    ]
+    declared = json.loads(harness.declare(criteria, tmp_path).read_text())
+    assert declared["criteria"] == {
+        "speedup": "median speedup >= 1.48",
+        "loss": "degradation <= 0.5 pt",
+    }
+    assert harness.judge(criteria, {"speedup": 1.6, "degradation": 0.7}) == {
+        "speedup": True, "loss": False,
+    }  # fmt: skip
+    with pytest.raises(harness.BenchmarkError, match="criterion loss: no figure 'degradation'"):
+        harness.judge(criteria, {"speedup": 1.6})
+
+
+def test_raw_results_carry_relative_paths_only(tmp_path: Path) -> None:
+    harness = benchmark("harness")
+    out = tmp_path / "results"
+    doc = {
+        "log": out / "runs" / "a.log",
+        "runs": [{"storage": str(out / "nasfw.db")}],
+        "script": str(REPO / "benchmarks" / "peers.py"),
+        "elsewhere": "/usr/bin/python3",
+        "value": 0.5,
+    }
+    written = json.loads(harness.write_raw(out / "raw.json", doc).read_text())
+    assert written["log"] == "runs/a.log" and written["runs"][0]["storage"] == "nasfw.db"
+    assert not written["script"].startswith("/") and written["script"].endswith("peers.py")
+    assert written["elsewhere"] == "/usr/bin/python3" and written["value"] == 0.5
