@@ -1,51 +1,59 @@
-"""nasfw against the peer a user would pick instead: plain Optuna TPE, written by hand
-(issue #16, part 4).
+"""nasfw against the peers a competent user would write instead (issue #27, part 3; #16 part 4
+before it), by the benchmark rules of ``harness.py``: CPU-second budgets counted from the first
+training step, several seeds with medians and bootstrap intervals, the criterion below written
+before the run, the deliverable scored on test, raw results committed, a contender that finished
+nothing failing the run.
 
-**Contenders** (each one process that trains one network at a time, ``--threads`` torch threads,
-``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` set to the same number):
+**Peers** (hand-written; each its own process, ``peers.py --_peer NAME``): an objective that
+builds a define-by-run PyTorch CNN of ``image_small``'s family with ``trial.suggest_*`` (1-5
+feature layers, each a 2-D convolution of 16-68 filters, kernel 1/3/5, same padding, ReLU, with
+an optional skip connection around it (added, through a 1x1 convolution when the widths differ);
+or 2x2 max-pooling; or dropout 0-0.5; then 1-2 classifier layers, dense 32-256 + ReLU or dropout;
+a linear head; networks over ``image_small``'s 2,000,000 parameters fail, as in nasfw), trained by
+a plain PyTorch loop with nasfw's default training settings (``TrainConfig``: Adam, lr 1e-3, batch
+64, 5 epochs, a fresh shuffle per epoch, seeded per trial) on the very tensors nasfw trains on
+(``nasfw.evaluate.load_problem`` with the same problem settings):
 
-- ``optuna`` — what a user writes instead of nasfw: ``optuna.create_study(direction="maximize",
-  sampler=TPESampler(seed=seed))`` and an objective that builds a define-by-run PyTorch CNN of
-  ``image_small``'s family with ``trial.suggest_*`` (1-5 feature layers, each a 2-D convolution
-  of 16-68 filters, kernel 1/3/5, same padding, ReLU; or 2x2 max-pooling; or dropout 0-0.5; then
-  1-2 classifier layers, dense 32-256 + ReLU or dropout; a linear head; networks over
-  ``image_small``'s 2,000,000 parameters fail, as in nasfw), trained by a plain PyTorch loop with
-  nasfw's default training settings (``TrainConfig``: Adam, lr 1e-3, batch 64, 5 epochs, a fresh
-  shuffle per epoch, seeded per trial) on the very tensors nasfw trains on
-  (``nasfw.evaluate.load_problem`` with the same problem settings), scored once on the
-  validation split after the last epoch. It runs as a subprocess of this script
-  (``peers.py --_plain-worker``), so its start-up counts like nasfw's. What it leaves out of
-  ``image_small``: skip connections and their merges (a user's sequential CNN).
-- nasfw through its command line (``python -m nasfw``), ``search_space=image_small
-  launcher.workers=0 tracking=none evaluation=plain train.curve_every=0 train.threads=<T>``,
-  each with more trials than the budget allows: ``tpe``, ``codeepneat``, ``codeepneat`` with
-  ``evaluation=regularized``, ``evolution`` and ``random`` (their other settings: the defaults).
-  ``evaluation=plain`` is explicit because ``evaluation=auto`` picks regularized scoring on
-  Fashion-MNIST; ``train.curve_every=0`` scores the validation split once, after the last
-  epoch, like the peer (no pruner is on, so the per-epoch learning curve would only cost time).
+- ``optuna_tpe``: ``TPESampler(multivariate=True, seed=seed)`` (multivariate, as Optuna 5 makes
+  the default), no pruner;
+- ``optuna_tpe_median``: the same with ``MedianPruner()`` on the per-epoch validation accuracy;
+- ``optuna_gp``: ``GPSampler(seed=seed)``; ``optuna_cmaes``: ``CmaEsSampler(seed=seed)``
+  (categorical choices fall back to its independent sampler, as a user gets);
+- ``optuna_random_sha``: ``RandomSampler(seed)`` with ``SuccessiveHalvingPruner()``;
+- ``handmade_cnn``: no search: one sensible CNN (conv 32 3x3, pool, conv 64 3x3, pool, dense 128,
+  dropout 0.25), trained once.
 
-**Protocol**: per repeat (``--repeats``, seed = repeat index) and problem, the contenders run
-one after the other in a round-robin order rotated by one place per repeat, so load from other
-processes on the machine hits all of them. Each process gets ``--budget`` wall seconds from its
-launch (start-up, imports and data loading count), then SIGINT, as a user's Ctrl-C; it is judged
-by the trials that finished within the budget: the best validation accuracy against seconds
-since launch (completion times read from the Optuna storage for nasfw, from the peer's log for
-plain Optuna). Per contender: trials, failed ones, the final best, the seconds to its first
-result, and the seconds it took to reach plain Optuna's final best of the same repeat; the
-ratio is that time over plain Optuna's own time to reach its final best ("never": not reached
-within the budget). The issue's target: nasfw's best tuner at ≤ 0.7.
+**nasfw** through its command line, ``search_space=image_small launcher.workers=0 tracking=none``
+with more trials than the budget allows: ``tpe``, ``tpe+median`` (``pruner=median``),
+``random+sha`` (``pruner=successive_halving``), ``evolution``, ``codeepneat``,
+``codeepneat+regularized`` (``evaluation=regularized``). Without a pruner, ``train.curve_every=0``
+scores the validation split once, after the last epoch, like the peers without one.
 
-**Problems** (``--problems``): ``digits`` (scikit-learn's 8x8 digits, the default split) and
-``fashion_mnist`` (real, from ``--data-dir``/fashion_mnist: the first 2,000 of the training
-split's images after the seeded validation split, ``problem.max_train_samples=2000``, and 3,000
-validation images, ``problem.val_fraction=0.05``).
+**Protocol**: per seed (``--seeds``) and problem, the contenders run one after the other in an
+order rotated by one place per seed. Each gets ``--budget`` CPU seconds of its process tree
+counted from its first training step (so imports, data loading and workers' start are not
+charged, and load from other processes on a shared machine does not shorten anyone's budget),
+then SIGINT, as a user's Ctrl-C. It is judged by the trials that finished within the budget: the
+best validation accuracy against CPU seconds since the first step. Its **deliverable** is the
+network it would hand over, scored on the test split: for a peer, its best trial's network as
+trained (kept by the peer's process, scored at its exit); for nasfw, its best full-budget trial
+retrained exactly as ``export_best`` retrains it (same initial weights and seed), full size also
+after regularized scoring. Per problem and peer P, the target is P's median final best over
+seeds; each contender's time to it is the median over seeds of the CPU seconds at which its
+best-so-far reached it (a seed that never did counts as never). The ratio is a nasfw
+configuration's time over P's own, with a bootstrap interval over seeds.
 
-    .venv/bin/python benchmarks/peers.py                           # 2 x 6 runs of 120 s: ~26 min
-    .venv/bin/python benchmarks/peers.py --quick --out /tmp/peers  # digits, 20 s each: ~2.5 min
+**Problems** (``--problems``): ``digits`` (scikit-learn's 8x8 digits) and ``fashion_mnist`` (real,
+from ``--data-dir``/fashion_mnist: 2,000 training images, 3,000 validation images).
 
-Writes ``peers.json``, ``peers.md`` and ``peers_<problem>.png`` (best validation accuracy
-against wall time) to ``--out``, and one MLflow run in experiment ``nasfw-benchmarks`` of
-``--tracking-uri`` (default ``sqlite:///<out>/mlflow.db``; ``--no-mlflow`` skips it).
+    .venv/bin/python benchmarks/peers.py                     # 2 problems x 3 seeds x 12: hours
+    .venv/bin/python benchmarks/peers.py --quick --out /tmp/peers      # digits, minutes
+    .venv/bin/python benchmarks/peers.py --report            # the tables again, from the raw runs
+
+Resumable: each (problem, seed, contender) writes ``<out>/runs/<problem>/seed<k>/<name>.json``
+when it has finished, and a rerun skips those. Writes ``peers.json`` (the summary), ``peers.md``
+and ``peers_<problem>.png`` (median best-so-far with its range over seeds) to ``--out``, and one
+MLflow run in experiment ``nasfw-benchmarks`` (``--no-mlflow`` skips it).
 """
 
 from __future__ import annotations
@@ -54,33 +62,60 @@ import argparse
 import contextlib
 import json
 import math
+import re
 import shlex
-import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import harness
+import spread
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-PLAIN = "optuna"
 FASHION_TRAIN, FASHION_VAL_FRACTION = 2000, 0.05
+TARGET_RATIO = 0.7
 
-# name -> nasfw CLI overrides (None: the hand-written plain Optuna peer).
-CONTENDERS: dict[str, list[str] | None] = {
-    PLAIN: None,
-    "tpe": ["tuner=tpe", "tuner.n_trials=100000", "evaluation=plain"],
-    "codeepneat": ["tuner=codeepneat", "tuner.generations=100000", "evaluation=plain"],
+PEERS = [
+    "optuna_tpe",
+    "optuna_tpe_median",
+    "optuna_gp",
+    "optuna_cmaes",
+    "optuna_random_sha",
+    "handmade_cnn",
+]
+NASFW: dict[str, list[str]] = {
+    "tpe": ["tuner=tpe", "tuner.n_trials=100000"],
+    "tpe+median": ["tuner=tpe", "tuner.n_trials=100000", "pruner=median"],
+    "random+sha": ["tuner=random", "tuner.n_trials=100000", "pruner=successive_halving"],
+    "evolution": ["tuner=evolution", "tuner.n_trials=100000"],
+    "codeepneat": ["tuner=codeepneat", "tuner.generations=100000"],
     "codeepneat+regularized": [
         "tuner=codeepneat",
         "tuner.generations=100000",
         "evaluation=regularized",
     ],
-    "evolution": ["tuner=evolution", "tuner.n_trials=100000", "evaluation=plain"],
-    "random": ["tuner=random", "tuner.n_trials=100000", "evaluation=plain"],
 }
+CONTENDERS = [*PEERS, *NASFW]
+
+
+def _fastest_ratio(figures: dict[str, Any]) -> float:
+    """The criterion's figure: over problems, the worst of (the best nasfw configuration's
+    largest ratio against any peer)."""
+    return max(p["best_nasfw_ratio"] for p in figures["problems"].values())
+
+
+# Written before the run (issue #27's target): harness.declare prints and stores it.
+CRITERIA = [
+    harness.Criterion(
+        "peers",
+        f"on every problem, one nasfw configuration reaches the median final best of every peer "
+        f"in <= {TARGET_RATIO} of that peer's median CPU seconds (median over seeds)",
+        lambda figures: _fastest_ratio(figures) <= TARGET_RATIO,
+    )
+]
 
 
 def problem_settings(problem: str, data_dir: Path) -> dict[str, Any]:
@@ -103,33 +138,53 @@ def cli_overrides(settings: dict[str, Any]) -> list[str]:
     ]
 
 
-# -- the peer: plain Optuna TPE, written by hand ------------------------------------------------
+# -- the peers, written by hand -----------------------------------------------------------------
 
 
-def plain_worker(args: argparse.Namespace) -> int:
+def peer_worker(args: argparse.Namespace) -> int:
     """What a user writes instead of nasfw (see the module docstring); one JSON line per trial
-    to ``--log``."""
+    to ``--log``, a ``first_step`` line at the first optimizer step and a ``deliverable`` line
+    (the best trial's network scored on test) at the exit."""
+    import copy
+
     import numpy as np
     import optuna
     import torch
-    from optuna.samplers import TPESampler
     from torch import nn
 
     from nasfw import ProblemConfig, TrainConfig
     from nasfw.evaluate import load_problem
 
     torch.set_num_threads(args.threads)
-    defaults = TrainConfig()  # nasfw's training settings: the same loop knobs for the peer
+    defaults = TrainConfig()  # nasfw's training settings: the same loop knobs for the peers
     epochs, batch_size, lr = defaults.epochs, defaults.batch_size, defaults.lr
     max_params = 2_000_000  # image_small's max_params
     problem = load_problem(ProblemConfig(**json.loads(args.problem_json)))
-    x_train = torch.from_numpy(np.ascontiguousarray(problem.train.x, dtype=np.float32))
-    y_train = torch.from_numpy(np.asarray(problem.train.y, dtype=np.int64))
-    x_val = torch.from_numpy(np.ascontiguousarray(problem.val.x, dtype=np.float32))
-    y_val = torch.from_numpy(np.asarray(problem.val.y, dtype=np.int64))
-    channels, height, width = problem.input_shape
 
-    def objective(trial: optuna.Trial) -> float:
+    def tensors(split: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(np.ascontiguousarray(split.x, dtype=np.float32))
+        return x, torch.from_numpy(np.asarray(split.y, dtype=np.int64))
+
+    (x_train, y_train), (x_val, y_val) = tensors(problem.train), tensors(problem.val)
+    channels, height, width = problem.input_shape
+    log = Path(args.log)
+
+    def write(line: dict[str, Any]) -> None:
+        with log.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    class Skip(nn.Module):
+        """``block(x) + x``, through a 1x1 convolution when the widths differ."""
+
+        def __init__(self, block: nn.Module, c_in: int, c_out: int) -> None:
+            super().__init__()
+            self.block = block
+            self.project = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.block(x) + self.project(x)
+
+    def suggested(trial: optuna.Trial) -> nn.Module:
         layers: list[nn.Module] = []
         c, h, w = channels, height, width
         for i in range(trial.suggest_int("n_features", 1, 5)):
@@ -137,7 +192,9 @@ def plain_worker(args: argparse.Namespace) -> int:
             if op == "conv2d":
                 filters = trial.suggest_int(f"f{i}_filters", 16, 68)
                 kernel = trial.suggest_categorical(f"f{i}_kernel", [1, 3, 5])
-                layers += [nn.Conv2d(c, filters, kernel, padding="same"), nn.ReLU()]
+                block = nn.Sequential(nn.Conv2d(c, filters, kernel, padding="same"), nn.ReLU())
+                skip = trial.suggest_categorical(f"f{i}_skip", [False, True])
+                layers.append(Skip(block, c, filters) if skip else block)
                 c = filters
             elif op == "maxpool2d":
                 if min(h, w) >= 2:  # nothing left to pool: skip it, as nasfw does
@@ -155,19 +212,42 @@ def plain_worker(args: argparse.Namespace) -> int:
                 features = units
             else:
                 layers.append(nn.Dropout(trial.suggest_float(f"c{i}_rate", 0.0, 0.5)))
+        return nn.Sequential(*layers, nn.Linear(features, problem.n_outputs))
+
+    def handmade() -> nn.Module:
+        h, w = height // 4 if height >= 4 else height, width // 4 if width >= 4 else width
+        pool = nn.MaxPool2d(2) if min(height, width) >= 4 else nn.Identity()
+        return nn.Sequential(
+            nn.Conv2d(channels, 32, 3, padding="same"), nn.ReLU(), pool,
+            nn.Conv2d(32, 64, 3, padding="same"), nn.ReLU(), copy.deepcopy(pool),
+            nn.Flatten(), nn.Linear(64 * h * w, 128), nn.ReLU(), nn.Dropout(0.25),
+            nn.Linear(128, problem.n_outputs),
+        )  # fmt: skip
+
+    def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+        model.eval()
+        with torch.no_grad():
+            logits = torch.cat([model(x[i : i + 512]) for i in range(0, len(x), 512)])
+        model.train()
+        return float((logits.argmax(1) == y).float().mean())
+
+    pruned = args.peer in ("optuna_tpe_median", "optuna_random_sha")
+    best: dict[str, Any] = {"value": -math.inf}
+    first_step = [False]
+
+    def objective(trial: optuna.Trial) -> float:
         seed = args.seed * 100_003 + trial.number
         torch.manual_seed(seed)
-        model = nn.Sequential(*layers, nn.Linear(features, problem.n_outputs))
+        model = handmade() if args.peer == "handmade_cnn" else suggested(trial)
         n_params = sum(p.numel() for p in model.parameters())
         trial.set_user_attr("n_params", n_params)
         if n_params > max_params:
             return float("nan")  # a failed trial, as nasfw fails networks over max_params
-
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         loss_fn = nn.CrossEntropyLoss()
         order = torch.Generator().manual_seed(seed)
         model.train()
-        for _ in range(epochs):
+        for epoch in range(epochs):
             permutation = torch.randperm(len(x_train), generator=order)
             for start in range(0, len(x_train), batch_size):
                 index = permutation[start : start + batch_size]
@@ -177,144 +257,263 @@ def plain_worker(args: argparse.Namespace) -> int:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-        model.eval()
-        with torch.no_grad():
-            logits = torch.cat([model(x_val[i : i + 512]) for i in range(0, len(x_val), 512)])
-        return float((logits.argmax(1) == y_val).float().mean())
+                if not first_step[0]:
+                    first_step[0] = True
+                    write({"first_step": time.time()})
+            if pruned and epoch < epochs - 1:
+                trial.report(accuracy(model, x_val, y_val), epoch + 1)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+        value = accuracy(model, x_val, y_val)
+        if value > best["value"]:
+            best.update(value=value, trial=trial.number, state=copy.deepcopy(model.state_dict()))
+            best["model"] = model
+        return value
 
     def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
-        line = {"number": trial.number, "state": trial.state.name, "value": value,
-                "finished": time.time(), "params": trial.params}  # fmt: skip
-        with Path(args.log).open("a") as log:
-            log.write(json.dumps(line) + "\n")
+        write({"number": trial.number, "state": trial.state.name, "value": value,
+               "finished": time.time()})  # fmt: skip
 
+    samplers = optuna.samplers
+    sampler = {
+        "optuna_tpe": lambda: samplers.TPESampler(multivariate=True, seed=args.seed),
+        "optuna_tpe_median": lambda: samplers.TPESampler(multivariate=True, seed=args.seed),
+        "optuna_gp": lambda: samplers.GPSampler(seed=args.seed),
+        "optuna_cmaes": lambda: samplers.CmaEsSampler(seed=args.seed),
+        "optuna_random_sha": lambda: samplers.RandomSampler(seed=args.seed),
+        "handmade_cnn": lambda: samplers.RandomSampler(seed=args.seed),
+    }[args.peer]()
+    pruner = {
+        "optuna_tpe_median": optuna.pruners.MedianPruner,
+        "optuna_random_sha": optuna.pruners.SuccessiveHalvingPruner,
+    }.get(args.peer, optuna.pruners.NopPruner)()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=TPESampler(seed=args.seed))
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    n_trials = 1 if args.peer == "handmade_cnn" else 1_000_000
     with contextlib.suppress(KeyboardInterrupt):  # SIGINT: the budget's end
-        study.optimize(objective, n_trials=1_000_000, callbacks=[record])
+        study.optimize(objective, n_trials=n_trials, callbacks=[record])
+    if "model" in best:
+        model = best["model"]
+        model.load_state_dict(best["state"])
+        x_test, y_test = tensors(problem.test)
+        write({"deliverable": accuracy(model, x_test, y_test), "trial": best["trial"]})
     return 0
 
 
 # -- running the contenders ---------------------------------------------------------------------
 
-
-def launch(command: list[str], run_dir: Path, budget: float, threads: int) -> dict[str, Any]:
-    """Run ``command`` in ``run_dir``, SIGINT after ``budget`` seconds from its launch."""
-    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    log = run_dir / "run.log"
-    run = harness.run_command(
-        command, cwd=run_dir, log=log, interrupt_after=budget, grace=120, env=env
-    )
-    stopped = run.stopped_by_budget
-    return {
-        "launched": run.launched,
-        "exit_seconds": round(run.wall_seconds - (budget if stopped else 0.0), 2),
-        "returncode": run.returncode,
-        "stopped_by_budget": stopped,
-        "log": str(log),
-    }
+FIRST_STEP_LINE = re.compile(r"first training step ([0-9.]+) s after start")
 
 
-def nasfw_trials(url: str) -> list[dict[str, Any]]:
-    """Every evaluation in a nasfw study: completion time, status, validation metric."""
-    return [
+def _origin(name: str, run_dir: Path, launched: float) -> Any:
+    """The poller of the moment the contender's first training step happened: the peer's
+    ``first_step`` line, nasfw's "first training step ... after start" line (printed once its
+    first generation has finished; its start is the process's)."""
+    source = run_dir / ("trials.jsonl" if name in PEERS else "run.log")
+
+    def origin() -> float | None:
+        if not source.exists():
+            return None
+        text = source.read_text(errors="replace")
+        if name in PEERS:
+            for line in text.splitlines():
+                if line.startswith('{"first_step"'):
+                    return float(json.loads(line)["first_step"])
+            return None
+        found = FIRST_STEP_LINE.search(text)
+        return launched + float(found.group(1)) if found else None
+
+    return origin
+
+
+def peer_trials(log: Path) -> tuple[float | None, list[dict[str, Any]], dict[str, Any] | None]:
+    """The first step, the trials and the deliverable a peer's log holds."""
+    first = deliverable = None
+    trials = []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        t = json.loads(line)
+        if "first_step" in t:
+            first = t["first_step"]
+        elif "deliverable" in t:
+            deliverable = t
+        else:
+            ok = t["state"] == "COMPLETE" and t["value"] is not None and math.isfinite(t["value"])
+            trials.append({"finished": t["finished"], "ok": ok, "value": t["value"],
+                           "state": t["state"]})  # fmt: skip
+    return first, trials, deliverable
+
+
+def nasfw_trials(url: str, launched: float) -> tuple[float | None, list[dict[str, Any]], list[Any]]:
+    """The first step, the evaluations and the records of a nasfw study (the first step from
+    the study's ``nasfw:first_step_seconds``, counted from its process's start, ~``launched``)."""
+    import optuna
+
+    from nasfw.ledger import FIRST_STEP_ATTR
+
+    records = harness.finished_trials(url, "bench")
+    storage = optuna.storages.RDBStorage(url)
+    attrs = storage.get_study_system_attrs(storage.get_study_id_from_name("bench"))
+    first = launched + float(attrs[FIRST_STEP_ATTR]) if FIRST_STEP_ATTR in attrs else None
+    trials = [
         {
             "finished": r.result.finished,
             "ok": r.result.ok and r.result.metric is not None and math.isfinite(r.result.metric),
             "value": r.result.metric,
+            "state": r.result.status.upper(),
+            "number": r.number,
         }
-        for r in harness.finished_trials(url, "bench")
+        for r in records
     ]
+    return first, trials, records
 
 
-def plain_trials(log: Path) -> list[dict[str, Any]]:
-    if not log.exists():
-        return []
-    out = []
-    for line in log.read_text().splitlines():
-        t = json.loads(line)
-        ok = t["state"] == "COMPLETE" and t["value"] is not None and math.isfinite(t["value"])
-        out.append({"finished": t["finished"], "ok": ok, "value": t["value"]})
-    return out
+def nasfw_deliverable(records: list[Any], numbers: set[int], settings: dict[str, Any],
+                      seed: int, threads: int) -> dict[str, Any] | None:  # fmt: skip
+    """The network nasfw would export from the trials ``numbers`` (those within the budget),
+    retrained as ``nasfw.export.export_best`` retrains it, scored on test."""
+    import torch
+
+    from nasfw import ProblemConfig, TrainConfig
+    from nasfw.builder import build_model
+    from nasfw.evaluate import candidate_seed, load_problem
+    from nasfw.train import evaluate_model, train_model
+
+    train = TrainConfig(threads=threads)
+    full = [
+        r
+        for r in records
+        if r.number in numbers
+        and r.result.ok
+        and r.exportable
+        and r.result.metric is not None
+        and r.result.trained_budget >= train.epochs
+    ]
+    if not full:
+        return None
+    best = max(full, key=lambda r: r.rank)
+    problem = load_problem(ProblemConfig(**settings))
+    torch.set_num_threads(threads)
+    torch.manual_seed(candidate_seed(seed, best.candidate))
+    model = build_model(best.graph, problem)
+    train_model(model, problem, train, candidate_seed(seed, best.candidate),
+                overrides=best.candidate.overrides)  # fmt: skip
+    test = evaluate_model(model, problem, problem.test)
+    return {"deliverable": test, "trial": best.number, "val": best.result.metric}
 
 
-def judged(
-    name: str, trials: list[dict[str, Any]], launched: float, budget: float, log: str
-) -> dict[str, Any]:
-    """The trials finished within the budget: best validation accuracy over time since launch
-    (none finished: the benchmark fails)."""
-    within = sorted(
-        (t for t in trials if t["finished"] - launched <= budget), key=lambda t: t["finished"]
-    )
-    harness.require_trials(name, within, log)
+def judged(what: str, run: harness.Run, first: float | None, trials: list[dict[str, Any]],
+           budget: float, log: Path) -> dict[str, Any]:  # fmt: skip
+    """The trials finished within ``budget`` CPU seconds from the first step: best validation
+    accuracy against CPU seconds (none finished: the benchmark fails)."""
+    if first is None:
+        harness.require_trials(what, [], log)
+    assert first is not None
+    origin_cpu = run.cpu_at(first)
+    for t in trials:
+        t["cpu"] = round(run.cpu_at(t["finished"]) - origin_cpu, 2)
+    within = sorted((t for t in trials if t["cpu"] <= budget), key=lambda t: t["cpu"])
+    harness.require_trials(what, within, log)
     ok = [t for t in within if t["ok"]]
-    curve = harness.best_so_far(((t["finished"] - launched, t["value"]) for t in ok), digits=2)
-    first = ok[0]["finished"] - launched if ok else None
+    curve = harness.best_so_far(((t["cpu"], t["value"]) for t in ok), digits=2)
     return {
         "trials": len(within),
-        "failed": sum(not t["ok"] for t in within),
+        "failed": sum(not t["ok"] and t["state"] != "PRUNED" for t in within),
+        "pruned": sum(t["state"] == "PRUNED" for t in within),
         "after_budget": len(trials) - len(within),
         "best": curve[-1][1] if curve else None,
-        "first_result_seconds": round(first, 2) if first is not None else None,
         "curve": curve,
+        "startup_cpu_seconds": round(origin_cpu, 2),
+        "startup_wall_seconds": round(first - run.launched, 2),
+        "within": [t.get("number") for t in within],
+        # Every trial, as raw results: CPU seconds since the first step, value, state.
+        "per_trial": [
+            {"cpu": t["cpu"], "value": t["value"], "state": t["state"]}
+            for t in sorted(trials, key=lambda t: t["cpu"])
+        ],
     }
 
 
-def run_one(name: str, problem: str, repeat: int, args: argparse.Namespace) -> dict[str, Any]:
-    settings = problem_settings(problem, args.data_dir)
-    run_dir = args.out / "runs" / problem / f"repeat{repeat}" / name.replace("+", "_")
+def run_dir_of(out: Path, problem: str, seed: int, name: str) -> Path:
+    return out / "runs" / problem / f"seed{seed}" / name.replace("+", "_")
+
+
+def run_one(name: str, problem: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One contender on one problem and seed, or its raw result when already on disk."""
+    run_dir = run_dir_of(args.out, problem, seed, name)
+    raw = run_dir.with_suffix(".json")
+    if raw.exists() and not args.fresh:
+        return json.loads(raw.read_text())
     if run_dir.exists():
         import shutil
 
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    overrides = CONTENDERS[name]
-    if overrides is None:
+    settings = problem_settings(problem, args.data_dir)
+    if name in PEERS:
         command = [
-            sys.executable, str(Path(__file__).resolve()), "--_plain-worker",
-            "--problem-json", json.dumps(settings), "--seed", str(repeat),
+            sys.executable, str(Path(__file__).resolve()), "--_peer", name,
+            "--problem-json", json.dumps(settings), "--seed", str(seed),
             "--threads", str(args.threads), "--log", str(run_dir / "trials.jsonl"),
         ]  # fmt: skip
     else:
         url = f"sqlite:///{run_dir / 'nasfw.db'}"
+        pruned = any(o.startswith("pruner=") for o in NASFW[name])
         command = [
             sys.executable, "-m", "nasfw", *cli_overrides(settings), "search_space=image_small",
-            *overrides, "launcher.workers=0", "tracking=none", "train.curve_every=0",
-            f"train.threads={args.threads}", f"seed={repeat}", f"storage.url={url}",
-            "study_name=bench", f"export_dir={run_dir / 'best_model'}", *args.nasfw_override,
+            *NASFW[name], "launcher.workers=0", "tracking=none",
+            f"train.curve_every={1 if pruned else 0}", f"train.threads={args.threads}",
+            f"seed={seed}", f"storage.url={url}", "study_name=bench",
+            f"export_dir={run_dir / 'best_model'}", *args.nasfw_override,
         ]  # fmt: skip
-    process = launch(command, run_dir, args.budget, args.threads)
-    if overrides is None:
-        trials = plain_trials(run_dir / "trials.jsonl")
+    env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    log = run_dir / "run.log"
+    launched = time.time()
+    run = harness.run_command(
+        command, cwd=run_dir, log=log, env=env, cpu_budget=args.budget,
+        cpu_origin=_origin(name, run_dir, launched), grace=300, timeout=args.budget * 20 + 600,
+    )  # fmt: skip
+    what = f"peers {problem} seed {seed} {name} (exit code {run.returncode})"
+    if name in PEERS:
+        first, trials, deliverable = peer_trials(run_dir / "trials.jsonl")
+        result = judged(what, run, first, trials, args.budget, log)
     else:
-        trials = nasfw_trials(url) if (run_dir / "nasfw.db").exists() else []
-    what = f"peers {problem} repeat {repeat} {name} (exit code {process['returncode']})"
-    result = judged(what, trials, process["launched"], args.budget, process["log"])
-    return {
+        stored = (run_dir / "nasfw.db").exists()
+        first, trials, records = nasfw_trials(url, launched) if stored else (None, [], [])
+        result = judged(what, run, first, trials, args.budget, log)
+        deliverable = nasfw_deliverable(records, set(result["within"]), settings, seed,
+                                        args.threads)  # fmt: skip
+    if deliverable is None:
+        raise harness.BenchmarkError(f"{what}: no network to deliver (no full-budget result)")
+    doc = {
         "contender": name,
         "problem": problem,
-        "repeat": repeat,
+        "seed": seed,
         "command": shlex.join(command),
-        **process,
-        **result,
+        "returncode": run.returncode,
+        "stopped_by_budget": run.stopped_by_budget,
+        "wall_seconds": round(run.wall_seconds, 1),
+        "cpu_seconds": round(run.cpu_seconds, 1),
+        "log": log,
+        **{k: v for k, v in result.items() if k != "within"},
+        "test": deliverable["deliverable"],
+        "delivered_trial": deliverable["trial"],
     }
+    harness.write_raw(raw, doc)
+    return json.loads(raw.read_text())
 
 
 def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     names = list(args.contenders)
     runs = []
-    for repeat in range(args.repeats):
+    for seed in range(args.seeds):
         for problem in args.problems:
-            shift = repeat % len(names)
+            shift = seed % len(names)
             for name in names[shift:] + names[:shift]:
-                print(f"[{problem} repeat {repeat}] {name}: {args.budget:.0f} s", flush=True)
-                run = run_one(name, problem, repeat, args)
-                print(
-                    f"  {run['trials']} trials, best {fmt(run['best'])}, "
-                    f"first result {fmt(run['first_result_seconds'], 1)} s",
-                    flush=True,
-                )
+                print(f"[{problem} seed {seed}] {name}: {args.budget:.0f} CPU s", flush=True)
+                run = run_one(name, problem, seed, args)
+                print(f"  {run['trials']} trials, best {run['best']}, test {run['test']:.4f}",
+                      flush=True)  # fmt: skip
                 runs.append(run)
     return runs
 
@@ -322,145 +521,171 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
 # -- report -------------------------------------------------------------------------------------
 
 
-def fmt(value: float | None, digits: int = 4) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
+def _median_time(times: list[float]) -> float:
+    import numpy as np
+
+    return float(np.median(np.asarray(times, dtype=float)))  # inf: never (half or more seeds)
+
+
+def _ratio_interval(mine: list[float], theirs: list[float]) -> tuple[float, float]:
+    """Percentile bootstrap of median(mine) / median(theirs), seeds resampled in pairs; never
+    reached is infinite, so an interval may end at inf."""
+    import numpy as np
+
+    a, b = np.asarray(mine, dtype=float), np.asarray(theirs, dtype=float)
+    rng = np.random.default_rng(spread.SEED)
+    ratios = []
+    for _ in range(2000):
+        pick = rng.integers(0, len(a), len(a))
+        num, den = np.median(a[pick]), np.median(b[pick])
+        ratios.append(num / den if den > 0 else math.inf)
+    low = np.percentile(ratios, 2.5, method="lower")
+    high = np.percentile(ratios, 97.5, method="higher")
+    return float(low), float(high)
 
 
 def summarize(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
-    """Per problem and contender: the figures over repeats, against plain Optuna's final best
-    of the same repeat."""
+    """Per problem: each contender's final best and deliverable over seeds, each peer's target
+    (its median final best) and every contender's median CPU seconds to it, and the ratios of
+    the nasfw configurations against each peer."""
     out: dict[str, Any] = {}
     for problem in dict.fromkeys(r["problem"] for r in runs):
+        of = {n: sorted((r for r in runs if r["problem"] == problem and r["contender"] == n),
+                        key=lambda r: r["seed"]) for n in names}  # fmt: skip
         rows: dict[str, Any] = {}
-        plain = {
-            r["repeat"]: r for r in runs if r["problem"] == problem and r["contender"] == PLAIN
-        }
-        for name in names:
-            mine = [r for r in runs if r["problem"] == problem and r["contender"] == name]
-            times, ratios = [], []
-            for r in mine:
-                base = plain.get(r["repeat"])
-                target = base["best"] if base else None
-                reached = harness.time_to(r["curve"], target)
-                own = harness.time_to(base["curve"], target) if base else None
-                r["target"], r["time_to_target"] = target, reached
-                r["ratio"] = reached / own if reached is not None and own else None
-                times.append(reached)
-                ratios.append(r["ratio"])
-            bests = [r["best"] for r in mine if r["best"] is not None]
-            reached_all = all(t is not None for t in times) and times
+        for name, mine in of.items():
+            if not mine:
+                raise harness.BenchmarkError(f"peers {problem} {name}: no run to report")
             rows[name] = {
-                "repeats": len(mine),
-                "trials": statistics.fmean(r["trials"] for r in mine) if mine else 0,
-                "failed": statistics.fmean(r["failed"] for r in mine) if mine else 0,
-                "best": statistics.fmean(bests) if bests else None,
-                "first_result_seconds": _median(r["first_result_seconds"] for r in mine),
-                "reached": sum(t is not None for t in times),
-                # Median over repeats; None ("never") unless every repeat reached the target.
-                "time_to_target": statistics.median(times) if reached_all else None,
-                "ratio": statistics.median(ratios) if reached_all else None,
+                "seeds": len(mine),
+                "trials": spread.describe([r["trials"] for r in mine]).to_dict(),
+                "best": spread.describe([r["best"] for r in mine]).to_dict(),
+                "test": spread.describe([r["test"] for r in mine]).to_dict(),
             }
-        tuners = [n for n in names if n != PLAIN and rows[n]["ratio"] is not None]
-        best_tuner = min(tuners, key=lambda n: rows[n]["ratio"]) if tuners else None
+        targets: dict[str, Any] = {}
+        for peer in [n for n in names if n in PEERS]:
+            target = rows[peer]["best"]["median"]
+            times = {
+                n: [harness.time_to(r["curve"], target) or math.inf for r in of[n]] for n in names
+            }
+            own = _median_time(times[peer])
+            entry: dict[str, Any] = {"target": target, "peer_seconds": own, "nasfw": {}}
+            for n in [n for n in names if n in NASFW]:
+                median = _median_time(times[n])
+                ratio = median / own if own > 0 and math.isfinite(own) else math.inf
+                entry["nasfw"][n] = {
+                    "seconds": median,
+                    "ratio": ratio,
+                    "interval": _ratio_interval(times[n], times[peer]),
+                    "reached": sum(math.isfinite(t) for t in times[n]),
+                }
+            targets[peer] = entry
+        worst = {
+            n: max((t["nasfw"][n]["ratio"] for t in targets.values()), default=math.inf)
+            for n in names
+            if n in NASFW
+        }
+        best_nasfw = min(worst, key=lambda n: worst[n]) if worst else None
         out[problem] = {
             "contenders": rows,
-            "plain_final_best": rows.get(PLAIN, {}).get("best"),
-            "best_nasfw_tuner": best_tuner,
-            "best_nasfw_ratio": rows[best_tuner]["ratio"] if best_tuner else None,
-            "target_met": bool(best_tuner and rows[best_tuner]["ratio"] <= 0.7),
+            "targets": targets,
+            "best_nasfw": best_nasfw,
+            "best_nasfw_ratio": worst[best_nasfw] if best_nasfw else math.inf,
         }
     return out
 
 
-def _median(values: Any) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
+def _num(value: float, digits: int = 1) -> str:
+    return "never" if not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def markdown(doc: dict[str, Any]) -> str:
+def markdown(doc: dict[str, Any], verdicts: dict[str, bool]) -> str:
     p = doc["protocol"]
     lines = [
-        "# nasfw against plain Optuna (peers)",
+        "# nasfw against the peers a user would write",
         "",
-        f"{doc['machine']['description']}; budget {p['budget']:.0f} s per contender from its "
-        f"launch, {p['repeats']} repeat(s), {p['threads']} torch thread(s) per process, one "
-        f"training process each. Fashion-MNIST: {FASHION_TRAIN:,} training images, "
-        f"val_fraction={FASHION_VAL_FRACTION} (3,000 validation images).",
+        f"{doc['machine']['description']}; {p['budget']:.0f} CPU seconds per contender from "
+        f"its first training step, {p['seeds']} seeds, {p['threads']} torch thread(s) per "
+        f"process, one training process each. Figures: median [95 % bootstrap CI] (n, range).",
         "",
         f"Command: `{doc['command']}`",
     ]
     for problem, s in doc["summary"].items():
         lines += [
-            "",
-            f"## {problem}",
-            "",
-            f"Plain Optuna's final best: {fmt(s['plain_final_best'])}. "
-            'Time to it: seconds since launch (median over repeats; "never" where a repeat '
-            "did not reach it); ratio: that time ÷ plain Optuna's own time to it.",
-            "",
-            "| contender | trials | failed | first result, s | best val | "
-            "time to plain's best, s | ratio |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ]
+            "", f"## {problem}", "",
+            "| contender | trials | best validation accuracy | deliverable: test accuracy |",
+            "|---|---|---|---|",
+        ]  # fmt: skip
         for name, r in s["contenders"].items():
-            label = "plain Optuna TPE" if name == PLAIN else f"nasfw {name}"
-            never = "never" if r["reached"] < r["repeats"] else "—"
+            label = f"peer {name}" if name in PEERS else f"nasfw {name}"
             lines.append(
-                f"| {label} | {r['trials']:.0f} | {r['failed']:.0f} | "
-                f"{fmt(r['first_result_seconds'], 1)} | {fmt(r['best'])} | "
-                + (fmt(r["time_to_target"], 1) if r["time_to_target"] is not None else never)
-                + " | "
-                + (fmt(r["ratio"], 2) if r["ratio"] is not None else never)
-                + " |"
+                f"| {label} | {r['trials']['median']:.0f} | "
+                f"{spread.Spread(**r['best']).text(4)} | {spread.Spread(**r['test']).text(4)} |"
             )
-        verdict = (
-            f"nasfw's best tuner here: {s['best_nasfw_tuner']} at "
-            f"{s['best_nasfw_ratio']:.2f} of plain Optuna's time (target ≤ 0.7: "
-            f"{'met' if s['target_met'] else 'not met'})."
-            if s["best_nasfw_tuner"]
-            else "No nasfw tuner reached plain Optuna's final best (target ≤ 0.7: not met)."
-        )
-        lines += ["", verdict]
+        nasfw = [n for n in s["contenders"] if n in NASFW]
+        lines += [
+            "",
+            "Median CPU seconds to each peer's median final best (the peer's own in the first "
+            "column) and each nasfw configuration's ratio to it [bootstrap interval], "
+            "never = not reached by half the seeds:",
+            "",
+            "| peer (target) | peer's s | " + " | ".join(f"nasfw {n}" for n in nasfw) + " |",
+            "|---|---:|" + "---:|" * len(nasfw),
+        ]
+        for peer, t in s["targets"].items():
+            cells = [
+                f"{_num(t['nasfw'][n]['ratio'], 2)} [{_num(t['nasfw'][n]['interval'][0], 2)}, "
+                f"{_num(t['nasfw'][n]['interval'][1], 2)}]"
+                for n in nasfw
+            ]
+            lines.append(f"| {peer} ({t['target']:.4f}) | {_num(t['peer_seconds'])} | "
+                         + " | ".join(cells) + " |")  # fmt: skip
+        lines += [
+            "",
+            f"Best nasfw configuration here: {s['best_nasfw']}, at worst "
+            f"{_num(s['best_nasfw_ratio'], 2)} of a peer's time (target <= {TARGET_RATIO}).",
+        ]
+    lines += ["", "## Criteria (declared before the run)", ""]
+    lines += [f"- {c.claim}: **{'met' if verdicts[c.name] else 'missed'}**" for c in CRITERIA]
     return "\n".join(lines)
 
 
 def plots(doc: dict[str, Any], out: Path) -> list[Path]:
+    """Per problem: each contender's median best-so-far over seeds against CPU seconds, with
+    the range over seeds as a band."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     budget = doc["protocol"]["budget"]
+    grid = np.linspace(0, budget, 200)
     paths = []
-    for problem, s in doc["summary"].items():
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        lows = []
-        for i, name in enumerate(s["contenders"]):
-            color = f"C{i}"
-            for k, r in enumerate(
-                x for x in doc["runs"] if x["problem"] == problem and x["contender"] == name
-            ):
-                if not r["curve"]:
-                    continue
-                xs = [t for t, _ in r["curve"]] + [budget]
-                ys = [v for _, v in r["curve"]] + [r["curve"][-1][1]]
-                label = (
-                    ("plain Optuna TPE" if name == PLAIN else f"nasfw {name}") if k == 0 else None
-                )
-                ax.step(xs, ys, where="post", color=color, label=label,
-                        linewidth=2.2 if name == PLAIN else 1.4, alpha=0.9)  # fmt: skip
-                ax.plot(xs[:1], ys[:1], "o", color=color, markersize=3)
-                lows.append(ys[min(1, len(ys) - 1)])
-        if s["plain_final_best"] is not None:
-            ax.axhline(s["plain_final_best"], color="grey", linestyle=":", linewidth=1)
-        if lows:
-            top = max(v for r in doc["runs"] if r["problem"] == problem for _, v in r["curve"])
-            ax.set_ylim(max(0.0, min(lows) - 0.02), min(1.0, top + 0.01))
-        ax.set_xlim(0, budget)
-        ax.set_xlabel("seconds since launch")
-        ax.set_ylabel("best validation accuracy")
-        ax.set_title(f"{problem}: best validation accuracy against wall time")
-        ax.legend(fontsize=8, loc="lower right")
+    for problem in doc["summary"]:
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for i, name in enumerate(doc["protocol"]["contenders"]):
+            curves = []
+            for r in (x for x in doc["runs"] if x["problem"] == problem
+                      and x["contender"] == name):  # fmt: skip
+                ys = np.full(grid.shape, np.nan)
+                for t, v in r["curve"]:
+                    ys[grid >= t] = v
+                curves.append(ys)
+            if not curves:
+                continue
+            stack = np.vstack(curves)
+            with warnings.catch_warnings():  # before a contender's first result: all NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                median = np.nanmedian(stack, axis=0)
+                low, high = np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
+            style = "--" if name in PEERS else "-"
+            ax.plot(grid, median, style, color=f"C{i % 10}", label=name, linewidth=1.6)
+            ax.fill_between(grid, low, high, color=f"C{i % 10}", alpha=0.12)
+        ax.set_xlabel("CPU seconds since the first training step")
+        ax.set_ylabel("best validation accuracy (median over seeds, range as band)")
+        ax.set_title(f"{problem}: nasfw (solid) against the peers (dashed)")
+        ax.legend(fontsize=7, loc="lower right", ncol=2)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         path = out / f"peers_{problem}.png"
@@ -471,35 +696,22 @@ def plots(doc: dict[str, Any], out: Path) -> list[Path]:
 
 
 def log_to_mlflow(doc: dict[str, Any], out: Path, uri: str | None, artifacts: list[Path]) -> str:
-    """The protocol, the figures per problem and contender, and plain Optuna's and each
-    tuner's best-so-far curve of repeat 0 (step: whole seconds since launch); the run's id."""
     metrics: dict[str, float | None] = {}
-    curves: dict[str, list[tuple[int, float]]] = {}
     for problem, s in doc["summary"].items():
         for name, r in s["contenders"].items():
             key = f"{problem}.{name.replace('+', '_')}"  # MLflow takes no "+" in names
-            for field in ("best", "trials", "time_to_target", "ratio", "first_result_seconds"):
-                metrics[f"{key}.{field}"] = r.get(field)
-        metrics[f"{problem}.best_nasfw_ratio"] = s["best_nasfw_ratio"]
-        for r in doc["runs"]:
-            if r["problem"] == problem and r["repeat"] == 0:
-                key = f"{problem}.{r['contender'].replace('+', '_')}.best_val_curve"
-                curves[key] = [(int(t), value) for t, value in r["curve"]]
+            metrics[f"{key}.best_median"] = r["best"]["median"]
+            metrics[f"{key}.test_median"] = r["test"]["median"]
+        ratio = s["best_nasfw_ratio"]
+        metrics[f"{problem}.best_nasfw_ratio"] = ratio if math.isfinite(ratio) else None
     logged = harness.log_to_mlflow(
-        out,
-        uri,
-        benchmark="peers",
+        out, uri, benchmark="peers",
         run_name="peers-quick" if doc["protocol"]["quick"] else "peers",
         params=doc["protocol"],
-        tags={
-            "command": doc["command"],
-            "machine": doc["machine"]["description"],
-            "git_commit": doc.get("git_commit") or "",
-        },
-        metrics=metrics,
-        series=curves,
-        artifacts=artifacts,
-    )
+        tags={"command": doc["command"], "machine": doc["machine"]["description"],
+              "git_commit": doc.get("git_commit") or ""},
+        metrics=metrics, artifacts=artifacts,
+    )  # fmt: skip
     return logged["run_id"]
 
 
@@ -509,88 +721,95 @@ def log_to_mlflow(doc: dict[str, Any], out: Path, uri: str | None, artifacts: li
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problems", nargs="+", default=["digits", "fashion_mnist"])
-    parser.add_argument("--budget", type=float, default=120.0, help="wall seconds per process")
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--budget", type=float, default=150.0,
+                        help="CPU seconds per contender from its first training step")  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of every process")
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "peers")
-    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
+    parser.add_argument("--contenders", nargs="+", default=CONTENDERS, choices=CONTENDERS)
     parser.add_argument(
         "--nasfw-override", action="append", default=[], metavar="KEY=VALUE",
         help="one more CLI override for every nasfw contender (repeatable)",
     )  # fmt: skip
-    parser.add_argument("--quick", action="store_true", help="digits only, 20 s per contender")
+    parser.add_argument("--quick", action="store_true",
+                        help="digits only, 12 CPU s per contender")  # fmt: skip
+    parser.add_argument("--fresh", action="store_true", help="rerun runs already on disk")
     parser.add_argument("--no-mlflow", action="store_true")
-    parser.add_argument(
-        "--report", action="store_true", help="only the report, from <out>/peers.json"
-    )
+    parser.add_argument("--report", action="store_true",
+                        help="only the report, from the raw runs under <out>/runs")  # fmt: skip
     parser.add_argument("--tracking-uri", default=None, help="default sqlite:///<out>/mlflow.db")
-    # The plain Optuna peer's own process (run by this script).
-    parser.add_argument("--_plain-worker", dest="plain_worker", action="store_true",
-                        help=argparse.SUPPRESS)  # fmt: skip
+    # A peer's own process (run by this script).
+    parser.add_argument("--_peer", dest="peer", choices=PEERS, help=argparse.SUPPRESS)
     parser.add_argument("--problem-json", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--log", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.problems, args.budget = ["digits"], min(args.budget, 20.0)
+        args.problems, args.budget = ["digits"], min(args.budget, 12.0)
     args.out = args.out.resolve()
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.plain_worker:
-        return plain_worker(args)
+    if args.peer:
+        return peer_worker(args)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for problem in [] if args.report else args.problems:
-        settings = problem_settings(problem, args.data_dir)
-        if "data_dir" in settings and not Path(settings["data_dir"]).is_dir():
-            raise SystemExit(f"peers: {settings['data_dir']} not found (--data-dir)")
-    if PLAIN not in args.contenders:
-        args.contenders = [PLAIN, *args.contenders]  # the reference every ratio needs
+    if not args.report:
+        for problem in args.problems:
+            settings = problem_settings(problem, args.data_dir)
+            if "data_dir" in settings and not Path(settings["data_dir"]).is_dir():
+                raise SystemExit(f"peers: {settings['data_dir']} not found (--data-dir)")
+    if not set(args.contenders) & set(PEERS) or not set(args.contenders) & set(NASFW):
+        raise SystemExit("peers: --contenders needs at least one peer and one nasfw tuner")
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.report:  # the tables, plots and MLflow run again from the runs in peers.json
-        doc = json.loads((args.out / "peers.json").read_text())
-        doc["summary"] = summarize(doc["runs"], doc["protocol"]["contenders"])
+    protocol = {
+        "problems": args.problems,
+        "budget": args.budget,
+        "budget_unit": "CPU seconds of the process tree from the first training step",
+        "seeds": args.seeds,
+        "threads": args.threads,
+        "contenders": args.contenders,
+        "nasfw_overrides": args.nasfw_override,
+        "fashion_mnist_train_images": FASHION_TRAIN,
+        "fashion_mnist_val_fraction": FASHION_VAL_FRACTION,
+        "quick": args.quick,
+    }
+    if args.report:  # from the raw runs alone
+        protocol = json.loads((args.out / "peers.json").read_text())["protocol"]
+        args.contenders, args.problems = protocol["contenders"], protocol["problems"]
+        runs = [
+            json.loads(run_dir_of(args.out, problem, seed, name).with_suffix(".json").read_text())
+            for seed in range(protocol["seeds"])
+            for problem in args.problems
+            for name in args.contenders
+        ]
+        command = json.loads((args.out / "peers.json").read_text())["command"]
     else:
+        harness.declare(CRITERIA, args.out)
         command = harness.invocation("peers.py", argv)
-        source = harness.git_state()  # at the start: what the runs measure
-        started = time.time()
         runs = run_all(args)
-        doc = {
-            "protocol": {
-                "problems": args.problems,
-                "budget": args.budget,
-                "repeats": args.repeats,
-                "threads": args.threads,
-                "contenders": args.contenders,
-                "nasfw_overrides": args.nasfw_override,
-                "fashion_mnist_train_images": FASHION_TRAIN,
-                "fashion_mnist_val_fraction": FASHION_VAL_FRACTION,
-                "quick": args.quick,
-            },
-            "command": command,
-            "machine": harness.machine(),
-            **source,
-            "wall_seconds": round(time.time() - started, 1),
-            "summary": summarize(runs, args.contenders),
-            "runs": runs,
-        }
-    text = markdown(doc)
+    doc = {
+        "protocol": protocol,
+        "command": command,
+        "machine": harness.machine(),
+        **harness.git_state(),
+        "summary": summarize(runs, args.contenders),
+        "runs": runs,
+    }
+    verdicts = harness.judge(CRITERIA, {"problems": doc["summary"]})
+    doc["criteria"] = verdicts
+    text = markdown(doc, verdicts)
     (args.out / "peers.md").write_text(text + "\n")
-    (args.out / "peers.json").write_text(json.dumps(doc, indent=2))
+    harness.write_raw(args.out / "peers.json", {k: v for k, v in doc.items() if k != "runs"})
     paths = plots(doc, args.out)
     print(text)
     if not args.no_mlflow:
         uri = args.tracking_uri or harness.default_tracking_uri(args.out)
-        run_id = log_to_mlflow(
-            doc, args.out, uri, [args.out / "peers.md", args.out / "peers.json", *paths]
-        )
-        doc["mlflow"] = {"tracking_uri": uri, "run_id": run_id}
-        (args.out / "peers.json").write_text(json.dumps(doc, indent=2))
+        log_to_mlflow(doc, args.out, uri, [args.out / "peers.md", args.out / "peers.json", *paths])
     return 0
 
 
