@@ -521,3 +521,33 @@ def test_raw_results_carry_relative_paths_only(tmp_path: Path) -> None:
     assert written["log"] == "runs/a.log" and written["runs"][0]["storage"] == "nasfw.db"
     assert not written["script"].startswith("/") and written["script"].endswith("peers.py")
     assert written["elsewhere"] == "/usr/bin/python3" and written["value"] == 0.5
+
+
+@pytest.mark.slow
+def test_table1_pairs_quick(tmp_path: Path) -> None:
+    """benchmarks/table1_pairs.py at a tiny size: each genome of one initial population scored
+    plain and by two regularized arms, interleaved; figures with their spread; --report
+    regenerates the table from the raw lines alone."""
+    out = tmp_path / "out"
+    command = [sys.executable, str(REPO / "benchmarks" / "table1_pairs.py"), "--quick",
+               "--out", str(out), "--no-mlflow"]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.startswith("criterion method:")
+    rows = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in rows] == list(range(12))
+    for r in rows:
+        for arm in ("plain", "seeds", "strong"):
+            assert r[arm]["cpu"] >= 0 and 0 <= r[arm]["accuracy"] <= 1
+    doc = json.loads((out / "table1_pairs.json").read_text())
+    seeds = doc["figures"]["seeds"]
+    assert seeds["n"] == 12 and seeds["ratio"]["n"] == 12
+    assert seeds["difference"]["ci_low"] <= seeds["difference"]["median"]
+    assert doc["protocol"]["arms"]["strong"]["strength"] == 4.0
+    table = (out / "table1_pairs.md").read_text()
+    again = subprocess.run([*command, "--report"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (out / "table1_pairs.md").read_text() == table
+    # Resumable: a rerun scores nothing again.
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0 and "genome 0 (" not in rerun.stdout
