@@ -301,6 +301,49 @@ def require_trials(name: str, trials: Sequence[Any], log: Path | str | None = No
         raise BenchmarkError(f"{name}: no finished trial, so nothing to report{where}")
 
 
+def best_full_budget(
+    records: Sequence[TrialRecord], epochs: int, top: int = 1, numbers: set[int] | None = None
+) -> list[TrialRecord]:
+    """The ``top`` best networks nasfw would export among ``records`` (only the trial numbers
+    in ``numbers`` when given): ``ok``, exportable, trained to ``epochs``, by nasfw's rank (as
+    :meth:`nasfw.SearchContext.best` chooses), best first."""
+    full = [
+        r
+        for r in records
+        if (numbers is None or r.number in numbers)
+        and r.result.ok
+        and r.exportable
+        and r.result.metric is not None
+        and r.result.trained_budget >= epochs
+    ]
+    return sorted(full, key=lambda r: r.rank, reverse=True)[:top]
+
+
+def retrain_on_test(
+    record: TrialRecord, problem: Mapping[str, Any], seed: int, train: Mapping[str, Any]
+) -> float:
+    """The deliverable's score: the network of ``record`` retrained full size exactly as
+    ``nasfw.export.export_best`` retrains it (the same initial weights and seed, from the
+    search's ``seed``), then scored on the test split. ``problem``: ``problem.*`` settings
+    (``name`` included); ``train``: ``train.*`` settings (``threads`` also sets torch's)."""
+    import torch
+
+    from nasfw import ProblemConfig, TrainConfig
+    from nasfw.builder import build_model
+    from nasfw.evaluate import candidate_seed, load_problem
+    from nasfw.train import evaluate_model, train_model
+
+    config = TrainConfig(**train)
+    loaded = load_problem(ProblemConfig(**problem))
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    trial_seed = candidate_seed(seed, record.candidate)
+    torch.manual_seed(trial_seed)
+    model = build_model(record.graph, loaded)
+    train_model(model, loaded, config, trial_seed, overrides=record.candidate.overrides)
+    return evaluate_model(model, loaded, loaded.test)
+
+
 def best_so_far(points: Iterable[tuple[float, float | None]], digits: int | None = None) -> Curve:
     """The best-so-far curve of ``(seconds, value)`` points: in time order, each point that
     beats every earlier value (None and non-finite values skipped); seconds rounded to
@@ -444,17 +487,24 @@ def judge(criteria: Sequence[Criterion], figures: Mapping[str, Any]) -> dict[str
 
 def relative_paths(doc: Any, base: Path) -> Any:
     """``doc`` (JSON-like) with every path under ``base`` or the repository written relative to
-    it: committed raw results must not carry the measuring machine's absolute paths."""
+    ``base``, whole values and paths inside text alike (a command line, a ``sqlite:///`` URL):
+    committed raw results must not carry the measuring machine's absolute paths."""
     if isinstance(doc, Mapping):
         return {k: relative_paths(v, base) for k, v in doc.items()}
     if isinstance(doc, list | tuple):
         return [relative_paths(v, base) for v in doc]
-    if isinstance(doc, Path | str) and os.path.isabs(str(doc)):
-        path = Path(doc)
-        for root in (base.resolve(), REPO):
-            if path.is_relative_to(root):
-                return os.path.relpath(path, base.resolve())
-    return str(doc) if isinstance(doc, Path) else doc
+    if not isinstance(doc, Path | str):
+        return doc
+    text = str(doc)
+    here = base.resolve()
+    roots = sorted({here, REPO}, key=lambda p: len(str(p)), reverse=True)  # deepest first
+    for root in roots:
+        relative = os.path.relpath(root, here)
+        if text == str(root):
+            return relative
+        prefix = "" if relative == "." else relative + os.sep
+        text = text.replace(str(root) + os.sep, prefix)
+    return text
 
 
 def write_raw(path: Path, doc: Any) -> Path:
@@ -462,7 +512,8 @@ def write_raw(path: Path, doc: Any) -> Path:
     import json
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(relative_paths(doc, path.parent), indent=1) + "\n")
+    text = json.dumps(relative_paths(doc, path.parent), indent=1, default=str)
+    path.write_text(text + "\n")
     return path
 
 

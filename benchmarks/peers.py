@@ -77,6 +77,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 FASHION_TRAIN, FASHION_VAL_FRACTION = 2000, 0.05
 TARGET_RATIO = 0.7
+TRAIN_EPOCHS = 5  # nasfw's default train.epochs: every contender trains its networks this long
 
 PEERS = [
     "optuna_tpe",
@@ -368,40 +369,6 @@ def nasfw_trials(url: str, launched: float) -> tuple[float | None, list[dict[str
     return first, trials, records
 
 
-def nasfw_deliverable(records: list[Any], numbers: set[int], settings: dict[str, Any],
-                      seed: int, threads: int) -> dict[str, Any] | None:  # fmt: skip
-    """The network nasfw would export from the trials ``numbers`` (those within the budget),
-    retrained as ``nasfw.export.export_best`` retrains it, scored on test."""
-    import torch
-
-    from nasfw import ProblemConfig, TrainConfig
-    from nasfw.builder import build_model
-    from nasfw.evaluate import candidate_seed, load_problem
-    from nasfw.train import evaluate_model, train_model
-
-    train = TrainConfig(threads=threads)
-    full = [
-        r
-        for r in records
-        if r.number in numbers
-        and r.result.ok
-        and r.exportable
-        and r.result.metric is not None
-        and r.result.trained_budget >= train.epochs
-    ]
-    if not full:
-        return None
-    best = max(full, key=lambda r: r.rank)
-    problem = load_problem(ProblemConfig(**settings))
-    torch.set_num_threads(threads)
-    torch.manual_seed(candidate_seed(seed, best.candidate))
-    model = build_model(best.graph, problem)
-    train_model(model, problem, train, candidate_seed(seed, best.candidate),
-                overrides=best.candidate.overrides)  # fmt: skip
-    test = evaluate_model(model, problem, problem.test)
-    return {"deliverable": test, "trial": best.number, "val": best.result.metric}
-
-
 def judged(what: str, run: harness.Run, first: float | None, trials: list[dict[str, Any]],
            budget: float, log: Path) -> dict[str, Any]:  # fmt: skip
     """The trials finished within ``budget`` CPU seconds from the first step: best validation
@@ -481,9 +448,16 @@ def run_one(name: str, problem: str, seed: int, args: argparse.Namespace) -> dic
         stored = (run_dir / "nasfw.db").exists()
         first, trials, records = nasfw_trials(url, launched) if stored else (None, [], [])
         result = judged(what, run, first, trials, args.budget, log)
-        deliverable = nasfw_deliverable(records, set(result["within"]), settings, seed,
-                                        args.threads)  # fmt: skip
-    if deliverable is None:
+        # The network nasfw would export from the trials within the budget, retrained as
+        # export_best retrains it, scored on test.
+        epochs = TRAIN_EPOCHS
+        best = harness.best_full_budget(records, epochs, numbers=set(result["within"]))
+        deliverable = best and {
+            "deliverable": harness.retrain_on_test(best[0], settings, seed,
+                                                   {"threads": args.threads}),
+            "trial": best[0].number,
+        }  # fmt: skip
+    if not deliverable:
         raise harness.BenchmarkError(f"{what}: no network to deliver (no full-budget result)")
     doc = {
         "contender": name,

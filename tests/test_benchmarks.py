@@ -59,9 +59,13 @@ def test_table1_quick(tmp_path: Path) -> None:
     runs = {r["group"]: r for r in doc["runs"] if r["problem"] == "digits"}
     assert set(runs) == {"plain", "regularized"}
     assert runs["plain"]["population"] == runs["regularized"]["population"]
-    assert Path(runs["plain"]["population"]).is_file()
+    assert (out / runs["plain"]["population"]).is_file()  # paths relative to the results
     assert runs["plain"]["storage"] != runs["regularized"]["storage"]
-    hashes = {g: first_generation(r["storage"], r["study"]) for g, r in runs.items()}
+    urls = {
+        g: "sqlite:///" + str(out / r["storage"].removeprefix("sqlite:///"))
+        for g, r in runs.items()
+    }
+    hashes = {g: first_generation(urls[g], r["study"]) for g, r in runs.items()}
     assert len(hashes["plain"]) == 4
     assert hashes["plain"] == hashes["regularized"]
     assert digits["same_initial_population"] is True
@@ -69,8 +73,8 @@ def test_table1_quick(tmp_path: Path) -> None:
     # One MLflow run with the protocol, the per-problem metrics and the Fig. 4 plots.
     from mlflow.tracking import MlflowClient
 
-    info = doc["mlflow"]
-    client = MlflowClient(info["tracking_uri"])
+    info = doc["mlflow"]  # its store's path relative to the results, as every path there
+    client = MlflowClient("sqlite:///" + str(out / info["tracking_uri"].removeprefix("sqlite:///")))
     run = client.get_run(info["run_id"])
     assert run.info.experiment_id == client.get_experiment_by_name("nasfw-benchmarks").experiment_id
     assert run.data.params["generations"] == "2"
@@ -78,6 +82,23 @@ def test_table1_quick(tmp_path: Path) -> None:
     assert "digits.acc_degradation" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"fig4a_time.png", "fig4b_accuracy.png", "table1.md", "table1.json"} <= artifacts
+
+    # The issue #27 rules: per-pair figures with their spread, the deliverable (each group's
+    # top networks retrained full size, scored on test), criteria declared before the run,
+    # raw runs with relative paths only.
+    pairs = digits["pairs"]
+    assert [row["experiment"] for row in pairs["pairs"]] == [0]
+    for key in ("speedup_cpu", "speedup_evolution_after_first", "deliverable_degradation"):
+        assert pairs["figures"][key]["n"] == 1, key
+    for run in runs.values():
+        delivered = run["deliverable_test"]
+        assert 1 <= len(delivered) <= 3 and all(0 < d["test"] <= 1 for d in delivered)
+        assert set(run["generation_seconds"]) == {"0", "1"}
+    assert "criterion table1:" in proc.stdout
+    assert (out / "criteria.json").is_file()
+    assert "Per pair, digits" in (out / "table1.md").read_text()
+    raw = (out / "runs.jsonl").read_text()
+    assert str(out) not in raw and '"storage": "sqlite:///' in raw
 
 
 def test_table1_finds_the_shared_data_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -515,12 +536,18 @@ def test_raw_results_carry_relative_paths_only(tmp_path: Path) -> None:
         "runs": [{"storage": str(out / "nasfw.db")}],
         "script": str(REPO / "benchmarks" / "peers.py"),
         "elsewhere": "/usr/bin/python3",
+        "url": f"sqlite:///{out / 'studies' / 'a.db'}",
+        "command": f"python -m nasfw tuner.init_population={out / 'pop.json'} seed=0",
         "value": 0.5,
     }
     written = json.loads(harness.write_raw(out / "raw.json", doc).read_text())
     assert written["log"] == "runs/a.log" and written["runs"][0]["storage"] == "nasfw.db"
-    assert not written["script"].startswith("/") and written["script"].endswith("peers.py")
+    assert not written["script"].startswith("/")
+    assert written["script"].endswith("benchmarks/peers.py")
+    assert written["url"] == "sqlite:///studies/a.db"
+    assert written["command"] == "python -m nasfw tuner.init_population=pop.json seed=0"
     assert written["elsewhere"] == "/usr/bin/python3" and written["value"] == 0.5
+    assert str(tmp_path) not in json.dumps(written)
 
 
 @pytest.mark.slow
