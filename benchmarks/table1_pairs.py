@@ -88,12 +88,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def problem_overrides(args: argparse.Namespace) -> list[str]:
+def problem_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``problem.*``, typed: for the CLI runs that draw the genomes and for scoring here."""
     if args.problem == "digits":
-        return ["problem=digits"]
+        return {"name": "digits"}
     folder = {"mnist": "mnist10k", "fashion_mnist": "fashion_mnist"}[args.problem]
-    return [f"problem={args.problem}", f"problem.data_dir={args.data_dir / folder}",
-            f"problem.max_train_samples={args.max_train_samples}"]  # fmt: skip
+    return {"name": args.problem, "data_dir": str(args.data_dir.resolve() / folder),
+            "max_train_samples": args.max_train_samples}  # fmt: skip
+
+
+def problem_overrides(args: argparse.Namespace) -> list[str]:
+    settings = problem_settings(args)
+    return [f"problem={settings.pop('name')}", *(f"problem.{k}={v}" for k, v in settings.items())]
 
 
 def arms(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -177,9 +183,7 @@ def score_all(args: argparse.Namespace, pool: list[dict[str, Any]]) -> list[dict
     raw = args.out / "pairs.jsonl"
     done = {json.loads(line)["index"] for line in raw.read_text().splitlines()} if raw.exists() \
         else set()  # fmt: skip
-    settings = dict(item.split("=", 1) for item in problem_overrides(args)[1:])
-    config = {"name": args.problem, **{k.removeprefix("problem."): v for k, v in settings.items()}}
-    problem = load_problem(ProblemConfig(**config))
+    problem = load_problem(ProblemConfig(**problem_settings(args)))
     train = TrainConfig(epochs=args.epochs, threads=1, curve_every=0)
     by_arm = arms(args)
     names = ["plain", *by_arm]
