@@ -220,6 +220,9 @@ def evaluate(search: Search, candidates: list[Candidate], generation: int) -> li
         TimeElapsedColumn(),
         console=search.console,
         transient=True,
+        # A transient bar shows nothing on a console that is not a terminal (a log file, a
+        # pipe), and starting its refresh thread costs ~3 ms a generation.
+        disable=not search.console.is_interactive,
     ) as progress:
         task = progress.add_task(f"generation {generation}", total=len(candidates))
         progress.update(task, completed=len(records))
