@@ -122,12 +122,12 @@ def run(name: str, overrides: list[str], trials: int, work: Path) -> dict[str, A
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean of each figure per configuration (over the repeats)."""
+    """Median of each figure per configuration (over the repeats)."""
     out: dict[str, dict[str, float]] = {}
     for name in dict.fromkeys(r["config"] for r in rows):
         mine = [r for r in rows if r["config"] == name]
         out[name] = {
-            k: statistics.fmean(r[k] for r in mine)
+            k: statistics.median(r[k] for r in mine)
             for k in mine[0]
             if all(isinstance(r[k], int | float) for r in mine)
         }
@@ -136,7 +136,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def table(summary: dict[str, dict[str, float]], repeats: int) -> str:
     lines = [
-        f"| {platform.machine()}, {os.cpu_count()} cores, mean of {repeats} | s / network "
+        f"| {platform.machine()}, {os.cpu_count()} cores, median of {repeats} | s / network "
         "| evaluation overhead | … beside scoring | CLI / training | evaluations / s "
         "| worker utilisation |",
         "|---|---:|---:|---:|---:|---:|---:|",

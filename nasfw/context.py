@@ -18,6 +18,48 @@ if TYPE_CHECKING:
     from nasfw.tuner import Tuner
 
 
+class _Tally:
+    """Running figures of a search's history, brought up to date with the records appended
+    since the last call: a search of n one-network generations reads them every generation,
+    and recomputing them over the whole history made its bookkeeping O(n^2). The history is
+    append-only; another list, or a shorter one, starts the tally again."""
+
+    def __init__(self) -> None:
+        self.history: list[TrialRecord] | None = None
+        self.seen = 0
+        self.last_number = -1
+        self.simulated: dict[int, float] = {}  # generation -> simulated seconds of its trials
+        self.simulated_sum = 0.0
+        self.by_generation: dict[int, list[TrialRecord]] = {}
+        self.best_by_budget: dict[int, TrialRecord] = {}  # ok, exportable trials
+        self.by_key: dict[str, TrialRecord] = {}  # the last record of each key
+        self.with_weights: set[str] = set()
+
+    def update(self, history: list[TrialRecord]) -> _Tally:
+        if history is not self.history or len(history) < self.seen:
+            self.__init__()  # type: ignore[misc]
+            self.history = history
+        for t in history[self.seen :]:
+            result = t.result
+            self.last_number = max(self.last_number, t.number)
+            self.by_key[t.key] = t
+            if "weights" in result.extra:
+                self.with_weights.add(t.key)
+            if result.extra.get("clock") == "simulated" and "reused_from" not in result.extra:
+                self.simulated[t.generation] = (
+                    self.simulated.get(t.generation, 0.0) + result.train_seconds
+                )
+                self.simulated_sum += result.train_seconds
+            self.by_generation.setdefault(t.generation, []).append(t)
+            if result.ok and t.exportable:
+                budget = result.trained_budget
+                held = self.best_by_budget.get(budget)
+                if held is None or t.rank > held.rank:
+                    self.best_by_budget[budget] = t
+        self.seen = len(history)
+        return self
+
+
 @dataclass
 class SearchContext:
     """What lifecycle hooks see. ``plugin_state`` is scratch space, one key per plugin."""
@@ -50,16 +92,36 @@ class SearchContext:
     # Set when the search stopped on an exception (KeyboardInterrupt included).
     error: BaseException | None = None
     plugin_state: dict[str, Any] = field(default_factory=dict)
+    _tally: _Tally = field(default_factory=_Tally, init=False, repr=False, compare=False)
 
     def best(self) -> TrialRecord | None:
         """The best network trained to the full budget: the highest-ranked ``ok``, exportable
         trial among those whose :attr:`nasfw.Result.budget` reaches ``train.epochs`` (or,
         before any does, the largest budget reached), so a network scored after 1 epoch is
         never compared with 5-epoch ones. Pruned and failed trials are never the best."""
-        full = self.full_budget()
-        ok = [t for t in self.history if t.result.ok and t.exportable]
-        ok = [t for t in ok if t.result.trained_budget >= full]
+        best = self._tally.update(self.history).best_by_budget
+        full = self._full_budget(max(best, default=0))
+        ok = [t for budget, t in best.items() if budget >= full]
         return max(ok, key=lambda t: t.rank) if ok else None
+
+    def records_of(self, generation: int) -> list[TrialRecord]:
+        """The history's evaluations of ``generation``, in the order they were stored.
+        Read-only: kept up to date from the history."""
+        return self._tally.update(self.history).by_generation.get(generation, [])
+
+    def last_number(self) -> int:
+        """The highest trial number in the history (-1 when empty)."""
+        return self._tally.update(self.history).last_number
+
+    def by_key(self) -> dict[str, TrialRecord]:
+        """The history's evaluations by :attr:`nasfw.Candidate.key` (the last of each key).
+        Read-only: kept up to date from the history."""
+        return self._tally.update(self.history).by_key
+
+    def keys_with_weights(self) -> set[str]:
+        """The keys of the history's evaluations that stored their weights (``weights`` in
+        their result's ``extra``). Read-only: kept up to date from the history."""
+        return self._tally.update(self.history).with_weights
 
     def worker_utilisation(self, generation: int) -> float | None:
         """Busy time / (workers x wall time) of ``generation``: the seconds its evaluations ran
@@ -82,19 +144,17 @@ class SearchContext:
         """The simulated training seconds of the evaluations of generations up to ``through``
         (None: all): what the table recorded for each (``extra["clock"] == "simulated"``),
         reused results excepted."""
-        return sum(
-            t.result.train_seconds
-            for t in self.history
-            if t.result.extra.get("clock") == "simulated"
-            and "reused_from" not in t.result.extra
-            and (through is None or t.generation <= through)
-        )
+        tally = self._tally.update(self.history)
+        if through is None or through >= max(tally.simulated, default=-1):
+            return tally.simulated_sum
+        return sum(s for g, s in tally.simulated.items() if g <= through)
 
     def full_budget(self) -> int:
         """The budget (epochs) networks are compared at: ``train.epochs``, or the largest
         budget an ``ok`` exportable trial has reached while none has reached it yet."""
-        budgets = [t.result.trained_budget for t in self.history if t.result.ok and t.exportable]
-        reached = max(budgets, default=0)
+        return self._full_budget(max(self._tally.update(self.history).best_by_budget, default=0))
+
+    def _full_budget(self, reached: int) -> int:
         if self.cfg is None:
             return reached
         return min(int(self.cfg.train.epochs), reached)

@@ -18,6 +18,7 @@ gone; the driver then gets a :class:`StoredResult` and writes nothing.
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import logging
 import time
@@ -89,6 +90,39 @@ def _differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
+class _Series:
+    """The JSON of a per-generation series (``{"0": 1.5, "1": 2.25}``, generations in order)
+    that grows by a generation or a few at a time: the new entries are appended to the text
+    written before, where re-serialising the whole series every generation made a search of
+    n one-network generations O(n^2). Anything else (a series that is not the one before plus
+    later generations) is serialised anew."""
+
+    def __init__(self) -> None:
+        self.source: dict[int, float] | None = None
+        self.last: tuple[int, float] | None = None
+        self.count = 0
+        self.text = ""
+
+    def json(self, series: dict[int, float]) -> str:
+        last, count = self.last, self.count
+        if series is self.source and last is not None and len(series) > count:
+            # The entries inserted since (a dict keeps insertion order; reversed() reads its
+            # end without walking the rest): appended when they all come after the last one.
+            newer = list(itertools.islice(reversed(series.items()), len(series) - count))
+            if series.get(last[0]) == last[1] and all(g > last[0] for g, _ in newer):
+                newer.sort()
+                tail = ", ".join(f"{json.dumps(str(g))}: {json.dumps(s)}" for g, s in newer)
+                self.text = f"{self.text[:-1]}, {tail}}}"
+                self._keep(series, newer[-1])
+                return self.text
+        self.text = json.dumps({str(g): s for g, s in sorted(series.items())})
+        self._keep(series, max(series.items()) if series else None)
+        return self.text
+
+    def _keep(self, series: dict[int, float], last: tuple[int, float] | None) -> None:
+        self.source, self.last, self.count = series, last, len(series)
+
+
 class Ledger:
     """Reads and writes one study: trials, tuner state, and the search's fingerprint."""
 
@@ -100,6 +134,7 @@ class Ledger:
         # (nasfw.lease.DriverLease.check, set once the lease is taken).
         self.fence: Callable[[], None] = _no_fence
         self.storage = open_storage(url, retry_seconds)
+        self._series: dict[str, _Series] = {}
         try:
             self.study = optuna.create_study(
                 study_name=study_name,
@@ -174,11 +209,15 @@ class Ledger:
         The state, its generation and ``told_through`` are one write: a search killed at any
         moment resumes from a state that matches its generation exactly."""
         if generation_seconds is not None:
-            timing = {str(g): s for g, s in sorted(generation_seconds.items())}
-            self._set(SECONDS_ATTR, json.dumps(timing))
+            self._set(
+                SECONDS_ATTR,
+                self._series.setdefault(SECONDS_ATTR, _Series()).json(generation_seconds),
+            )
         if simulated_seconds is not None:
-            clock = {str(g): s for g, s in sorted(simulated_seconds.items())}
-            self._set(SIMULATED_ATTR, json.dumps(clock))
+            self._set(
+                SIMULATED_ATTR,
+                self._series.setdefault(SIMULATED_ATTR, _Series()).json(simulated_seconds),
+            )
         checkpoint = {"generation": generation, "state": state, "told_through": told_through}
         self._set(CHECKPOINT_ATTR, json.dumps(checkpoint, separators=(",", ":")))
 

@@ -578,3 +578,58 @@ def test_table1_pairs_quick(tmp_path: Path) -> None:
     # Resumable: a rerun scores nothing again.
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0 and "genome 0 (" not in rerun.stdout
+
+
+
+
+@pytest.mark.slow
+def test_tabular_benchmark_tiny(tmp_path: Path) -> None:
+    """benchmarks/tabular.py at a tiny size: every arm's raw file, the report, plots, the docs
+    page and one MLflow run; a second run resumes (runs nothing); an arm whose raw results are
+    gone fails --report (exit 1, naming it)."""
+    script = str(REPO / "benchmarks" / "tabular.py")
+    out = tmp_path / "out"
+    size = ["--tables", "nb201_cifar10,fcnet_naval", "--seeds", "2", "--evals", "12"]
+
+    def tabular(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, script, *size, "--out", str(out), *extra],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+
+    proc = tabular("--docs", str(tmp_path / "docs" / "tabular.md"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    mod = benchmark("tabular")
+    raw = sorted(p.relative_to(out).as_posix() for p in (out / "raw").rglob("*.json"))
+    assert len(raw) == 2 * len(mod.ARMS) * 2
+    one = json.loads((out / "raw" / "fcnet_naval" / "re_reference" / "seed1.json").read_text())
+    assert len(one["trials"]["true"]) == 12 and str(tmp_path) not in json.dumps(one)
+    doc = json.loads((out / "tabular.json").read_text())
+    assert set(doc["summary"]["nb201_cifar10"]) == set(mod.ARMS)
+    mean, se = doc["summary"]["nb201_cifar10"]["nasfw_evolution"]["10"]
+    assert 50 < mean < 100 and se >= 0  # a true NAS-Bench-201 accuracy in percent
+    assert {b["table"] for b in doc["beyond"]} == {"nb201_cifar10", "fcnet_naval"}
+    assert (out / "anytime_evals.png").stat().st_size > 0
+    assert (tmp_path / "docs" / "images" / "tabular" / "anytime_simulated.png").exists()
+    assert "nb201_cifar10" in (tmp_path / "docs" / "tabular.md").read_text()
+    runs = mlflow_runs(out / "mlflow.db")
+    assert runs == 1
+
+    again = tabular("--no-mlflow")
+    assert again.returncode == 0 and "evaluations in" not in again.stdout  # all skipped
+
+    for path in (out / "raw" / "fcnet_naval" / "nasfw_tpe").iterdir():
+        path.unlink()
+    empty = tabular("--report", "--no-mlflow")
+    assert empty.returncode == 1
+    assert "nasfw_tpe on fcnet_naval, seed 0: 0 of 12 evaluations" in empty.stderr
+
+
+def mlflow_runs(db: Path) -> int:
+    """The runs in an MLflow SQLite store, read with sqlite3."""
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        return int(con.execute("select count(*) from runs").fetchone()[0])

@@ -62,6 +62,25 @@ def test_tuner_state_round_trip(tmp_path):
     assert Ledger(f"sqlite:///{tmp_path}/s.db", "study").generation_seconds() == {3: 1.5, 4: 2.25}
 
 
+def test_the_series_saved_every_generation_read_back_whole(tmp_path):
+    """generation_seconds and simulated_seconds, saved after each generation (appended to
+    the text written before), read back as the whole series; a series changed otherwise is
+    written anew."""
+    ledger = Ledger(f"sqlite:///{tmp_path}/s.db", "study")
+    seconds: dict[int, float] = {}
+    clock: dict[int, float] = {}
+    for generation in range(12):
+        seconds[generation] = 0.5 + generation
+        if generation % 3 == 0:
+            clock[generation] = 100.0 * generation
+        ledger.save_state(generation, {}, seconds, None, clock)
+        assert ledger.generation_seconds() == seconds
+        assert ledger.simulated_seconds() == clock
+    seconds = {0: 9.0, 20: 1.0}  # a resumed search's series: another dict
+    ledger.save_state(20, {}, seconds)
+    assert Ledger(f"sqlite:///{tmp_path}/s.db", "study").generation_seconds() == seconds
+
+
 def test_fingerprint_mismatch_names_the_key(tmp_path):
     ledger = Ledger(f"sqlite:///{tmp_path}/s.db", "study")
     ledger.check_fingerprint({"tuner": {"n_trials": 4, "name": "tpe"}, "seed": 0})

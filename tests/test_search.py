@@ -57,6 +57,64 @@ def test_the_best_is_chosen_among_networks_trained_to_the_full_budget():
     assert context.best() is continued
 
 
+def test_the_running_figures_follow_a_growing_history_as_a_full_scan_does():
+    """best(), full_budget(), simulated_total(), last_number(), by_key(), records_of() are
+    kept up to date as the history grows (one record at a time, or several) and start again
+    when it is replaced: always what a scan of the whole history gives."""
+    import random
+
+    from omegaconf import OmegaConf
+
+    rng = random.Random(0)
+    cfg = OmegaConf.create({"train": {"epochs": 3}})
+    context = SearchContext(cfg, None, None, None, None, None, history=[])  # type: ignore[arg-type]
+
+    def scan() -> tuple[object, ...]:
+        h = context.history
+        ok = [t for t in h if t.result.ok and t.exportable]
+        full = min(3, max((t.result.trained_budget for t in ok), default=0))
+        top = [t for t in ok if t.result.trained_budget >= full]
+        simulated = [
+            t for t in h if t.result.extra.get("clock") == "simulated"
+            and "reused_from" not in t.result.extra
+        ]  # fmt: skip
+        return (
+            max(top, key=lambda t: t.rank) if top else None,
+            full,
+            sum(t.result.train_seconds for t in simulated),
+            sum(t.result.train_seconds for t in simulated if t.generation <= 2),
+            max((t.number for t in h), default=-1),
+            {t.key: t for t in h},
+            [t for t in h if t.generation == 2],
+        )
+
+    def figures() -> tuple[object, ...]:
+        return (
+            context.best(), context.full_budget(), context.simulated_total(),
+            context.simulated_total(2), context.last_number(), context.by_key(),
+            context.records_of(2),
+        )  # fmt: skip
+
+    assert figures() == scan()
+    number = 0
+    for generation in range(8):
+        for _ in range(rng.randint(1, 4)):
+            record = _at(number, round(rng.random(), 1), rng.choice([1, 2, 3]),
+                         rng.choice(["ok", "ok", "pruned", "failed"]))  # fmt: skip
+            record.generation = generation
+            record.result.train_seconds = rng.random()
+            record.result.extra = {"clock": "simulated"}
+            if rng.random() < 0.3:
+                record.result.extra["reused_from"] = 0
+            context.history.append(record)
+            number += rng.randint(1, 3)
+            if rng.random() < 0.5:
+                assert figures() == scan()
+        assert figures() == scan()
+    context.history = context.history[::2]  # another list: counted again
+    assert figures() == scan()
+
+
 def test_with_several_workers_the_costliest_networks_start_first(tmp_path, monkeypatch):
     """A generation ends with its slowest network: the launcher gets them longest-first (FLOPs
     x epochs), and the generation's worker utilisation is busy / (workers x wall)."""

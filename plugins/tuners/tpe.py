@@ -78,6 +78,7 @@ class TPETuner(Tuner):
             self.config.n_startup_trials,
             multivariate=self.config.multivariate,
             group=self.config.group,
+            previous=self.study.sampler,
         )
 
     def ask(self) -> list[Candidate]:

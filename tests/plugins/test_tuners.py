@@ -42,3 +42,30 @@ class TestTPE(AsynchronousTunerContract):
             a.tell(ca, fake_results(ca))
             b.tell(cb, [r.__class__(status="ok", metric=1 - r.metric) for r in fake_results(cb)])
         assert [c.graph.hash for c in a.ask()] != [c.graph.hash for c in b.ask()]
+
+
+def test_tpe_hands_its_search_space_on_and_proposes_what_fresh_samplers_would(monkeypatch):
+    """Each generation's sampler takes over the previous one's cached search space (no
+    recomputation over every trial), and the proposals are those of fresh samplers."""
+    import nasfw.plugins.tuners.tpe as tpe
+    from nasfw.testing import load_search_space
+
+    space = load_search_space("nasbench201")
+    config = TPEConfig(n_trials=40, batch_size=1, n_startup_trials=5)
+
+    def run() -> tuple[list[str], list[object]]:
+        tuner, hashes, caches = TPETuner(config, space, 3), [], []
+        while candidates := tuner.ask():
+            caches.append(tuner.study.sampler._search_space)
+            hashes += [c.graph.hash for c in candidates]
+            tuner.tell(candidates, fake_results(candidates))
+        return hashes, caches
+
+    carried, caches = run()
+    assert len(carried) == 40
+    assert all(cache is caches[0] for cache in caches[1:])  # one cache, handed on
+    fresh_sampler = tpe.tpe_sampler
+    monkeypatch.setattr(tpe, "tpe_sampler", lambda *a, previous=None, **k: fresh_sampler(*a, **k))
+    fresh, fresh_caches = run()
+    assert fresh == carried
+    assert len({id(c) for c in fresh_caches}) == len(fresh_caches)  # the monkeypatch worked
