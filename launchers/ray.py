@@ -185,7 +185,12 @@ class RayLauncher(Launcher[Any]):
         self._note_head()
 
     def _note_head(self) -> None:
-        """The head's GCS (host, port), which the driver watches while it waits."""
+        """The head's GCS (host, port), which the driver watches while it waits (not through
+        Ray Client, whose server is all a driver outside the cluster can reach: there a lost
+        head raises in ``ray.wait``)."""
+        if str(self.config.address or "").startswith("ray://"):
+            self._head = None
+            return
         try:
             host, _, port = str(self._ray.get_runtime_context().gcs_address).rpartition(":")
             self._head = (host, int(port))
@@ -271,7 +276,7 @@ class RayLauncher(Launcher[Any]):
             if on_result is not None:
                 on_result(index, result)
 
-        self._stream(fn, ask, lambda i: items[i], deliver)
+        self._stream(fn, ask, lambda i: items[i], deliver, refill_first=True)
         return [r for r in results if r is not None]
 
     def map_streaming(
@@ -282,7 +287,7 @@ class RayLauncher(Launcher[Any]):
     ) -> None:
         """A new item is asked for as soon as a task finishes (see
         :meth:`nasfw.Launcher.map_streaming`)."""
-        self._stream(fn, ask, lambda item: item, on_result)
+        self._stream(fn, ask, lambda item: item, on_result, refill_first=False)
 
     def _stream(
         self,
@@ -290,25 +295,36 @@ class RayLauncher(Launcher[Any]):
         ask: Callable[[int], Any | None],
         item_of: Callable[[Any], Any],
         deliver: Callable[[Any, Result], None],
+        refill_first: bool,
     ) -> None:
         """Keep up to :attr:`workers` tasks in flight (one more when the cluster's resources set
         the limit: Ray queues it and starts it the moment a task ends, while the driver stores
-        the result), deliver each result as it arrives, until ``ask`` has nothing left."""
+        the result), deliver each result as it arrives, until ``ask`` has nothing left.
+
+        ``refill_first``: the items do not depend on the results (a generation), so the tasks
+        that replace the finished ones are submitted before their results are stored.
+        """
         fn_ref, problem = self._ship(fn)
         ahead = 1 if self.config.max_concurrent is None else 0
         running = self._running
+
+        def refill() -> None:
+            while len(running) < self.workers + ahead:
+                tag = ask(len(running))
+                if tag is None:
+                    return
+                running[self._task.remote(fn_ref, item_of(tag), problem, False)] = tag
+
         try:
             while True:
-                while len(running) < self.workers + ahead:
-                    tag = ask(len(running))
-                    if tag is None:
-                        break
-                    running[self._task.remote(fn_ref, item_of(tag), problem, False)] = tag
+                refill()
                 if not running:
                     return
-                done = self._wait(list(running))
-                for ref in done:
-                    deliver(running.pop(ref), self._result(ref))
+                finished = [(ref, running.pop(ref)) for ref in self._wait(list(running))]
+                if refill_first:
+                    refill()
+                for ref, tag in finished:
+                    deliver(tag, self._result(ref))
         except BaseException:  # Ctrl-C, a lost head, an error in deliver: stop the tasks
             self._cancel()
             raise

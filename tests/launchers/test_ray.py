@@ -71,6 +71,21 @@ def test_the_problem_comes_from_the_driver_through_the_object_store(local_ray):
     assert [r.metric for r in results] == [0.5 * problem.train.x.size] * 3, results[0].error
 
 
+def _env_value(_: int) -> Result:
+    import os
+
+    return Result(status="ok", metric=float(os.environ.get("NASFW_RAY_TEST", "-1")))
+
+
+def test_launcher_env_reaches_the_evaluations(local_ray):
+    launcher = RayLauncher(RayLauncherConfig(env={"NASFW_RAY_TEST": "7"}))
+    try:
+        assert [r.metric for r in launcher.map(_env_value, [0, 1])] == [7.0, 7.0]
+    finally:
+        launcher.close()
+    assert [r.metric for r in local_ray.map(_env_value, [0])] == [-1.0]
+
+
 def test_workers_follow_the_cluster_and_max_concurrent(local_ray):
     import os
 
