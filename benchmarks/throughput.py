@@ -163,6 +163,21 @@ def run(
         "throughput": len(records) / evaluating,
         "throughput_after_start": len(steady) / steady_seconds if steady_seconds else None,
         "utilisation": busy / (workers * evaluating),
+        "generation_seconds_each": {str(g): s for g, s in sorted(generations.items())},
+        # The raw results, trial by trial (times in seconds since the epoch; node: Ray's).
+        "per_trial": [
+            {
+                "generation": r.generation,
+                "index": r.index,
+                "graph": r.graph.hash,
+                "metric": r.result.metric,
+                "train_seconds": r.result.train_seconds,
+                "started": r.result.started,
+                "finished": r.result.finished,
+                "node": r.result.extra.get("ray_node"),
+            }
+            for r in sorted(records, key=lambda r: (r.generation, r.index))
+        ],
     }
 
 

@@ -167,6 +167,15 @@ class RayLauncher(Launcher[Any]):
             self._note_head()
             return
         address = self.config.address
+        if address not in (None, "auto") and "://" not in str(address):
+            # ray.init waits minutes for a GCS that is not there: ask the port first.
+            host, _, port = str(address).rpartition(":")
+            if not port.isdigit() or not _answers(host or "127.0.0.1", int(port)):
+                raise ConfigError(
+                    f"launcher.address={address}: no Ray head answers there (expected "
+                    "<host>:<port> of a running head, 6379 by default, 'auto', or "
+                    "ray://<host>:10001); leave it unset for a Ray of the search's own"
+                )
         quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
         # Ray warns at every start of a local Ray that it turned token authentication on.
         logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)

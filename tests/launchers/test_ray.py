@@ -154,3 +154,14 @@ def test_a_search_with_the_embedded_ray_finds_what_the_local_launcher_finds(tmp_
     assert found == outcome(f"sqlite:///{tmp_path / 'local' / 'nasfw.db'}", study)
     assert len(found) == 4
     assert "WARNING" not in out.stderr  # no Ray chatter on the console
+
+
+def test_an_address_where_no_head_answers_is_refused_before_the_study_exists(tmp_path):
+    from cli import nasfw
+
+    out = nasfw(tmp_path, *TINY, "tuner=random", "launcher=ray", "launcher.address=127.0.0.1:1")
+    assert out.returncode == 2, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("nasfw: error: launcher.address=127.0.0.1:1: no Ray head answers")
+    assert not (tmp_path / "nasfw.db").exists()

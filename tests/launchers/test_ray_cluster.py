@@ -112,7 +112,7 @@ def evaluating(raylet: int) -> list[int]:
     return running
 
 
-def wait(condition, what: str, timeout: float = 120) -> None:
+def wait(condition, what: str, timeout: float = 400) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -129,15 +129,14 @@ def stored(url: str) -> int:
 
 def saved(url: str) -> bool:
     """Whether the search saved its state after a generation (a rerun then says "Resuming")."""
-    import optuna
-
     from nasfw.ledger import CHECKPOINT_ATTR, open_storage
 
+    storage = open_storage(url)
     try:
-        study = optuna.load_study(study_name=STUDY, storage=open_storage(url))
+        study = storage.get_study_id_from_name(STUDY)
     except KeyError:
         return False
-    return CHECKPOINT_ATTR in study.system_attrs
+    return CHECKPOINT_ATTR in storage.get_study_system_attrs(study)
 
 
 def reference(tmp_path: Path, search: list[str]) -> list[tuple]:
