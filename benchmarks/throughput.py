@@ -113,6 +113,7 @@ def run(
     folder = Path(tempfile.mkdtemp(prefix="run-", dir=work))
     url = f"sqlite:///{folder / 'nasfw.db'}"
     env = {"PYTHONPATH": str(REPO)}
+    workers = workers_of(overrides)  # before the cluster's address replaces its placeholder
     if any(CLUSTER in o for o in overrides):
         if cluster is None:
             raise harness.BenchmarkError(f"{name}: no Ray cluster was started for it")
@@ -144,12 +145,12 @@ def run(
     )
     score = sum(float(r.result.extra.get("score_seconds") or 0.0) for r in records)
     evaluating = sum(generations.values())
-    workers = workers_of(overrides)
     # After generation 0, whose wall time includes starting the worker processes.
     steady = [r for r in records if r.generation > 0]
     steady_seconds = sum(s for g, s in generations.items() if g > 0)
     return {
         "config": name,
+        "workers": workers,
         "trials": len(records),
         "cli_seconds": wall,
         "generation_seconds": evaluating,
@@ -178,6 +179,30 @@ def run(
             }
             for r in sorted(records, key=lambda r: (r.generation, r.index))
         ],
+    }
+
+
+def rework(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with its worker-dependent figures (overhead, utilisation) for the workers its
+    configuration has. Rows written before runs recorded ``workers`` are read for the count
+    their figures were computed with (busy seconds / (utilisation x generation seconds), all
+    stored): the ``second-ray-cluster`` rows of the first Ray run were computed for 1 worker."""
+    correct = workers_of(CONFIGS[row["config"]])
+    used = row.get("workers")
+    if used is None:
+        busy = sum(
+            t["finished"] - t["started"]
+            for t in row.get("per_trial", [])
+            if t["started"] is not None and t["finished"] is not None
+        )
+        used = round(busy / (row["utilisation"] * row["generation_seconds"]))
+    scale = correct / used
+    return {
+        **row,
+        "workers": correct,
+        "overhead": row["overhead"] * scale,
+        "overhead_beside_scoring": row["overhead_beside_scoring"] * scale,
+        "utilisation": row["utilisation"] / scale,
     }
 
 
@@ -313,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ray", action="store_true", help="the second-* configurations: Ray against local"
     )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        help="no runs: the tables again from this throughput.json (to --out)",
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONFIGS]
@@ -324,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
         args.trials = 8
         names = ["small-driver", "large-1worker-1thread", "large-2workers-async"]
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.report is not None:
+        earlier = json.loads(args.report.read_text())
+        return report(
+            [rework(r) for r in earlier["rows"]], earlier["trials"], earlier["repeats"], args.out
+        )
     rows = []
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(tempfile.TemporaryDirectory())
@@ -342,19 +377,24 @@ def main(argv: list[str] | None = None) -> int:
                     f"utilisation {row['utilisation']:.0%}",
                     flush=True,
                 )
+    return report(rows, args.trials, args.repeats, args.out)
+
+
+def report(rows: list[dict[str, Any]], trials: int, repeats: int, out: Path) -> int:
+    """The tables of ``rows``: printed, and written to ``out`` with the rows."""
     summary = summarise(rows)
     ray = ray_ratios(rows)
-    markdown = table(summary, args.repeats, ray)
+    markdown = table(summary, repeats, ray)
     print("\n" + markdown)
     doc = {
-        "trials": args.trials,
-        "repeats": args.repeats,
+        "trials": trials,
+        "repeats": repeats,
         "rows": rows,
         "summary": summary,
         "ray": ray,
     }
-    (args.out / "throughput.json").write_text(json.dumps(doc, indent=2))
-    (args.out / "throughput.md").write_text(markdown)
+    (out / "throughput.json").write_text(json.dumps(doc, indent=2))
+    (out / "throughput.md").write_text(markdown)
     return 0
 
 
