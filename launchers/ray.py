@@ -154,8 +154,12 @@ class RayLauncher(Launcher[Any]):
             "max_retries": self.config.max_retries,
             "retry_exceptions": False,
         }
-        if self.config.env:
-            options["runtime_env"] = {"env_vars": {k: str(v) for k, v in self.config.env.items()}}
+        env = {k: str(v) for k, v in self.config.env.items()}
+        if not self.config.num_gpus:
+            # Ray leaves a task that asked for no GPU the node's view of them: it would train
+            # on a GPU Ray gave another task (train.device=auto picks one if it sees one).
+            env.setdefault("CUDA_VISIBLE_DEVICES", "")
+        options["runtime_env"] = {"env_vars": env}
         self._task = ray.remote(_evaluate).options(**options)
 
     # -- the cluster ----------------------------------------------------------------------------
@@ -250,12 +254,12 @@ class RayLauncher(Launcher[Any]):
         return max(1, math.ceil(self.config.num_cpus))
 
     def check_device(self, spec: str) -> None:
-        """Evaluations train on the nodes: a CUDA device needs ``launcher.num_gpus`` > 0 (Ray
-        hides the GPUs from tasks that did not ask for one)."""
+        """Evaluations train on the nodes: a CUDA device needs ``launcher.num_gpus`` > 0 (the
+        evaluations of ``launcher.num_gpus=0`` see no GPU: none was reserved for them)."""
         if spec.startswith("cuda") and self.config.num_gpus <= 0:
             raise ConfigError(
-                f"train.device={spec!r} needs launcher.num_gpus > 0: Ray gives a task no GPU "
-                "otherwise (train.device=auto trains on the GPU a task gets, if any)"
+                f"train.device={spec!r} needs launcher.num_gpus > 0: an evaluation is given no "
+                "GPU otherwise (train.device=auto trains on the GPU a task gets, if any)"
             )
 
     # -- evaluating -------------------------------------------------------------------------------

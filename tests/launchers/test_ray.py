@@ -74,16 +74,28 @@ def test_the_problem_comes_from_the_driver_through_the_object_store(local_ray):
 def _env_value(_: int) -> Result:
     import os
 
-    return Result(status="ok", metric=float(os.environ.get("NASFW_RAY_TEST", "-1")))
+    gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return Result(
+        status="ok",
+        metric=float(os.environ.get("NASFW_RAY_TEST", "-1")),
+        extra={"CUDA_VISIBLE_DEVICES": "unset" if gpus is None else gpus},
+    )
 
 
 def test_launcher_env_reaches_the_evaluations(local_ray):
-    launcher = RayLauncher(RayLauncherConfig(env={"NASFW_RAY_TEST": "7"}))
+    launcher = RayLauncher(
+        RayLauncherConfig(env={"NASFW_RAY_TEST": "7", "CUDA_VISIBLE_DEVICES": "3"})
+    )
     try:
-        assert [r.metric for r in launcher.map(_env_value, [0, 1])] == [7.0, 7.0]
+        results = launcher.map(_env_value, [0, 1])
     finally:
         launcher.close()
-    assert [r.metric for r in local_ray.map(_env_value, [0])] == [-1.0]
+    assert [r.metric for r in results] == [7.0, 7.0]
+    assert results[0].extra["CUDA_VISIBLE_DEVICES"] == "3"  # the user's word wins
+    [plain] = local_ray.map(_env_value, [0])
+    assert plain.metric == -1.0
+    # No GPU asked for: none seen (Ray would leave the node's GPUs visible).
+    assert plain.extra["CUDA_VISIBLE_DEVICES"] == ""
 
 
 def test_workers_follow_the_cluster_and_max_concurrent(local_ray):
