@@ -46,7 +46,7 @@ from nasfw.context import SearchContext
 from nasfw.dbfiles import describe_sqlite
 from nasfw.gene_space import GeneSpace
 from nasfw.graph import INPUT, MERGE_KINDS, ArchGraph, GraphError, Node, load_arch
-from nasfw.launcher import ClusterJob, Launcher, init_worker_process
+from nasfw.launcher import ClusterJob, Launcher, LauncherOutage, init_worker_process
 from nasfw.ops import OpSpec, ParamSpec, Shape
 from nasfw.pareto import pareto_front, pareto_rows
 from nasfw.problem import DataError, Problem, Split, Standardization, split_arrays
@@ -66,7 +66,13 @@ from nasfw.tuner import Tuner, check_mode
 if TYPE_CHECKING:
     from nasfw.builder import BuildError, ModelCost, adapter, build_model, model_cost
     from nasfw.device import cuda_devices, resolve_device
-    from nasfw.evaluate import Evaluator, candidate_seed, device_facts
+    from nasfw.evaluate import (
+        Evaluator,
+        candidate_seed,
+        device_facts,
+        load_problem,
+        provide_problem,
+    )
     from nasfw.search import run_search
     from nasfw.train import TrainOutcome, evaluate_model, train_model
 
@@ -82,6 +88,8 @@ _LAZY = {
     "Evaluator": "nasfw.evaluate",
     "candidate_seed": "nasfw.evaluate",
     "device_facts": "nasfw.evaluate",
+    "load_problem": "nasfw.evaluate",
+    "provide_problem": "nasfw.evaluate",
     "run_search": "nasfw.search",
     "TrainOutcome": "nasfw.train",
     "train_model": "nasfw.train",
@@ -117,6 +125,7 @@ __all__ = [
     "GraphError",
     "Launcher",
     "LauncherConfig",
+    "LauncherOutage",
     "ModelCost",
     "NasfwConfig",
     "Node",
@@ -164,10 +173,12 @@ __all__ = [
     "init_worker_process",
     "load_arch",
     "load_arch_in",
+    "load_problem",
     "model_cost",
     "pareto_front",
     "pareto_rows",
     "plugin_manager",
+    "provide_problem",
     "registry",
     "resolve_device",
     "run_search",

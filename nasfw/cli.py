@@ -1,7 +1,8 @@
 """``python -m nasfw``: compose the config with Hydra, run the search, print a summary.
 
 Exit codes: 0 done; 2 the input is wrong (a config key, a value out of range, a file, a
-storage), whether Hydra or nasfw found it, in one line naming the key; 130 interrupted with
+storage), whether Hydra or nasfw found it, in one line naming the key, or a storage or cluster
+that stopped answering (the study intact: rerun to resume); 130 interrupted with
 Ctrl-C and 143 stopped with SIGTERM (``kill``, ``scancel``, a scheduler's time limit,
 Kubernetes, systemd), at any moment from the start to the exit, in one line: the finished
 evaluations are saved, rerun the same command to resume; 1 anything else (a bug: the traceback
@@ -227,12 +228,14 @@ def _search(cfg: DictConfig) -> float | None:
             return None
         context = run_search(cfg, output_dir)
     except Exception as err:
+        from nasfw.launcher import LauncherOutage
         from nasfw.storage import StorageOutage
 
-        if isinstance(err, StorageOutage):
+        if isinstance(err, StorageOutage | LauncherOutage):
+            what = "storage" if isinstance(err, StorageOutage) else "cluster"
             _fail(
                 f"{err}. {_saved_evaluations(cfg).capitalize()} saved in study "
-                f"{cfg.study_name!r}, intact; once the storage answers, rerun the same command "
+                f"{cfg.study_name!r}, intact; once the {what} answers, rerun the same command "
                 "to resume."
             )
         if _is_user_error(err):

@@ -50,6 +50,16 @@ def load_problem(config: ProblemConfig) -> Problem:
     return _PROBLEMS[key]
 
 
+def provide_problem(config: ProblemConfig, get: Callable[[], Problem]) -> None:
+    """Make ``get()`` this process's loaded problem for ``config``, unless it has one already
+    (``get`` is then not called): for launchers that ship the driver's loaded problem to their
+    workers once per search (Ray's object store), so that a worker's :func:`load_problem`
+    neither reads nor generates the data again."""
+    key = json.dumps(asdict(config), sort_keys=True, default=str)
+    if key not in _PROBLEMS:
+        _PROBLEMS[key] = get()
+
+
 def candidate_seed(seed: int, candidate: Candidate) -> int:
     """Seed of one evaluation: depends on the search seed and the network (with its training
     overrides and initial weights), not on ordering."""

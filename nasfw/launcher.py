@@ -79,6 +79,15 @@ class Launcher(ABC, Generic[T]):
         """How many evaluations run at once (used to share CPU threads)."""
         return 1
 
+    @property
+    def threads(self) -> int:
+        """Torch threads per evaluation when ``train.threads`` is not set: by default this
+        machine's cores shared among :attr:`workers`. A launcher whose evaluations run on other
+        machines gives the cores each one is allotted there."""
+        import os
+
+        return max(1, (os.cpu_count() or 1) // max(1, self.workers))
+
     def check_device(self, spec: str) -> None:
         """Check, before the study exists, that evaluations can train on ``train.device=spec``
         where this launcher runs them, and prepare for it (e.g. give workers their GPUs).
@@ -106,6 +115,12 @@ class Launcher(ABC, Generic[T]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class LauncherOutage(RuntimeError):
+    """Where the evaluations run stopped answering (a cluster's head node lost) for longer than
+    the launcher waits: the search stops with this one line (exit 2, as a storage outage does);
+    what the study holds is intact and a rerun resumes."""
 
 
 @dataclass

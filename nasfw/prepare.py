@@ -10,7 +10,6 @@ error naming the key; a resumed search gets its tuner restored.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -147,7 +146,7 @@ def prepare(
         train=config.train,
         seed=config.seed,
         max_params=space.max_params,
-        threads=_threads(config, launcher.workers),
+        threads=_threads(config, launcher),
         scoring=scoring,
         weights=study_weights(config),
     )
@@ -327,10 +326,10 @@ def _scoring(config: NasfwConfig, reg: Registry) -> dict[str, Any]:
     return {**settings, "name": name}
 
 
-def _threads(config: NasfwConfig, workers: int) -> int:
+def _threads(config: NasfwConfig, launcher: Launcher[Any]) -> int:
     if config.train.threads:
         return config.train.threads
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+    return launcher.threads
 
 
 def _screener(

@@ -3,14 +3,19 @@
 
     python scripts/services.py start postgres [--dir DIR]   # prints url=postgresql+psycopg2://...
     python scripts/services.py start slurm [--dir DIR]      # prints SLURM_CONF=DIR/etc/slurm.conf
+    python scripts/services.py start ray [--dir DIR]        # prints address=127.0.0.1:PORT
     python scripts/services.py start chromium               # installs it; prints executable=...
-    python scripts/services.py status slurm|postgres [--dir DIR]
-    python scripts/services.py stop slurm|postgres [--dir DIR]
+    python scripts/services.py status slurm|postgres|ray [--dir DIR]
+    python scripts/services.py stop slurm|postgres|ray [--dir DIR]
 
 Missing Debian packages are installed first (root only): ``postgresql`` for PostgreSQL;
 ``slurmctld slurmd slurm-client munge slurmdbd mariadb-server`` for SLURM, with MariaDB and
 slurmdbd for accounting (submitit needs ``sacct`` to see cancelled or killed jobs);
-``chromium`` for the browser tests of the MLflow UI and optuna-dashboard. Every file
+``chromium`` for the browser tests of the MLflow UI and optuna-dashboard. ``ray`` is a Ray
+cluster of two nodes on this machine (a head and a second node joining it, one CPU each), from
+the ``ray`` Python package of the interpreter running this script (``pip install 'nasfw[ray]'``);
+its token authentication uses a token under ``--dir``, so a driver needs the
+``RAY_AUTH_MODE`` and ``RAY_AUTH_TOKEN_PATH`` that ``start`` prints. Every file
 of a service (config, data, logs, pid files) lives under ``--dir`` (default
 ``/tmp/nasfw-services/<service>``), which ``start`` wipes first: ``slurmctld -c`` numbers jobs
 from 1 again, so an old accounting database would answer for new jobs. Daemons are stopped by
@@ -413,6 +418,180 @@ def slurm_stop(root: Path, quiet: bool = False) -> None:
         log(f"SLURM in {root} stopped (munged left running)")
 
 
+# -- Ray ------------------------------------------------------------------------------------
+
+# Each node's object store (bytes): small, both nodes share this machine's memory.
+RAY_OBJECT_STORE = 100 * 2**20
+
+
+def ray_env(root: Path) -> dict[str, str]:
+    """What a process needs to join or drive the test cluster: its token, no usage reports."""
+    return {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(root / "auth_token"),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+
+
+def ray_cli(*args: str) -> list[str]:
+    """``ray ...`` of the interpreter running this script (the one whose nasfw the nodes run)."""
+    return [sys.executable, "-m", "ray.scripts.scripts", *args]
+
+
+def ray_processes(root: Path) -> dict[int, str]:
+    """Pid -> command of every process of the cluster in ``root``: those whose command line or
+    open files name its Ray temp dir ``root/ray`` (Ray's daemons, their logs and sockets are
+    all there), and their descendants (workers and agents, which rename themselves
+    ``ray::...``); never this process or its ancestors."""
+    mark = str(root / "ray")  # Ray's temp dir: not the --dir on this script's command line
+    table: dict[int, tuple[int, str]] = {}
+    found: set[int] = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            pid = int(proc.name)
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        table[pid] = (ppid, command.strip())
+        if mark in command:
+            found.add(pid)
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd).startswith(mark):
+                        found.add(pid)
+                        break
+    grew = True
+    while grew:
+        children = {p for p, (ppid, _) in table.items() if ppid in found} - found
+        grew = bool(children)
+        found |= children
+    # Never this process or those it runs under (a test session driving the cluster itself).
+    pid = os.getpid()
+    while pid in table and pid > 1:
+        found.discard(pid)
+        pid = table[pid][0]
+    return {pid: table[pid][1] for pid in sorted(found) if alive(pid)}
+
+
+def _raylets(root: Path) -> set[int]:
+    return {
+        pid
+        for pid, command in ray_processes(root).items()
+        if command.split(" ", 1)[0].endswith("/raylet")
+    }
+
+
+def _ray_start_node(log_file: Path, cmd: list[str], env: dict[str, str]) -> None:
+    """``ray start ...`` with its output in ``log_file`` (not a pipe: the daemons it leaves
+    running would hold a pipe open)."""
+    with log_file.open("w") as out:
+        code = subprocess.run(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=180
+        ).returncode
+    if code != 0:
+        tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-15:])
+        raise ServiceError(f"{' '.join(cmd[3:5])} exited {code}:\n{tail}")
+
+
+def ray_start(root: Path) -> dict[str, str]:
+    try:
+        import ray  # noqa: F401  (only whether it is there)
+    except ImportError as err:
+        raise ServiceError(
+            f"the ray package is not installed for {sys.executable}: pip install 'nasfw[ray]'"
+        ) from err
+    ray_stop(root, quiet=True)
+    fresh_dir(root)
+    import secrets
+
+    token = root / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    env, port = ray_env(root), free_port()
+    common = [
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=1",
+        "--num-gpus=0",
+        f"--object-store-memory={RAY_OBJECT_STORE}",
+        "--disable-usage-stats",
+        f"--temp-dir={root / 'ray'}",
+    ]
+    _ray_start_node(
+        root / "head.log",
+        ray_cli("start", "--head", f"--port={port}", "--include-dashboard=false", *common),
+        env,
+    )
+    head = _raylets(root)
+    if len(head) != 1:
+        raise ServiceError(f"the head started {len(head)} raylets (see {root / 'head.log'})")
+    address = f"127.0.0.1:{port}"
+    _ray_start_node(root / "node.log", ray_cli("start", f"--address={address}", *common), env)
+    node = _raylets(root) - head
+    if len(node) != 1:
+        raise ServiceError(f"the second node started {len(node)} raylets (see {root / 'node.log'})")
+    count = (
+        "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+        "print(sum(n['Alive'] for n in ray.nodes()))"
+    )
+
+    def both_nodes() -> bool:
+        out = subprocess.run(
+            [sys.executable, "-c", count, address],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return out.stdout.strip().splitlines()[-1:] == ["2"]
+
+    wait_for("both Ray nodes", both_nodes, 90, root / "node.log")
+    info = {
+        "address": address,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "head_raylet_pid": str(head.pop()),
+        "node_raylet_pid": str(node.pop()),
+    }
+    (root / "info").write_text("".join(f"{k}={v}\n" for k, v in info.items()))
+    return info
+
+
+def ray_status(root: Path) -> dict[str, str]:
+    try:
+        info = dict(
+            line.split("=", 1) for line in (root / "info").read_text().splitlines() if "=" in line
+        )
+    except OSError:
+        raise ServiceError(f"no Ray cluster was started from {root}") from None
+    for name in ("head_raylet_pid", "node_raylet_pid"):
+        if not alive(int(info[name])):
+            raise ServiceError(f"the Ray {name.split('_')[0]} node of {root} is not running")
+    return info
+
+
+def ray_stop(root: Path, quiet: bool = False) -> None:
+    """SIGTERM to every process of this cluster, SIGKILL after a grace period. Not ``ray
+    stop``, which stops every Ray of this user on the machine (a search's own, another
+    test's cluster)."""
+    processes = ray_processes(root)
+    for pid in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in processes:
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    if not quiet:
+        log(f"Ray cluster in {root} stopped ({len(processes)} processes)")
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -434,6 +613,7 @@ def chromium_stop(root: Path, quiet: bool = False) -> None:
 SERVICES = {
     "chromium": (chromium_start, chromium_status, chromium_stop),
     "postgres": (postgres_start, postgres_status, postgres_stop),
+    "ray": (ray_start, ray_status, ray_stop),
     "slurm": (slurm_start, slurm_status, slurm_stop),
 }
 

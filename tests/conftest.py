@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,51 @@ def slurm_cluster():
                 os.environ.pop("SLURM_CONF", None)
             else:
                 os.environ["SLURM_CONF"] = before
+
+
+@contextmanager
+def ray_cluster_running() -> Iterator[dict[str, str]]:
+    """A two-node Ray cluster on this machine (scripts/services.py start ray), whose token the
+    environment names while it runs (drivers started by the tests inherit it); a cluster that
+    cannot start fails the test, never skips it (Ray is a dev dependency)."""
+    import os
+
+    from services import running
+
+    with running("ray", required=True) as info:
+        names = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")
+        before = {name: os.environ.get(name) for name in names}
+        os.environ.update({name: info[name] for name in names})
+        _reread_ray_auth()
+        try:
+            yield info
+        finally:
+            for name, value in before.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            _reread_ray_auth()
+
+
+def _reread_ray_auth() -> None:
+    """Let this process (a driver of the cluster in the contract tests) see the token the
+    environment names now: Ray reads RAY_AUTH_MODE and the token once, when imported. Test
+    only, through Ray's private API; the searches the tests start inherit the environment."""
+    import sys
+
+    if "ray._raylet" in sys.modules:
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One two-node Ray cluster for the test session (``address``, the raylets' pids, ...)."""
+    with ray_cluster_running() as info:
+        yield info
 
 
 def run_together(target: Callable[..., object], args: tuple[object, ...], n: int) -> list[object]:

@@ -2,7 +2,8 @@
 
 ``running("slurm")`` starts the service in a fresh state directory, yields what the script
 printed (``url``, ``SLURM_CONF``, ...) and stops it afterwards. When it cannot start (not root,
-no apt, a daemon that fails), the tests that need it are skipped with the script's reason.
+no apt, a daemon that fails), the tests that need it are skipped with the script's reason, or
+fail with it for a service the project installs itself (``required``: Ray, a dev dependency).
 """
 
 from __future__ import annotations
@@ -27,13 +28,17 @@ def _script(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str
 
 
 @contextmanager
-def running(service: str) -> Iterator[dict[str, str]]:
+def running(service: str, required: bool = False) -> Iterator[dict[str, str]]:
+    """``required``: a service that cannot start fails the tests that need it (loudly, in CI)
+    instead of skipping them."""
     # Not under pytest's tmp_path: that is mode 0700, and the daemons run as other users.
     root = Path(tempfile.mkdtemp(prefix=f"nasfw-{service}-", dir="/tmp"))
     started = time.monotonic()
     out = _script("start", service, "--dir", str(root))
     if out.returncode != 0:
         reason = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "no reason given"
+        if required:
+            pytest.fail(f"{service} could not start: {out.stderr.strip()[-2000:]}")
         print(f"\n{service} could not start, skipping its tests: {reason}", file=sys.stderr)
         pytest.skip(f"{service} could not start: {reason}")
     info = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)

@@ -580,8 +580,6 @@ def test_table1_pairs_quick(tmp_path: Path) -> None:
     assert rerun.returncode == 0 and "genome 0 (" not in rerun.stdout
 
 
-
-
 @pytest.mark.slow
 def test_tabular_benchmark_tiny(tmp_path: Path) -> None:
     """benchmarks/tabular.py at a tiny size: every arm's raw file, the report, plots, the docs
@@ -633,3 +631,37 @@ def mlflow_runs(db: Path) -> int:
 
     with sqlite3.connect(db) as con:
         return int(con.execute("select count(*) from runs").fetchone()[0])
+
+
+def test_throughput_pairs_each_ray_row_with_the_local_launcher_of_its_repeat() -> None:
+    """benchmarks/throughput.py's Ray rows: ratios per repeat against the same repeat's local
+    launcher, their median and range, and the criterion fixed in the script."""
+    throughput = benchmark("throughput")
+
+    def row(config: str, repeat: int, rate: float, after: float) -> dict:
+        return {
+            "config": config,
+            "repeat": repeat,
+            "throughput": rate,
+            "throughput_after_start": after,
+        }
+
+    rows = [
+        row("second-local-2workers", 0, 2.0, 2.0),
+        row("second-ray-local", 0, 1.6, 2.0),  # 25 % more wall time per evaluation
+        row("second-local-2workers", 1, 1.0, 1.0),
+        row("second-ray-local", 1, 1.0, 0.8),
+        row("second-local-2workers", 2, 4.0, 4.0),
+        row("second-ray-local", 2, 4.0, 4.0),
+    ]
+    ratios = throughput.ray_ratios(rows)
+    assert list(ratios) == ["second-ray-local"]  # no cluster row: none made up
+    extra = ratios["second-ray-local"]["extra_wall_per_evaluation"]
+    assert extra["per_repeat"] == pytest.approx([0.25, 0.0, 0.0])
+    assert (extra["median"], extra["min"], extra["max"]) == pytest.approx((0.0, 0.0, 0.25))
+    after = ratios["second-ray-local"]["extra_wall_after_start"]["per_repeat"]
+    assert after == pytest.approx([0.0, 0.25, 0.0])
+    assert ratios["second-ray-local"]["criterion"] == {"allowance": 0.10, "met": True}
+    markdown = throughput.table({}, 3, ratios)
+    assert "| second-ray-local | 1.00x (0.80 … 1.00) | +0.0% (+0.0% … +25.0%) |" in markdown
+    assert "at most 10% more wall time per evaluation: met." in markdown

@@ -26,7 +26,7 @@ def test_help_lists_groups_and_options(tmp_path):
         "pruner: hyperband, median, none, patient, successive_halving",
         "search_space: auto, fcnet, hpobench_mlp, image_small, nasbench201, petridish_full, "
         "petridish_full_sequence, petridish_limited, sequence_small, tabular_mlp, text_small",
-        "launcher: local, lsf, slurm",
+        "launcher: local, lsf, ray, slurm",
         "tracking: mlflow, none",
         "postproc: morphnet, none",
     ):

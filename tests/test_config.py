@@ -11,7 +11,7 @@ from nasfw import ConfigError, TrainConfig, check_settings, setting
 
 OPTIONS = {
     "tuner": ["codeepneat", "evolution", "random", "tpe"],
-    "launcher": ["local", "lsf", "slurm"],
+    "launcher": ["local", "lsf", "ray", "slurm"],
     "evaluation": ["auto", "plain", "regularized"],
     "postproc": ["morphnet", "none"],
     "search_space": ["image_small", "tabular_mlp"],
@@ -52,6 +52,8 @@ OUT_OF_RANGE = [
     ("tuner.lr_min=nan", "tuner.lr_min=nan"),
     ("launcher=slurm launcher.poll_interval_s=0", "launcher.poll_interval_s=0.0"),
     ("launcher=lsf launcher.mem_gb=-1", "launcher.mem_gb=-1.0"),
+    ("launcher=ray launcher.num_gpus=1.5", "launcher.num_gpus=1.5: Ray gives a task a fraction"),
+    ("launcher=ray launcher.head_timeout_s=0", "launcher.head_timeout_s=0.0"),
     ("postproc=morphnet postproc.flop_budget=0", "postproc.flop_budget=0.0"),
     ("evaluation=regularized evaluation.strength=0", "evaluation.strength=0.0"),
     ("evaluation=regularized evaluation.shrink_epochs=0", "evaluation.shrink_epochs=0"),
