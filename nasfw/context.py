@@ -57,8 +57,7 @@ class SearchContext:
         before any does, the largest budget reached), so a network scored after 1 epoch is
         never compared with 5-epoch ones. Pruned and failed trials are never the best."""
         full = self.full_budget()
-        ok = [t for t in self.history if t.result.ok and t.exportable]
-        ok = [t for t in ok if t.result.trained_budget >= full]
+        ok = [t for t in self.history if t.is_result(full)]
         return max(ok, key=lambda t: t.rank) if ok else None
 
     def worker_utilisation(self, generation: int) -> float | None:

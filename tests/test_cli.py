@@ -14,6 +14,7 @@ from cli import TINY, nasfw, start, trials, wait_for_trials
 from nasfw import ArchGraph
 from nasfw.ledger import FIRST_STEP_ATTR as FIRST_STEP
 from nasfw.ledger import SECONDS_ATTR as SECONDS
+from nasfw.ledger import architecture_of
 
 CUDA = torch.cuda.is_available()
 
@@ -46,7 +47,7 @@ def test_tiny_search_then_rerun_resumes_without_rerunning(tmp_path):
     assert [t.state for t in done] == [optuna.trial.TrialState.COMPLETE] * 2
     assert {t.user_attrs["generation"] for t in done} == {0}
     graph = ArchGraph.from_json(done[0].system_attrs["nasfw:graph"])
-    assert done[0].user_attrs["architecture"] == graph.summary() and "→" in graph.summary()
+    assert architecture_of(done[0].user_attrs) == graph.summary() and "→" in graph.summary()
     assert done[0].params and done[0].user_attrs["flops"] > 0
     # train.device=auto: the GPU where there is one, else the CPU; the trial says which.
     assert done[0].user_attrs["extra"]["device"] == ("cuda:0" if CUDA else "cpu")
