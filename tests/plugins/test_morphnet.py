@@ -272,8 +272,9 @@ def test_postproc_morphnet_reports_smaller_networks(tmp_path):
     assert "postproc/flops_after" in run.data.metrics
     # The run's overview describes the logged best network, and says so.
     assert run.data.metrics["postproc/trial"] == int(run.data.tags["nasfw.best_trial"])
-    assert f"postproc=morphnet on trial {row['trial']} (the best)" in (
-        run.data.tags["mlflow.note.content"]
+    assert (
+        f"postproc=morphnet on trial {row['trial']} (the best)"
+        in (run.data.tags["mlflow.note.content"])
     )
 
 
