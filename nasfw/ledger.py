@@ -94,6 +94,20 @@ def architecture_attrs(graph: ArchGraph) -> dict[str, str]:
     }
 
 
+# A result's extra facts, one user attr each (``extra.device``, ``extra.reused_from``, ...): as
+# one dict they were one unwrapped line of 300 characters on optuna-dashboard's trial page.
+EXTRA_PREFIX = "extra."
+
+
+def trial_extra(user_attrs: dict[str, Any]) -> dict[str, Any]:
+    """A stored trial's :attr:`nasfw.Result.extra` (``extra.<key>`` user attrs; the one
+    ``extra`` dict of studies written before)."""
+    if isinstance(user_attrs.get("extra"), dict):
+        return dict(user_attrs["extra"])
+    n = len(EXTRA_PREFIX)
+    return {k[n:]: v for k, v in user_attrs.items() if k.startswith(EXTRA_PREFIX)}
+
+
 def architecture_of(user_attrs: dict[str, Any]) -> str:
     """The summary :func:`architecture_attrs` cut into user attrs, whole again."""
     parts = [user_attrs["architecture"]]
@@ -354,7 +368,7 @@ class Ledger:
         self.fence()
         result = result.finite()
         attrs, system_attrs = self._trial_attrs(candidate, generation, index)
-        attrs["extra"] = result.extra
+        attrs |= {f"{EXTRA_PREFIX}{key}": value for key, value in result.extra.items()}
         if isinstance(result.extra.get("weights"), str):
             # Listed (and served) by optuna-dashboard as the trial's artifact.
             name, meta = artifact_attr(result.extra["weights"], candidate.key)
@@ -484,7 +498,7 @@ class Ledger:
                 status=status,
                 metric=trial.value if status != "failed" else None,
                 error=a.get("fail_reason"),
-                extra=a.get("extra", {}),
+                extra=trial_extra(a),
                 curve=dict(trial.intermediate_values),
                 started=_timestamp(trial.datetime_start),
                 finished=_timestamp(trial.datetime_complete),

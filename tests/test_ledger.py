@@ -8,7 +8,14 @@ import pytest
 from conftest import load_space
 
 from nasfw import Candidate, RandomChooser, Result
-from nasfw.ledger import ARCHITECTURE_LINE, Ledger, LedgerError, architecture_attrs, architecture_of
+from nasfw.ledger import (
+    ARCHITECTURE_LINE,
+    Ledger,
+    LedgerError,
+    architecture_attrs,
+    architecture_of,
+    trial_extra,
+)
 
 
 @pytest.fixture
@@ -162,7 +169,7 @@ def test_a_non_finite_number_makes_a_failed_trial(tmp_path, candidate, result, f
     assert trial.state == optuna.trial.TrialState.FAIL
     assert reason in trial.user_attrs["fail_reason"]
     stored = [v for k, v in trial.user_attrs.items() if isinstance(v, float)]
-    stored += [v for v in trial.user_attrs["extra"].values() if isinstance(v, float)]
+    stored += [v for v in trial_extra(trial.user_attrs).values() if isinstance(v, float)]
     assert all(math.isfinite(v) for v in stored)  # JSON for optuna-dashboard: no NaN
 
 

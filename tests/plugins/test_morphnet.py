@@ -9,6 +9,7 @@ import torch
 from cli import TINY, nasfw
 
 from nasfw import ArchGraph, Node, build_model, model_cost
+from nasfw.ledger import trial_extra
 from nasfw.plugins.postprocessing.morphnet.regularizer import FlopRegularizer, add_gates
 from nasfw.plugins.postprocessing.morphnet.shrink import carry_weights, expand, scale_widths, shrink
 
@@ -211,12 +212,12 @@ def test_regularized_scoring_in_a_codeepneat_run(tmp_path):
     for t in trials:
         assert t.user_attrs["regularized_score"] == t.value
         # The genome stored is the unmodified one; its FLOPs are the original network's.
-        assert t.user_attrs["extra"]["flops_after"] <= t.user_attrs["flops"]
+        assert trial_extra(t.user_attrs)["flops_after"] <= t.user_attrs["flops"]
         assert ArchGraph.from_json(t.system_attrs["nasfw:graph"]).hash == t.user_attrs["graph_hash"]
         # Scoring carries the surviving weights by default: every layer and the head.
         graph = ArchGraph.from_json(t.system_attrs["nasfw:graph"])
         layers = sum(1 for n in graph if n.op in ("conv2d", "dense")) + 1
-        assert t.user_attrs["extra"]["carried_layers"] == layers
+        assert trial_extra(t.user_attrs)["carried_layers"] == layers
 
 
 @pytest.mark.parametrize("carry", [True, False])
