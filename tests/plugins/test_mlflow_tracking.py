@@ -531,8 +531,13 @@ def test_a_tracking_hiccup_does_not_stop_the_search(
 
 
 def test_tracking_stops_after_repeated_failures(
-    env: Env, problem: Problem, space, caplog: pytest.LogCaptureFixture
+    env: Env,
+    problem: Problem,
+    space,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(_runs, "FLUSH_SECONDS", 0.0)  # each trial's summary sent at once
     context = make_context(make_cfg(env), problem, space, env.tmp)
     plugin.nasfw_search_start(context=context)
     context.plugin_state["mlflow"]["run_id"] = "0" * 32  # e.g. the server went away
@@ -803,3 +808,36 @@ def test_the_best_so_far_counts_results_only_as_nasfw_does(tmp_path: Path) -> No
     assert parent.data.metrics["best_val_accuracy"] == pytest.approx(
         next(r.result.metric for r in records if r.number == best)
     )
+
+
+def test_lookups_get_no_generation_runs_and_few_writes(
+    env: Env, problem: Problem, space, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A problem evaluated by lookup gets no nested run per generation (tracking.generation_runs
+    unset), and its summaries go in batches: MLflow's cost stays below the lookups' (issue 26;
+    benchmarks/overhead.py --lookups measures it). The summaries are complete at the end."""
+    import dataclasses
+
+    looked_up = dataclasses.replace(problem, table=object())
+    context = make_context(make_cfg(env, seed=7), looked_up, space, env.tmp)
+    plugin.nasfw_search_start(context=context)
+    state = context.plugin_state["mlflow"]
+    calls: list[int] = []
+    log_batch = state["client"].log_batch
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(len(kwargs.get("metrics") or ()))
+        return log_batch(*args, **kwargs)
+
+    monkeypatch.setattr(state["client"], "log_batch", counted)
+    for g in range(5):
+        run_generation(context, g, make_trials(space, g, [0.1 * g, 0.1 * g + 0.05]))
+    plugin.nasfw_search_end(context=context, best=context.best())
+    run_id = state["run_id"]
+    assert child_runs(env, run_id) == []
+    assert len(calls) <= 4  # not two per trial and one per generation (15)
+    steps = {m.step: m.value for m in env.client.get_metric_history(run_id, "n_trials")}
+    assert steps == {n: n for n in range(1, 11)}
+    best = env.client.get_metric_history(run_id, "best_val_accuracy")
+    assert max(m.value for m in best) == pytest.approx(0.45)
+    assert env.client.get_run(run_id).data.metrics["n_trials_ok"] == 10

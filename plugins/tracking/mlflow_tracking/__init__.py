@@ -64,7 +64,13 @@ from nasfw import NasfwConfig, hookimpl
 from . import _figures, _metrics, _runs
 from ._backlog import Backlog
 from ._figures import graph_figure
-from .config import MAX_TAG_VALUE, METRICS_PER_BATCH, MlflowTrackingConfig, TrackingError
+from .config import (
+    FIGURE_SECONDS,
+    MAX_TAG_VALUE,
+    METRICS_PER_BATCH,
+    MlflowTrackingConfig,
+    TrackingError,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -163,7 +169,7 @@ def nasfw_generation_start(
     context: SearchContext, generation: int, candidates: list[Candidate]
 ) -> None:
     state = _runs.state_of(context)
-    if state is None:
+    if state is None or not _runs.generation_runs(context):
         return
     candidates = list(candidates)
     started = time.time()  # the run is created later, by the logging thread
@@ -181,14 +187,25 @@ def nasfw_trial_complete(
     if state is None:
         return
     val = _metrics.val_name(context)
-    done = _metrics.all_trials(context, [trial])
-    best = _metrics.best_metric(done, context.full_budget())
-    summary = _metrics.summary_metrics(trial, len(done), best, val)
+    seen = len(context.history) + (trial not in context.history)
+    full = context.full_budget()
+    # The running best, updated by this trial (recounted when the full budget moved).
+    if state.get("best_at") != full:
+        state["best"] = _metrics.best_metric(_metrics.all_trials(context, [trial]), full)
+        state["best_at"] = full
+    else:
+        mine = _metrics.result_metric(trial, full)
+        if mine is not None:
+            state["best"] = mine if state["best"] is None else max(state["best"], mine)
+    summary = _metrics.summary_metrics(trial, seen, state["best"], val)
+    with_runs = _runs.generation_runs(context)
 
     def log() -> None:
-        state["client"].log_batch(state["run_id"], metrics=summary)
-        run_id = _runs.generation_run(context, state, trial.generation)
-        state["client"].log_batch(run_id, metrics=_metrics.trial_metrics(trial, val))
+        _runs.queue_metrics(state, state["run_id"], summary)
+        if with_runs:
+            run_id = _runs.generation_run(context, state, trial.generation)
+            _runs.queue_metrics(state, run_id, _metrics.trial_metrics(trial, val))
+        _runs.flush(state, force=False)
 
     state["backlog"].submit(f"logging trial {trial.number}", log)
     if not state.get("device_logged") and "device" in result.extra:
@@ -236,6 +253,8 @@ def nasfw_search_end(context: SearchContext, best: TrialRecord | None) -> None:
     state = _runs.state_of(context)
     if state is None:
         return
+    with _runs.guard(state, "logging the last summaries"):
+        _runs.flush(state)
     client: MlflowClient = state["client"]
     run_id: str = state["run_id"]
     if context.error is not None:
@@ -258,6 +277,7 @@ def nasfw_search_end(context: SearchContext, best: TrialRecord | None) -> None:
     with _runs.guard(state, "plotting fitness_per_generation.png"):
         _figures.log_generation_plot(client, run_id, context)
     with _runs.guard(state, "logging the Pareto front"):
+        _figures.log_pareto_plot(client, run_id, context, _metrics.all_trials(context, ()))
         _figures.log_pareto_table(client, run_id, context)
     # The search's final summaries at its last step, where MLflow (and the logged model's
     # page, which shows the run's metrics at the model's step) reads a metric's final value.
@@ -318,6 +338,36 @@ def _log_generation(
     first = min((r.started for r in times), default=None) if catching_up else None
     last_done = max((r.finished or ended for r in times), default=ended)
     end = last_done if catching_up else ended
+    if _runs.generation_runs(context):
+        _log_generation_run(context, state, generation, trials, catching_up, first, end)
+    done = [t for t in _metrics.all_trials(context, trials) if t.generation <= generation]
+    if done:
+        # At the step of the evaluations finished by then (the parent's steps count them).
+        counts = _metrics.counts(done)
+        if state["resumed"] or catching_up:
+            _log_counts(client, state, counts, step=len(done))
+        else:
+            _runs.queue_metrics(state, state["run_id"], _metrics.metrics(counts, step=len(done)))
+            _runs.flush(state, force=_runs.generation_runs(context))
+    # So the front can be watched while the search runs: at most every FIGURE_SECONDS (and
+    # at the end), a figure per generation of lookups cost more than the lookups.
+    if time.monotonic() - state.get("pareto_at", -FIGURE_SECONDS) >= FIGURE_SECONDS:
+        state["pareto_at"] = time.monotonic()
+        with _runs.guard(state, f"plotting pareto_front.png after generation {generation}"):
+            _figures.log_pareto_plot(client, state["run_id"], context, done)
+
+
+def _log_generation_run(
+    context: SearchContext,
+    state: dict[str, Any],
+    generation: int,
+    trials: list[TrialRecord],
+    catching_up: bool,
+    first: float | None,
+    end: float,
+) -> None:
+    """Close the nested run of ``generation`` with its metrics (see :func:`_log_generation`)."""
+    client: MlflowClient = state["client"]
     val = _metrics.val_name(context)
     # Up to this generation only: on resume the history also holds later trials.
     upto = [*trials, *(t for t in context.history if t.generation <= generation)]
@@ -373,16 +423,9 @@ def _log_generation(
                 client.set_tag(run_id, "nasfw.logged_on_resume", "true")
             status = "FINISHED"
         finally:
+            _runs.flush(state)  # its trials' series, before the run ends
             client.set_terminated(run_id, status=status, end_time=int(end * 1000))
             state["generation_runs"].pop(generation, None)
-    done = [t for t in _metrics.all_trials(context, trials) if t.generation <= generation]
-    if done:
-        # At the step of the evaluations finished by then (the parent's steps count them).
-        _log_counts(client, state, _metrics.counts(done), step=len(done))
-    # Every generation, so the front can be watched while the search runs.
-    with _runs.guard(state, f"plotting pareto_front.png after generation {generation}"):
-        done = [t for t in _metrics.all_trials(context, trials) if t.generation <= generation]
-        _figures.log_pareto_plot(client, state["run_id"], context, done)
 
 
 def _log_counts(
@@ -466,6 +509,7 @@ def _catch_up(context: SearchContext, state: dict[str, Any]) -> None:
         if t.result.started is not None:
             first[t.generation] = min(first.get(t.generation, t.result.started), t.result.started)
     full = context.full_budget()
+    with_runs = _runs.generation_runs(context)
     # The parent's steps count evaluations in the order they finished.
     finished = sorted(context.history, key=lambda t: (t.result.finished or 0.0, t.number))
     for seen, trial in enumerate(finished, start=1):
@@ -474,7 +518,11 @@ def _catch_up(context: SearchContext, state: dict[str, Any]) -> None:
             best = metric if best is None else max(best, metric)
         if seen not in logged:
             batches.setdefault(run_id, []).extend(_metrics.summary_metrics(trial, seen, best, val))
-        elif trial.number in _logged_in_generation_run(client, state, trial.generation, found):
+        if not with_runs:
+            continue
+        if seen in logged and trial.number in _logged_in_generation_run(
+            client, state, trial.generation, found
+        ):
             continue
         generation_run = _runs.generation_run(
             context, state, trial.generation, started=first.get(trial.generation)
@@ -483,6 +531,8 @@ def _catch_up(context: SearchContext, state: dict[str, Any]) -> None:
     for target, batch in batches.items():
         for i in range(0, len(batch), METRICS_PER_BATCH):
             client.log_batch(target, metrics=batch[i : i + METRICS_PER_BATCH])
+    if not with_runs:  # the search's end logs the final counts
+        return
     finished = {
         int(run.data.tags["nasfw.generation"])
         for run in client.search_runs(

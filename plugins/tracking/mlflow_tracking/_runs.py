@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import (
+    FLUSH_SECONDS,
     MAX_FAILURES,
     MAX_PARAM_VALUE,
     MAX_TAG_VALUE,
+    METRICS_PER_BATCH,
     PARAMS_PER_BATCH,
     MlflowTrackingConfig,
     TrackingError,
@@ -46,6 +48,33 @@ def setting(context: SearchContext, key: str) -> Any:
     """``tracking.<key>`` of the run (an :class:`MlflowTrackingConfig` when enabled)."""
     tracking: MlflowTrackingConfig = context.cfg.tracking
     return getattr(tracking, key)
+
+
+def generation_runs(context: SearchContext) -> bool:
+    """Whether generations get nested runs: ``tracking.generation_runs``, by default yes
+    unless the problem is evaluated by lookup (:attr:`nasfw.Problem.table`)."""
+    chosen = setting(context, "generation_runs")
+    return bool(chosen) if chosen is not None else context.problem.table is None
+
+
+def queue_metrics(state: dict[str, Any], run_id: str, metrics: list[Any]) -> None:
+    """Keep ``metrics`` for run ``run_id`` until the next :func:`flush` (fewer writes)."""
+    state.setdefault("pending", {}).setdefault(run_id, []).extend(metrics)
+
+
+def flush(state: dict[str, Any], force: bool = True) -> None:
+    """Send the metrics :func:`queue_metrics` kept, one ``log_batch`` per run and 1,000
+    metrics; unless ``force``, only when ``FLUSH_SECONDS`` passed since the last flush."""
+    import time
+
+    now = time.monotonic()
+    if not force and now - state.get("flushed_at", 0.0) < FLUSH_SECONDS:
+        return
+    pending: dict[str, list[Any]] = state.pop("pending", {})
+    state["flushed_at"] = now
+    for run_id, batch in pending.items():
+        for i in range(0, len(batch), METRICS_PER_BATCH):
+            state["client"].log_batch(run_id, metrics=batch[i : i + METRICS_PER_BATCH])
 
 
 def state_of(context: SearchContext) -> dict[str, Any] | None:
