@@ -187,8 +187,13 @@ def nasfw_trial_complete(
     if state is None:
         return
     val = _metrics.val_name(context)
-    seen = len(context.history) + (trial not in context.history)
-    full = context.full_budget()
+    # The loop adds a trial to the history before this hook (by identity: == compares whole
+    # records, which cost more than a lookup did, issue 26's profile).
+    history = context.history
+    seen = len(history) + (not history or history[-1] is not trial)
+    # full_budget() reads the whole history; once it reached train.epochs it cannot move.
+    cap = int(context.cfg.train.epochs) if context.cfg is not None else None
+    full = cap if state.get("best_at") == cap is not None else context.full_budget()
     # The running best, updated by this trial (recounted when the full budget moved).
     if state.get("best_at") != full:
         state["best"] = _metrics.best_metric(_metrics.all_trials(context, [trial]), full)
