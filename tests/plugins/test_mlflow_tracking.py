@@ -841,3 +841,22 @@ def test_lookups_get_no_generation_runs_and_few_writes(
     best = env.client.get_metric_history(run_id, "best_val_accuracy")
     assert max(m.value for m in best) == pytest.approx(0.45)
     assert env.client.get_run(run_id).data.metrics["n_trials_ok"] == 10
+
+
+def test_generation_and_trial_axes_have_whole_ticks(search: dict[str, Any]) -> None:
+    """fitness_per_generation.png and best_so_far.png count generations and trials: no
+    0.5 of one on their x axes (two generations once ticked 0, 0.2, ..., 1)."""
+    from nasfw.plugins.tracking.mlflow_tracking import _figures
+
+    figures: dict[str, Any] = {}
+
+    class Capture:
+        def log_figure(self, run_id: str, figure: Any, name: str, **_: Any) -> None:
+            figures[name] = figure
+
+    _figures.log_generation_plot(Capture(), "run", search["context"])  # type: ignore[arg-type]
+    _figures.log_progress_plot(Capture(), "run", search["context"])  # type: ignore[arg-type]
+    assert set(figures) == {"fitness_per_generation.png", "best_so_far.png"}
+    for name, figure in figures.items():
+        ticks = figure.axes[0].get_xticks()
+        assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), (name, ticks)
