@@ -15,7 +15,7 @@ import sys
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # When `python -m nasfw` started, where /proc cannot tell (nasfw.clock.process_started): taken
 # as early as this module can, after the standard library's few imports above (nasfw.signals
@@ -117,9 +117,9 @@ def _summary(context: SearchContext, top: int = 5) -> None:
     # Like the best model, the table compares networks at the full budget only.
     full = context.full_budget()
     finished = [t for t in context.history if t.result.ok and t.exportable]
-    partial = sum(1 for t in finished if t.result.trained_budget < full)
+    partial = sum(1 for t in finished if not t.is_result(full))
     ok = sorted(
-        (t for t in finished if t.result.trained_budget >= full),
+        (t for t in finished if t.is_result(full)),
         key=lambda t: t.rank,
         reverse=True,
     )[:top]
@@ -171,6 +171,12 @@ def _summary(context: SearchContext, top: int = 5) -> None:
             f"test {metric} {best.result.extra['test_metric']:.4f}; exported to "
             f"{context.export_dir}"
         )
+    postproc = _postproc_table(context)
+    if postproc is not None:
+        from nasfw.export import postproc_report_path
+
+        console.print(postproc)
+        console.print(f"post-processing report: {postproc_report_path(context)}")
     console.print(f"study: {context.cfg.study_name} in {context.cfg.storage.url}")
     if context.cfg.tracking.name == "mlflow":
         console.print(
@@ -178,6 +184,41 @@ def _summary(context: SearchContext, top: int = 5) -> None:
             f"{context.cfg.tracking.tracking_uri} (open with: mlflow ui --backend-store-uri "
             f"{context.cfg.tracking.tracking_uri})"
         )
+
+
+def _postproc_table(context: SearchContext) -> Table | None:
+    """The post-processor's rows (``postproc=morphnet``: each shrunk network's size and
+    scores before and after), the best's first; None without a report."""
+    from rich.table import Table
+
+    rows = context.postproc_report
+    if not rows:
+        return None
+    metric = context.problem.metric
+    table = Table(title=f"postproc={context.cfg.postproc.name} (before → after)")
+    columns = {
+        "params": ("params_before", "params_after", "{:,.0f}"),
+        "MFLOPs": ("flops_before", "flops_after", "{:.2f}"),
+        f"val {metric}": ("val_before", "val_after", "{:.4f}"),
+    }
+    table.add_column("trial", justify="right")
+    for name in columns:
+        table.add_column(name, justify="right")
+    table.add_column(f"test {metric}", justify="right")
+
+    def shown(value: Any, form: str, scale: float = 1.0) -> str:
+        return form.format(value / scale) if isinstance(value, int | float) else "-"
+
+    for row in rows:
+        cells = [str(row.get("trial", "-"))]
+        for name, (before, after, form) in columns.items():
+            scale = 1e6 if name == "MFLOPs" else 1.0
+            cells.append(
+                f"{shown(row.get(before), form, scale)} → {shown(row.get(after), form, scale)}"
+            )
+        cells.append(shown(row.get("test_after"), "{:.4f}"))
+        table.add_row(*cells)
+    return table
 
 
 def _pareto_table(context: SearchContext) -> Table | None:

@@ -99,9 +99,11 @@ class SearchContext:
         trial among those whose :attr:`nasfw.Result.budget` reaches ``train.epochs`` (or,
         before any does, the largest budget reached), so a network scored after 1 epoch is
         never compared with 5-epoch ones. Pruned and failed trials are never the best."""
+        # The best ok, exportable trial of each budget, kept up to date as the history grows:
+        # the results among them are those at the full budget (TrialRecord.is_result).
         best = self._tally.update(self.history).best_by_budget
         full = self._full_budget(max(best, default=0))
-        ok = [t for budget, t in best.items() if budget >= full]
+        ok = [t for t in best.values() if t.is_result(full)]
         return max(ok, key=lambda t: t.rank) if ok else None
 
     def records_of(self, generation: int) -> list[TrialRecord]:

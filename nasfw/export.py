@@ -4,6 +4,7 @@ the post-processor's work on the final population."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nasfw.evaluate import candidate_seed
@@ -12,6 +13,7 @@ from nasfw.prepare import export_path
 from nasfw.registry import registry
 
 if TYPE_CHECKING:
+    from nasfw.context import SearchContext
     from nasfw.records import TrialRecord
     from nasfw.run import Search
 
@@ -29,7 +31,32 @@ def export(search: Search) -> TrialRecord | None:
     postproc = search.config.postproc
     if postproc.name != "none":
         registry().get("postprocessors", postproc.name)(search.context, postproc)
+        write_postproc_report(search.context)
     return best
+
+
+POSTPROC_REPORT = "postproc.json"
+
+
+def postproc_report_path(context: SearchContext) -> Path:
+    """Where the post-processor's report is written: ``postproc.json`` in the run's output
+    directory (whatever tracking does)."""
+    return Path(context.output_dir) / POSTPROC_REPORT
+
+
+def write_postproc_report(context: SearchContext) -> Path | None:
+    """Write ``context.postproc_report`` (a list of rows, the best's first) as JSON at
+    :func:`postproc_report_path`; return the path, or None when the post-processor reported
+    nothing.
+
+    Raises OSError if the directory cannot be created or the file written.
+    """
+    if not context.postproc_report:
+        return None
+    path = postproc_report_path(context)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(context.postproc_report, indent=2, default=str))
+    return path
 
 
 def export_looked_up(search: Search, best: TrialRecord) -> None:

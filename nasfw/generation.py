@@ -245,6 +245,7 @@ def evaluate(search: Search, candidates: list[Candidate], generation: int) -> li
                 context.study.study_name,
                 generation,
                 search.pruning,
+                full_budget=int(search.config.train.epochs),
             )
             launcher.map(job, [(i, candidates[i]) for i in todo], on_result)
         else:

@@ -281,14 +281,18 @@ class ArchGraph:
 
     def summary(self) -> str:
         """A short readable form, one layer per arrow in topological order, e.g.
-        ``conv2d(41,5,relu) → maxpool2d(2) → dense(96,relu)``; a node that merges inputs names
-        the others by position (``identity[add 0]``: also fed by the first layer)."""
+        ``conv2d(41,5,relu) → maxpool2d(3,same) → dense(96,relu)``: a layer's values in order,
+        a flag by its name when set and not at all when not (``maxpool2d(3,same)``, not
+        ``maxpool2d(3,True)``); a node that merges inputs names the others by position
+        (``identity[add 0]``: also fed by the first layer)."""
         order = self.topological_order()
         position = {n.id: i for i, n in enumerate(order)}
         position[INPUT] = -1
         parts = []
         for node in order:
-            values = ",".join(_short(node.params[k]) for k in node.params)
+            values = ",".join(
+                k if v is True else _short(v) for k, v in node.params.items() if v is not False
+            )
             text = f"{node.op}({values})" if values else node.op
             others = node.inputs[1:]
             if others:

@@ -36,6 +36,8 @@ class StoredEvaluation:
     study_name: str
     generation: int
     pruner: dict[str, Any] | None = None
+    # train.epochs: what an evaluation needs to be stored as a result (Ledger.full_budget).
+    full_budget: int | None = None
 
     def key(self, task: tuple[int, Candidate]) -> str:
         """A stable name of this evaluation, for launchers that re-attach to running jobs."""
@@ -47,7 +49,7 @@ class StoredEvaluation:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per job opening it
         ledger: Ledger | None = None
         try:
-            ledger = Ledger(self.url, self.study_name)
+            ledger = Ledger(self.url, self.study_name, full_budget=self.full_budget)
             done = ledger.find(self.generation, index)
             if done is not None and done.graph.hash == candidate.graph.hash:
                 return StoredResult.of(done.result, done.number)

@@ -9,6 +9,13 @@ trial is created RUNNING when training starts, to report its learning curve, and
 the result arrives: :mod:`nasfw.pruning`); the tuner's state after each generation goes into
 the study's user attrs. Together they let a rerun with the same storage and study name resume.
 
+Only *results* are COMPLETE (:meth:`nasfw.TrialRecord.is_result`): an ok evaluation that is
+not one (one of the tuner's own trainings, such as Petridish's candidate trainings, or a network
+trained below the full budget, such as Hyperband's lower rungs) is stored PRUNED with its score
+and the user attr ``not_a_result`` saying why, so Optuna's own best trial (``study.best_trial``,
+optuna-dashboard's "Best Trial") is a network nasfw would call the best; :meth:`Ledger.records`
+reads it back as ``ok``.
+
 Trials are written by :meth:`Ledger.record` only: by the driver as results arrive, or, for
 cluster launchers (``Launcher.workers_write_trials``), inside the job by
 :class:`StoredEvaluation`, so a result is in the study when its job ends even if the driver is
@@ -65,6 +72,51 @@ FIRST_STEP_ATTR = "nasfw:first_step_seconds"
 GRAPH_ATTR = "nasfw:graph"  # a trial's system attr: its ArchGraph as compact JSON
 # A trial's system attr: a RUNNING trial whose search stopped (not an evaluation: never read).
 INTERRUPTED_ATTR = "nasfw:interrupted"
+# A trial's user attr: why an ok evaluation is no result (stored PRUNED, read back as ok).
+NOT_A_RESULT_ATTR = "not_a_result"
+# optuna-dashboard shows each user attr on one line that never wraps: a graph's summary as one
+# attr made trial pages 1,800-3,400 px wide. It is cut at its arrows into lines this long.
+ARCHITECTURE_LINE = 90
+
+
+def architecture_attrs(graph: ArchGraph) -> dict[str, str]:
+    """``graph``'s :meth:`ArchGraph.summary` as user attrs of at most ``ARCHITECTURE_LINE``
+    characters each, cut between layers: ``architecture``, then ``architecture (2)``, ...
+    (each continuation starts with its arrow); :func:`architecture_of` joins them again."""
+    lines: list[str] = []
+    for layer in graph.summary().split(" → "):
+        if lines and len(lines[-1]) + 3 + len(layer) <= ARCHITECTURE_LINE:
+            lines[-1] += f" → {layer}"
+        else:
+            lines.append(f"→ {layer}" if lines else layer)
+    return {
+        "architecture" if i == 0 else f"architecture ({i + 1})": line
+        for i, line in enumerate(lines)
+    }
+
+
+# A result's extra facts, one user attr each (``extra.device``, ``extra.reused_from``, ...): as
+# one dict they were one unwrapped line of 300 characters on optuna-dashboard's trial page.
+EXTRA_PREFIX = "extra."
+
+
+def trial_extra(user_attrs: dict[str, Any]) -> dict[str, Any]:
+    """A stored trial's :attr:`nasfw.Result.extra` (``extra.<key>`` user attrs; the one
+    ``extra`` dict of studies written before)."""
+    if isinstance(user_attrs.get("extra"), dict):
+        return dict(user_attrs["extra"])
+    n = len(EXTRA_PREFIX)
+    return {k[n:]: v for k, v in user_attrs.items() if k.startswith(EXTRA_PREFIX)}
+
+
+def architecture_of(user_attrs: dict[str, Any]) -> str:
+    """The summary :func:`architecture_attrs` cut into user attrs, whole again."""
+    parts = [user_attrs["architecture"]]
+    while (part := user_attrs.get(f"architecture ({len(parts) + 1})")) is not None:
+        parts.append(part.removeprefix("→ "))
+    return " → ".join(parts)
+
+
 _RESULT_FIELDS = (
     "loss",
     "flops",
@@ -126,10 +178,19 @@ class _Series:
 class Ledger:
     """Reads and writes one study: trials, tuner state, and the search's fingerprint."""
 
-    def __init__(self, url: str, study_name: str, retry_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        study_name: str,
+        retry_seconds: float = 0.0,
+        full_budget: int | None = None,
+    ) -> None:
         """Open (or create) study ``study_name`` in ``url``; storage calls meeting an outage
-        are retried for ``retry_seconds`` (:func:`nasfw.storage.open_storage`)."""
+        are retried for ``retry_seconds`` (:func:`nasfw.storage.open_storage`).
+        ``full_budget``: the epochs (``train.epochs``) an evaluation needs to be stored as a
+        result (COMPLETE); None: only the tuner's own trainings are no result."""
         self.url = url
+        self.full_budget = full_budget
         # Called before each write: raises when this driver no longer holds the study's lease
         # (nasfw.lease.DriverLease.check, set once the lease is taken).
         self.fence: Callable[[], None] = _no_fence
@@ -264,7 +325,7 @@ class Ledger:
         attrs: dict[str, Any] = {
             "generation": generation,
             "index": index,
-            "architecture": candidate.graph.summary(),
+            **architecture_attrs(candidate.graph),
             "graph_hash": candidate.graph.hash,
             "nodes": len(candidate.graph),
             "train": candidate.train,
@@ -346,7 +407,7 @@ class Ledger:
         self.fence()
         result = result.finite()
         attrs, system_attrs = self._trial_attrs(candidate, generation, index)
-        attrs["extra"] = result.extra
+        attrs |= {f"{EXTRA_PREFIX}{key}": value for key, value in result.extra.items()}
         if isinstance(result.extra.get("weights"), str):
             # Listed (and served) by optuna-dashboard as the trial's artifact.
             name, meta = artifact_attr(result.extra["weights"], candidate.key)
@@ -355,7 +416,7 @@ class Ledger:
             value = getattr(result, name)
             if value is not None:
                 attrs[name] = value
-        state = _STATES[result.status]
+        state = self._state(candidate, result, attrs)
         values = None if result.status == "failed" else [float(result.metric or 0.0)]
         if result.status == "failed":
             attrs["fail_reason"] = result.error or "failed"
@@ -403,6 +464,7 @@ class Ledger:
     ) -> TrialRecord:
         """Finish the RUNNING trial ``trial_id`` with ``result`` (see :meth:`record`)."""
         storage = self.storage
+        state = self._state(candidate, result, attrs)  # before the attrs are written
         running = storage.get_trial(trial_id)
         for step, value in curve.items():
             if step not in running.intermediate_values:
@@ -415,9 +477,25 @@ class Ledger:
             if running.user_attrs.get(key, _UNSET) != value:
                 storage.set_trial_user_attr(trial_id, key, value)
         values = None if result.status == "failed" else [float(result.metric or 0.0)]
-        storage.set_trial_state_values(trial_id, _STATES[result.status], values)
+        storage.set_trial_state_values(trial_id, state, values)
         number = storage.get_trial_number_from_id(trial_id)
         return self._record_of(candidate, result, generation, index, number)
+
+    def _state(
+        self, candidate: Candidate, result: Result, attrs: dict[str, Any]
+    ) -> optuna.trial.TrialState:
+        """The trial state of ``result``: an ok evaluation that is no result is PRUNED, with
+        ``attrs[NOT_A_RESULT_ATTR]`` saying why."""
+        if result.status == "ok":
+            record = TrialRecord(-1, 0, 0, candidate, result)
+            if not record.is_result(self.full_budget or 0):
+                attrs[NOT_A_RESULT_ATTR] = (
+                    "the tuner's own training (not a network it proposes)"
+                    if not candidate.exportable
+                    else f"trained {result.trained_budget} of {self.full_budget} epochs"
+                )
+                return optuna.trial.TrialState.PRUNED
+        return _STATES[result.status]
 
     @staticmethod
     def _record_of(
@@ -453,11 +531,13 @@ class Ledger:
             if graph is None or trial.system_attrs.get(INTERRUPTED_ATTR):
                 continue  # not written by nasfw, or not an evaluation
             status = status_of[trial.state]
+            if NOT_A_RESULT_ATTR in a:  # an ok evaluation that is no result (see _state)
+                status = "ok"
             result = Result(
                 status=status,
                 metric=trial.value if status != "failed" else None,
                 error=a.get("fail_reason"),
-                extra=a.get("extra", {}),
+                extra=trial_extra(a),
                 curve=dict(trial.intermediate_values),
                 started=_timestamp(trial.datetime_start),
                 finished=_timestamp(trial.datetime_complete),

@@ -24,9 +24,7 @@ def _on_the_plane(record: TrialRecord, budget: int) -> bool:
     count: one that has a place on the front (a network that only serves the tuner,
     ``exportable=False``, a pruned one or one trained less than the others has none)."""
     return (
-        record.exportable
-        and record.result.ok
-        and record.result.trained_budget >= budget
+        record.is_result(budget)
         and math.isfinite(record.result.fitness)
         and record.result.flops is not None
     )

@@ -99,7 +99,12 @@ def prepare(
         hook = plugin_manager().hook
         hook.nasfw_check_config(cfg=config)
         _check_warm_start(config)
-        ledger = Ledger(config.storage.url, config.study_name, config.storage.retry_seconds)
+        ledger = Ledger(
+            config.storage.url,
+            config.study_name,
+            config.storage.retry_seconds,
+            full_budget=int(config.train.epochs),
+        )
         # Before anything is written: a second driver on the study refuses here.
         lease = DriverLease(ledger.storage, config.study_name)
         lease.acquire()

@@ -263,6 +263,17 @@ class TrialRecord:
         evaluation's candidate does not change."""
         return self.candidate.key
 
+    def is_result(self, full_budget: int) -> bool:
+        """Whether nasfw counts this trial as a *result* of the search: ``ok``, exportable
+        (not one of the tuner's own trainings, such as Petridish's candidate trainings) and
+        trained to ``full_budget`` epochs (:meth:`nasfw.SearchContext.full_budget`).
+
+        The one definition the search's best, the summary table, the Pareto front, the
+        post-processor, the Optuna study (only results are COMPLETE: ``nasfw.ledger``) and
+        MLflow's best-so-far all use.
+        """
+        return self.result.ok and self.exportable and self.result.trained_budget >= full_budget
+
     @property
     def rank(self) -> tuple[float, int, int]:
         """Sort key, higher is better: fitness, ties to the earlier (generation, index).

@@ -14,6 +14,7 @@ from cli import TINY, nasfw, start, trials, wait_for_trials
 from nasfw import ArchGraph
 from nasfw.ledger import FIRST_STEP_ATTR as FIRST_STEP
 from nasfw.ledger import SECONDS_ATTR as SECONDS
+from nasfw.ledger import architecture_of, trial_extra
 
 CUDA = torch.cuda.is_available()
 
@@ -46,11 +47,11 @@ def test_tiny_search_then_rerun_resumes_without_rerunning(tmp_path):
     assert [t.state for t in done] == [optuna.trial.TrialState.COMPLETE] * 2
     assert {t.user_attrs["generation"] for t in done} == {0}
     graph = ArchGraph.from_json(done[0].system_attrs["nasfw:graph"])
-    assert done[0].user_attrs["architecture"] == graph.summary() and "→" in graph.summary()
+    assert architecture_of(done[0].user_attrs) == graph.summary() and "→" in graph.summary()
     assert done[0].params and done[0].user_attrs["flops"] > 0
     # train.device=auto: the GPU where there is one, else the CPU; the trial says which.
-    assert done[0].user_attrs["extra"]["device"] == ("cuda:0" if CUDA else "cpu")
-    assert done[0].user_attrs["extra"]["precision"] == "fp32"
+    assert trial_extra(done[0].user_attrs)["device"] == ("cuda:0" if CUDA else "cpu")
+    assert trial_extra(done[0].user_attrs)["precision"] == "fp32"
     study = optuna.load_study(study_name=STUDY, storage=url)
     timing = json.loads(study._storage.get_study_system_attrs(study._study_id)[SECONDS])
     assert study.metric_names == ["val_accuracy"]
@@ -342,11 +343,11 @@ def test_identical_networks_are_evaluated_once(tmp_path):
         assert out.returncode == 0, out.stderr
         done = trials(f"sqlite:///{tmp_path}/s.db", f"reuse-{reuse}")
         values[reuse] = {t.user_attrs["index"]: t.value for t in done}
-        reused = [t for t in done if "reused_from" in t.user_attrs["extra"]]
+        reused = [t for t in done if "reused_from" in trial_extra(t.user_attrs)]
         if reuse == "true":
             assert len(reused) >= 2
             for t in reused:
-                source = done[t.user_attrs["extra"]["reused_from"]]
+                source = done[trial_extra(t.user_attrs)["reused_from"]]
                 assert source.user_attrs["graph_hash"] == t.user_attrs["graph_hash"]
                 assert source.value == t.value
         else:

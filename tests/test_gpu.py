@@ -12,6 +12,8 @@ import pytest
 import torch
 from cli import nasfw, trials
 
+from nasfw.ledger import trial_extra
+
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA GPU"),
@@ -35,7 +37,7 @@ def test_a_search_trains_on_the_gpu(tmp_path, precision):
     done = trials(url, "random-digits-image_small-seed0")
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in done)
     for t in done:
-        extra = t.user_attrs["extra"]
+        extra = trial_extra(t.user_attrs)
         assert extra["device"] == "cuda:0" and extra["precision"] == precision
         assert extra["device_name"] == torch.cuda.get_device_name(0)
     (summary,) = tmp_path.glob("outputs/*/*/best_model/summary.json")
@@ -49,7 +51,7 @@ def test_workers_share_the_gpus(tmp_path):
     out = nasfw(tmp_path, *DIGITS, "train.device=auto", f"storage.url={url}")
     assert out.returncode == 0, out.stderr
     devices = {
-        t.user_attrs["extra"]["device"] for t in trials(url, "random-digits-image_small-seed0")
+        trial_extra(t.user_attrs)["device"] for t in trials(url, "random-digits-image_small-seed0")
     }
     assert devices == {"cuda:0"}  # each worker sees its own GPU as cuda:0
 
@@ -61,4 +63,5 @@ def test_regularized_scoring_on_the_gpu(tmp_path):
     assert out.returncode == 0, out.stderr
     done = trials(url, "random-digits-image_small-seed0")
     assert [t.state for t in done].count(optuna.trial.TrialState.COMPLETE) >= 3
-    assert all(t.user_attrs["extra"]["device"] == "cuda:0" for t in done if "extra" in t.user_attrs)
+    facts = [trial_extra(t.user_attrs) for t in done]
+    assert all(extra["device"] == "cuda:0" for extra in facts if extra)

@@ -261,10 +261,14 @@ def test_summary_reads_as_layers_in_order():
     graph = ArchGraph(
         [
             Node("a", "conv2d", {"filters": 41, "kernel_size": 5}),
-            Node("b", "maxpool2d", {"pool_size": 2}, ("a",)),
-            Node("c", "dropout", {"rate": 0.123456}, ("b",)),
+            Node("b", "maxpool2d", {"pool_size": 2, "same": False}, ("a",)),
+            Node("e", "maxpool2d", {"same": True, "pool_size": 3}, ("b",)),
+            Node("c", "dropout", {"rate": 0.123456}, ("e",)),
             Node("d", "dense", {"units": 96}, ("c", "a"), merge="concat"),
         ],
         output="d",
     )
-    assert graph.summary() == ("conv2d(41,5) → maxpool2d(2) → dropout(0.12) → dense(96)[concat 0]")
+    # A flag reads as its name when set (not "True"), and is left out when not.
+    assert graph.summary() == (
+        "conv2d(41,5) → maxpool2d(2) → maxpool2d(same,3) → dropout(0.12) → dense(96)[concat 0]"
+    )

@@ -8,7 +8,14 @@ import pytest
 from conftest import load_space
 
 from nasfw import Candidate, RandomChooser, Result
-from nasfw.ledger import Ledger, LedgerError
+from nasfw.ledger import (
+    ARCHITECTURE_LINE,
+    Ledger,
+    LedgerError,
+    architecture_attrs,
+    architecture_of,
+    trial_extra,
+)
 
 
 @pytest.fixture
@@ -181,7 +188,7 @@ def test_a_non_finite_number_makes_a_failed_trial(tmp_path, candidate, result, f
     assert trial.state == optuna.trial.TrialState.FAIL
     assert reason in trial.user_attrs["fail_reason"]
     stored = [v for k, v in trial.user_attrs.items() if isinstance(v, float)]
-    stored += [v for v in trial.user_attrs["extra"].values() if isinstance(v, float)]
+    stored += [v for v in trial_extra(trial.user_attrs).values() if isinstance(v, float)]
     assert all(math.isfinite(v) for v in stored)  # JSON for optuna-dashboard: no NaN
 
 
@@ -222,7 +229,7 @@ def test_nasfw_state_stays_out_of_the_user_attrs(tmp_path, candidate):
     study = optuna.load_study(study_name="study", storage=url)
     assert study.user_attrs == {} and study.metric_names == ["val_accuracy"]
     (trial,) = study.get_trials()
-    assert trial.user_attrs["architecture"] == candidate.graph.summary()
+    assert architecture_of(trial.user_attrs) == candidate.graph.summary()
     assert "graph" not in trial.user_attrs and "\n" not in trial.system_attrs["nasfw:graph"]
     assert len(trial.system_attrs["nasfw:graph"]) == len(candidate.graph.to_json())
 
@@ -249,3 +256,50 @@ def test_a_nan_point_of_a_learning_curve_is_dropped_not_failed(tmp_path, candida
     ok = Result(status="ok", metric=0.5, curve={1: math.nan, 2: 0.5})
     record = Ledger(url, "study").record(candidate, ok, generation=0, index=0)
     assert record.result.ok and record.result.curve == {2: 0.5}
+
+
+def test_only_results_are_complete_so_optunas_best_is_nasfws(tmp_path, candidate):
+    """A tuner's own training (exportable=False) and a network below the full budget are
+    stored PRUNED with their score and the reason, read back as ok: Optuna's best trial (what
+    optuna-dashboard shows as "Best Trial") is the best result, as nasfw's own best."""
+    from dataclasses import replace
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    ledger = Ledger(url, "study", full_budget=3)
+    own = replace(candidate, exportable=False)
+    result = Result(status="ok", metric=0.6, epochs=3)
+    ledger.record(candidate, result, generation=0, index=0)
+    ledger.record(own, replace(result, metric=0.9), generation=0, index=1)
+    ledger.record(candidate, replace(result, metric=0.8, epochs=1), generation=0, index=2)
+
+    study = optuna.load_study(study_name="study", storage=url)
+    trials = study.get_trials()
+    PRUNED, COMPLETE = optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE
+    assert [t.state for t in trials] == [COMPLETE, PRUNED, PRUNED]
+    assert [t.value for t in trials] == [0.6, 0.9, 0.8]  # the scores stay visible
+    assert "tuner's own training" in trials[1].user_attrs["not_a_result"]
+    assert trials[2].user_attrs["not_a_result"] == "trained 1 of 3 epochs"
+    assert study.best_trial.number == 0 and study.best_value == 0.6
+
+    again = Ledger(url, "study").records()
+    assert [r.result.status for r in again] == ["ok", "ok", "ok"]
+    assert [r.is_result(3) for r in again] == [True, False, False]
+    assert not again[1].exportable and again[2].result.epochs == 1
+
+
+def test_a_long_architecture_is_cut_into_lines_between_layers(ops):
+    """optuna-dashboard shows a user attr on one line that never wraps: a long graph is cut
+    into several attrs, between layers, each at most ARCHITECTURE_LINE characters."""
+    from nasfw import ArchGraph, Node
+
+    nodes = [Node("n0", "conv2d", {"filters": 41, "kernel_size": 5, "activation": "relu"})]
+    for i in range(1, 14):
+        inputs = (f"n{i - 1}",) if i % 3 else (f"n{i - 1}", f"n{i - 3}")
+        nodes.append(Node(f"n{i}", "conv2d", {"filters": 32, "kernel_size": 3}, inputs, "add"))
+    graph = ArchGraph(nodes, output="n13")
+    attrs = architecture_attrs(graph)
+    assert len(graph.summary()) > 2 * ARCHITECTURE_LINE and len(attrs) >= 3
+    assert all(len(line) <= ARCHITECTURE_LINE for line in attrs.values())
+    assert list(attrs)[:2] == ["architecture", "architecture (2)"]
+    assert attrs["architecture (2)"].startswith("→ conv2d(")  # whole layers on each line
+    assert architecture_of(attrs) == graph.summary()

@@ -65,7 +65,8 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def wheel(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def built(source: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The wheel, and what its build printed (``-v``: the build backend's own output)."""
     out = tmp_path_factory.mktemp("wheel")
     proc = subprocess.run(
         [
@@ -76,7 +77,7 @@ def wheel(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--no-deps",
             "--no-build-isolation",
             "--no-index",
-            "-q",
+            "-v",
             "-w",
             str(out),
             str(source),
@@ -87,7 +88,22 @@ def wheel(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (whl,) = out.glob("nasfw-*.whl")
-    return whl
+    return whl, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(built: tuple[Path, str]) -> Path:
+    return built[0]
+
+
+def test_the_build_prints_no_warning_of_the_projects_own(built: tuple[Path, str]) -> None:
+    """setuptools says nothing about nasfw's packaging: no "Package would be ignored" block
+    for a conf/ folder left out of ``packages`` (six of them, ~120 lines, at every install)."""
+    log = built[1]
+    assert "nasfw-" in log  # the backend's output is there to be read
+    lines = log.splitlines()
+    warnings = [line for line in lines if "Warning" in line or "would be ignored" in line]
+    assert warnings == []
 
 
 def test_wheel_contents(wheel: Path, source: Path) -> None:

@@ -125,6 +125,7 @@ def context(tmp_path: Path, records: list[TrialRecord], metric: str = "accuracy"
         best=lambda: max((r for r in records if r.result.ok), key=lambda r: r.rank, default=None),
         full_budget=lambda: 0,
         simulated_seconds={},
+        postproc_report=[],
     )
 
 

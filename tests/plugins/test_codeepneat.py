@@ -151,8 +151,9 @@ class TestCoDeepNEAT(TunerContract):
         for c in tuner.ask():
             bp = by_id[c.attrs["blueprint"]]
             assert c.train == {"optimizer": bp.optimizer, "lr": bp.lr}
-            assert c.params["optimizer"] == bp.optimizer and c.params["lr"] == bp.lr
-            assert set(c.params) <= set(c.distributions)
+            # Only what the tuner samples: importances over layer positions would mean nothing.
+            assert c.params == {"optimizer": bp.optimizer, "lr": bp.lr}
+            assert set(c.params) == set(c.distributions)
 
 
 # -- 2. distances ------------------------------------------------------------------------------
@@ -459,8 +460,8 @@ def test_fitness_flows_back_to_blueprints_and_modules(tabular, aggregation):
             assert m.unused == 0
         else:
             assert m.fitness is None and m.unused == 1
-    assert tuner.generation_report()["mean_fitness"] == pytest.approx(statistics.fmean(scores))
-    assert "best_fitness" not in tuner.generation_report()  # the tracker's best_val_<metric>
+    # The scores are the trackers' (generation_mean_val_<metric>): not repeated by the tuner.
+    assert not {"mean_fitness", "best_fitness"} & set(tuner.generation_report())
 
 
 def test_unused_modules_are_not_ranked_as_zero(tabular):

@@ -209,7 +209,13 @@ def search(env: Env, problem: Problem, space, ops) -> dict[str, Any]:
     context.best_model, context.export_dir = model, export
     plugin.nasfw_search_end(context=context, best=best)
     run_id = context.plugin_state["mlflow"]["run_id"]
-    return {"context": context, "run": env.client.get_run(run_id), "best": best, "model": model}
+    return {
+        "context": context,
+        "run": env.client.get_run(run_id),
+        "best": best,
+        "model": model,
+        "client_history": lambda key: env.client.get_metric_history(run_id, key),
+    }
 
 
 def test_one_parent_run_with_params_and_tags(env: Env, search: dict[str, Any]) -> None:
@@ -272,32 +278,38 @@ def test_trial_metrics_are_logged_per_trial_number(env: Env, search: dict[str, A
     assert history("trial/flops", *children) == {0: 1000, 2: 3000, 3: 4000, 4: 5000}
     assert set(history("trial/loss", *children)) == {0, 2, 3, 4}
     assert history("trial/train_seconds", children[0])[2] == 0.5
+    # Only where it differs from the metric (regularized scoring's score is the metric).
     assert history("trial/regularized_score", *children) == pytest.approx({0: 0.45, 3: 0.55})
-    # The parent holds summaries only: the best so far and the count after each trial.
+    # The parent holds summaries only: the best so far and the count after each finished
+    # trial, at the step of that count (completion order).
     best = history("best_val_accuracy")
-    assert best == pytest.approx({0: 0.5, 1: 0.5, 2: 0.7, 3: 0.7, 4: 0.9, 5: 0.9})
-    assert history("n_trials") == {n: n + 1 for n in range(6)}
+    assert best == pytest.approx({1: 0.5, 2: 0.5, 3: 0.7, 4: 0.7, 5: 0.9, 6: 0.9})
+    assert history("n_trials") == {n: n for n in range(1, 7)}
     assert search["run"].data.metrics["best_val_accuracy"] == pytest.approx(0.9)
-    assert history("n_trials_ok") == {2: 2, 5: 4} and history("n_trials_failed") == {2: 1, 5: 2}
+    assert history("n_trials_ok") == {3: 2, 6: 4} and history("n_trials_failed") == {3: 1, 6: 2}
+    # Each summary once per step: the search's end adds only what its last step lacked.
+    for key in ("best_val_accuracy", "n_trials", "n_trials_ok"):
+        steps = [m.step for m in search["client_history"](key)]
+        assert len(steps) == len(set(steps)), key
     assert not [k for k in search["run"].data.metrics if k.startswith("trial")]
 
 
 def test_one_nested_run_per_generation(env: Env, search: dict[str, Any]) -> None:
     children = child_runs(env, search["run"].info.run_id)
     study = search["context"].study.study_name
-    assert [c.info.run_name for c in children] == [
-        f"{study} · generation 0",
-        f"{study} · generation 1",
-    ]
+    # The generation first: MLflow's lists cut names to the column's width.
+    assert [c.info.run_name for c in children] == [f"gen 0 · {study}", f"gen 1 · {study}"]
     assert all(c.info.status == "FINISHED" for c in children)
-    names = ("best_val_accuracy", "mean_val_accuracy", "median_val_accuracy")
+    names = ("generation_max_val_accuracy", "generation_mean_val_accuracy")
     expected = [
-        dict(zip(names, (0.7, 0.6, 0.6), strict=True)) | {"best_val_accuracy_so_far": 0.7},
-        dict(zip(names, (0.9, 0.75, 0.75), strict=True)) | {"best_val_accuracy_so_far": 0.9},
+        dict(zip(names, (0.7, 0.6), strict=True)) | {"search_best_val_accuracy": 0.7},
+        dict(zip(names, (0.9, 0.75), strict=True)) | {"search_best_val_accuracy": 0.9},
     ]
     for g, (child, want) in enumerate(zip(children, expected, strict=True)):
         metrics = child.data.metrics
         assert {k: metrics[k] for k in want} == pytest.approx(want)
+        # One name per meaning: no bare best_<val> (the parent's) nor a tuner's duplicate.
+        assert not {"best_val_accuracy", "mean_val_accuracy", "mean_fitness"} & set(metrics)
         assert metrics["n_ok"] == 2 and metrics["n_failed"] == 1
         assert child.data.params == {"generation": str(g), "tuner": "random", "candidates": "3"}
 
@@ -308,9 +320,15 @@ def test_population_table(env: Env, search: dict[str, Any], space) -> None:
     rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
     assert [r["trial"] for r in rows] == [3, 4, 5]
     assert [r["status"] for r in rows] == ["ok", "ok", "failed"]
-    assert rows[1]["metric"] == pytest.approx(0.9)
+    assert "metric" not in table["columns"]  # named after the metric
+    assert rows[1]["val_accuracy"] == pytest.approx(0.9)
     assert rows[2]["error"] == "too large: 3000000 params"
-    assert rows[2]["metric"] is None
+    assert rows[2]["val_accuracy"] is None
+    assert [r["result"] for r in rows] == [True, True, False]
+    # The training settings explain two scores of one architecture.
+    assert [r["epochs"] for r in rows] == [1, 1, 0] and rows[0]["budget"] == 1
+    assert json.loads(rows[0]["train"])["lr"] == 0.001
+    assert [r["reused_from"] for r in rows] == [None, None, None]
     trials = make_trials(space, 1, [0.6, 0.9, None])
     assert [r["graph_hash"] for r in rows] == [t.graph.hash for t in trials]
     assert [r["nodes"] for r in rows] == [len(t.graph) for t in trials]
@@ -404,8 +422,8 @@ def test_resume_continues_the_run_and_its_generation(
     run = env.client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["nasfw.resumed_at_generation"] == "1"
-    names = [c.info.run_name.rsplit(" ", 1)[-1] for c in child_runs(env, run_id)]
-    assert names == ["0", "1"]
+    names = [c.info.run_name.split(" · ")[0] for c in child_runs(env, run_id)]
+    assert names == ["gen 0", "gen 1"]
 
 
 def test_a_kill_between_a_trials_two_batches_is_caught_up_once(
@@ -439,9 +457,9 @@ def test_a_kill_between_a_trials_two_batches_is_caught_up_once(
     assert second.plugin_state["mlflow"]["run_id"] == run_id
     (generation,) = child_runs(env, run_id)
     series = env.client.get_metric_history(generation.info.run_id, "trial/failed")
-    assert sorted(m.step for m in series) == [0, 1]
+    assert sorted(m.step for m in series) == [0, 1]  # the trials' numbers
     summary = env.client.get_metric_history(run_id, "n_trials")
-    assert sorted(m.step for m in summary) == [0, 1]
+    assert sorted(m.step for m in summary) == [1, 2]  # the count of finished trials
 
 
 def test_tracking_none_logs_nothing(env: Env, problem: Problem, space) -> None:
@@ -513,8 +531,13 @@ def test_a_tracking_hiccup_does_not_stop_the_search(
 
 
 def test_tracking_stops_after_repeated_failures(
-    env: Env, problem: Problem, space, caplog: pytest.LogCaptureFixture
+    env: Env,
+    problem: Problem,
+    space,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(_runs, "FLUSH_SECONDS", 0.0)  # each trial's summary sent at once
     context = make_context(make_cfg(env), problem, space, env.tmp)
     plugin.nasfw_search_start(context=context)
     context.plugin_state["mlflow"]["run_id"] = "0" * 32  # e.g. the server went away
@@ -543,8 +566,8 @@ def test_interleaved_searches_in_one_process(env: Env, problem: Problem, space) 
         assert run.data.params["seed"] == str(i + 1)
         history = env.client.get_metric_history(run_id, "best_val_accuracy")
         assert sorted((m.step, round(m.value, 6)) for m in history) == [
-            (0, round(0.1 * (i + 1), 6)),
-            (1, round(0.1 * (i + 1) + 0.01, 6)),
+            (1, round(0.1 * (i + 1), 6)),
+            (2, round(0.1 * (i + 1) + 0.01, 6)),
         ]
         assert len(child_runs(env, run_id)) == 2
     assert mlflow.active_run() is None
@@ -559,11 +582,8 @@ def test_tuner_report_and_best_network_per_generation(env: Env, search: dict[str
         png = download(env, child.info.run_id, "best_network.png")
         height, width, _ = matplotlib.image.imread(png).shape
         assert width > 300 and height > 150
-        # each trial's learning curve, by epoch, and the generation's curves in one plot
-        for trial in (t for t in search["context"].history if t.generation == g and t.result.ok):
-            key = f"curve/trial_{trial.number}/val_accuracy"
-            curve = env.client.get_metric_history(child.info.run_id, key)
-            assert sorted((m.step, m.value) for m in curve) == sorted(trial.result.curve.items())
+        # the generation's learning curves in one plot, not one metric (chart section) each
+        assert not [k for k in child.data.metrics if k.startswith("curve/")]
         assert matplotlib.image.imread(download(env, child.info.run_id, "learning_curves.png")).size
         # the tuner's own files (Tuner.generation_artifacts), kept with each generation
         note = download(env, child.info.run_id, "tuner/species.json")
@@ -703,10 +723,10 @@ def test_the_search_does_not_wait_for_mlflow_and_nothing_queued_is_lost(
     assert env.client.get_metric_history(run_id, "n_trials") == []
     blocked.set()
     plugin.nasfw_search_end(context=context, best=context.best())
-    assert [m.step for m in env.client.get_metric_history(run_id, "n_trials")] == [0, 1, 2]
+    assert [m.step for m in env.client.get_metric_history(run_id, "n_trials")] == [1, 2, 3]
     (generation,) = child_runs(env, run_id)
     assert generation.info.status == "FINISHED"
-    assert generation.data.metrics["best_val_accuracy"] == 0.3
+    assert generation.data.metrics["generation_max_val_accuracy"] == 0.3
     assert env.client.get_run(run_id).info.status == "FINISHED"
     assert not any(t.name == "nasfw-mlflow" for t in set(threading.enumerate()) - others)
 
@@ -740,7 +760,8 @@ def test_the_exported_network_does_not_depend_on_the_tracker(tmp_path: Path) -> 
 def test_the_best_so_far_counts_results_only_as_nasfw_does(tmp_path: Path) -> None:
     """Petridish's candidate trainings are trials that are no result (not exportable): the
     parent's best_<val> after each trial is the best of the results so far, as nasfw's own
-    best is, and its last value is the exported network's."""
+    best is, and its last value is the exported network's; the Optuna study's best trial
+    (optuna-dashboard's "Best Trial") is nasfw's best too."""
     from cli import nasfw
 
     from nasfw.ledger import Ledger
@@ -772,12 +793,70 @@ def test_the_best_so_far_counts_results_only_as_nasfw_does(tmp_path: Path) -> No
         m.step: m.value for m in client.get_metric_history(parent.info.run_id, "best_val_accuracy")
     }
     results_so_far: list[float] = []
-    for record in records:  # one at a time in the driver: they finish in number order
+    # One at a time in the driver: they finish in number order, trial n at step n + 1.
+    for record in records:
         if record.exportable and record.result.ok and record.result.trained_budget >= 2:
             results_so_far.append(record.result.metric)
-        if results_so_far and record.number in history:
-            assert history[record.number] == pytest.approx(max(results_so_far)), record.number
+        if results_so_far:
+            assert history[record.number + 1] == pytest.approx(max(results_so_far)), record
     best = int(parent.data.tags["nasfw.best_trial"])
+    study = optuna.load_study(study_name="p", storage=f"sqlite:///{tmp_path / 'nasfw.db'}")
+    assert study.best_trial.number == best
+    own = [t for t in study.trials if t.number in {r.number for r in records if not r.exportable}]
+    assert own and all(t.state == optuna.trial.TrialState.PRUNED for t in own)
+    assert all("tuner's own" in t.user_attrs["not_a_result"] for t in own)
     assert parent.data.metrics["best_val_accuracy"] == pytest.approx(
         next(r.result.metric for r in records if r.number == best)
     )
+
+
+def test_lookups_get_no_generation_runs_and_few_writes(
+    env: Env, problem: Problem, space, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A problem evaluated by lookup gets no nested run per generation (tracking.generation_runs
+    unset), and its summaries go in batches: MLflow's cost stays below the lookups' (issue 26;
+    benchmarks/overhead.py --lookups measures it). The summaries are complete at the end."""
+    import dataclasses
+
+    looked_up = dataclasses.replace(problem, table=object())
+    context = make_context(make_cfg(env, seed=7), looked_up, space, env.tmp)
+    plugin.nasfw_search_start(context=context)
+    state = context.plugin_state["mlflow"]
+    calls: list[int] = []
+    log_batch = state["client"].log_batch
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(len(kwargs.get("metrics") or ()))
+        return log_batch(*args, **kwargs)
+
+    monkeypatch.setattr(state["client"], "log_batch", counted)
+    for g in range(5):
+        run_generation(context, g, make_trials(space, g, [0.1 * g, 0.1 * g + 0.05]))
+    plugin.nasfw_search_end(context=context, best=context.best())
+    run_id = state["run_id"]
+    assert child_runs(env, run_id) == []
+    assert len(calls) <= 4  # not two per trial and one per generation (15)
+    steps = {m.step: m.value for m in env.client.get_metric_history(run_id, "n_trials")}
+    assert steps == {n: n for n in range(1, 11)}
+    best = env.client.get_metric_history(run_id, "best_val_accuracy")
+    assert max(m.value for m in best) == pytest.approx(0.45)
+    assert env.client.get_run(run_id).data.metrics["n_trials_ok"] == 10
+
+
+def test_generation_and_trial_axes_have_whole_ticks(search: dict[str, Any]) -> None:
+    """fitness_per_generation.png and best_so_far.png count generations and trials: no
+    0.5 of one on their x axes (two generations once ticked 0, 0.2, ..., 1)."""
+    from nasfw.plugins.tracking.mlflow_tracking import _figures
+
+    figures: dict[str, Any] = {}
+
+    class Capture:
+        def log_figure(self, run_id: str, figure: Any, name: str, **_: Any) -> None:
+            figures[name] = figure
+
+    _figures.log_generation_plot(Capture(), "run", search["context"])  # type: ignore[arg-type]
+    _figures.log_progress_plot(Capture(), "run", search["context"])  # type: ignore[arg-type]
+    assert set(figures) == {"fitness_per_generation.png", "best_so_far.png"}
+    for name, figure in figures.items():
+        ticks = figure.axes[0].get_xticks()
+        assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), (name, ticks)

@@ -9,6 +9,7 @@ import torch
 from cli import TINY, nasfw
 
 from nasfw import ArchGraph, Node, build_model, model_cost
+from nasfw.ledger import trial_extra
 from nasfw.plugins.postprocessing.morphnet.regularizer import FlopRegularizer, add_gates
 from nasfw.plugins.postprocessing.morphnet.shrink import carry_weights, expand, scale_widths, shrink
 
@@ -211,12 +212,12 @@ def test_regularized_scoring_in_a_codeepneat_run(tmp_path):
     for t in trials:
         assert t.user_attrs["regularized_score"] == t.value
         # The genome stored is the unmodified one; its FLOPs are the original network's.
-        assert t.user_attrs["extra"]["flops_after"] <= t.user_attrs["flops"]
+        assert trial_extra(t.user_attrs)["flops_after"] <= t.user_attrs["flops"]
         assert ArchGraph.from_json(t.system_attrs["nasfw:graph"]).hash == t.user_attrs["graph_hash"]
         # Scoring carries the surviving weights by default: every layer and the head.
         graph = ArchGraph.from_json(t.system_attrs["nasfw:graph"])
         layers = sum(1 for n in graph if n.op in ("conv2d", "dense")) + 1
-        assert t.user_attrs["extra"]["carried_layers"] == layers
+        assert trial_extra(t.user_attrs)["carried_layers"] == layers
 
 
 @pytest.mark.parametrize("carry", [True, False])
@@ -270,6 +271,37 @@ def test_postproc_morphnet_reports_smaller_networks(tmp_path):
     assert 0 <= row["val_after"] <= 1
     ArchGraph.from_json(row["shrunk_graph"])
     assert "postproc/flops_after" in run.data.metrics
+    # The run's overview describes the logged best network, and says so.
+    assert run.data.metrics["postproc/trial"] == int(run.data.tags["nasfw.best_trial"])
+    assert (
+        f"postproc=morphnet on trial {row['trial']} (the best)"
+        in (run.data.tags["mlflow.note.content"])
+    )
+
+
+def test_postproc_report_reaches_the_console_and_the_run_directory(tmp_path):
+    """With tracking=none too: the rows, the best's first, in postproc.json beside the run's
+    other outputs, and as a table in the summary."""
+    out = nasfw(
+        tmp_path,
+        *TINY,
+        "tuner.n_trials=3",
+        "tuner.batch_size=3",
+        "postproc=morphnet",
+        "postproc.top_k=2",
+        f"storage.url=sqlite:///{tmp_path}/s.db",
+    )
+    assert out.returncode == 0, out.stderr
+    (path,) = tmp_path.glob("outputs/*/*/postproc.json")
+    rows = json.loads(path.read_text())
+    assert len(rows) == 2
+    summary = json.loads((path.parent / "best_model" / "summary.json").read_text())
+    assert rows[0]["trial"] == summary["trial"]  # the best's row first
+    text = " ".join(out.stdout.split())
+    assert "postproc=morphnet (before → after)" in text
+    assert f"post-processing report: {path}" in out.stdout.replace("\n", "")
+    for row in rows:
+        assert f"{row['params_before']:,} → {row['params_after']:,}" in text
 
 
 @pytest.mark.parametrize("bad", ["evaluation.threshold=abc", "postproc=nope"])

@@ -29,7 +29,10 @@ def run_postproc(context: SearchContext, config: Any) -> list[dict[str, Any]]:
     # The scorer's functions read their settings as a mapping (evaluation.* is one).
     settings = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     problem = context.problem
-    ranked = sorted((t for t in context.history if t.result.ok), key=lambda t: t.rank, reverse=True)
+    # Results only (TrialRecord.is_result), as the search's best: the first row is the best's.
+    full = context.full_budget()
+    results = (t for t in context.history if t.is_result(full))
+    ranked = sorted(results, key=lambda t: t.rank, reverse=True)
     seen: set[str] = set()
     top = []
     for t in ranked:

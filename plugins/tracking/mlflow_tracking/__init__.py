@@ -7,33 +7,37 @@ tags, params), ``_metrics`` (names, values, population table), ``_figures`` (plo
 
 What is logged, with ``<val>`` the problem's validation metric (e.g. ``val_accuracy``):
 
-- parent run (named ``tracking.run_name``, else the study name): the resolved config as params;
+- parent run (named ``tracking.run_name``, else the study name with its seed first,
+  ``_runs.parent_name``): the resolved config as params (unset ones left out);
   tags for the groups, study, storage, user (``mlflow.user``), source, command line, the git
   commit of the user's project (``mlflow.source.git.commit``) and of nasfw's own checkout
   (``nasfw.git_commit``); a description (``mlflow.note.content``: command, output directory,
   best trial). Only summaries of the search, so MLflow's compare view ranks searches truly:
   ``n_trials`` and ``best_<val>`` after every trial (the best *result* so far, as nasfw's own
   best counts them: not the tuner's own trainings such as Petridish's candidate trainings, nor
-  networks below the full budget), ``best_test_<metric>`` once,
-  ``n_trials_ok`` / ``n_trials_failed`` / ``n_trials_pruned`` after every generation;
+  networks below the full budget), ``n_trials_ok`` / ``n_trials_failed`` /
+  ``n_trials_pruned`` after every generation, and at the search's end all of them with
+  ``best_test_<metric>`` at the last step (so the last point of each is its final value);
   ``trained_on.*`` params (device, its name, precision). Plots
   ``best_so_far.png`` and ``fitness_per_generation.png``, ``pareto_front.png`` (validation
   error, or the metric, against FLOPs; redrawn after every generation) and the front's table
   ``pareto_front.json``, ``best_model/`` (the exported files), and the best model as an MLflow
   PyTorch model named after the study that takes raw inputs.
-- nested run ``<study> · generation <g>``, opened when the generation starts (its duration is
-  the generation's) with params ``generation``, ``tuner``, ``candidates``: ``best_<val>``,
-  ``mean_<val>``, ``median_<val>``, ``best_<val>_so_far``, ``n_ok``, ``n_failed``,
+- nested run ``gen <g> · <parent's name>``, opened when the generation starts (its duration
+  is the generation's) with params ``generation``, ``tuner``, ``candidates``:
+  ``generation_max_<val>``, ``generation_mean_<val>``, ``generation_median_<val>`` (its ok
+  evaluations), ``search_best_<val>`` (the search's best result so far), ``n_ok``, ``n_failed``,
   ``n_pruned``, ``generation_seconds``, ``worker_utilisation`` (busy / (workers x wall)), the
   tuner's report (e.g. species sizes), ``population.json`` and ``best_network.png``; and each
   of its trials' series: ``trial/<val>``, ``trial/loss``, ``trial/flops``, ``trial/params``,
   ``trial/train_seconds``, ``trial/failed``, ``trial/pruned``, ``trial/epochs``,
-  ``trial/regularized_score`` and the
-  scorer's numeric facts ``trial/<key>``.
+  ``trial/regularized_score`` (where it differs from the metric) and the scorer's numeric
+  facts ``trial/<key>``; the learning curves as one figure, ``learning_curves.png``.
 
-Steps: a trial's number, for every metric logged per trial (the parent's summaries and the
-generation runs' ``trial/*``), with the time that evaluation finished as timestamp (MLflow's
-"Step" and "Time" axes); a generation's own metrics are at the step of its number.
+Steps: the parent's summaries are at the count of evaluations finished so far (completion
+order, so the best so far never goes down on MLflow's "Step" axis), the generation runs'
+``trial/*`` at the trial's number, each stamped with the time that evaluation finished
+("Time" axis); a generation's own metrics are at the step of its number.
 
 The parent run id is stored in the Optuna study (user attr ``mlflow_run_id``): a resumed search
 continues its run and first logs what the study holds and the run does not (a kill between the
@@ -60,7 +64,13 @@ from nasfw import NasfwConfig, hookimpl
 from . import _figures, _metrics, _runs
 from ._backlog import Backlog
 from ._figures import graph_figure
-from .config import MAX_TAG_VALUE, METRICS_PER_BATCH, MlflowTrackingConfig, TrackingError
+from .config import (
+    FIGURE_SECONDS,
+    MAX_TAG_VALUE,
+    METRICS_PER_BATCH,
+    MlflowTrackingConfig,
+    TrackingError,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -97,7 +107,7 @@ def nasfw_search_start(context: SearchContext) -> None:
         run_id = _runs.reopen(client, str(previous), experiment_id)
         resumed = run_id is not None
     if run_id is None:
-        run_name = _runs.setting(context, "run_name") or context.study.study_name
+        run_name = _runs.setting(context, "run_name") or _runs.parent_name(context)
         try:
             run = client.create_run(
                 experiment_id, run_name=str(run_name), tags=_runs.run_tags(context)
@@ -159,7 +169,7 @@ def nasfw_generation_start(
     context: SearchContext, generation: int, candidates: list[Candidate]
 ) -> None:
     state = _runs.state_of(context)
-    if state is None:
+    if state is None or not _runs.generation_runs(context):
         return
     candidates = list(candidates)
     started = time.time()  # the run is created later, by the logging thread
@@ -177,23 +187,39 @@ def nasfw_trial_complete(
     if state is None:
         return
     val = _metrics.val_name(context)
-    done = _metrics.all_trials(context, [trial])
-    best = _metrics.best_metric(done, context.full_budget())
-    summary = _metrics.summary_metrics(trial, len(done), best, val)
+    # The loop adds a trial to the history before this hook (by identity: == compares whole
+    # records, which cost more than a lookup did, issue 26's profile).
+    history = context.history
+    seen = len(history) + (not history or history[-1] is not trial)
+    # full_budget() reads the whole history; once it reached train.epochs it cannot move.
+    cap = int(context.cfg.train.epochs) if context.cfg is not None else None
+    full = cap if state.get("best_at") == cap is not None else context.full_budget()
+    # The running best, updated by this trial (recounted when the full budget moved).
+    if state.get("best_at") != full:
+        state["best"] = _metrics.best_metric(_metrics.all_trials(context, [trial]), full)
+        state["best_at"] = full
+    else:
+        mine = _metrics.result_metric(trial, full)
+        if mine is not None:
+            state["best"] = mine if state["best"] is None else max(state["best"], mine)
+    summary = _metrics.summary_metrics(trial, seen, state["best"], val)
+    with_runs = _runs.generation_runs(context)
 
     def log() -> None:
-        state["client"].log_batch(state["run_id"], metrics=summary)
-        state.setdefault("summaries", {})[trial.number] = {
-            f"best_{val}": best,
-            "n_trials": len(done),
-        }
-        run_id = _runs.generation_run(context, state, trial.generation)
-        state["client"].log_batch(run_id, metrics=_metrics.trial_metrics(trial, val))
+        _runs.queue_metrics(state, state["run_id"], summary)
+        if with_runs:
+            run_id = _runs.generation_run(context, state, trial.generation)
+            _runs.queue_metrics(state, run_id, _metrics.trial_metrics(trial, val))
+        _runs.flush(state, force=False)
 
     state["backlog"].submit(f"logging trial {trial.number}", log)
     if not state.get("device_logged") and "device" in result.extra:
         # Where networks actually trained (train.device may say auto): the first trial's.
-        params = {f"trained_on.{k}": str(result.extra.get(k)) for k in _metrics.DEVICE_FACTS}
+        params = {
+            f"trained_on.{k}": str(result.extra[k])
+            for k in _metrics.DEVICE_FACTS
+            if result.extra.get(k) is not None
+        }
         state["backlog"].submit(
             "logging the training device",
             lambda: _runs.log_params(state["client"], state["run_id"], params.items(), True),
@@ -232,6 +258,8 @@ def nasfw_search_end(context: SearchContext, best: TrialRecord | None) -> None:
     state = _runs.state_of(context)
     if state is None:
         return
+    with _runs.guard(state, "logging the last summaries"):
+        _runs.flush(state)
     client: MlflowClient = state["client"]
     run_id: str = state["run_id"]
     if context.error is not None:
@@ -254,19 +282,30 @@ def nasfw_search_end(context: SearchContext, best: TrialRecord | None) -> None:
     with _runs.guard(state, "plotting fitness_per_generation.png"):
         _figures.log_generation_plot(client, run_id, context)
     with _runs.guard(state, "logging the Pareto front"):
+        _figures.log_pareto_plot(client, run_id, context, _metrics.all_trials(context, ()))
         _figures.log_pareto_table(client, run_id, context)
-    step = best.number if best is not None else 0
+    # The search's final summaries at its last step, where MLflow (and the logged model's
+    # page, which shows the run's metrics at the model's step) reads a metric's final value.
+    done = _metrics.all_trials(context, ())
+    step = len(done)
+    if done:
+        final: dict[str, Any] = {
+            f"best_{_metrics.val_name(context)}": _metrics.best_metric(done, context.full_budget()),
+            "n_trials": len(done),
+            **_metrics.counts(done),
+        }
+        if best is not None:
+            final[f"best_test_{context.problem.metric}"] = best.result.extra.get("test_metric")
+        # Once each: best_<val> and n_trials are there already when the last summary made it.
+        _log_counts(client, state, final, step, only_new=True)
     if best is not None:
         with _runs.guard(state, "logging the best trial"):
-            test = best.result.extra.get("test_metric")
-            summary = {f"best_test_{context.problem.metric}": test}
-            client.log_batch(run_id, metrics=_metrics.metrics(summary, step=step))
             client.set_tag(run_id, "nasfw.best_trial", str(best.number))
             client.set_tag(run_id, "mlflow.note.content", _runs.description(context, best))
             client.log_text(run_id, best.graph.to_json(indent=2), "best_model/graph.json")
     if context.postproc_report:
         with _runs.guard(state, "logging the post-processor report"):
-            _figures.log_postproc(client, run_id, context)
+            _figures.log_postproc(client, run_id, context, step)
     if context.export_dir is not None and Path(context.export_dir).is_dir():
         with _runs.guard(state, f"logging the exported files of {context.export_dir}"):
             client.log_artifacts(run_id, str(context.export_dir), "best_model")
@@ -304,10 +343,41 @@ def _log_generation(
     first = min((r.started for r in times), default=None) if catching_up else None
     last_done = max((r.finished or ended for r in times), default=ended)
     end = last_done if catching_up else ended
+    if _runs.generation_runs(context):
+        _log_generation_run(context, state, generation, trials, catching_up, first, end)
+    done = [t for t in _metrics.all_trials(context, trials) if t.generation <= generation]
+    if done:
+        # At the step of the evaluations finished by then (the parent's steps count them).
+        counts = _metrics.counts(done)
+        if state["resumed"] or catching_up:
+            _log_counts(client, state, counts, step=len(done))
+        else:
+            _runs.queue_metrics(state, state["run_id"], _metrics.metrics(counts, step=len(done)))
+            _runs.flush(state, force=_runs.generation_runs(context))
+    # So the front can be watched while the search runs: at most every FIGURE_SECONDS (and
+    # at the end), a figure per generation of lookups cost more than the lookups.
+    if time.monotonic() - state.get("pareto_at", -FIGURE_SECONDS) >= FIGURE_SECONDS:
+        state["pareto_at"] = time.monotonic()
+        with _runs.guard(state, f"plotting pareto_front.png after generation {generation}"):
+            _figures.log_pareto_plot(client, state["run_id"], context, done)
+
+
+def _log_generation_run(
+    context: SearchContext,
+    state: dict[str, Any],
+    generation: int,
+    trials: list[TrialRecord],
+    catching_up: bool,
+    first: float | None,
+    end: float,
+) -> None:
+    """Close the nested run of ``generation`` with its metrics (see :func:`_log_generation`)."""
+    client: MlflowClient = state["client"]
     val = _metrics.val_name(context)
     # Up to this generation only: on resume the history also holds later trials.
     upto = [*trials, *(t for t in context.history if t.generation <= generation)]
-    best_so_far = _metrics.best_metric(upto, context.full_budget())
+    full = context.full_budget()
+    best_so_far = _metrics.best_metric(upto, full)
     with _runs.guard(state, f"logging generation {generation}"):
         run_id = _runs.generation_run(context, state, generation, started=first)
         status = "FAILED"
@@ -317,15 +387,16 @@ def _log_generation(
                 "n_ok": len(ok),
                 "n_failed": sum(t.result.status == "failed" for t in trials),
                 "n_pruned": sum(t.result.pruned for t in trials),
-                f"best_{val}_so_far": best_so_far,
+                # "best" is the search's, over results only (as the parent's best_<val>).
+                f"search_best_{val}": best_so_far,
                 "generation_seconds": context.generation_seconds.get(generation),
                 "worker_utilisation": context.worker_utilisation(generation),
             }
-            if ok:
+            if ok:  # every ok evaluation of the generation, results or not: never called "best"
                 values |= {
-                    f"best_{val}": max(ok),
-                    f"mean_{val}": statistics.fmean(ok),
-                    f"median_{val}": statistics.median(ok),
+                    f"generation_max_{val}": max(ok),
+                    f"generation_mean_{val}": statistics.fmean(ok),
+                    f"generation_median_{val}": statistics.median(ok),
                 }
             # The tuner's own view of its state, e.g. CoDeepNEAT's species counts and sizes.
             report = getattr(context.tuner, "generation_report", None)
@@ -336,7 +407,8 @@ def _log_generation(
                 logged = client.get_run(run_id).data.metrics
                 values = {k: v for k, v in values.items() if k not in logged}
             client.log_batch(run_id, metrics=_metrics.metrics(values, step=generation))
-            table = _metrics.population(trials)
+            settings = _runs.resolved(context.cfg.train) if context.cfg is not None else {}
+            table = _metrics.population(trials, val, full, settings)
             client.log_table(run_id, data=table, artifact_file="population.json")
             best_here = max(
                 (t for t in trials if _metrics.ok_metric(t) is not None),
@@ -356,37 +428,26 @@ def _log_generation(
                 client.set_tag(run_id, "nasfw.logged_on_resume", "true")
             status = "FINISHED"
         finally:
+            _runs.flush(state)  # its trials' series, before the run ends
             client.set_terminated(run_id, status=status, end_time=int(end * 1000))
             state["generation_runs"].pop(generation, None)
-    last = max((t.number for t in upto), default=None)
-    if last is not None:
-        with _runs.guard(state, f"logging the trial counts after generation {generation}"):
-            done = [t for t in _metrics.all_trials(context, trials) if t.number <= last]
-            counts = _metrics.counts(done)
-            if state["resumed"]:
-                counts = {
-                    k: v
-                    for k, v in counts.items()
-                    if last not in _steps(client, state["run_id"], k)
-                }
-            # Trials are numbered when they start (a pruner's reports need the trial), so the
-            # last to finish need not be the highest number: the search's totals are logged
-            # again at the generation's highest number, where MLflow shows a metric's latest.
-            totals = {
-                f"best_{_metrics.val_name(context)}": _metrics.best_metric(
-                    done, context.full_budget()
-                ),
-                "n_trials": len(done),
+
+
+def _log_counts(
+    client: MlflowClient,
+    state: dict[str, Any],
+    values: dict[str, Any],
+    step: int,
+    only_new: bool = False,
+) -> None:
+    """``values`` on the parent run at ``step``; on a resumed run (or ``only_new``), only
+    those not logged at that step yet."""
+    with _runs.guard(state, f"logging the search's counts at step {step}"):
+        if state["resumed"] or only_new:
+            values = {
+                k: v for k, v in values.items() if step not in _steps(client, state["run_id"], k)
             }
-            if state.setdefault("summaries", {}).get(last) == totals:
-                totals = {}  # trial `last` finished last: what it logged is the total
-            client.log_batch(
-                state["run_id"], metrics=_metrics.metrics({**totals, **counts}, step=last)
-            )
-    # Every generation, so the front can be watched while the search runs.
-    with _runs.guard(state, f"plotting pareto_front.png after generation {generation}"):
-        done = [t for t in _metrics.all_trials(context, trials) if t.generation <= generation]
-        _figures.log_pareto_plot(client, state["run_id"], context, done)
+        client.log_batch(state["run_id"], metrics=_metrics.metrics(values, step=step))
 
 
 class _TunerAsItWas:
@@ -453,13 +514,20 @@ def _catch_up(context: SearchContext, state: dict[str, Any]) -> None:
         if t.result.started is not None:
             first[t.generation] = min(first.get(t.generation, t.result.started), t.result.started)
     full = context.full_budget()
-    for seen, trial in enumerate(sorted(context.history, key=lambda t: t.number), start=1):
+    with_runs = _runs.generation_runs(context)
+    # The parent's steps count evaluations in the order they finished.
+    finished = sorted(context.history, key=lambda t: (t.result.finished or 0.0, t.number))
+    for seen, trial in enumerate(finished, start=1):
         metric = _metrics.result_metric(trial, full)
         if metric is not None:
             best = metric if best is None else max(best, metric)
-        if trial.number not in logged:
+        if seen not in logged:
             batches.setdefault(run_id, []).extend(_metrics.summary_metrics(trial, seen, best, val))
-        elif trial.number in _logged_in_generation_run(client, state, trial.generation, found):
+        if not with_runs:
+            continue
+        if seen in logged and trial.number in _logged_in_generation_run(
+            client, state, trial.generation, found
+        ):
             continue
         generation_run = _runs.generation_run(
             context, state, trial.generation, started=first.get(trial.generation)
@@ -468,6 +536,8 @@ def _catch_up(context: SearchContext, state: dict[str, Any]) -> None:
     for target, batch in batches.items():
         for i in range(0, len(batch), METRICS_PER_BATCH):
             client.log_batch(target, metrics=batch[i : i + METRICS_PER_BATCH])
+    if not with_runs:  # the search's end logs the final counts
+        return
     finished = {
         int(run.data.tags["nasfw.generation"])
         for run in client.search_runs(

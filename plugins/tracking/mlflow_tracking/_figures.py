@@ -52,6 +52,7 @@ def log_progress_plot(client: MlflowClient, run_id: str, context: SearchContext)
         )
     ax.scatter(xs, ys, s=14, alpha=0.6, label=f"trial val_{context.problem.metric}")
     ax.step(xs, running, where="post", color="C1", label="best so far")
+    _integer_ticks(ax.xaxis)
     n_failed = sum(not t.result.ok for t in trials)
     ax.set(
         xlabel="trial",
@@ -62,9 +63,14 @@ def log_progress_plot(client: MlflowClient, run_id: str, context: SearchContext)
     client.log_figure(run_id, fig, "best_so_far.png", save_kwargs={"dpi": 100})
 
 
-def log_postproc(client: MlflowClient, run_id: str, context: SearchContext) -> None:
-    """The post-processor's rows as a table, and each row's before/after figures as metrics
-    ``postproc/<key>`` at the step of the trial it processed."""
+def log_postproc(client: MlflowClient, run_id: str, context: SearchContext, step: int) -> None:
+    """The post-processor's rows as the table ``postproc.json``, and the first row's (the
+    best's: post-processors rank results) before/after figures as metrics ``postproc/<key>``
+    at ``step``, the search's last, with ``postproc/trial`` naming the trial they describe.
+
+    Only the first row's: the run overview shows one value per metric, which must describe
+    the same network as the logged best model; the other rows are in the table.
+    """
     rows = context.postproc_report
     columns = sorted({k for row in rows for k in row})
     client.log_table(
@@ -72,15 +78,12 @@ def log_postproc(client: MlflowClient, run_id: str, context: SearchContext) -> N
         data={c: [row.get(c) for row in rows] for c in columns},
         artifact_file="postproc.json",
     )
-    batch = []
-    for position, row in enumerate(rows):
-        numeric = {
-            f"postproc/{key}": value
-            for key, value in row.items()
-            if isinstance(value, int | float) and not isinstance(value, bool) and key != "trial"
-        }
-        batch.extend(metrics(numeric, step=int(row.get("trial", position))))
-    client.log_batch(run_id, metrics=batch)
+    numeric = {
+        f"postproc/{key}": value
+        for key, value in rows[0].items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    client.log_batch(run_id, metrics=metrics(numeric, step=step))
 
 
 def _figure(size: tuple[float, float]) -> Any:
@@ -102,8 +105,10 @@ def log_generation_plot(client: MlflowClient, run_id: str, context: SearchContex
     gens = sorted(by_generation)
     fig = _figure((6.4, 4.0))
     ax = fig.add_subplot()
-    ax.plot(gens, [max(by_generation[g]) for g in gens], "o-", label="best")
+    # Every ok evaluation of the generation (results or not): its "max", not the "best".
+    ax.plot(gens, [max(by_generation[g]) for g in gens], "o-", label="max")
     ax.plot(gens, [statistics.fmean(by_generation[g]) for g in gens], "s--", label="mean")
+    _integer_ticks(ax.xaxis)
     ax.set(
         xlabel="generation",
         ylabel=f"val_{context.problem.metric}",
@@ -111,6 +116,13 @@ def log_generation_plot(client: MlflowClient, run_id: str, context: SearchContex
     )
     ax.legend(loc="lower right")
     client.log_figure(run_id, fig, "fitness_per_generation.png", save_kwargs={"dpi": 100})
+
+
+def _integer_ticks(axis: Any) -> None:
+    """Ticks at whole numbers only (generations, trials: no 0.5 of one)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _plottable(trial: TrialRecord) -> bool:
@@ -133,9 +145,7 @@ def pareto_figure(trials: Sequence[TrialRecord], metric: str, name: str, budget:
         return 1.0 - t.result.fitness if accuracy else t.result.fitness
 
     # A network that only serves the tuner (Petridish's candidate training) is no result.
-    plotted = [
-        t for t in trials if _plottable(t) and t.exportable and t.result.trained_budget >= budget
-    ]
+    plotted = [t for t in trials if _plottable(t) and t.is_result(budget)]
     front = pareto_front(plotted)
     fig = _figure((6.4, 4.0))
     ax = fig.add_subplot()

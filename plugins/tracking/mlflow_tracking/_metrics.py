@@ -1,9 +1,12 @@
 """Metrics: their names and values, the running best, and the population table.
 
-Step convention (docs/results.md's): in the parent run every metric's step is a trial number (the
-order the study recorded the evaluations in), and its timestamp the time that evaluation
-finished, so MLflow's charts can put the search on either axis ("Step" or "Time"); in a
-generation run the step is the generation.
+Step convention (docs/results.md's): in the parent run every metric's step is the number of
+evaluations finished so far (completion order: ``n_trials`` equals its step, and on MLflow's
+default "Step" axis the best so far never goes down even when trials finish out of number
+order), its timestamp the time that evaluation finished; the search's end logs the final
+summaries at the last step, so the last point of each carries its final value. In a
+generation run a trial's series is at the trial's number, the generation's own metrics at the
+step of its number.
 """
 
 from __future__ import annotations
@@ -39,7 +42,14 @@ def metrics(
 
 
 def trial_values(result: Result, val: str) -> dict[str, float | int | None]:
-    """One trial's series, named ``trial/...`` so none can pass for a search summary."""
+    """One trial's series, named ``trial/...`` so none can pass for a search summary.
+
+    ``trial/regularized_score`` only where it differs from the metric (regularized scoring's
+    score *is* the metric of the shrunk network: the same number twice says nothing).
+    """
+    regularized = result.regularized_score
+    if regularized is not None and regularized == result.metric:
+        regularized = None
     return {
         f"trial/{val}": result.metric if result.ok else None,
         "trial/loss": result.loss,
@@ -49,7 +59,7 @@ def trial_values(result: Result, val: str) -> dict[str, float | int | None]:
         "trial/failed": int(result.status == "failed"),
         "trial/pruned": int(result.pruned),
         "trial/epochs": result.epochs,
-        "trial/regularized_score": result.regularized_score,
+        "trial/regularized_score": regularized,
         # Scorer-specific facts, e.g. regularized scoring's flops_after / params_after.
         **{
             f"trial/{key}": value
@@ -60,21 +70,21 @@ def trial_values(result: Result, val: str) -> dict[str, float | int | None]:
 
 
 def trial_metrics(trial: TrialRecord, val: str) -> list[Metric]:
-    """A trial's own series (for its generation's run), at the trial's number, and its
-    learning curve ``curve/trial_<number>/<val>``, at the step of each epoch."""
-    found = metrics(trial_values(trial.result, val), trial.number, trial.result.finished)
-    name = f"curve/trial_{trial.number}/{val}"
-    for epoch, value in sorted(trial.result.curve.items()):
-        found += metrics({name: value}, int(epoch), trial.result.finished)
-    return found
+    """A trial's own series (for its generation's run), at the trial's number.
+
+    Learning curves are not metrics (one metric name per trial made each its own full-width
+    chart section): the generation's ``learning_curves.png`` draws them, and the Optuna study
+    holds them as the trials' intermediate values.
+    """
+    return metrics(trial_values(trial.result, val), trial.number, trial.result.finished)
 
 
 def summary_metrics(trial: TrialRecord, seen: int, best: float | None, val: str) -> list[Metric]:
-    """The search after ``trial`` (for the parent run): ``n_trials`` evaluated so far and the
-    ``best_<val>`` among them, at the trial's number."""
+    """The search after ``trial``, its ``seen``-th finished evaluation (for the parent run):
+    ``n_trials`` = ``seen`` and the ``best_<val>`` among the results so far, at step ``seen``."""
     # best_<val> first: MLflow's compare view plots a run's first metric by default.
     values = {f"best_{val}": best, "n_trials": seen}
-    return metrics(values, trial.number, trial.result.finished)
+    return metrics(values, seen, trial.result.finished)
 
 
 def ok_metric(trial: TrialRecord) -> float | None:
@@ -85,12 +95,9 @@ def ok_metric(trial: TrialRecord) -> float | None:
 
 
 def result_metric(trial: TrialRecord, full_budget: int) -> float | None:
-    """``trial``'s metric when nasfw counts it as a result (as :meth:`SearchContext.best`
-    does): ok, exportable (not one of the tuner's own trainings, such as Petridish's candidate
-    trainings) and trained to ``full_budget`` epochs; None otherwise."""
-    if not trial.exportable or trial.result.trained_budget < full_budget:
-        return None
-    return ok_metric(trial)
+    """``trial``'s metric when nasfw counts it as a result (:meth:`TrialRecord.is_result`, as
+    :meth:`SearchContext.best` does); None otherwise."""
+    return ok_metric(trial) if trial.is_result(full_budget) else None
 
 
 def best_metric(trials: Iterable[TrialRecord], full_budget: int) -> float | None:
@@ -122,20 +129,34 @@ POPULATION_COLUMNS = [
     "graph_hash",
     "nodes",
     "status",
-    "metric",
+    "<val>",
+    "result",
+    "epochs",
+    "budget",
+    "train",
+    "reused_from",
     "loss",
     "flops",
     "params",
     "train_seconds",
-    "regularized_score",
     "error",
     *DEVICE_FACTS,
 ]
 
 
-def population(trials: list[TrialRecord]) -> dict[str, list[Any]]:
-    """One row per network of a generation, with the tuner's own facts (``attrs``)."""
-    columns = POPULATION_COLUMNS
+def population(
+    trials: list[TrialRecord], val: str, full_budget: int, train: Mapping[str, Any]
+) -> dict[str, list[Any]]:
+    """One row per network of a generation, with the tuner's own facts (``attrs``).
+
+    The value column is named after the metric (``val``, e.g. ``val_accuracy``); ``result``
+    says whether nasfw counts the row as a result (:meth:`nasfw.TrialRecord.is_result` at
+    ``full_budget``); ``epochs`` (trained by this evaluation), ``budget`` (epochs its weights
+    have had) and ``train`` (the run's ``train`` settings with the candidate's overrides, as
+    JSON) explain why one architecture can score differently in two rows; ``reused_from`` is
+    the trial whose result a repeated network took.
+    """
+    columns = [val if c == "<val>" else c for c in POPULATION_COLUMNS]
     attr_keys = sorted({k for t in trials for k in t.attrs})
     attr_columns = {k: k if k not in columns else f"attrs.{k}" for k in attr_keys}
     table: dict[str, list[Any]] = {c: [] for c in [*columns, *attr_columns.values()]}
@@ -149,11 +170,15 @@ def population(trials: list[TrialRecord]) -> dict[str, list[Any]]:
             len(t.graph),
             r.status,
             r.metric,
+            t.is_result(full_budget),
+            r.epochs,
+            r.trained_budget,
+            json.dumps({**train, **t.train}, default=str, sort_keys=True),
+            r.extra.get("reused_from"),
             r.loss,
             r.flops,
             r.n_params,
             r.train_seconds,
-            r.regularized_score,
             r.error,
             *(r.extra.get(k) for k in DEVICE_FACTS),
         ]

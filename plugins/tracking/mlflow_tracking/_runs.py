@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import (
+    FLUSH_SECONDS,
     MAX_FAILURES,
     MAX_PARAM_VALUE,
     MAX_TAG_VALUE,
+    METRICS_PER_BATCH,
     PARAMS_PER_BATCH,
     MlflowTrackingConfig,
     TrackingError,
@@ -46,6 +48,33 @@ def setting(context: SearchContext, key: str) -> Any:
     """``tracking.<key>`` of the run (an :class:`MlflowTrackingConfig` when enabled)."""
     tracking: MlflowTrackingConfig = context.cfg.tracking
     return getattr(tracking, key)
+
+
+def generation_runs(context: SearchContext) -> bool:
+    """Whether generations get nested runs: ``tracking.generation_runs``, by default yes
+    unless the problem is evaluated by lookup (:attr:`nasfw.Problem.table`)."""
+    chosen = setting(context, "generation_runs")
+    return bool(chosen) if chosen is not None else context.problem.table is None
+
+
+def queue_metrics(state: dict[str, Any], run_id: str, metrics: list[Any]) -> None:
+    """Keep ``metrics`` for run ``run_id`` until the next :func:`flush` (fewer writes)."""
+    state.setdefault("pending", {}).setdefault(run_id, []).extend(metrics)
+
+
+def flush(state: dict[str, Any], force: bool = True) -> None:
+    """Send the metrics :func:`queue_metrics` kept, one ``log_batch`` per run and 1,000
+    metrics; unless ``force``, only when ``FLUSH_SECONDS`` passed since the last flush."""
+    import time
+
+    now = time.monotonic()
+    if not force and now - state.get("flushed_at", 0.0) < FLUSH_SECONDS:
+        return
+    pending: dict[str, list[Any]] = state.pop("pending", {})
+    state["flushed_at"] = now
+    for run_id, batch in pending.items():
+        for i in range(0, len(batch), METRICS_PER_BATCH):
+            state["client"].log_batch(run_id, metrics=batch[i : i + METRICS_PER_BATCH])
 
 
 def state_of(context: SearchContext) -> dict[str, Any] | None:
@@ -120,6 +149,8 @@ def check_store(uri: str) -> None:
 
 def _check_scheme(uri: str) -> None:
     """MLflow has a tracking store for ``uri``'s scheme (without connecting)."""
+    if uri.startswith(("sqlite:///", "http://", "https://")):
+        return  # MLflow's own schemes: no need to import MLflow (~1.5 s) to know it
     try:
         from mlflow.tracking._tracking_service.utils import _tracking_store_registry
     except ImportError:  # another MLflow layout: connect() names a bad URI instead
@@ -262,6 +293,18 @@ def run_tags(context: SearchContext) -> dict[str, str]:
     return tags
 
 
+def parent_name(context: SearchContext) -> str:
+    """The parent run's default name: the study's, with what tells searches apart first.
+
+    MLflow's run lists cut names to a column's width, so the default study name
+    ``<tuner>-<problem>-<space>-seed<N>`` becomes ``seed<N> · <tuner>-<problem>-<space>``: the
+    seeds of a sweep differ in what is shown. Any other study name is kept as it is.
+    """
+    study = context.study.study_name
+    found = re.fullmatch(r"(?P<rest>.+)-(?P<seed>seed-?\d+)", study)
+    return f"{found['seed']} · {found['rest']}" if found else study
+
+
 def command_line() -> str:
     return shlex.join(["python", "-m", "nasfw", *sys.argv[1:]])
 
@@ -282,7 +325,26 @@ def description(context: SearchContext, best: TrialRecord | None) -> str:
             f"- best: trial {best.number} (generation {best.generation}), {metric} "
             f"{best.result.metric:.4f}: `{best.graph.summary()}`"
         )
+    processed = [row for row in context.postproc_report if "trial" in row]
+    if processed:
+        row = processed[0]  # the post-processor's first row is the best's (results ranked)
+        name = select(context.cfg, "postproc.name")
+        lines.append(
+            f"- postproc={name} on trial {row['trial']}"
+            + (" (the best)" if best is not None and row["trial"] == best.number else "")
+            + ": "
+            + ", ".join(
+                f"{key} {_number(row[key])}"
+                for key in ("params_before", "params_after", "val_before", "val_after")
+                if isinstance(row.get(key), int | float)
+            )
+            + f" (all {len(processed)} rows: postproc.json)"
+        )
     return "\n".join(lines)[:MAX_TAG_VALUE]
+
+
+def _number(value: float) -> str:
+    return f"{value:,}" if float(value).is_integer() else f"{value:.4f}"
 
 
 def _user() -> str:
@@ -344,11 +406,14 @@ def resolved(cfg: Any) -> Any:
 
 
 def flatten(node: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
-    """Dotted keys; lists of scalars stay one JSON value, lists of nodes get an index."""
+    """Dotted keys; lists of scalars stay one JSON value, lists of nodes get an index; a None
+    (an unset option) is left out rather than logged as the word "None"."""
     if isinstance(node, Mapping):
         items: Iterable[tuple[Any, Any]] = node.items()
     elif isinstance(node, list) and any(isinstance(v, Mapping | list) for v in node):
         items = enumerate(node)
+    elif node is None:
+        return
     else:
         value = json.dumps(node, default=str) if isinstance(node, list) else str(node)
         value = redact(value)
@@ -425,9 +490,10 @@ def generation_run(
         run = client.create_run(
             state["experiment_id"],
             start_time=int(started * 1000) if started is not None else None,
-            # search_space=auto's probe is generation -1.
-            run_name=f"{context.study.study_name} · "
-            + (f"generation {generation}" if generation >= 0 else "probe (generation -1)"),
+            # The generation first (names are cut to a column's width); search_space=auto's
+            # probe is generation -1.
+            run_name=(f"gen {generation}" if generation >= 0 else "probe (gen -1)")
+            + f" · {parent_name(context)}",
             tags={
                 "mlflow.parentRunId": parent_id,
                 "nasfw.generation": str(generation),

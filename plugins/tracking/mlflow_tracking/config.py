@@ -13,6 +13,12 @@ PARAMS_PER_BATCH = 100
 METRICS_PER_BATCH = 1000
 # Consecutive tracking failures after which a search stops logging (see _runs.guard).
 MAX_FAILURES = 3
+# The parent's summaries are sent in batches at most this often (seconds; and at the ends of
+# generations that have a run, and of the search): one write per evaluation cost more than a
+# table lookup (issue 26's profile, benchmarks/overhead.py --lookups).
+FLUSH_SECONDS = 2.0
+# pareto_front.png is redrawn after a generation at most this often (seconds), and at the end.
+FIGURE_SECONDS = 30.0
 
 
 @dataclass
@@ -28,6 +34,10 @@ class MlflowTrackingConfig(TrackingConfig):
     run_name: str | None = None
     # Log the best model (retrained at the end of the search) as an MLflow PyTorch model.
     log_models: bool = True
+    # One nested run per generation (its metrics, population, best network, trial series).
+    # None: yes, unless the problem is evaluated by lookup (a table benchmark: thousands of
+    # generations of a few lookups each, which would cost MLflow more than the search).
+    generation_runs: bool | None = None
 
 
 class TrackingError(PluginError):

@@ -397,9 +397,12 @@ class CoDeepNEAT(Tuner):
 
                 # With evaluation.screen=k: k module draws, the assembly predicted best.
                 chosen, graph = self.screened(pick, lambda drawn: drawn[1])
-                params, dists = self.space.describe(graph)
-                params.update(optimizer=bp.optimizer, lr=bp.lr)
-                dists.update(extra_dists)
+                # The study's params are what the tuner samples: the blueprint's training
+                # settings. The assembled layers are no variables of one space (a layer
+                # position means another layer in each assembly), so an importance computed
+                # over them would mean nothing; the graph itself is in the trial.
+                params: dict[str, Any] = {"optimizer": bp.optimizer, "lr": bp.lr}
+                dists = dict(extra_dists)
                 attrs = {
                     "blueprint": bp.id,
                     "blueprint_species": bp.species,
@@ -461,9 +464,9 @@ class CoDeepNEAT(Tuner):
             used = m.id in mod_scores
             m.fitness = aggregate(mod_scores[m.id]) if used else None
             m.unused = 0 if used else m.unused + 1
-        # The best score is the generation's best_val_<metric> already; the mean differs from
-        # the trackers' (failed networks count as 0 here), so it is the tuner's to report.
-        self.report = {"mean_fitness": statistics.fmean(scores) if scores else 0.0}
+        # The generation's scores are the trackers' to report (generation_mean_val_<metric>):
+        # a mean of the tuner's own would only repeat it.
+        self.report = {}
 
     def generation_report(self) -> dict[str, float]:
         return dict(self.report)

@@ -320,9 +320,10 @@ class Petridish(Tuner):
         kind = step["kind"]
         epochs = {CANDIDATES: self.config.search_epochs, CHILD: self.config.child_epochs}
         train = {"epochs": epochs[kind]} if epochs.get(kind) else {}
-        params, distributions = ({}, {})
-        if kind == SEED:
-            params, distributions = self.space.describe(graph)
+        # No params: Petridish grows networks, it samples no variables of a space; the seeds'
+        # layers alone made every importance equal on optuna-dashboard.
+        params: dict[str, Any] = {}
+        distributions: dict[str, Any] = {}
         attrs = {"petridish": kind, "round": self.round + (kind != SEED)}
         if kind != SEED:
             attrs.update(parent=step["parent"], target=step["target"])
