@@ -106,8 +106,11 @@ def assert_logged_to_mlflow(tracking: str, study: str, choice: dict) -> None:
     assert parent.data.params["auto.probe_trials"] == "3"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "auto")}
     assert artifacts == {"auto/choice.json", "auto/search_space.yaml"}
+    # The generation first, then the seed and the rest of the study's name (names are cut to
+    # a column's width in MLflow's run list).
+    seed = study.rsplit("-", 1)[1]
     names = {r.info.run_name for r in runs}
-    assert f"{study} · probe (generation -1)" in names
+    assert f"probe (gen -1) · {seed} · {study.rsplit('-', 1)[0]}" in names
 
 
 @pytest.mark.slow  # ~30 s; suite time
