@@ -94,11 +94,14 @@ def _reread_ray_auth() -> None:
     only, through Ray's private API; the searches the tests start inherit the environment."""
     import sys
 
-    if "ray._raylet" in sys.modules:
+    if "ray._raylet" not in sys.modules:
+        return
+    try:
         from ray._raylet import AuthenticationTokenLoader, Config
-
-        Config.initialize("")
-        AuthenticationTokenLoader.instance().reset_cache()
+    except ImportError:  # a Ray before token authentication: nothing to read again
+        return
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 @pytest.fixture(scope="session")

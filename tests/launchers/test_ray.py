@@ -177,3 +177,33 @@ def test_an_address_where_no_head_answers_is_refused_before_the_study_exists(tmp
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith("nasfw: error: launcher.address=127.0.0.1:1: no Ray head answers")
     assert not (tmp_path / "nasfw.db").exists()
+
+
+@pytest.mark.slow  # two searches, ~110 s measured on 2 shared cores
+def test_a_pruned_search_on_ray_prunes_as_the_local_one(tmp_path):
+    """With a pruner each Ray task writes its own trial and reports its learning curve (the
+    driver's SQLite, reachable from this machine's tasks): the outcome is the driver's."""
+    from cli import nasfw, trials
+
+    pruned = [
+        *TINY,
+        "tuner=random",
+        "tuner.n_trials=4",
+        "tuner.batch_size=2",
+        "train.epochs=3",
+        "pruner=median",
+        "pruner.n_startup_trials=1",
+    ]
+    (tmp_path / "local").mkdir()
+    assert nasfw(tmp_path / "local", *pruned, "launcher.workers=0").returncode == 0
+    out = nasfw(tmp_path, *pruned, "launcher=ray", "launcher.max_concurrent=1")
+    assert out.returncode == 0, out.stderr
+    study = "random-iris-tabular_mlp-seed0"
+
+    def curves(url: str) -> list:
+        stored = sorted(trials(url, study), key=lambda t: t.number)
+        return [(t.state.name, t.value, t.intermediate_values) for t in stored]
+
+    on_ray = curves(f"sqlite:///{tmp_path / 'nasfw.db'}")
+    assert on_ray == curves(f"sqlite:///{tmp_path / 'local' / 'nasfw.db'}")
+    assert len(on_ray) == 4
