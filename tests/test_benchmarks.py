@@ -418,16 +418,16 @@ def test_peers_benchmark_fails_on_a_contender_that_finished_nothing(tmp_path: Pa
 # -- the rules every benchmark follows (benchmarks/harness.py, benchmarks/spread.py) -----------
 
 BURN = """
-import multiprocessing, sys, time
+import multiprocessing, signal, sys, time
 def burn():
     while True:
         pass
 if __name__ == "__main__":
+    # Exit 3 on the budget's SIGINT wherever it lands (on a loaded machine, maybe before the
+    # child has started); the child is a daemon: it ends with the parent.
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(3))
     multiprocessing.Process(target=burn, daemon=True).start()
-    try:
-        time.sleep(600) if "--idle-parent" in sys.argv else burn()
-    except KeyboardInterrupt:
-        sys.exit(3)
+    time.sleep(600) if "--idle-parent" in sys.argv else burn()
 """
 
 
@@ -442,7 +442,8 @@ def test_a_cpu_budget_counts_the_whole_process_tree_and_stops_it(tmp_path: Path)
         cpu_budget=1.5, timeout=120, grace=20,
     )  # fmt: skip
     assert run.stopped_by_budget and not run.timed_out and run.returncode == 3
-    assert 1.5 <= run.stopped_at_cpu < 4.0
+    # Sampled every 0.2 s: a little past the budget (more on a loaded machine), never before.
+    assert 1.5 <= run.stopped_at_cpu < 10.0
     first, last = run.cpu_timeline[0], run.cpu_timeline[-1]
     assert last[1] >= 1.5 and run.cpu_at(last[0]) == last[1]
     assert run.cpu_at(first[0] - 10) == first[1]
