@@ -74,7 +74,7 @@ def test_an_asynchronous_search_spreads_over_both_nodes(ray_cluster, on_cluster,
     assert out.returncode == 0, out.stderr
     stored = trials(f"sqlite:///{tmp_path / 'nasfw.db'}", "evolution-iris-tabular_mlp-seed0")
     assert len(stored) == 8
-    assert {t.user_attrs["extra"]["ray_node"] for t in stored} == set(node_ids())
+    assert {t.user_attrs["extra.ray_node"] for t in stored} == set(node_ids())
 
 
 def test_a_gpu_no_node_has_is_refused_before_the_study_exists(ray_cluster, tmp_path):
@@ -170,7 +170,7 @@ def test_a_lost_node_s_evaluations_rerun_on_the_head(tmp_path):
         assert proc.returncode == 0, err
         url = f"sqlite:///{tmp_path / 'nasfw.db'}"
         assert outcome(url, STUDY) == expected
-        ran_on = [t.user_attrs["extra"]["ray_node"] for t in trials(url, STUDY)]
+        ran_on = [t.user_attrs["extra.ray_node"] for t in trials(url, STUDY)]
         assert len(set(ran_on)) == 1  # the head's: the second node finished nothing
 
 
