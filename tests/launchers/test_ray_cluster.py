@@ -58,10 +58,6 @@ def test_two_slots_and_tasks_on_both_nodes(on_cluster):
     assert {r.extra["ray_node"] for r in results} == set(node_ids())
 
 
-# Slow until understood: it passed in 33 s inside the whole suite, but run as the first search
-# on a freshly started cluster it outlived its 300 s timeout twice on a loaded machine.
-# test_two_slots_and_tasks_on_both_nodes keeps both nodes under test in CI meanwhile.
-@pytest.mark.slow
 def test_an_asynchronous_search_spreads_over_both_nodes(ray_cluster, on_cluster, tmp_path):
     """The issue's command with ``launcher.address`` of the cluster: every trial says which
     node ran it, and both nodes did."""
