@@ -457,12 +457,20 @@ class Criterion:
 
 def declare(criteria: Sequence[Criterion], out: Path) -> Path:
     """Print the criteria and write them to ``<out>/criteria.json`` with the moment, before
-    any run starts; returns the file."""
+    any run starts; returns the file. A resumed run whose criteria are unchanged keeps the
+    moment they were first declared (so the file still shows they came before the first
+    results); changed criteria are declared anew."""
     import json
 
     out.mkdir(parents=True, exist_ok=True)
     path = out / "criteria.json"
-    doc = {"declared": time.time(), "criteria": {c.name: c.claim for c in criteria}}
+    claims = {c.name: c.claim for c in criteria}
+    declared = time.time()
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        before = json.loads(path.read_text())
+        if before["criteria"] == claims:
+            declared = float(before["declared"])
+    doc = {"declared": declared, "criteria": claims}
     path.write_text(json.dumps(doc, indent=1) + "\n")
     for c in criteria:
         print(f"criterion {c.name}: {c.claim}", flush=True)

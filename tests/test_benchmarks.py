@@ -529,6 +529,18 @@ def test_criteria_are_declared_before_and_judged_after(tmp_path: Path) -> None:
         harness.judge(criteria, {"speedup": 1.6})
 
 
+def test_a_resumed_run_keeps_the_moment_its_criteria_were_declared(tmp_path: Path) -> None:
+    harness = benchmark("harness")
+    speedup = harness.Criterion("speedup", "median speedup >= 1.48", lambda f: True)
+    first = json.loads(harness.declare([speedup], tmp_path).read_text())["declared"]
+    time.sleep(0.01)
+    again = json.loads(harness.declare([speedup], tmp_path).read_text())["declared"]
+    assert again == first
+    changed = harness.Criterion("speedup", "median speedup >= 1.9", lambda f: True)
+    anew = json.loads(harness.declare([changed], tmp_path).read_text())
+    assert anew["declared"] > first and anew["criteria"] == {"speedup": "median speedup >= 1.9"}
+
+
 def test_raw_results_carry_relative_paths_only(tmp_path: Path) -> None:
     harness = benchmark("harness")
     out = tmp_path / "results"
