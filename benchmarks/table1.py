@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from table1_report import GROUPS, write_report
+from table1_report import CRITERIA, GROUPS, write_report
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -57,37 +57,6 @@ DATA_PROBLEMS: dict[str, list[str]] = {
     "fashion_mnist": ["problem=fashion_mnist", "search_space=image_small"],
     "cifar10": ["problem=cifar10", "search_space=image_small"],
 }
-
-SEEDS_SPEEDUP, MAX_LOSS_POINTS = 1.48, 0.5  # the seeds' MNIST speedup; the issue's bound
-
-
-def _holds(problems: dict[str, Any]) -> bool:
-    """Every problem: median per-pair speedup in CPU seconds >= 1.48, and the upper end of the
-    degradation's CI <= 0.5 pt on the seeds' measure and on the deliverable."""
-    for problem, v in problems.items():
-        figures = v["pairs"]["figures"]
-        for key in ("speedup_cpu", "degradation", "deliverable_degradation"):
-            if figures.get(key) is None:
-                raise KeyError(f"{problem}: {key}")
-        if figures["speedup_cpu"]["median"] < SEEDS_SPEEDUP:
-            return False
-        if max(figures["degradation"]["ci_high"], figures["deliverable_degradation"]["ci_high"]) > (
-            MAX_LOSS_POINTS
-        ):
-            return False
-    return True
-
-
-# Written before the run (issue #27's target for Table 1).
-CRITERIA = [
-    harness.Criterion(
-        "table1",
-        f"median per-pair speedup (CPU seconds) >= {SEEDS_SPEEDUP} with the upper end of the "
-        f"degradation's 95 % CI <= {MAX_LOSS_POINTS} pt, on the seeds' measure and on the "
-        "deliverable, on every problem",
-        lambda summary: _holds(summary["problems"]),
-    )
-]
 
 FULL = {
     "experiments": 5,
