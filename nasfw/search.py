@@ -116,7 +116,7 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Console | None = None
     config = typed_config(cfg)
     search = prepare(config, fingerprint(cfg), output_dir, console or Console(stderr=True))
     search.began = began
-    context, best = search.context, None
+    context, best, released = search.context, None, False
     try:
         if search.resumed_after is not None:
             search.console.print(
@@ -127,13 +127,19 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Console | None = None
         # earlier: a config refused before this point must not wait for workers to start.
         search.launcher.warm_up(search.evaluator)
         run_loop(search)
+        # The evaluations are over: the workers (a cluster's slots) are released before the
+        # export retrains in the driver, which then has the machine to itself and no longer
+        # depends on them (a Ray head lost during the export cannot end it).
+        search.launcher.close()
+        released = True
         best = export(search)
     except BaseException as err:
         context.error = err
         raise
     finally:
         # Stopped (Ctrl-C, SIGTERM, an error): evaluations in flight are not waited for.
-        search.launcher.close() if context.error is None else search.launcher.abort()
+        if not released:
+            search.launcher.close() if context.error is None else search.launcher.abort()
         try:
             search.hook.nasfw_search_end(context=context, best=best)
         finally:

@@ -206,3 +206,41 @@ def test_a_study_written_by_nasfw_0_1_resumes(tmp_path):
         t.number for t in before
     ]
     assert after == evaluations("new.db")
+
+
+def test_the_workers_are_released_before_the_export_retrains(tmp_path, monkeypatch):
+    """The export retrains the best network in the driver: the launcher is closed first, so
+    the export has the machine's cores and depends on no worker or cluster (a Ray head lost
+    during the export cannot end the search)."""
+    from cli import compose
+
+    import nasfw.search as search_module
+    from nasfw.launchers.local import LocalLauncher
+    from nasfw.search import run_search
+
+    events: list[str] = []
+    export, close = search_module.export, LocalLauncher.close
+
+    def exporting(search):
+        events.append("export")
+        return export(search)
+
+    def closing(launcher):
+        events.append("close")
+        close(launcher)
+
+    monkeypatch.setattr(search_module, "export", exporting)
+    monkeypatch.setattr(LocalLauncher, "close", closing)
+    cfg = compose(
+        "problem=iris",
+        "search_space=tabular_mlp",
+        "tuner=random",
+        "tuner.n_trials=2",
+        "train.epochs=1",
+        "launcher.workers=1",
+        "tracking=none",
+        f"storage.url=sqlite:///{tmp_path / 's.db'}",
+    )
+    context = run_search(cfg, tmp_path)
+    assert len(context.history) == 2
+    assert events == ["close", "export"]
