@@ -1,4 +1,5 @@
-"""The wheel: what it contains, and a search run by nasfw installed from it alone.
+"""The wheel: what it contains, a search run by nasfw installed from it alone, and an install
+into a venv with a newer torch, which pip keeps.
 
 The wheel is built from a copy of the source tree (so nothing is written into the repository and
 no stale ``build/`` output can leak into it), installed with ``--no-deps`` into a fresh virtual
