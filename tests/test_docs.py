@@ -1,10 +1,13 @@
 """The README and the docs site: the README is the site's home page (scripts/readme.py), the
 README's test command is what CI runs, every page is in the site, and every ``python -m
 nasfw`` command of the README and the guide is run through the CLI (``--cfg job``: composed,
-so a wrong key, option or argument order fails here)."""
+so a wrong key, option or argument order fails here). Each search among them that needs
+nothing CI lacks (a dataset directory, a GPU, a scheduler, a database server, a Ray cluster,
+the mini-benchmark DB) also runs for real, at a tiny budget, and must export its best model."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli import nasfw
+from cli import compose, nasfw
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -22,6 +25,39 @@ DOCS = REPO / "docs"
 GUIDE = sorted(p for p in DOCS.glob("*.md") if p.name != "plugins.md")
 EXAMPLE = REPO / "examples" / "nasfw-example-plugin"
 COMMAND = re.compile(r"(?:[A-Z_]+=\S+ )*python -m nasfw\b[^`\n]*")
+# What a command needs that CI has not got: a dataset directory, a GPU, a scheduler (SLURM, LSF),
+# a PostgreSQL server, a Ray cluster (launcher=ray starts one of its own: ~20 s), or the
+# mini-benchmark DB (mode=minibench builds it: hours; search_space=auto and evaluation.screen
+# read it). Such commands are composed only; tests/launchers/ run each launcher on a real
+# local cluster, tests/minibench/ build and read a small DB. The example package's search
+# (tuner=hillclimb) runs in tests/test_examples.py; --cfg and --help run as written above.
+NOT_RUN_HERE = re.compile(
+    r"/data/|launcher=(?:slurm|lsf|ray)|submitit_slurm|postgresql|train\.device=|"
+    r"mode=minibench|search_space=auto|evaluation\.screen|tuner=hillclimb|--cfg|--help"
+)
+# Tiny budgets, appended to a command that runs for real (the last value of a key wins): per
+# tuner, per problem, and for every search.
+TINY_TUNER = {
+    "random": {"tuner.n_trials": "2", "tuner.batch_size": "2"},
+    "tpe": {"tuner.n_trials": "2", "tuner.batch_size": "2"},
+    "evolution": {
+        **{"tuner.n_trials": "2", "tuner.batch_size": "1"},
+        **{"tuner.population_size": "2", "tuner.sample_size": "1"},
+    },
+    "codeepneat": {
+        **{"tuner.generations": "1", "tuner.blueprint_population": "2"},
+        **{"tuner.module_population": "4", "tuner.genomes_per_blueprint": "1"},
+    },
+    "petridish": {
+        **{"tuner.init_models": "1", "tuner.rounds": "1"},
+        **{"tuner.max_parents": "1", "tuner.max_candidates": "1"},
+    },
+}
+TINY_PROBLEM = {
+    "digits": {"problem.max_train_samples": "200"},
+    "mnist1d": {"problem.n_samples": "200"},
+}
+TINY = {"train.epochs": "1", "launcher.workers": "0", "tracking": "none"}
 
 
 def readme_module():
@@ -92,14 +128,18 @@ def commands() -> list[tuple[str, str]]:
     return sorted((page, command) for command, page in first.items())
 
 
-def parse_through_the_cli(command: str, cwd: Path, env: dict[str, str]):
-    """``command`` run as ``--cfg job`` in ``cwd``; a multirun is its first job, its ``-m``
-    replaced in place by ``--cfg job``, so that its position is checked as it would be."""
+def split_command(command: str, cwd: Path) -> tuple[dict[str, str], list[str]]:
+    """``command``'s environment assignments and its arguments after ``python -m nasfw``."""
     tokens = shlex.split(command.replace("$PWD", str(cwd)), comments=True)
     start = tokens.index("python")
     assert tokens[start : start + 3] == ["python", "-m", "nasfw"], command
-    extra = dict(token.split("=", 1) for token in tokens[:start])
-    rest = tokens[start + 3 :]
+    return dict(token.split("=", 1) for token in tokens[:start]), tokens[start + 3 :]
+
+
+def parse_through_the_cli(command: str, cwd: Path, env: dict[str, str]):
+    """``command`` run as ``--cfg job`` in ``cwd``; a multirun is its first job, its ``-m``
+    replaced in place by ``--cfg job``, so that its position is checked as it would be."""
+    extra, rest = split_command(command, cwd)
     multirun = bool({"-m", "--multirun"} & set(rest))
     args = []
     for token in rest:
@@ -111,6 +151,36 @@ def parse_through_the_cli(command: str, cwd: Path, env: dict[str, str]):
     if not {"--cfg", "--help", "--hydra-help"} & set(args):
         args += ["--cfg", "job"]
     return nasfw(cwd, *args, env={**env, **extra})
+
+
+def runs_here(command: str) -> bool:
+    return not NOT_RUN_HERE.search(command)
+
+
+def run_tiny(command: str, cwd: Path, env: dict[str, str]) -> tuple[object, int]:
+    """``command`` run for real in ``cwd`` with tiny budgets appended, and how many searches
+    it makes (a multirun: the product of its sweeps' lengths). In a multirun the budgets are
+    one-value sweeps (``key=choice(2)``): Hydra composes a multirun's plain overrides with the
+    default tuner first, where another tuner's keys do not exist (docs/command-line.md)."""
+    extra, args = split_command(command, cwd)
+    given = dict(token.split("=", 1) for token in args if "=" in token)
+    default = compose()
+    tuners = given.get("tuner", default.tuner.name).split(",")
+    problems = given.get("problem", default.problem.name).split(",")
+    multirun = bool({"-m", "--multirun"} & set(args))
+    budget: dict[str, str] = {}
+    for name in tuners:
+        budget |= TINY_TUNER[name]
+    for name in problems:
+        budget |= TINY_PROBLEM.get(name, {})
+    budget = {k: f"choice({v})" if multirun else v for k, v in budget.items()}
+    budget |= TINY
+    jobs = 1
+    for value in given.values():
+        if multirun and re.fullmatch(r"[^\[\]{}'\"()]+(,[^\[\]{}'\"()]+)+", value):
+            jobs *= len(value.split(","))
+    tiny = [f"{k}={v}" for k, v in budget.items()]
+    return nasfw(cwd, *args, *tiny, env={**env, **extra}), jobs
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +219,20 @@ def test_the_docs_command_runs(
     assert "study_name:" in out.stdout or "== Configuration groups ==" in out.stdout
 
 
+@pytest.mark.parametrize(
+    ("page", "command"), [(page, command) for page, command in commands() if runs_here(command)]
+)
+def test_the_docs_search_runs(
+    page: str, command: str, tmp_path: Path, example_site: dict[str, str]
+) -> None:
+    """The command searches, at a tiny budget, and every search of it exports its best model."""
+    out, jobs = run_tiny(command, tmp_path, example_site)
+    assert out.returncode == 0, f"{page}: {command}\n{out.stderr[-3000:]}"
+    summaries = sorted(tmp_path.rglob("best_model/summary.json"))
+    assert len(summaries) == jobs, (command, summaries)
+    assert len(set(json.loads(p.read_text())["study"] for p in summaries)) == jobs
+
+
 def test_the_commands_are_found_and_a_wrong_one_fails(tmp_path: Path) -> None:
     found = [command for _, command in commands()]
     assert "python -m nasfw -m tuner=random,tpe seed=0,1" in [
@@ -156,6 +240,10 @@ def test_the_commands_are_found_and_a_wrong_one_fails(tmp_path: Path) -> None:
     ]
     assert any("-m tuner=tpe seed=0,1 tuner.n_trials=5" in c for c in found)
     assert len(found) >= 25
+    # The searches that run for real: the README's sweep and the defaults among them.
+    run = [c.split("  #")[0].strip() for c in found if runs_here(c)]
+    assert {"python -m nasfw -m tuner=random,tpe seed=0,1", "python -m nasfw"} <= set(run)
+    assert len(run) >= 6
     # The sweep as the README once wrote it: -m after an override.
     out = parse_through_the_cli("python -m nasfw tuner=tpe -m seed=0,1", tmp_path, {})
     assert out.returncode == 2 and "unrecognized arguments: seed=0" in out.stderr

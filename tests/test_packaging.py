@@ -1,4 +1,5 @@
-"""The wheel: what it contains, and a search run by nasfw installed from it alone.
+"""The wheel: what it contains, a search run by nasfw installed from it alone, and an install
+into a venv with a newer torch, which pip keeps.
 
 The wheel is built from a copy of the source tree (so nothing is written into the repository and
 no stale ``build/`` output can leak into it), installed with ``--no-deps`` into a fresh virtual
@@ -294,3 +295,114 @@ def test_nothing_nasfw_installs_caps_torch() -> None:
         todo += [r.name for r in required]
     assert caps == {}
     assert "torch" in seen and len(seen) > 20  # the walk reached the dependency tree
+
+
+def _fake_torch(version: str) -> dict[str, str]:
+    """The files of a ``torch`` distribution's metadata, without torch: what pip reads to decide
+    whether an installed torch satisfies a requirement or a wheel can replace it."""
+    info = f"torch-{version}.dist-info"
+    return {
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: torch\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+        f"{info}/INSTALLER": "pip\n",
+        f"{info}/RECORD": "",
+    }
+
+
+@pytest.fixture(scope="module")
+def newer_torch_venv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A fresh venv where torch 2.15.0 is installed (as a CUDA build would be), and a wheel
+    directory that offers torch 2.13.0, the version a cap at ``<2.14`` would downgrade to.
+
+    The venv sees this environment's other distributions (optuna, hydra, ...) through a ``.pth``
+    line naming a directory of links to them; torch and nasfw are left out, so pip finds only
+    the fake torch and installs nasfw from the wheel under test."""
+    tmp = tmp_path_factory.mktemp("newer-torch")
+    root = tmp / "venv"
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    subprocess.run([base, "-m", "venv", "--without-pip", str(root)], check=True, timeout=120)
+    python = root / "bin" / "python"
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    deps = tmp / "deps"
+    deps.mkdir()
+    ours = Path(sysconfig.get_paths()["purelib"])
+    for entry in ours.iterdir():
+        name = entry.name.lower()
+        if name.endswith(".pth") or name.startswith(("torch", "nasfw", "__editable__")):
+            continue
+        (deps / entry.name).symlink_to(entry)
+    (site / "_nasfw_test_deps.pth").write_text(f"{deps}\n")
+    for name, text in _fake_torch("2.15.0").items():
+        (site / name).parent.mkdir(exist_ok=True)
+        (site / name).write_text(text)
+    links = tmp / "wheels"
+    links.mkdir()
+    with zipfile.ZipFile(links / "torch-2.13.0-py3-none-any.whl", "w") as zf:
+        for name, text in _fake_torch("2.13.0").items():
+            if not name.endswith("INSTALLER"):
+                zf.writestr(name, text)
+    return python, links
+
+
+def _pip_install(python: Path, links: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """pip, run for ``python``'s venv, offline, finding wheels in ``links`` only. No pip
+    configuration is read: a machine-wide constraint (a CI image's ``torch<=2.14.1``) or
+    ``find-links`` would decide the outcome instead of nasfw's requirements."""
+    env = {k: v for k, v in clean_env().items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "--python", str(python), "install"),
+            *("--no-index", "--find-links", str(links), *args),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def _planned(python: Path, links: Path, *requirements: str) -> dict[str, str]:
+    """What ``pip install --dry-run`` would install for ``requirements``: name -> version."""
+    proc = _pip_install(python, links, "--dry-run", "--quiet", "--report", "-", *requirements)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    return {i["metadata"]["name"]: i["metadata"]["version"] for i in report["install"]}
+
+
+def test_installing_nasfw_keeps_a_newer_torch(
+    wheel: Path, newer_torch_venv: tuple[Path, Path]
+) -> None:
+    """``pip install nasfw`` (and its dev extra) into a venv with torch 2.15.0 plans nothing
+    for torch, and torch is still 2.15.0 after the install; a cap would downgrade it to the
+    2.13.0 on offer, as the control requirement ``torch<2.14`` shows."""
+    python, links = newer_torch_venv
+    assert _planned(python, links, str(wheel)) == {"nasfw": "0.1.0"}
+    assert _planned(python, links, f"nasfw[dev] @ {wheel.as_uri()}") == {"nasfw": "0.1.0"}
+    # What the test would see if nasfw capped torch.
+    assert _planned(python, links, str(wheel), "torch<2.14") == {
+        "nasfw": "0.1.0",
+        "torch": "2.13.0",
+    }
+    proc = _pip_install(python, links, "--quiet", str(wheel))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    versions = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import importlib.metadata as m; print(m.version('torch'), m.version('nasfw'))",
+        ],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+    )
+    assert versions.stdout.split() == ["2.15.0", "0.1.0"], versions.stderr

@@ -312,3 +312,26 @@ def test_field_comments_become_docstrings_and_roles_code(tmp_path: Path) -> None
         demo["extra"].docstring.value == "Facts logged as trial_&lt;key>, see `<key>`; two lines."
     )
     assert demo["plain"].docstring is None
+
+
+def test_the_api_reference_gives_task_modality_values_and_split_dtypes() -> None:
+    """What a problem's author must return, as the API reference renders it (through the
+    docs' griffe extension): every value of ``Task`` and ``Modality``, and the dtypes and
+    shapes of ``Split.x``/``Split.y``."""
+    from typing import get_args
+
+    from nasfw.problem import Modality, Task
+
+    griffe = pytest.importorskip("griffe")
+    extension = load_script("docs_griffe").CommentsAndRoles()
+    module = griffe.load(
+        "nasfw.problem",
+        search_paths=[str(REPO)],
+        extensions=griffe.load_extensions(extension),
+    )
+    problem = module["Problem"]
+    for field, values in (("task", get_args(Task)), ("modality", get_args(Modality))):
+        text = problem[field].docstring.value
+        assert all(f'"{value}"' in text for value in values), (field, text)
+    split = module["Split"].docstring.value
+    assert all(word in split for word in ("float32", "int64", "(n, *input_shape)", "(n,)"))
