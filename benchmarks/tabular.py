@@ -63,6 +63,9 @@ run (exit 1). One MLflow run per invocation (``--tracking-uri``, default ``<out>
     .venv/bin/python benchmarks/tabular.py                       # the full run, resumable
     .venv/bin/python benchmarks/tabular.py --report --docs docs/benchmarks-tabular.md
     .venv/bin/python benchmarks/tabular.py --tables nb201_cifar10 --seeds 2 --evals 30 --out /tmp/t
+    # a replication of two arms on 20 other seeds, kept apart from the main run:
+    .venv/bin/python benchmarks/tabular.py --arms nasfw_tpe_optuna,optuna_tpe --first-seed 20 \
+        --out benchmarks/results/tabular_replication
 """
 
 from __future__ import annotations
@@ -333,13 +336,15 @@ def rows(stored: dict[str, list[Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def run_all(out: Path, tables: Sequence[str], arms: Sequence[str], seeds: int, evals: int) -> int:
+def run_all(
+    out: Path, tables: Sequence[str], arms: Sequence[str], seeds: Sequence[int], evals: int
+) -> int:
     """Every (table, seed, arm) search whose raw file is missing; returns how many ran."""
     import optuna
 
     ran = 0
     # Seed by seed, so that a run cut short has every table and arm at its first seeds.
-    for seed in range(seeds):
+    for seed in seeds:
         for table in tables:
             for arm in arms:
                 path = raw_path(out, table, arm, seed)
@@ -391,7 +396,7 @@ def mean_se(values: Sequence[float]) -> tuple[float, float]:
 
 
 def load_raw(
-    out: Path, tables: Sequence[str], arms: Sequence[str], seeds: int, evals: int
+    out: Path, tables: Sequence[str], arms: Sequence[str], seeds: Sequence[int], evals: int
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """The raw results, ``[table][arm] -> one doc per seed``; a missing or short one fails
     the run (:class:`harness.BenchmarkError`): an arm that produced nothing has no figures."""
@@ -399,7 +404,7 @@ def load_raw(
     for table in tables:
         for arm in arms:
             docs = []
-            for seed in range(seeds):
+            for seed in seeds:
                 path = raw_path(out, table, arm, seed)
                 doc = json.loads(path.read_text()) if path.exists() else None
                 if doc is not None:
@@ -417,7 +422,7 @@ def load_raw(
 
 
 def report(
-    out: Path, tables: Sequence[str], arms: Sequence[str], seeds: int, evals: int
+    out: Path, tables: Sequence[str], arms: Sequence[str], seeds: Sequence[int], evals: int
 ) -> dict[str, Any]:
     """The figures of the raw results: checkpoints, criteria, the paired test; plots."""
     from scipy.stats import mannwhitneyu, wilcoxon
@@ -510,7 +515,8 @@ def report(
     return {
         "tables": list(tables),
         "arms": list(arms),
-        "seeds": seeds,
+        "seeds": len(seeds),
+        "first_seed": seeds[0],
         "evals": evals,
         "checkpoints": checkpoints,
         "optuna": raw[tables[0]][arms[0]][0].get("optuna"),
@@ -672,7 +678,9 @@ def _fmt(table: str, mean: float, se: float) -> str:
 def markdown(doc: dict[str, Any], machine: dict[str, Any], images: str = "") -> str:
     """The report as Markdown; ``images``: the plots' folder as the page sees it."""
     lines = [
-        f"{doc['seeds']} seeds x {doc['evals']} evaluations per arm and table, Optuna "
+        f"{doc['seeds']} seeds ({doc.get('first_seed', 0)} .. "
+        f"{doc.get('first_seed', 0) + doc['seeds'] - 1}) x {doc['evals']} evaluations per arm "
+        f"and table, Optuna "
         f"{doc['optuna']}; machine: {machine['description']} (shared with other jobs: wall "
         "times are indicative). True value of the incumbent, mean ± standard error over seeds "
         "(NAS-Bench-201: validation accuracy in %, higher is better; FCNet: validation MSE, "
@@ -776,6 +784,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tables", default=",".join(TABLES))
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds are FIRST .. FIRST+SEEDS-1 (a replication on other seeds: its own --out)",
+    )
     parser.add_argument("--evals", type=int, default=200)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--report", action="store_true", help="only rebuild the report")
@@ -790,10 +804,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown table or arm: {unknown}")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     started = time.perf_counter()
     if not args.report:
-        run_all(out, tables, arms, args.seeds, args.evals)
-    doc = report(out, tables, arms, args.seeds, args.evals)
+        run_all(out, tables, arms, seeds, args.evals)
+    doc = report(out, tables, arms, seeds, args.evals)
     machine = harness.machine()
     doc["machine"] = machine
     doc["git"] = harness.git_state()
