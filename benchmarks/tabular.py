@@ -53,6 +53,10 @@ counts as an evaluation and adds no simulated time; the references re-query (a n
    one-sided Wilcoxon signed-rank test over the seeds, paired by seed
    (``scipy.stats.wilcoxon``, zero differences dropped: ``zero_method="wilcox"``), p < 0.05.
 
+The report also tests the COUNTS of criterion 1's misses and of two-sided Mann-Whitney
+p < 0.05 per pair against a permutation null (:func:`chance_of_misses`; added after the first
+run: the comparisons of a pair are correlated, so a binomial expectation understates them).
+
 **Files** (``--out``, default ``benchmarks/results/tabular``; paths in them are relative):
 ``raw/<table>/<arm>/seed<k>.json``, one per search (written when it ends; a present file is
 skipped, so an interrupted run resumes), then ``tabular.json``, ``tabular.md`` and the anytime

@@ -20,7 +20,8 @@ on the space's categorical decisions):
   evaluated again. The private study is told the earlier result for it and TPE asks again
   (up to ``UNIQUE_TRIES`` times), so every evaluation is a new network; without it, TPE's
   repeats of its best networks take 13-17 % of the first 100 evaluations on the tabular
-  benchmarks (docs/benchmarks-tabular.md), each a reused result that teaches it nothing.
+  benchmarks (counted in benchmarks/results/tabular/raw/), each a reused result that teaches
+  it nothing.
 """
 
 from __future__ import annotations
