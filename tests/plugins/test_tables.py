@@ -223,3 +223,30 @@ def test_the_true_value_is_the_mean_over_the_tables_seeds() -> None:
     assert fcnet.mean(grid) > 0  # type: ignore[union-attr]  # an MSE
     with pytest.raises(ValueError, match="dropout_1"):
         fcnet.mean({**grid, "dropout_1": 0.5})  # type: ignore[union-attr]
+
+
+def test_tpe_ordered_unique_searches_fcnet_on_its_grid_without_repeats(tmp_path: Path) -> None:
+    """``tuner.ordered=true tuner.unique=true`` through the CLI: the numeric genes are ordered
+    positions in the study, every evaluation is a new network, none is a reused result."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    run = nasfw(
+        tmp_path,
+        "problem=fcnet_protein",
+        "search_space=fcnet",
+        "tuner=tpe",
+        "tuner.batch_size=1",
+        "tuner.n_trials=40",
+        "tuner.n_startup_trials=5",
+        "tuner.ordered=true",
+        "tuner.unique=true",
+        *FAST,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    done = trials("sqlite:///" + str(tmp_path / "nasfw.db"), "tpe-fcnet_protein-fcnet-seed0")
+    assert len(done) == 40 and all(t.state.name == "COMPLETE" for t in done)
+    assert len({json.dumps(t.params, sort_keys=True) for t in done}) == 40
+    assert not [t for t in done if any("reused" in k for k in t.user_attrs)]
+    dists = done[-1].distributions
+    assert dists["l0.units"] == IntDistribution(0, 5) and dists["train.lr"] == IntDistribution(0, 5)
+    assert isinstance(dists["l0.activation"], CategoricalDistribution)

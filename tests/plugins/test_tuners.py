@@ -69,3 +69,56 @@ def test_tpe_hands_its_search_space_on_and_proposes_what_fresh_samplers_would(mo
     fresh, fresh_caches = run()
     assert fresh == carried
     assert len({id(c) for c in fresh_caches}) == len(fresh_caches)  # the monkeypatch worked
+
+
+class TestTPEOrderedUnique(AsynchronousTunerContract):
+    """``tuner.ordered`` and ``tuner.unique`` keep every tuner promise (determinism, an exact
+    resume, the asynchronous budget) on the contract's spaces."""
+
+    @pytest.fixture
+    def make_tuner(self, space):
+        config = TPEConfig(n_trials=12, batch_size=3, n_startup_trials=4, ordered=True, unique=True)
+        return lambda seed: TPETuner(config, space, seed)
+
+
+def _tpe_run(space, seed: int, **settings) -> list:
+    """Every candidate a batch-size-1 TPE proposes on ``space`` told fake results."""
+    tuner, proposed = TPETuner(TPEConfig(batch_size=1, **settings), space, seed), []
+    while candidates := tuner.ask():
+        proposed += candidates
+        tuner.tell(candidates, fake_results(candidates))
+    return proposed
+
+
+def test_tpe_ordered_suggests_a_numeric_grid_as_positions():
+    """tuner.ordered: a choice among 3+ numbers is its position in the sorted grid (an
+    IntDistribution); strings and two-way choices stay categorical."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    from nasfw.testing import load_search_space
+
+    space = load_search_space("fcnet")
+    genes = space.genes()
+    [first, *_] = _tpe_run(space, 0, n_trials=12, n_startup_trials=4, ordered=True)
+    values = space.values(first.graph)
+    for name, choices in genes.items():
+        dist = first.distributions[name]
+        if isinstance(choices[0], str) or len(choices) < 3:
+            assert isinstance(dist, CategoricalDistribution), name
+        else:
+            assert dist == IntDistribution(0, len(choices) - 1), name
+            assert values[name] == sorted(choices)[first.params[name]]
+    plain = _tpe_run(space, 0, n_trials=12, n_startup_trials=4)[0]
+    assert all(isinstance(d, CategoricalDistribution) for d in plain.distributions.values())
+
+
+def test_tpe_unique_never_proposes_a_network_it_was_told():
+    """tuner.unique: n_trials different networks; without it TPE repeats its best ones."""
+    from nasfw.testing import load_search_space
+
+    space = load_search_space("nasbench201")
+    settings = {"n_trials": 60, "n_startup_trials": 5}
+    plain = [c.graph.hash for c in _tpe_run(space, 1, **settings)]
+    unique = _tpe_run(space, 1, unique=True, **settings)
+    assert len(set(plain)) < len(plain)  # the repeats tuner.unique avoids
+    assert len(unique) == 60 and len({c.graph.hash for c in unique}) == 60
