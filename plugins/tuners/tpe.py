@@ -92,8 +92,15 @@ class TPETuner(Tuner):
             candidates.append(candidate)
         return candidates
 
+    seedable = True
+
     def _propose(self) -> tuple[Candidate, optuna.Trial]:
-        """A network the private study's sampler asks for, with the trial it asked in."""
+        """A network the private study's sampler asks for, with the trial it asked in; while
+        a seed (minibench.warm_start) is left for this proposal's index, the seed's params
+        are enqueued first, so the trial is the seed."""
+        at = len(self.told) + len(self.pending) + len(self.running)
+        if at < len(self.seeds):
+            self.study.enqueue_trial(self.space.describe(self.seeds[at])[0])
         trial = self.study.ask()
         graph = self.space.sample(TrialChooser(trial))
         return Candidate(graph, dict(trial.params), dict(trial.distributions)), trial
