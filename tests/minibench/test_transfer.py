@@ -37,7 +37,10 @@ def table_db(tmp_path_factory):
 
 
 def run(tmp_path, db, *args):
-    shutil.copy(db, tmp_path / "minibench.db")
+    """The search on nb201_cifar10 with the warm start, on a copy of ``db`` (None: the copy
+    already there)."""
+    if db is not None:
+        shutil.copy(db, tmp_path / "minibench.db")
     return nasfw(
         tmp_path,
         "problem=nb201_cifar10",
@@ -111,18 +114,7 @@ def test_a_resume_keeps_the_choice(table_db, tmp_path):
     for pid, _ in first["donors"]:
         db.remove(pid)
     db.close()
-    out = nasfw(
-        tmp_path,
-        "problem=nb201_cifar10",
-        "search_space=nasbench201",
-        "minibench.warm_start=true",
-        "minibench.donors=2",
-        "study_name=ws",
-        "tracking=none",
-        "tuner=evolution",
-        "tuner.population_size=6",
-        "tuner.n_trials=10",
-    )
+    out = run(tmp_path, None, *args)
     assert out.returncode == 0, out.stderr[-2000:]
     assert choice_of(tmp_path) == first and "cold start" not in out.stderr
     assert len(trials(f"sqlite:///{tmp_path / 'nasfw.db'}", "ws")) == 12 + 10
