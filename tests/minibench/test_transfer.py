@@ -151,3 +151,24 @@ def test_bad_input_exits_2_naming_the_key_before_the_study_exists(tmp_path, args
     assert out.returncode == 2, out.stderr[-2000:]
     assert key in out.stderr
     assert not (tmp_path / "nasfw.db").exists()
+
+
+def test_mlflow_shows_the_donors(table_db, tmp_path):
+    import mlflow
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = run(
+        tmp_path, table_db, "tuner=random", "tuner.n_trials=4", "tracking=mlflow",
+        f"tracking.tracking_uri={tracking}",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    choice = choice_of(tmp_path)
+    client = mlflow.MlflowClient(tracking)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    params = parent.data.params
+    assert params["warm_start.donors"] == ",".join(f"{p}:{t:.3f}" for p, t in choice["donors"])
+    assert params["warm_start.seeds"] == str(len(choice["seeds"]))
+    assert params["warm_start.cold"] == "no"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "warm_start")}
+    assert artifacts == {"warm_start/choice.json"}
