@@ -283,6 +283,16 @@ class MinibenchConfig:
     # search_space=auto: the networks the probe trains (random, in the full space); they are
     # trials of the study (generation -1) and count in its evaluations and time.
     probe_trials: int = setting(8, ge=1)
+    # Reference networks per space family (nasfw.minibench.references): chosen once, when a
+    # family first enters the DB, and scored on each of its problems; changing it later does
+    # not change a DB's existing set.
+    references: int = setting(24, ge=2)
+    # Start the search from the best networks of the nearest DB problems (by how the family's
+    # reference networks rank on this problem, probed as generation -1): see
+    # nasfw.minibench.transfer. Tuners: evolution, tpe, random.
+    warm_start: bool = False
+    # minibench.warm_start: how many nearest DB problems give their best networks (k).
+    donors: int = setting(3, ge=1)
     # Where mode=minibench writes the classes' constraint sets as search_space/<name>.yaml
     # (use them with hydra.searchpath=[file://<dir>] search_space=<name>). None: beside the DB
     # file (<db stem>_spaces/).

@@ -169,6 +169,18 @@ def nasfw_search_space_chosen(context: SearchContext, choice: dict[str, Any]) ->
 
 
 @hookspec
+def nasfw_warm_start(context: SearchContext, choice: dict[str, Any]) -> None:
+    """``minibench.warm_start`` chose the networks the search starts from (before its first
+    generation; again, with the stored choice, when the search resumes).
+
+    ``choice`` holds ``family`` (the space family), ``probe_trials`` (the reference networks'
+    trial numbers), ``donors`` (``[problem id, Kendall tau]``, nearest first), ``seeds``
+    (ArchGraph JSON, the tuner's first proposals), ``cold`` (why there are none, or None) and
+    ``db`` (:mod:`nasfw.minibench.transfer`).
+    """
+
+
+@hookspec
 def nasfw_generation_start(
     context: SearchContext, generation: int, candidates: list[Candidate]
 ) -> None:

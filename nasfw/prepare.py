@@ -211,8 +211,15 @@ def _space_choice(config: NasfwConfig, problem: Problem, reg: Registry) -> Space
     from nasfw.minibench.auto import AUTO, AutoSpace
 
     if config.search_space.name == AUTO:
-        return AutoSpace(config, problem, sorted(reg.ops))
-    return FixedSpace(config.search_space, reg)
+        choice: SpaceChoice = AutoSpace(config, problem, sorted(reg.ops))
+    else:
+        choice = FixedSpace(config.search_space, reg)
+    if config.minibench.warm_start:
+        from nasfw.minibench.transfer import WarmStart, check
+
+        check(config)
+        choice = WarmStart(config, problem, choice)
+    return choice
 
 
 def _modality_error(space: BaseSearchSpace, problem: Problem, reg: Registry) -> SearchSpaceError:

@@ -173,6 +173,30 @@ class Tuner(ABC):
             "trials (tpe and hyperband can)"
         )
 
+    #: Whether the first proposals can be given (:meth:`seed_with`, ``minibench.warm_start``).
+    seedable: ClassVar[bool] = False
+    #: The networks the first proposals are (:meth:`seed_with`); the i-th proposal of the
+    #: search is ``seeds[i]`` while there is one, so a restored state needs nothing more.
+    seeds: tuple[Any, ...] = ()
+
+    def seed_with(self, graphs: list[Any]) -> None:
+        """Make ``graphs`` (:class:`nasfw.ArchGraph` of this tuner's space, best first) the
+        first proposals of a new search (``minibench.warm_start``: the best networks of the
+        nearest mini-benchmark problems): evolution's initial population, TPE's enqueued
+        trials, random search's first trials. Called before the first ``ask``, and again with
+        the same graphs on a resume (a seed already proposed is not proposed again).
+
+        Raises:
+            nasfw.ConfigError: this tuner cannot be seeded (the default; CoDeepNEAT's
+                modules/blueprints and Petridish's seed networks are a later increment).
+        """
+        if not self.seedable:
+            raise ConfigError(
+                f"minibench.warm_start: tuner={self.config.name} cannot start from given "
+                "networks (evolution, tpe and random can)"
+            )
+        self.seeds = tuple(graphs)
+
     def generation_artifacts(self) -> dict[str, Any]:
         """Files about the tuner's own state after the last ``tell``, kept by trackers with
         each generation: ``{"<name>.png": a matplotlib Figure, "<name>.json": JSON-able data}``

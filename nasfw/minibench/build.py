@@ -1,14 +1,17 @@
 """``python -m nasfw mode=minibench``: build (or extend, or resume) the best-model DB.
 
 Each entry of ``minibench.problems`` gets one full, unconstrained search (the run's tuner,
-launcher, storage and tracking; the modality's full space of ``minibench.spaces``) in its own
+launcher, storage and tracking; the modality's full space of ``minibench.spaces``, or for a
+tabular benchmark the space its table holds) in its own
 study ``minibench-<entry>-<space>-<tuner>-seed<seed>-<hash of the search's settings>``; its
 ``minibench.top_k`` best networks go into the DB (``minibench.db``) with the problem's
 meta-features. An entry the DB already holds from a search with the same settings is skipped,
 so a rerun resumes where it stopped (an interrupted search resumes too: it is an ordinary
-study). Then the problems are grouped into classes, each class's constraint set is written as
-``search_space/<class>.yaml`` under ``minibench.spaces_dir``, and the classifier's
-leave-one-problem-out accuracy is reported.
+study). Each table problem also scores its space family's reference networks
+(:mod:`nasfw.minibench.references`; chosen when the family first enters the DB), and its
+nearest DB problems by their ranking are printed. Then the problems are grouped into
+classes, each class's constraint set is written as ``search_space/<class>.yaml`` under
+``minibench.spaces_dir``, and the classifier's leave-one-problem-out accuracy is reported.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ def build_db(cfg: Any, output_dir: Path, console: Any = None) -> dict[str, Any]:
     from nasfw.minibench.auto import AUTO, full_space
     from nasfw.minibench.db import BestModelDB, ModelEntry, ProblemEntry
     from nasfw.minibench.encoding import ProblemMeta
+    from nasfw.minibench.references import space_config
     from nasfw.problem import DataError
     from nasfw.search import fingerprint, run_search
 
@@ -118,9 +122,14 @@ def build_db(cfg: Any, output_dir: Path, console: Any = None) -> dict[str, Any]:
         node = problem_node(str(entry), key)
         try:
             problem = load_problem(OmegaConf.to_object(node))  # type: ignore[arg-type]
-            space = OmegaConf.merge(
-                OmegaConf.structured(SearchSpaceConfig), full_space(cfg, problem.modality)
-            )
+            if problem.table is not None:
+                # A table's family is the space its table holds: the modality's space does
+                # not fit it.
+                space = space_config(problem.table.space)
+            else:
+                space = OmegaConf.merge(
+                    OmegaConf.structured(SearchSpaceConfig), full_space(cfg, problem.modality)
+                )
         except (ConfigError, DataError) as err:
             # The entry named first: which of the suite's problems the error is about.
             raise type(err)(f"{key}={entry!r}: {err}") from None
@@ -208,11 +217,71 @@ def build_db(cfg: Any, output_dir: Path, console: Any = None) -> dict[str, Any]:
                 "best": models[0].value if models else None,
                 "kept": len(models),
             }
+        report["references"] = score_references(
+            cfg, db, [(pid, problem) for pid, _, problem, _, _ in plans], console
+        )
         report.update(classify_db(cfg, db, console))
     finally:
         db.close()
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "minibench.json").write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
+def score_references(
+    cfg: Any, db: Any, problems: list[tuple[str, Any]], console: Any
+) -> dict[str, Any]:
+    """Score each table problem of ``problems`` (``(id, loaded problem)``) that lacks scores
+    on its family's reference networks (chosen and stored first when the family is new to
+    the DB), then print each scored problem's nearest DB problems. Returns, per family, its
+    reference count and each problem's nearest ``[id, tau]`` and scoring seconds.
+
+    Non-table problems are skipped: scoring references by training is a later increment.
+    """
+    from rich.markup import escape
+
+    from nasfw.minibench.references import (
+        choose_references,
+        family_of,
+        nearest,
+        score_table,
+        space_of,
+    )
+
+    n = int(cfg.minibench.references)
+    scored = db.reference_scores()
+    families: dict[str, list[str]] = {}
+    for pid, problem in problems:
+        if problem.table is None:
+            continue
+        family = family_of(problem)
+        families.setdefault(family, []).append(pid)
+        refs = db.references(family)
+        if not refs:
+            refs = choose_references(space_of(family), n)
+            db.put_references(family, refs)
+            console.print(f"minibench: {len(refs)} reference networks chosen for {family}")
+        if len(scored.get(pid, {})) == len(refs):
+            continue
+        found = score_table(problem, refs)
+        db.put_reference_scores(pid, family, [(i, v, s) for i, (v, s) in enumerate(found)])
+    report: dict[str, Any] = {}
+    seconds = db.reference_seconds()
+    for family in sorted(families):
+        all_scores = db.reference_scores(family)
+        report[family] = {"references": len(db.references(family)), "problems": {}}
+        for pid in sorted(all_scores):
+            near = nearest(all_scores[pid], all_scores, exclude=[pid], k=3)
+            report[family]["problems"][pid] = {
+                "nearest": [[n.problem_id, round(n.tau, 3)] for n in near],
+                "seconds": seconds.get(pid, 0.0),
+            }
+            console.print(
+                escape(
+                    f"minibench: {pid} ({family}) nearest by reference ranking: "
+                    + (", ".join(f"{n.problem_id} (tau {n.tau:.2f})" for n in near) or "none")
+                )
+            )
     return report
 
 

@@ -178,10 +178,17 @@ def group_problems(
         graphs.setdefault(model.problem_id, []).append(model.graph)
     classes: list[ProblemClass] = []
     for modality in MODALITIES:
+        if modality not in full_spaces:
+            continue
+        # Only problems searched in the modality's full space (a table problem's networks
+        # are of its table's space, another family).
+        full = str(full_spaces[modality].get("name", ""))
         members: list[ProblemEntry] = [
-            p for p in problems if p.meta.modality == modality and p.id in vectors
+            p
+            for p in problems
+            if p.meta.modality == modality and p.id in vectors and p.search_space in ("", full)
         ]
-        if not members or modality not in full_spaces:
+        if not members:
             continue
         labels = _clusters(np.stack([vectors[p.id] for p in members]), max_classes)
         groups: dict[int, list[str]] = {}

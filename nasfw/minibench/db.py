@@ -1,6 +1,6 @@
 """The mini-benchmark DB: each suite problem's best networks, in a file a team can share.
 
-Any SQLAlchemy URL works (a path is a SQLite file). Layout (format version 1):
+Any SQLAlchemy URL works (a path is a SQLite file). Layout (format version 2):
 
 - ``problems``: one row per suite entry: ``id`` (the entry, e.g. ``digits_noisy:noise=0.5``),
   ``problem`` (the preset), ``settings`` (JSON of the entry's problem settings), ``modality``,
@@ -16,9 +16,18 @@ Any SQLAlchemy URL works (a path is a SQLite file). Layout (format version 1):
 - ``evaluations``: every network each problem's search trained to the full budget (the
   screening regressor's data): ``problem_id``, ``trial``, ``graph``, ``value``, ``flops``,
   ``params``, ``epoch_seconds``.
-- ``info``: ``key``/``value`` pairs; ``format`` = 1, ``kind`` = ``nasfw-minibench`` (the
+- ``references``: each space family's fixed reference networks
+  (:mod:`nasfw.minibench.references`), chosen once: ``family``, ``idx``, ``graph``.
+- ``reference_scores``: each problem's score of its family's references: ``problem_id``,
+  ``family``, ``idx``, ``value`` (the validation metric, higher is better), ``seconds`` (what
+  scoring it cost: training seconds, simulated for a table).
+- ``info``: ``key``/``value`` pairs; ``format`` = 2, ``kind`` = ``nasfw-minibench`` (the
   marker: nasfw writes only into a DB it made; one made before the marker existed, with
   exactly these tables, gets it on first open).
+
+A format-1 DB (before the reference tables) is migrated on open: the two tables are added
+(empty; ``mode=minibench`` scores its problems' references on its next run) and ``format``
+becomes 2. A DB of a newer format is refused.
 
 A file that is none of these (an Optuna storage, an MLflow store, another program's tables)
 is refused before anything is written to it; so is an empty file where a DB must exist.
@@ -37,7 +46,9 @@ from nasfw.config import ConfigError
 from nasfw.graph import ArchGraph
 from nasfw.minibench.encoding import ProblemMeta
 
-FORMAT = 1
+FORMAT = 2
+#: Formats this version opens (older ones are migrated: their tables are a subset).
+READABLE = (1, 2)
 #: The ``info`` row that marks a DB as nasfw's (``kind``).
 MARKER = "nasfw-minibench"
 
@@ -145,6 +156,22 @@ class BestModelDB:
 
         self._models = networks("models", "rank")
         self._evaluations = networks("evaluations", "trial")
+        self._references = sa.Table(
+            "references",
+            meta,
+            sa.Column("family", sa.String(64), primary_key=True),
+            sa.Column("idx", sa.Integer, primary_key=True),
+            sa.Column("graph", sa.Text, nullable=False),
+        )
+        self._reference_scores = sa.Table(
+            "reference_scores",
+            meta,
+            sa.Column("problem_id", sa.String(255), sa.ForeignKey("problems.id"), primary_key=True),
+            sa.Column("idx", sa.Integer, primary_key=True),
+            sa.Column("family", sa.String(64), nullable=False),
+            sa.Column("value", sa.Float, nullable=False),
+            sa.Column("seconds", sa.Float),
+        )
         self._info = sa.Table(
             "info",
             meta,
@@ -189,16 +216,24 @@ class BestModelDB:
                         else ". Point minibench.db at a new file"
                     )
                 )
-            if int(info["format"]) != FORMAT:
+            if int(info["format"]) not in READABLE:
                 raise ConfigError(
                     f"minibench.db={self.location}: format {info['format']}, this nasfw reads "
-                    f"{FORMAT}"
+                    f"formats {', '.join(map(str, READABLE))}"
                 )
-            if info.get("kind") == MARKER and tables == set(meta.tables):
+            if (
+                info.get("kind") == MARKER
+                and tables == set(meta.tables)
+                and int(info["format"]) == FORMAT
+            ):
                 return
-        # A new DB, or nasfw's own from before the marker: its tables and the marker.
+        # A new DB, nasfw's own from before the marker, or an older format: its tables (the
+        # new ones added empty), the marker and this format.
         meta.create_all(self._engine)
         with self._engine.begin() as conn:
+            conn.execute(
+                sa.update(self._info).where(self._info.c.key == "format").values(value=str(FORMAT))
+            )
             for key, value in (("format", str(FORMAT)), ("kind", MARKER)):
                 found = conn.execute(
                     sa.select(self._info.c.value).where(self._info.c.key == key)
@@ -326,9 +361,82 @@ class BestModelDB:
     def _delete(self, conn: Any, problem_id: str) -> None:
         import sqlalchemy as sa
 
-        for table in (self._models, self._evaluations):
+        for table in (self._models, self._evaluations, self._reference_scores):
             conn.execute(sa.delete(table).where(table.c.problem_id == problem_id))
         conn.execute(sa.delete(self._problems).where(self._problems.c.id == problem_id))
+
+    def references(self, family: str) -> list[ArchGraph]:
+        """The reference networks of ``family``, by index (empty: none chosen yet)."""
+        import sqlalchemy as sa
+
+        t = self._references
+        query = sa.select(t.c.graph).where(t.c.family == family).order_by(t.c.idx)
+        with self._engine.connect() as conn:
+            return [ArchGraph.from_json(g) for g in conn.execute(query).scalars()]
+
+    def put_references(self, family: str, graphs: Iterable[ArchGraph]) -> None:
+        """Store ``family``'s reference networks. They are chosen once: scores of different
+        networks would not be comparable.
+
+        Raises:
+            ValueError: the family has references already.
+        """
+        import sqlalchemy as sa
+
+        if self.references(family):
+            raise ValueError(f"space family {family!r} has reference networks already")
+        rows = [{"family": family, "idx": i, "graph": g.to_json()} for i, g in enumerate(graphs)]
+        with self._engine.begin() as conn:
+            conn.execute(sa.insert(self._references), rows)
+
+    def put_reference_scores(
+        self, problem_id: str, family: str, scores: Iterable[tuple[int, float, float | None]]
+    ) -> None:
+        """Store ``problem_id``'s scores ``(idx, value, seconds)`` of ``family``'s references,
+        replacing any it had."""
+        import sqlalchemy as sa
+
+        t = self._reference_scores
+        rows = [
+            {"problem_id": problem_id, "family": family, "idx": i, "value": v, "seconds": s}
+            for i, v, s in scores
+        ]
+        with self._engine.begin() as conn:
+            conn.execute(sa.delete(t).where(t.c.problem_id == problem_id))
+            if rows:
+                conn.execute(sa.insert(t), rows)
+
+    def reference_scores(self, family: str | None = None) -> dict[str, dict[int, float]]:
+        """Each problem's reference scores (index -> value), of ``family`` (None: every
+        family's problems), by problem id."""
+        import sqlalchemy as sa
+
+        t = self._reference_scores
+        query = sa.select(t.c.problem_id, t.c.idx, t.c.value).order_by(t.c.problem_id, t.c.idx)
+        if family is not None:
+            query = query.where(t.c.family == family)
+        found: dict[str, dict[int, float]] = {}
+        with self._engine.connect() as conn:
+            for pid, idx, value in conn.execute(query).all():
+                found.setdefault(pid, {})[idx] = value
+        return found
+
+    def reference_seconds(self) -> dict[str, float]:
+        """What scoring its references cost each problem (seconds, summed)."""
+        import sqlalchemy as sa
+
+        t = self._reference_scores
+        query = sa.select(t.c.problem_id, sa.func.sum(t.c.seconds)).group_by(t.c.problem_id)
+        with self._engine.connect() as conn:
+            return {pid: float(s or 0.0) for pid, s in conn.execute(query).all()}
+
+    def families(self) -> dict[str, str]:
+        """Each scored problem's space family, by problem id."""
+        import sqlalchemy as sa
+
+        t = self._reference_scores
+        with self._engine.connect() as conn:
+            return dict(conn.execute(sa.select(t.c.problem_id, t.c.family).distinct()).all())
 
     def get(self, problem_id: str) -> ProblemEntry | None:
         return next((p for p in self.problems() if p.id == problem_id), None)

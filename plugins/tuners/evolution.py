@@ -89,11 +89,15 @@ class RegularizedEvolution(Tuner):
         self.evaluated = 0
         self.generation = 0
 
+    seedable = True
+
     def ask(self) -> list[Candidate]:
         if self.generation == 0:
-            graphs = [
+            # The seeds (minibench.warm_start) first, random networks for the rest.
+            size = self.config.population_size
+            graphs = list(self.seeds[:size]) + [
                 self.space.sample(RandomChooser(self.rng))
-                for _ in range(self.config.population_size)
+                for _ in range(size - min(size, len(self.seeds)))
             ]
             return [self._candidate(graph, None) for graph in graphs]
         count = min(self.config.batch_size, self.config.n_trials - self.evaluated)
@@ -108,8 +112,11 @@ class RegularizedEvolution(Tuner):
         members there are, if fewer than ``sample_size`` have been told yet)."""
         if self.evaluated + pending >= self.config.n_trials:
             return None
-        if self.evaluated + pending < self.config.population_size:
-            return self._candidate(self.space.sample(RandomChooser(self.rng)), None)
+        at = self.evaluated + pending
+        if at < self.config.population_size:
+            seeded = at < len(self.seeds)
+            graph = self.seeds[at] if seeded else self.space.sample(RandomChooser(self.rng))
+            return self._candidate(graph, None)
         if not self.population:
             return None  # every initial network is still training: wait for one
         return self.screened(self._child, lambda c: c.graph)

@@ -47,13 +47,23 @@ class RandomSearch(Tuner):
         self.asked = 0
         self.told = 0  # asynchronous evaluation: results told one by one
 
+    seedable = True
+
     def ask(self) -> list[Candidate]:
         count = min(self.config.batch_size, self.config.n_trials - self.asked)
         candidates = []
         for _ in range(max(count, 0)):
-            candidates.append(self.screened(self._sample, lambda c: c.graph))
-        self.asked += len(candidates)
+            candidates.append(self._next())
+            self.asked += 1
         return candidates
+
+    def _next(self) -> Candidate:
+        """The seed of this proposal's index (minibench.warm_start), else a random network
+        (screened); ``asked`` counts the proposals before it."""
+        if self.asked < len(self.seeds):
+            params, distributions = self.space.describe(self.seeds[self.asked])
+            return Candidate(self.seeds[self.asked], params, distributions)
+        return self.screened(self._sample, lambda c: c.graph)
 
     def _sample(self) -> Candidate:
         chooser = RandomChooser(self.rng)
@@ -66,8 +76,9 @@ class RandomSearch(Tuner):
     def ask_one(self, pending: int) -> Candidate | None:
         if self.told + pending >= self.config.n_trials:
             return None
+        candidate = self._next()
         self.asked += 1
-        return self.screened(self._sample, lambda c: c.graph)
+        return candidate
 
     def tell_one(self, candidate: Candidate, result: Result) -> None:
         self.told += 1

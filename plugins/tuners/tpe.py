@@ -132,10 +132,17 @@ class TPETuner(Tuner):
             candidates.append(candidate)
         return candidates
 
+    seedable = True
+
     def _propose(self, repeats: list[Any]) -> tuple[Candidate, optuna.Trial]:
-        """A network the private study's sampler asks for, with the trial it asked in; with
-        ``tuner.unique``, one whose decisions were not told before (each repeat on the way is
-        told its earlier result and appended to ``repeats``)."""
+        """A network the private study's sampler asks for, with the trial it asked in. While a
+        seed (``minibench.warm_start``) is left for this proposal's index, the seed's params
+        are enqueued first, so the trial is the seed. With ``tuner.unique``, one whose
+        decisions were not told before (each repeat on the way is told its earlier result and
+        appended to ``repeats``)."""
+        at = self.evaluated() + len(self.pending) + len(self.running)
+        if at < len(self.seeds):
+            self.study.enqueue_trial(self._seed_params(self.seeds[at]))
         for _ in range(UNIQUE_TRIES if self.config.unique else 1):
             trial = self.study.ask()
             chooser = OrderedTrialChooser(trial) if self.config.ordered else TrialChooser(trial)
@@ -147,6 +154,21 @@ class TPETuner(Tuner):
             _tell(self.study, trial, repeat)
             repeats.append(repeat)
         return Candidate(graph, dict(trial.params), dict(trial.distributions)), trial
+
+    def _seed_params(self, graph: Any) -> dict[str, Any]:
+        """A seed's decisions as this tuner suggests them: with ``tuner.ordered``, a choice
+        among three or more numbers as its position in the sorted choices."""
+        from optuna.distributions import CategoricalDistribution
+
+        params, distributions = self.space.describe(graph)
+        if not self.config.ordered:
+            return params
+        for name, dist in distributions.items():
+            choices = dist.choices if isinstance(dist, CategoricalDistribution) else ()
+            numbers = all(isinstance(c, int | float) and not isinstance(c, bool) for c in choices)
+            if numbers and len(choices) >= 3:
+                params[name] = sorted(choices).index(params[name])
+        return params
 
     def _told(self, entry: dict[str, Any]) -> None:
         self.known.setdefault(_decisions(entry["params"]), entry)

@@ -64,10 +64,14 @@ PROBLEMS: dict[str, tuple[ProblemMeta, list[ArchGraph]]] = {
 }
 
 
+FULL = {"image": "petridish_full", "tabular": "tabular_mlp", "sequence": "petridish_full_sequence"}
+
+
 def fill(db: BestModelDB, problems: dict[str, tuple[ProblemMeta, list[ArchGraph]]]) -> None:
     for pid, (meta, graphs) in problems.items():
         db.put(
-            ProblemEntry(pid, pid, meta, "accuracy", search_space="petridish_full"),
+            # Each searched in its modality's full space (as mode=minibench does).
+            ProblemEntry(pid, pid, meta, "accuracy", search_space=FULL[meta.modality]),
             [ModelEntry(pid, r, g, 0.9 - 0.01 * r, 1000, 100, 0.1) for r, g in enumerate(graphs)],
         )
 

@@ -142,6 +142,29 @@ def nasfw_search_start(context: SearchContext) -> None:
 
 
 @hookimpl
+def nasfw_warm_start(context: SearchContext, choice: dict[str, Any]) -> None:
+    """minibench.warm_start's donors: params ``warm_start.donors`` (``id:tau`` list),
+    ``warm_start.seeds`` (count), ``warm_start.cold`` and ``warm_start/choice.json``."""
+    state = _runs.state_of(context)
+    if state is None:
+        return
+    client: MlflowClient = state["client"]
+    params = {
+        "warm_start.donors": ",".join(f"{pid}:{tau:.3f}" for pid, tau in choice["donors"])
+        or "none",
+        "warm_start.seeds": str(len(choice["seeds"])),
+        "warm_start.cold": str(choice["cold"] or "no")[:250],
+        "warm_start.db": str(choice["db"]),
+    }
+
+    def log() -> None:
+        _runs.log_params(client, state["run_id"], params.items(), resumed=True)
+        client.log_dict(state["run_id"], choice, "warm_start/choice.json")
+
+    state["backlog"].submit("logging minibench.warm_start's donors", log)
+
+
+@hookimpl
 def nasfw_search_space_chosen(context: SearchContext, choice: dict[str, Any]) -> None:
     """search_space=auto's choice: params ``auto.*`` and ``auto/choice.json`` and
     ``auto/search_space.yaml`` (the constraint set) on the search's run."""
