@@ -57,6 +57,7 @@ def _save_state(search: Search, end: GenerationEnd) -> None:
             context.generation_seconds,
             through,
             context.simulated_seconds or None,
+            appended=context.tuner.appended_state,
         )
 
 
@@ -211,11 +212,17 @@ def evaluate(search: Search, candidates: list[Candidate], generation: int) -> li
             else:
                 first[key] = i
     todo = [i for i in todo if i not in copies]
-    if launcher.workers > 1 and len(todo) > 1 and search.pruning is None:
+    if (
+        launcher.workers > 1
+        and len(todo) > 1
+        and search.pruning is None
+        and context.problem.table is None
+    ):
         # Stragglers first: the generation ends with its slowest network, so the big ones
         # must not start last while the other workers sit idle. Not with a pruner: what it
         # prunes depends on the order trials report in, and one job at a time must prune
-        # as the same search in the driver does.
+        # as the same search in the driver does. Not for lookups: none is slower (sizing
+        # them built each network and imported torch).
         cost = cost_estimates(
             context.problem, search.config.train.epochs, [candidates[i] for i in todo]
         )

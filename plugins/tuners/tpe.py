@@ -57,6 +57,7 @@ class TPEConfig(AsynchronousTunerConfig):
 class TPETuner(Tuner):
     config_class = TPEConfig
     asynchronous = True
+    appended_state = ("told",)  # every result told, in order
 
     config: TPEConfig
 
