@@ -30,6 +30,7 @@ class _Tally:
         self.last_number = -1
         self.simulated: dict[int, float] = {}  # generation -> simulated seconds of its trials
         self.simulated_sum = 0.0
+        self.simulated_latest = -1  # the largest generation in simulated
         self.by_generation: dict[int, list[TrialRecord]] = {}
         self.best_by_budget: dict[int, TrialRecord] = {}  # ok, exportable trials
         self.by_key: dict[str, TrialRecord] = {}  # the last record of each key
@@ -50,6 +51,7 @@ class _Tally:
                     self.simulated.get(t.generation, 0.0) + result.train_seconds
                 )
                 self.simulated_sum += result.train_seconds
+                self.simulated_latest = max(self.simulated_latest, t.generation)
             self.by_generation.setdefault(t.generation, []).append(t)
             if result.ok and t.exportable:
                 budget = result.trained_budget
@@ -147,7 +149,9 @@ class SearchContext:
         (None: all): what the table recorded for each (``extra["clock"] == "simulated"``),
         reused results excepted."""
         tally = self._tally.update(self.history)
-        if through is None or through >= max(tally.simulated, default=-1):
+        # The latest generation kept up to date (a max over every generation each time made a
+        # search of n generations O(n^2)).
+        if through is None or through >= tally.simulated_latest:
             return tally.simulated_sum
         return sum(s for g, s in tally.simulated.items() if g <= through)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from nasfw.choosers import Chooser
+from nasfw.choosers import Chooser, categorical_distribution
 from nasfw.graph import ArchGraph, GraphError
 from nasfw.search_space import BaseSearchSpace
 
@@ -125,14 +125,12 @@ class GeneSpace(BaseSearchSpace):
         return self.to_graph(self._decide(pick))
 
     def describe(self, graph: ArchGraph) -> tuple[dict[str, Any], dict[str, Any]]:
-        from optuna.distributions import CategoricalDistribution
-
         values, genes = self.values(graph), self.genes()
         params, dists = {}, {}
         for name in self.active(values):
             if name in values and _among(values[name], genes[name]):
                 params[name] = values[name]
-                dists[name] = CategoricalDistribution(list(genes[name]))
+                dists[name] = categorical_distribution(genes[name])
         return params, dists
 
 

@@ -10,6 +10,7 @@ line (seconds to the first training step), and a stop that a signal asked for.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -56,6 +57,7 @@ def _save_state(search: Search, end: GenerationEnd) -> None:
             context.generation_seconds,
             through,
             context.simulated_seconds or None,
+            appended=context.tuner.appended_state,
         )
 
 
@@ -102,15 +104,19 @@ def _report(search: Search, end: GenerationEnd) -> None:
     pruned = sum(r.result.pruned for r in records)
     best = context.best()
     metric = context.problem.metric
-    # Highlighting (~0.5 ms a line) only where someone sees it: a terminal.
-    search.console.print(
+    line = (
         f"generation {end.generation}: {len(ok)} ok, "
         + (f"{pruned} pruned, " if pruned else "")
         + f"{len(records) - len(ok) - pruned} failed"
         + (f"; best {metric} {max(ok):.4f}, mean {statistics.fmean(ok):.4f}" if ok else "")
-        + (f"; best so far {best.result.metric:.4f} (trial {best.number})" if best else ""),
-        highlight=search.console.is_terminal,
+        + (f"; best so far {best.result.metric:.4f} (trial {best.number})" if best else "")
     )
+    if search.console.is_terminal:
+        search.console.print(line)  # highlighted, where someone sees it
+    else:
+        # A log file or a pipe gets the line as it is: rich's rendering (0.1-0.4 ms a line)
+        # was the largest share of nasfw's own cost in a search of one-lookup generations.
+        print(line, file=search.console.file)
 
 
 def _report_first_step(search: Search, end: GenerationEnd) -> None:
@@ -206,32 +212,45 @@ def evaluate(search: Search, candidates: list[Candidate], generation: int) -> li
             else:
                 first[key] = i
     todo = [i for i in todo if i not in copies]
-    if launcher.workers > 1 and len(todo) > 1 and search.pruning is None:
+    if (
+        launcher.workers > 1
+        and len(todo) > 1
+        and search.pruning is None
+        and context.problem.table is None
+    ):
         # Stragglers first: the generation ends with its slowest network, so the big ones
         # must not start last while the other workers sit idle. Not with a pruner: what it
         # prunes depends on the order trials report in, and one job at a time must prune
-        # as the same search in the driver does.
+        # as the same search in the driver does. Not for lookups: none is slower (sizing
+        # them built each network and imported torch).
         cost = cost_estimates(
             context.problem, search.config.train.epochs, [candidates[i] for i in todo]
         )
         todo = [i for _, i in sorted(zip(cost, todo, strict=True), key=lambda p: -p[0])]
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=search.console,
-        transient=True,
-        # A transient bar shows nothing on a console that is not a terminal (a log file, a
-        # pipe), and starting its refresh thread costs ~3 ms a generation.
-        disable=not search.console.is_interactive,
-    ) as progress:
-        task = progress.add_task(f"generation {generation}", total=len(candidates))
-        progress.update(task, completed=len(records))
+    # A transient bar shows nothing on a console that is not a terminal (a log file, a pipe):
+    # none is made there (starting its refresh thread costs ~3 ms a generation, making even a
+    # disabled one ~0.05 ms).
+    progress = (
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=search.console,
+            transient=True,
+        )
+        if search.console.is_interactive
+        else None
+    )
+    with progress or contextlib.nullcontext():
+        if progress is not None:
+            task = progress.add_task(f"generation {generation}", total=len(candidates))
+            progress.update(task, completed=len(records))
 
         def store(index: int, result: Result) -> None:
             records[index] = record_result(search, candidates[index], result, generation, index)
-            progress.advance(task)
+            if progress is not None:
+                progress.advance(task)
 
         def on_result(position: int, result: Result) -> None:
             store(todo[position], result)

@@ -90,7 +90,8 @@ def prepare(
     launcher = launcher_cls(config.launcher)
     lease: DriverLease | None = None
     try:
-        launcher.check_device(str(config.train.device))
+        if problem.table is None:  # looked up, nothing trains (and torch is not imported)
+            launcher.check_device(str(config.train.device))
         _check_memory_storage(config, launcher, pruning)
         asynchronous = _check_asynchronous(config, tuner, launcher, pruning)
         # Everything the run will write to is checked before the study exists.

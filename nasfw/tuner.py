@@ -87,6 +87,11 @@ class Tuner(ABC):
     #: stages names ``(nasfw.SearchSpace,)``: the search refuses it other kinds (a fixed
     #: cell, say) before the study exists.
     space_kinds: ClassVar[tuple[type, ...] | None] = None
+    #: Keys of :meth:`state` whose value is a list that only grows (entries appended, never
+    #: changed or removed, e.g. every result told): the study keeps the new entries after each
+    #: generation instead of the whole list again (:meth:`nasfw.ledger.Ledger.save_state`),
+    #: and :meth:`restore` gets the whole list back.
+    appended_state: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,

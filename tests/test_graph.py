@@ -144,6 +144,30 @@ def test_topological_order_puts_inputs_first() -> None:
     assert [n.id for n in g.topological_order()] == ["a", "b", "c"]
 
 
+def test_topological_order_goes_by_waves_ties_in_insertion_order() -> None:
+    # Each node comes in the wave after its latest input, not merely after its inputs: a
+    # valid insertion order (a, b, c, e, d) is reordered, so positions in summaries and the
+    # builder's order do not depend on how a tuner listed the nodes.
+    g = ArchGraph(
+        [
+            Node("a", "identity"),
+            Node("b", "identity", inputs=("a",)),
+            Node("c", "identity"),
+            Node("e", "identity", inputs=("b", "c", "a"), merge="add"),
+            Node("d", "identity", inputs=("c",)),
+            Node("f", "identity", inputs=("e", "d"), merge="add"),
+        ],
+        output="f",
+    )
+    assert [n.id for n in g.topological_order()] == ["a", "c", "b", "d", "e", "f"]
+
+
+def test_a_self_loop_is_a_cycle() -> None:
+    g = ArchGraph([Node("a", "identity", inputs=(INPUT, "a"))], output="a")
+    with pytest.raises(GraphError, match=r"cycle among nodes \['a'\]"):
+        g.topological_order()
+
+
 def test_cycle_names_the_nodes() -> None:
     g = ArchGraph(
         [

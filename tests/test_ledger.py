@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -9,7 +10,9 @@ from conftest import load_space
 
 from nasfw import Candidate, RandomChooser, Result
 from nasfw.ledger import (
+    APPENDED_ATTR,
     ARCHITECTURE_LINE,
+    CHECKPOINT_ATTR,
     Ledger,
     LedgerError,
     architecture_attrs,
@@ -86,6 +89,31 @@ def test_the_series_saved_every_generation_read_back_whole(tmp_path):
     seconds = {0: 9.0, 20: 1.0}  # a resumed search's series: another dict
     ledger.save_state(20, {}, seconds)
     assert Ledger(f"sqlite:///{tmp_path}/s.db", "study").generation_seconds() == seconds
+
+
+def test_an_appended_list_is_written_by_its_new_entries_and_read_back_whole(tmp_path):
+    """A list the tuner only appends to (Tuner.appended_state, tpe's results told) is written
+    by the entries new since the last save; a save killed between its entries and its
+    checkpoint leaves the state of the save before; a resumed ledger appends after it."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    ledger = Ledger(url, "study")
+    told: list[dict[str, int]] = []
+    for generation in range(5):
+        told += [{"n": 2 * generation}, {"n": 2 * generation + 1}]
+        ledger.save_state(generation, {"told": told, "g": generation}, appended=("told",))
+    attrs = ledger.storage.get_study_system_attrs(ledger.study_id)
+    chunks = {k: json.loads(v) for k, v in attrs.items() if k.startswith(APPENDED_ATTR)}
+    assert chunks[f"{APPENDED_ATTR}:told@8"] == [{"n": 8}, {"n": 9}]  # only the new two
+    assert sum(len(c) for c in chunks.values()) == 10  # each entry written once
+    assert "told" not in json.loads(attrs[CHECKPOINT_ATTR])["state"]
+
+    # Killed after writing generation 5's entries, before its checkpoint.
+    ledger._set(f"{APPENDED_ATTR}:told@10", json.dumps([{"n": 10}, {"n": 11}]))
+    reopened = Ledger(url, "study")
+    assert reopened.load_state() == (4, {"told": told, "g": 4})
+    told = [*told, {"n": 99}]
+    reopened.save_state(5, {"told": told, "g": 5}, appended=("told",))
+    assert Ledger(url, "study").load_state() == (5, {"told": told, "g": 5})
 
 
 def test_fingerprint_mismatch_names_the_key(tmp_path):

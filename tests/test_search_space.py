@@ -283,3 +283,18 @@ def test_sampling_keeps_within_max_nodes(ops: dict[str, OpSpec]) -> None:
         assert space.check(graph) is graph
         sizes.add(len(graph))
     assert sizes == {2, 3}
+
+
+def test_equal_choices_share_one_distribution_but_1_is_not_true() -> None:
+    """A chooser's params of the same choices share one CategoricalDistribution (Optuna's
+    in-memory storage then copies it once per trial); choices equal in Python but not the
+    same values (1 and True) keep their own."""
+    from nasfw.choosers import categorical_distribution
+
+    chooser = RandomChooser(np.random.default_rng(0))
+    for name in ("a", "b"):
+        chooser.categorical(name, ["conv", "pool"])
+    assert chooser.distributions["a"] is chooser.distributions["b"]
+    assert chooser.distributions["a"].choices == ("conv", "pool")
+    assert categorical_distribution([1, 2]).choices == (1, 2)
+    assert categorical_distribution([True, 2]).choices[0] is True

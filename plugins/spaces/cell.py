@@ -85,6 +85,9 @@ class CellSpace(GeneSpace):
             raise SearchSpaceError("search_space.ops is empty: every edge needs an op")
         self.edges: list[tuple[int, int]] = [(int(s), int(d)) for s, d in pairs]
         self._genes = {edge_name(s, d): tuple(config.ops) for s, d in self.edges}
+        # The cell's shape, which values() checks each graph against: built once (it was
+        # rebuilt for every check, a tenth of nasfw's own cost per lookup).
+        self._shape = self.to_graph({name: choices[0] for name, choices in self._genes.items()})
 
     def genes(self) -> dict[str, tuple[Any, ...]]:
         return dict(self._genes)
@@ -100,7 +103,7 @@ class CellSpace(GeneSpace):
         return ArchGraph(nodes, _cell_node(self.config.nodes - 1))
 
     def values(self, graph: ArchGraph) -> dict[str, Any]:
-        expected = self.to_graph({name: choices[0] for name, choices in self._genes.items()})
+        expected = self._shape
         where = f"the cell of search space {self.name!r}"
         if graph.output != expected.output:
             raise GraphError(f"output {graph.output!r} is not {expected.output}, that of {where}")

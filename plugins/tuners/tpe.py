@@ -85,6 +85,7 @@ UNIQUE_TRIES = 100
 class TPETuner(Tuner):
     config_class = TPEConfig
     asynchronous = True
+    appended_state = ("told",)  # every result told, in order
 
     config: TPEConfig
 

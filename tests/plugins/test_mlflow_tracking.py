@@ -841,6 +841,12 @@ def test_lookups_get_no_generation_runs_and_few_writes(
     best = env.client.get_metric_history(run_id, "best_val_accuracy")
     assert max(m.value for m in best) == pytest.approx(0.45)
     assert env.client.get_run(run_id).data.metrics["n_trials_ok"] == 10
+    # The counts after every generation, kept as the trials came (not recounted), at the step
+    # of the evaluations finished by then.
+    ok = {m.step: m.value for m in env.client.get_metric_history(run_id, "n_trials_ok")}
+    assert ok == {n: n for n in range(2, 11, 2)}
+    failed = env.client.get_metric_history(run_id, "n_trials_failed")
+    assert sorted(m.step for m in failed) == [2, 4, 6, 8, 10] and {m.value for m in failed} == {0}
 
 
 def test_generation_and_trial_axes_have_whole_ticks(search: dict[str, Any]) -> None:
