@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from nasfw import ClusterJob, Launcher, LauncherConfig, Result, check_writable, setting
+from nasfw import ClusterJob, Launcher, LauncherConfig, MapResults, Result, check_writable, setting
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,8 @@ class BatchLauncher(Launcher[Any]):
         items: Sequence[Any],
         on_result: Callable[[int, Result], None] | None = None,
     ) -> list[Result]:
-        results: list[Result | None] = [None] * len(items)
+        results = MapResults(len(items), on_result)
+        deliver = results.deliver
         self.folder.mkdir(parents=True, exist_ok=True)
         key_of = getattr(fn, "key", None)
         keys: list[str | None] = [key_of(item) if key_of else None for item in items]
@@ -184,11 +185,6 @@ class BatchLauncher(Launcher[Any]):
         failures: dict[int, list[str]] = {i: [] for i in range(len(items))}
         running: dict[int, str] = {}  # item index -> job id
         waiting_since: dict[str, float] = {}
-
-        def deliver(index: int, result: Result) -> None:
-            results[index] = result
-            if on_result is not None:
-                on_result(index, result)
 
         def give_up(index: int) -> None:
             reasons = failures[index]
@@ -227,7 +223,7 @@ class BatchLauncher(Launcher[Any]):
                         f"command for {STATUS_TIMEOUT_S:.0f} s"
                     )
                     give_up(index)
-                return [r for r in results if r is not None]
+                return results.in_order()
             retry: list[int] = []
             for index, job_id in sorted(running.items()):
                 if states is None:  # no answer this round: only result files tell anything
@@ -255,7 +251,7 @@ class BatchLauncher(Launcher[Any]):
                 self._submit(fn, items, keys, retry, running, failures, give_up)
             if running:
                 time.sleep(self.config.poll_interval_s)
-        return [r for r in results if r is not None]
+        return results.in_order()
 
     def _submit(
         self,

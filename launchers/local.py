@@ -16,6 +16,7 @@ from nasfw import (
     ConfigError,
     Launcher,
     LauncherConfig,
+    MapResults,
     Result,
     hookimpl,
     init_worker_process,
@@ -116,13 +117,8 @@ class LocalLauncher(Launcher[Any]):
         items: Sequence[Any],
         on_result: Callable[[int, Result], None] | None = None,
     ) -> list[Result]:
-        results: list[Result | None] = [None] * len(items)
-
-        def deliver(index: int, result: Result) -> None:
-            results[index] = result
-            if on_result is not None:
-                on_result(index, result)
-
+        results = MapResults(len(items), on_result)
+        deliver = results.deliver
         if self._processes == 0:
             for index, item in enumerate(items):
                 try:
@@ -130,7 +126,7 @@ class LocalLauncher(Launcher[Any]):
                 except Exception as err:
                     result = Result.failed(f"{type(err).__name__}: {err}")
                 deliver(index, result)
-            return [r for r in results if r is not None]
+            return results.in_order()
 
         # A dying worker breaks every item in flight, so the items of a broken pool are rerun
         # one at a time: an innocent one then succeeds, the culprit fails on its own. Items the
@@ -146,7 +142,7 @@ class LocalLauncher(Launcher[Any]):
         except BaseException:  # Ctrl-C, or an error in on_result: nobody waits for the rest
             self._terminate()
             raise
-        return [r for r in results if r is not None]
+        return results.in_order()
 
     def warm_up(self, fn: Callable[[Any], Result]) -> None:
         """Start the pool now and run ``fn.warm_up()`` once per worker, not waited for: the

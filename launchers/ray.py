@@ -48,6 +48,7 @@ from nasfw import (
     Launcher,
     LauncherConfig,
     LauncherOutage,
+    MapResults,
     ProblemConfig,
     Result,
     hookimpl,
@@ -278,19 +279,14 @@ class RayLauncher(Launcher[Any]):
         items: Sequence[Any],
         on_result: Callable[[int, Result], None] | None = None,
     ) -> list[Result]:
-        results: list[Result | None] = [None] * len(items)
+        results = MapResults(len(items), on_result)
         order = iter(range(len(items)))
 
         def ask(pending: int) -> int | None:
             return next(order, None)
 
-        def deliver(index: int, result: Result) -> None:
-            results[index] = result
-            if on_result is not None:
-                on_result(index, result)
-
-        self._stream(fn, ask, lambda i: items[i], deliver, refill_first=True)
-        return [r for r in results if r is not None]
+        self._stream(fn, ask, lambda i: items[i], results.deliver, refill_first=True)
+        return results.in_order()
 
     def map_streaming(
         self,

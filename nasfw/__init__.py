@@ -46,7 +46,7 @@ from nasfw.context import SearchContext
 from nasfw.dbfiles import describe_sqlite
 from nasfw.gene_space import GeneSpace
 from nasfw.graph import INPUT, MERGE_KINDS, ArchGraph, GraphError, Node, load_arch
-from nasfw.launcher import ClusterJob, Launcher, LauncherOutage, init_worker_process
+from nasfw.launcher import ClusterJob, Launcher, LauncherOutage, MapResults, init_worker_process
 from nasfw.ops import OpSpec, ParamSpec, Shape
 from nasfw.pareto import pareto_front, pareto_rows
 from nasfw.problem import DataError, Problem, Split, Standardization, split_arrays
@@ -126,6 +126,7 @@ __all__ = [
     "Launcher",
     "LauncherConfig",
     "LauncherOutage",
+    "MapResults",
     "ModelCost",
     "NasfwConfig",
     "Node",

@@ -14,6 +14,35 @@ from nasfw.records import Result
 T = TypeVar("T")
 
 
+class MapResults:
+    """What :meth:`Launcher.map` returns, gathered as results arrive in any order: each is
+    kept at its item's index and passed on to ``on_result(index, result)`` at once (the
+    driver stores it), and :meth:`in_order` gives them in the items' order.
+
+    Example:
+        >>> results = MapResults(2, on_result=None)
+        >>> results.deliver(1, Result(metric=0.5))
+        >>> results.deliver(0, Result(metric=0.25))
+        >>> [r.metric for r in results.in_order()]
+        [0.25, 0.5]
+    """
+
+    def __init__(self, count: int, on_result: Callable[[int, Result], None] | None) -> None:
+        self._results: list[Result | None] = [None] * count
+        self._on_result = on_result
+
+    def deliver(self, index: int, result: Result) -> None:
+        """Keep ``result`` of item ``index`` and hand it to ``on_result``."""
+        self._results[index] = result
+        if self._on_result is not None:
+            self._on_result(index, result)
+
+    def in_order(self) -> list[Result]:
+        """The results delivered so far, in the items' order (items without one left out: a
+        map that stopped early returns those it has)."""
+        return [r for r in self._results if r is not None]
+
+
 class Launcher(ABC, Generic[T]):
     """``map(fn, items)`` evaluates ``fn(item)`` for every item and returns the results in order.
 
