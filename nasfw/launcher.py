@@ -21,8 +21,8 @@ class MapResults:
 
     Example:
         >>> results = MapResults(2, on_result=None)
-        >>> results.deliver(1, Result(metric=0.5))
-        >>> results.deliver(0, Result(metric=0.25))
+        >>> results.deliver(1, Result("ok", metric=0.5))
+        >>> results.deliver(0, Result("ok", metric=0.25))
         >>> [r.metric for r in results.in_order()]
         [0.25, 0.5]
     """
