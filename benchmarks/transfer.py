@@ -146,7 +146,7 @@ def run_all(out: Path, tables: Sequence[str], seeds: int, evals: int) -> None:
 def report(out: Path, tables: Sequence[str], seeds: int, evals: int) -> dict[str, Any]:
     from scipy.stats import wilcoxon
 
-    raw = tabular.load_raw(out, tables, ARMS, seeds, evals)
+    raw = tabular.load_raw(out, tables, ARMS, range(seeds), evals)
     checkpoints = [c for c in CHECKPOINTS if c <= evals]
     quarter = evals // 4
     summary: dict[str, Any] = {}

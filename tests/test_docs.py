@@ -27,13 +27,15 @@ EXAMPLE = REPO / "examples" / "nasfw-example-plugin"
 COMMAND = re.compile(r"(?:[A-Z_]+=\S+ )*python -m nasfw\b[^`\n]*")
 # What a command needs that CI has not got: a dataset directory, a GPU, a scheduler (SLURM, LSF),
 # a PostgreSQL server, a Ray cluster (launcher=ray starts one of its own: ~20 s), or the
-# mini-benchmark DB (mode=minibench builds it: hours; search_space=auto and evaluation.screen
-# read it). Such commands are composed only; tests/launchers/ run each launcher on a real
-# local cluster, tests/minibench/ build and read a small DB. The example package's search
-# (tuner=hillclimb) runs in tests/test_examples.py; --cfg and --help run as written above.
+# mini-benchmark DB (mode=minibench builds it: hours; search_space=auto, evaluation.screen and
+# minibench.warm_start read it). Such commands are composed only; tests/launchers/ run each
+# launcher on a real local cluster, tests/minibench/ build and read a small DB. The example
+# package's search (tuner=hillclimb) runs in tests/test_examples.py; --cfg and --help run as
+# written above.
 NOT_RUN_HERE = re.compile(
     r"/data/|launcher=(?:slurm|lsf|ray)|submitit_slurm|postgresql|train\.device=|"
-    r"mode=minibench|search_space=auto|evaluation\.screen|tuner=hillclimb|--cfg|--help"
+    r"mode=minibench|search_space=auto|evaluation\.screen|minibench\.warm_start|"
+    r"tuner=hillclimb|--cfg|--help"
 )
 # Tiny budgets, appended to a command that runs for real (the last value of a key wins): per
 # tuner, per problem, and for every search.

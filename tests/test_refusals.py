@@ -295,7 +295,7 @@ def test_every_arch_preset_is_valid_over_the_ops():
 
 
 def test_a_minibench_db_of_the_previous_version_gets_the_marker(tmp_path):
-    from nasfw.minibench.db import MARKER, BestModelDB
+    from nasfw.minibench.db import FORMAT, MARKER, BestModelDB
 
     path = tmp_path / "old.db"
     BestModelDB(str(path)).close()
@@ -306,7 +306,7 @@ def test_a_minibench_db_of_the_previous_version_gets_the_marker(tmp_path):
     BestModelDB(str(path), must_exist=True).close()
     conn = sqlite3.connect(path)
     assert dict(conn.execute("SELECT key, value FROM info").fetchall()) == {
-        "format": "1",
+        "format": str(FORMAT),
         "kind": MARKER,
     }
     conn.close()
