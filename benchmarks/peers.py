@@ -77,6 +77,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 FASHION_TRAIN, FASHION_VAL_FRACTION = 2000, 0.05
 TARGET_RATIO = 0.7
+# Wall seconds a contender gets after its SIGINT to hand over its deliverable (a peer scores
+# its best network on the test split then): generous, as a niced run on a loaded machine gets
+# little CPU (300 s killed a Fashion-MNIST peer mid-scoring under load).
+GRACE_S = 1800
 TRAIN_EPOCHS = 5  # nasfw's default train.epochs: every contender trains its networks this long
 
 PEERS = [
@@ -438,7 +442,8 @@ def run_one(name: str, problem: str, seed: int, args: argparse.Namespace) -> dic
     launched = time.time()
     run = harness.run_command(
         command, cwd=run_dir, log=log, env=env, cpu_budget=args.budget,
-        cpu_origin=_origin(name, run_dir, launched), grace=300, timeout=args.budget * 20 + 600,
+        cpu_origin=_origin(name, run_dir, launched), grace=GRACE_S,
+        timeout=args.budget * 60 + GRACE_S,
     )  # fmt: skip
     what = f"peers {problem} seed {seed} {name} (exit code {run.returncode})"
     if name in PEERS:
