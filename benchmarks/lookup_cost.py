@@ -179,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
 
     per_eval = {k: 1000 * statistics.median(v) / args.evals for k, v in samples.items()}
     rows, met = [], True
+
+    def repeat_ratios(nasfw: str, optuna: str) -> list[float]:
+        """nasfw's figure over plain Optuna's, repeat by repeat (the pairs ran side by side)."""
+        return [n / o for n, o in zip(samples[nasfw], samples[optuna], strict=True)]
+
     for storage in storages:
         reference = per_eval[f"optuna/{storage}"]
         for batch in BATCHES:
@@ -186,22 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             whole = per_eval[f"nasfw-b{batch}-whole/{storage}"]
             ratio = loop / reference
             met &= ratio <= TARGET
-            paired = [
-                n / o
-                for n, o in zip(
-                    samples[f"nasfw-b{batch}-loop/{storage}"],
-                    samples[f"optuna/{storage}"],
-                    strict=True,
-                )
-            ]
-            cpu = [
-                n / o
-                for n, o in zip(
-                    samples[f"nasfw-b{batch}-loop_cpu/{storage}"],
-                    samples[f"optuna-cpu/{storage}"],
-                    strict=True,
-                )
-            ]
+            paired = repeat_ratios(f"nasfw-b{batch}-loop/{storage}", f"optuna/{storage}")
+            cpu = repeat_ratios(f"nasfw-b{batch}-loop_cpu/{storage}", f"optuna-cpu/{storage}")
             rows.append(
                 {
                     "paired_ratios": paired,
