@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -13,8 +14,9 @@ import pytest
 from cli import nasfw, start, trials
 from test_ray import TINY, outcome
 
+from nasfw import Result
 from nasfw.launchers.ray import RayLauncher, RayLauncherConfig
-from nasfw.testing import LauncherContract, napping_square
+from nasfw.testing import LauncherContract, hold
 
 STUDY = "random-iris-tabular_mlp-seed0"
 # Networks that train for seconds (iris, hundreds of epochs): long enough to catch mid-run.
@@ -51,11 +53,27 @@ def node_ids() -> tuple[str, str]:
     return head[0], other[0]
 
 
-def test_two_slots_and_tasks_on_both_nodes(on_cluster):
+def test_two_slots_and_tasks_on_both_nodes(on_cluster, tmp_path):
+    """Two evaluations held running at once need both nodes (one CPU each). Short naps did not
+    show it: on a loaded machine the head could finish each nap before Ray's view of the
+    second node's CPU was current, and ran all four."""
     assert on_cluster.workers == 2  # one CPU on each node
-    results = on_cluster.map(napping_square, [1, 2, 4, 5])
-    assert [r.metric for r in results] == [1.0, 4.0, 16.0, 25.0]
-    assert {r.extra["ray_node"] for r in results} == set(node_ids())
+    tmp_path.chmod(0o777)
+    items = [(str(tmp_path), i) for i in range(3)]
+    returned: list[list[Result]] = []
+    mapping = threading.Thread(target=lambda: returned.append(on_cluster.map(hold, items)))
+    mapping.start()
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("started-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(list(tmp_path.glob("started-*"))) == 2, "two evaluations never ran at once"
+    finally:
+        (tmp_path / "release").touch()
+        mapping.join(300)
+    assert returned, "map did not return"
+    assert [r.metric for r in returned[0]] == [0.0, 1.0, 2.0]
+    assert {r.extra["ray_node"] for r in returned[0]} == set(node_ids())
 
 
 def test_an_asynchronous_search_spreads_over_both_nodes(ray_cluster, on_cluster, tmp_path):
