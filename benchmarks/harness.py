@@ -150,8 +150,8 @@ def run_command(
         text=True,
         env={**os.environ, **(env or {})},
         # A background job ignores SIGINT, and Python keeps an ignored SIGINT: restore it so
-        # the Ctrl-C at the budget's end reaches the search.
-        preexec_fn=_default_sigint if interrupt_after is not None else None,
+        # the Ctrl-C at the budget's end (in wall or CPU seconds) reaches the contender.
+        preexec_fn=_default_sigint if interrupt_after is not None or cpu_budget else None,
     )
     stopped = timed_out = False
     timeline: list[tuple[float, float]] = []

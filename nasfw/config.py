@@ -7,6 +7,7 @@ wrong type or an unknown key fails at compose time with the key's full name.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Self
@@ -135,6 +136,20 @@ class TrainConfig:
     # Score the validation split every this many epochs for the learning curve (the trial's
     # intermediate values); 0: only after the last epoch. Not counted in train_seconds.
     curve_every: int = setting(1, ge=0)
+
+    def check(self, key: str) -> None:
+        """``device`` is a device name, whatever the problem: checked here, without torch,
+        since a problem looked up in a table never resolves it (nasfw/device.py checks that
+        this machine has it, where networks train)."""
+        if not DEVICE_NAME.fullmatch(self.device):
+            raise ConfigError(
+                f"{key or 'train'}.device={self.device!r} is not a device (auto, cpu, cuda, "
+                "cuda:N or mps)"
+            )
+
+
+#: What ``train.device`` may say (whether this machine has it is resolved where networks train).
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 
 
 @dataclass

@@ -12,6 +12,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from nasfw.settings import ConfigError
+
 OPTUNA_TABLES = frozenset({"studies", "trials", "version_info"})
 # Every table Optuna's RDB storage creates. A file holding some of them only is an Optuna
 # storage whose creation was cut short (a full disk at its first open): Optuna completes it.
@@ -44,9 +46,15 @@ def sqlite_file(url: str) -> Path | None:
     return Path(path).expanduser() if path and path != ":memory:" else None
 
 
-def sqlite_tables(path: Path) -> frozenset[str] | None:
+def sqlite_tables(path: Path, key: str) -> frozenset[str] | None:
     """The tables of SQLite file ``path``, read-only (an empty set for a missing or empty
-    file); None when it is not a SQLite database."""
+    file); None when it is not a SQLite database.
+
+    Raises:
+        ConfigError: naming setting ``key``, when SQLite cannot read the file now (locked by
+            another process's write for SQLite's 5 s wait, unreadable, a disk error): that says
+            nothing about what the file is, so it is not called "not a SQLite database".
+    """
     if not path.is_file() or path.stat().st_size == 0:
         return frozenset()
     try:
@@ -55,15 +63,24 @@ def sqlite_tables(path: Path) -> frozenset[str] | None:
             rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
         finally:
             conn.close()
+    except sqlite3.OperationalError as err:  # a subclass of DatabaseError: checked first
+        locked = "locked" in str(err) or "busy" in str(err)
+        why = (
+            ": another process is writing to it (another search, paused or stuck?). Retry "
+            "when it is done"
+            if locked
+            else ""
+        )
+        raise ConfigError(f"{key}: cannot read {path} now ({err}){why}") from None
     except sqlite3.DatabaseError:
         return None
     return frozenset(str(r[0]) for r in rows if not str(r[0]).startswith("sqlite_"))
 
 
-def describe_sqlite(path: Path) -> tuple[frozenset[str] | None, str]:
-    """The tables of SQLite file ``path`` (:func:`sqlite_tables`) and what they are in words
-    (:func:`describe`)."""
-    tables = sqlite_tables(path)
+def describe_sqlite(path: Path, key: str) -> tuple[frozenset[str] | None, str]:
+    """The tables of SQLite file ``path`` (:func:`sqlite_tables`, which raises naming
+    ``key``) and what they are in words (:func:`describe`)."""
+    tables = sqlite_tables(path, key)
     return tables, describe(tables)
 
 

@@ -11,6 +11,7 @@ error naming the key; a resumed search gets its tuner restored.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,27 +72,40 @@ def prepare(
         _check_table(config, problem, space, scoring, pruning)
     if not space.accepts(problem.modality):
         raise _modality_error(space, problem, reg)
-    screener = _screener(config, problem, tuner_cls, sorted(reg.ops))
-
-    def new_tuner(space: BaseSearchSpace) -> Tuner:
-        return make_tuner(
-            tuner_cls,
-            config.tuner,
-            space,
-            config.seed,
-            problem=problem,
-            train=config.train,
-            screen=screener,
-        )
-
-    # Tuner and launcher check their settings first: a bad config must not leave its
-    # fingerprint in a new study, or the corrected rerun would be refused as another search.
-    tuner = new_tuner(space)
     launcher = launcher_cls(config.launcher)
     lease: DriverLease | None = None
     try:
         if problem.table is None:  # looked up, nothing trains (and torch is not imported)
             launcher.check_device(str(config.train.device))
+        evaluator = Evaluator(
+            problem=config.problem,
+            train=config.train,
+            seed=config.seed,
+            max_params=space.max_params,
+            threads=_threads(config, launcher),
+            scoring=scoring,
+            weights=study_weights(config),
+        )
+        # The workers start (import torch, load the data: seconds) while the driver builds the
+        # tuner and opens the study, instead of after. A config refused below aborts them (it
+        # does not wait for their start).
+        launcher.warm_up(evaluator)
+        screener = _screener(config, problem, tuner_cls, sorted(reg.ops))
+
+        def new_tuner(space: BaseSearchSpace) -> Tuner:
+            return make_tuner(
+                tuner_cls,
+                config.tuner,
+                space,
+                config.seed,
+                problem=problem,
+                train=config.train,
+                screen=screener,
+            )
+
+        # Tuner and launcher check their settings first: a bad config must not leave its
+        # fingerprint in a new study, or the corrected rerun would be refused as another search.
+        tuner = new_tuner(space)
         _check_memory_storage(config, launcher, pruning)
         asynchronous = _check_asynchronous(config, tuner, launcher, pruning)
         # Everything the run will write to is checked before the study exists.
@@ -124,6 +138,8 @@ def prepare(
         resumed = space_choice.on_resume(ledger, tuner_in)  # a resumed search keeps its space
         if resumed is not None:
             space, tuner = resumed
+            if space.max_params != evaluator.max_params:
+                evaluator = replace(evaluator, max_params=space.max_params)
         ledger.set_metric_name(f"val_{problem.metric}")
         saved = ledger.load_state()
         ledger.fail_interrupted()  # evaluations a killed driver left RUNNING (pruner=...)
@@ -143,19 +159,10 @@ def prepare(
             workers=launcher.workers,
         )
     except BaseException:
-        launcher.close()
+        launcher.abort()  # workers still starting are stopped, not waited for
         if lease is not None:
             lease.release()
         raise
-    evaluator = Evaluator(
-        problem=config.problem,
-        train=config.train,
-        seed=config.seed,
-        max_params=space.max_params,
-        threads=_threads(config, launcher),
-        scoring=scoring,
-        weights=study_weights(config),
-    )
     return Search(
         config=config,
         context=context,

@@ -123,9 +123,6 @@ def run_search(cfg: DictConfig, output_dir: Path, console: Console | None = None
                 f"Resuming study [bold]{config.study_name}[/] after generation "
                 f"{search.resumed_after} ({len(context.history)} evaluations on record)"
             )
-        # Workers import torch and load the data while the trackers open their stores. Not
-        # earlier: a config refused before this point must not wait for workers to start.
-        search.launcher.warm_up(search.evaluator)
         run_loop(search)
         # The evaluations are over: the workers (a cluster's slots) are released before the
         # export retrains in the driver, which then has the machine to itself and no longer

@@ -383,7 +383,7 @@ def check_sqlite_storage(url: str) -> None:
     path = sqlite_file(url)
     if path is None:
         return
-    tables = sqlite_tables(path)
+    tables = sqlite_tables(path, "storage.url")
     # Some of Optuna's tables only: its creation was cut short, and Optuna completes it.
     if tables is not None and (tables >= OPTUNA_TABLES or tables <= OPTUNA_SCHEMA):
         return

@@ -361,7 +361,27 @@ def test_throughput_benchmark_quick(tmp_path: Path) -> None:
         assert row["trials"] == 8
         assert row["overhead"] > 1 and row["cli_over_training"] > row["overhead"]
         assert 0 < row["utilisation"] <= 1
-    assert "large-2workers-async vs 1 worker" in (tmp_path / "throughput.md").read_text()
+        assert 0 < row["span_seconds"] <= row["generation_seconds"]
+        assert row["overhead_in_span"] <= row["overhead"] + 1e-9
+    markdown = (tmp_path / "throughput.md").read_text()
+    assert "large-2workers-async vs 1 worker" in markdown
+    assert "in the evaluating span (the workers' start left out)" in markdown
+
+
+def test_throughput_span_leaves_out_what_precedes_the_first_evaluation() -> None:
+    """The evaluating span runs from the first evaluation's start to the last one's end: the
+    workers' start before it is ``start_seconds``, not counted in the span's figures."""
+    throughput = benchmark("throughput")
+    trials = [
+        {"started": 104.0, "finished": 105.0, "train_seconds": 0.8},
+        {"started": 104.5, "finished": 106.0, "train_seconds": 1.2},
+    ]
+    row = {"workers": 2, "generation_seconds": 6.0, "per_trial": trials}
+    span = throughput.with_span(row)
+    assert span["span_seconds"] == pytest.approx(2.0)
+    assert span["start_seconds"] == pytest.approx(4.0)
+    assert span["throughput_in_span"] == pytest.approx(1.0)
+    assert span["overhead_in_span"] == pytest.approx(2 * 2.0 / 2.0)
 
 
 @pytest.mark.slow
@@ -447,6 +467,37 @@ def test_a_cpu_budget_counts_the_whole_process_tree_and_stops_it(tmp_path: Path)
     first, last = run.cpu_timeline[0], run.cpu_timeline[-1]
     assert last[1] >= 1.5 and run.cpu_at(last[0]) == last[1]
     assert run.cpu_at(first[0] - 10) == first[1]
+
+
+BURN_UNTIL_CTRL_C = """
+import sys
+try:
+    while True:
+        pass
+except KeyboardInterrupt:  # Python's own SIGINT handler, as a hand-written Optuna script has
+    sys.exit(3)
+"""
+
+
+def test_a_cpu_budget_stops_a_contender_launched_from_a_background_job(tmp_path: Path) -> None:
+    """A benchmark started in the background (``nohup ... &``) ignores SIGINT, and its children
+    inherit that: the budget's Ctrl-C must still reach a contender that relies on Python's
+    KeyboardInterrupt (a peer's ``study.optimize`` once ran on for 25 minutes past its budget,
+    until killed, its deliverable lost)."""
+    import signal
+
+    harness = benchmark("harness")
+    script = tmp_path / "burn.py"
+    script.write_text(BURN_UNTIL_CTRL_C)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        run = harness.run_command(
+            [sys.executable, str(script)], cwd=tmp_path, log=tmp_path / "log", cpu_budget=1.0,
+            timeout=120, grace=20,
+        )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert run.stopped_by_budget and not run.timed_out and run.returncode == 3
 
 
 def test_a_cpu_budget_counts_from_its_origin(tmp_path: Path) -> None:

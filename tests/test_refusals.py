@@ -161,6 +161,21 @@ REFUSED = {
         [*TINY, "mode=minibench", "minibench.problems=[iris,mnist]"],
         "minibench.problems[1]",
     ),
+    # Not a device name, on a problem that trains and on one looked up in a table (which
+    # never resolves the device, and once took any word).
+    "device-not-a-name": ([*TINY, "train.device=banana"], "train.device='banana'"),
+    "device-bad-index": ([*TINY, "train.device=cuda:x"], "train.device='cuda:x'"),
+    "device-not-a-name-table": (
+        [
+            "problem=nb201_cifar10",
+            "search_space=nasbench201",
+            "tuner=evolution",
+            "tuner.n_trials=20",
+            "tracking=none",
+            "train.device=gpu",
+        ],
+        "train.device='gpu'",
+    ),
 }
 
 
@@ -324,3 +339,52 @@ def test_a_foreign_sqlite_file_is_never_written_as_a_minibench_db(tmp_path, tabl
         with pytest.raises(ConfigError, match=r"minibench\.db=.*not a nasfw mini-benchmark DB"):
             BestModelDB(str(path), must_exist=must_exist)
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("key", "tables", "setting"),
+    [
+        ("storage.url", ("studies", "trials", "version_info"), "storage.url=sqlite:///{path}"),
+        (
+            "tracking.tracking_uri",
+            ("experiments", "runs"),
+            "tracking.tracking_uri=sqlite:///{path}",
+        ),
+        ("minibench.db", ("problems", "models", "info"), "minibench.db={path}"),
+    ],
+)
+def test_a_sqlite_file_locked_by_another_process_is_said_to_be_locked(
+    tmp_path, key, tables, setting
+):
+    """A file another process is writing to (here: holding SQLite's exclusive lock) cannot be
+    read for what it is: one line naming the key says it is locked, not that it is "not a
+    SQLite database" (as a paused driver's storage once was), and nothing is written."""
+    path = sqlite_file(tmp_path / "held.db", *tables)
+    extra = {
+        "tracking.tracking_uri": ["tracking=mlflow"],
+        "minibench.db": ["minibench.warm_start=true"],
+    }.get(key, [])
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        args = [
+            a for a in TINY if not (a == "tracking=none" and key.startswith("tracking"))
+        ] + extra
+        out = nasfw(tmp_path, *args, setting.format(path=path))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert f"{key}: cannot read {path} now (database is locked)" in lines[0], lines[0]
+    assert "not a SQLite database" not in lines[0]
+    assert sqlite_tables_of(path) == set(tables)
+
+
+def sqlite_tables_of(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        conn.close()

@@ -4,12 +4,15 @@ its process's start to its first training step (printed and stored: tests/test_c
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+from cli import TINY, nasfw
 
 from nasfw import ArchGraph, Candidate, Node
 
@@ -106,3 +109,59 @@ def test_an_evaluation_reports_when_its_training_began(evaluator):
     evaluator.max_params = 1
     too_large = evaluator(Candidate(graph))
     assert too_large.status == "failed" and too_large.first_step is None
+
+
+# The CLI, with the study's opening (nasfw.ledger.Ledger) reporting how many worker processes
+# are alive at that moment.
+WORKERS_AT_THE_STUDY = """
+import multiprocessing, runpy, sys
+import nasfw.prepare
+opening = nasfw.prepare.Ledger
+def report(*args, **kwargs):
+    print(f"WORKERS={len(multiprocessing.active_children())}", file=sys.stderr, flush=True)
+    return opening(*args, **kwargs)
+nasfw.prepare.Ledger = report
+sys.argv = ['nasfw', *sys.argv[1:]]
+runpy.run_module('nasfw', run_name='__main__', alter_sys=True)
+"""
+
+
+def test_the_workers_start_while_the_driver_opens_the_study(tmp_path):
+    """The workers' start (torch's import, the problem's data: seconds each) overlaps the
+    driver's own setup: they are running by the time the study is opened, not started after."""
+    args = [arg for arg in TINY if not arg.startswith("launcher.")] + ["launcher.workers=2"]
+    proc = subprocess.run(
+        [sys.executable, "-c", WORKERS_AT_THE_STUDY, *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "WORKERS=2" in proc.stderr.splitlines(), proc.stderr[-2000:]
+
+
+def _processes_in(folder: Path) -> list[int]:
+    """Live processes whose working directory is ``folder``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "cwd").resolve() == folder.resolve():
+                    found.append(int(entry.name))
+    return found
+
+
+def test_a_config_refused_after_the_workers_started_leaves_none_running(tmp_path):
+    """A refusal that comes after the workers' start (an export folder nasfw cannot write in,
+    checked before the study exists) exits 2 naming the key, and stops the starting workers
+    instead of leaving them behind or waiting for them."""
+    args = [arg for arg in TINY if not arg.startswith("launcher.")]
+    proc = nasfw(tmp_path, *args, "launcher.workers=2", "export_dir=/proc/x")
+    assert proc.returncode == 2, proc.stderr
+    assert "export_dir: cannot write in /proc/x" in proc.stderr
+    assert not (tmp_path / "nasfw.db").exists()
+    deadline = time.monotonic() + 10
+    while _processes_in(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_in(tmp_path) == []

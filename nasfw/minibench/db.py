@@ -195,7 +195,7 @@ class BestModelDB:
 
         path = sqlite_file(self.url)
         tables = (
-            sqlite_tables(path)
+            sqlite_tables(path, "minibench.db")
             if path is not None
             else frozenset(sa.inspect(self._engine).get_table_names())
         )

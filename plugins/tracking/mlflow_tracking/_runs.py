@@ -136,7 +136,7 @@ def check_store(uri: str) -> None:
         check_writable(path.parent, "tracking.tracking_uri")
         if path.exists() and not os.access(path, os.W_OK):
             raise TrackingError(f"tracking.tracking_uri={uri!r}: {path} is not writable")
-        found, what = describe_sqlite(path)
+        found, what = describe_sqlite(path, "tracking.tracking_uri")
         if found is None or (found and not {"experiments", "runs"} <= found):
             # MLflow would add its tables to another program's (or nasfw's other) file.
             raise TrackingError(
