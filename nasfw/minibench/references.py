@@ -192,3 +192,36 @@ def nearest(
         )
     )
     return found if k is None else found[:k]
+
+
+def informative(scores: Mapping[str, Mapping[int, float]], n: int) -> list[int]:
+    """The ``n`` reference indices most informative for telling the problems of ``scores``
+    (problem -> reference index -> score, one family) apart, most informative first; every
+    reference the problems share, in index order, when there are at most ``n``.
+
+    Kendall's tau counts reference *pairs* two problems order alike, so a pair of references
+    informs where problems order it differently. ``D[i, j]`` = the number of problem pairs
+    that order references ``i`` and ``j`` differently (a tie counts as an order). Greedy:
+    each step adds the reference with the most disagreements with those already chosen
+    (the sum of ``D`` over them), ties broken by its disagreements with every reference,
+    then by the lower index; deterministic. With fewer than two problems nothing disagrees
+    and the first ``n`` indices come back.
+    """
+    common = sorted(set.intersection(*(set(s) for s in scores.values()))) if scores else []
+    if len(common) <= n:
+        return common
+    problems = list(scores.values())
+    order = [
+        np.sign(np.subtract.outer(*(2 * [np.array([s[i] for i in common])]))) for s in problems
+    ]
+    disagree = np.zeros((len(common), len(common)))
+    for a in range(len(order)):
+        for b in range(a + 1, len(order)):
+            disagree += order[a] != order[b]
+    total = disagree.sum(axis=1)
+    chosen: list[int] = []
+    while len(chosen) < n:
+        left = [i for i in range(len(common)) if i not in chosen]
+        best = max(left, key=lambda i: (disagree[i, chosen].sum(), total[i], -i))
+        chosen.append(best)
+    return [common[i] for i in chosen]
