@@ -137,13 +137,16 @@ class AutoSpace:
         try:
             self.db_problems = len(db.problems())
             references = db.references(self.family)
-            self.db_scores = db.reference_scores(self.family) if references else {}
-            #: The family is probed with its reference networks (else: by classifier).
-            self.by_references = bool(self.db_scores)
+            #: The family is probed with its reference networks (else: by classifier). A DB
+            #: that holds them but none of the family's problems any more (a resume, or all
+            #: removed) still serves: a stored choice, else the full space, said so.
+            self.by_references = bool(references)
             if self.by_references:
+                self.db_scores = db.reference_scores(self.family)
                 self.metas = {p.id: p.meta for p in db.problems()}
                 self.models = {pid: db.models(pid) for pid in self.db_scores}
-                picked = informative(self.db_scores, int(mb.probe_trials))
+                n = int(mb.probe_trials)
+                picked = informative(self.db_scores, n) or list(range(min(n, len(references))))
                 self.probe = [(i, references[i]) for i in picked]
                 self.probe_config: Any = space_config(self.family)
             else:
@@ -275,6 +278,8 @@ class AutoSpace:
                 f"no {self.family} problem of the DB ranks the probe's {len(scores)} reference "
                 f"networks alike (tau >= minibench.min_similarity={float(mb.min_similarity):g}"
                 f"{best})"
+                if self.db_scores
+                else f"the DB holds no {self.family} problem"
             )
             return _full(full, {**common, "fallback": why})
         graphs = []

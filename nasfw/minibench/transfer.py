@@ -22,8 +22,9 @@ search seeds the same networks whatever the DB holds by then. It is printed, wri
 donors). With ``search_space=auto`` on a family probed by references, auto's probe and
 nearest problems are used (one probe, one computation): its problems at least
 ``minibench.min_similarity`` alike are the donors, and where it fell back to the full space
-the start is cold. A DB without references or scored problems of the family, or without a donor with a
-defined tau, gives a cold start, said on the console (and recorded, so a resume stays cold).
+the start is cold. A DB without references or scored problems of the family, or without a
+donor with a defined tau, gives a cold start, said on the console (and recorded, so a resume
+stays cold).
 """
 
 from __future__ import annotations

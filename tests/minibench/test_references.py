@@ -13,6 +13,7 @@ from nasfw.minibench.db import FORMAT, BestModelDB, ProblemEntry
 from nasfw.minibench.encoding import ProblemMeta
 from nasfw.minibench.references import (
     choose_references,
+    informative,
     nearest,
     score_table,
     similarity,
@@ -172,3 +173,19 @@ def test_mode_minibench_searches_tables_in_their_space_and_scores_references(tmp
     db = BestModelDB(str(tmp_path / "mb.db"), must_exist=True)
     assert db.references("nasbench201") == refs
     db.close()
+
+
+def test_the_most_informative_references_are_those_the_problems_order_differently():
+    # References 0/1 are ordered differently by c than by a and b, 2/3 by b; 4 and 5 every
+    # problem orders alike with everything: they tell nothing apart.
+    scores = {
+        "a": {0: 1, 1: 2, 2: 3, 3: 4, 4: 0, 5: 9},
+        "b": {0: 1, 1: 2, 2: 4, 3: 3, 4: 0, 5: 9},
+        "c": {0: 2, 1: 1, 2: 3, 3: 4, 4: 0, 5: 9},
+    }
+    picked = informative(scores, 4)
+    assert sorted(picked) == [0, 1, 2, 3]
+    assert picked[1] == (1 if picked[0] == 0 else 0 if picked[0] == 1 else picked[1])
+    assert informative(scores, 4) == picked  # deterministic
+    assert informative(scores, 6) == [0, 1, 2, 3, 4, 5]  # all, when no more are asked for
+    assert informative({"a": {0: 1, 1: 2}, "b": {1: 3, 2: 1}}, 5) == [1]  # shared only
