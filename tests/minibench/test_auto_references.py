@@ -175,3 +175,17 @@ def test_bad_input_exits_2_naming_the_key_before_the_study_exists(tmp_path, arg,
     assert out.returncode == 2, out.stderr[-2000:]
     assert key in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "nasfw.db").exists()
+
+
+def test_mlflow_shows_the_nearest_problems(table_db, tmp_path):
+    import mlflow
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = run(tmp_path, table_db, "tracking=mlflow", f"tracking.tracking_uri={tracking}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    choice = attrs(tmp_path)[CHOICE_ATTR]
+    client = mlflow.MlflowClient(tracking)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    params = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags).data.params
+    assert params["auto.nearest"] == ",".join(f"{p}:{t:.3f}" for p, t in choice["nearest"])
+    assert params["auto.class"] == "nearest" and params["auto.fallback"] == "no"
