@@ -44,7 +44,7 @@ from nasfw.config import (
 )
 from nasfw.context import SearchContext
 from nasfw.dbfiles import describe_sqlite
-from nasfw.gene_space import GeneSpace
+from nasfw.gene_space import GeneSpace, span_choices
 from nasfw.graph import INPUT, MERGE_KINDS, ArchGraph, GraphError, Node, load_arch
 from nasfw.launcher import ClusterJob, Launcher, LauncherOutage, MapResults, init_worker_process
 from nasfw.ops import OpSpec, ParamSpec, Shape
@@ -185,6 +185,7 @@ __all__ = [
     "run_search",
     "setting",
     "signals",
+    "span_choices",
     "split_arrays",
     "train_model",
 ]

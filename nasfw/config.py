@@ -295,9 +295,15 @@ class MinibenchConfig:
     folding: int = setting(4, ge=1)
     # The most classes (clusters of problems) per modality; fewer when the problems are alike.
     max_classes: int = setting(3, ge=1)
-    # search_space=auto: the networks the probe trains (random, in the full space); they are
-    # trials of the study (generation -1) and count in its evaluations and time.
+    # search_space=auto: the networks the probe trains; they are trials of the study
+    # (generation -1) and count in its evaluations and time. A family whose reference networks
+    # the DB scores (tables): that many of them, the most informative (all when fewer);
+    # otherwise random networks of the full space (nasfw.minibench.auto).
     probe_trials: int = setting(8, ge=1)
+    # search_space=auto on a family with references: the least Kendall tau between the
+    # probe's reference ranking and a DB problem's for that problem to count as similar; with
+    # none similar the search runs in the full space, said so (nasfw.minibench.auto).
+    min_similarity: float = setting(0.3, ge=-1.0, le=1.0)
     # Reference networks per space family (nasfw.minibench.references): chosen once, when a
     # family first enters the DB, and scored on each of its problems; changing it later does
     # not change a DB's existing set.
@@ -306,7 +312,9 @@ class MinibenchConfig:
     # reference networks rank on this problem, probed as generation -1): see
     # nasfw.minibench.transfer. Tuners: evolution, tpe, random.
     warm_start: bool = False
-    # minibench.warm_start: how many nearest DB problems give their best networks (k).
+    # How many nearest DB problems give their best networks (k): the donors of
+    # minibench.warm_start, and the problems whose best networks search_space=auto's
+    # constraint set spans (those at least minibench.min_similarity alike).
     donors: int = setting(3, ge=1)
     # Where mode=minibench writes the classes' constraint sets as search_space/<name>.yaml
     # (use them with hydra.searchpath=[file://<dir>] search_space=<name>). None: beside the DB

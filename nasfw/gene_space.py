@@ -15,7 +15,10 @@ and how genes and graphs map to each other (:meth:`GeneSpace.to_graph`,
 - crossover: uniform, each gene from either parent (half a chance each), where the parent has
   it in use;
 - Optuna distributions: one ``CategoricalDistribution`` of the choices per gene in use, under
-  the gene's name, as sampling names them.
+  the gene's name, as sampling names them;
+- spanning (``search_space=auto``'s constraint sets): :meth:`GeneSpace.used` collects the values
+  some graphs give each gene and :func:`span_choices` narrows a list of choices to them; a kind maps
+  that back onto its config (:meth:`GeneSpace.spanning`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from nasfw.choosers import Chooser, categorical_distribution
 from nasfw.graph import ArchGraph, GraphError
 from nasfw.search_space import BaseSearchSpace
 
-__all__ = ["GeneSpace"]
+__all__ = ["GeneSpace", "span_choices"]
 
 
 class GeneSpace(BaseSearchSpace):
@@ -64,7 +67,36 @@ class GeneSpace(BaseSearchSpace):
         where a graph does not have the space's shape; :meth:`check` then checks each value
         against its choices."""
 
+    def spanning(self, graphs: Sequence[ArchGraph]) -> Any:
+        """The narrowest config of this kind (a copy of :attr:`config`, named
+        ``auto_<name>``) whose space holds every one of ``graphs``: each list of choices
+        narrowed by :func:`span_choices` to the values the graphs use (``search_space=auto``'s
+        constraint set spanning the nearest problems' best networks).
+
+        Raises:
+            GraphError: a graph outside this space.
+            NotImplementedError: a kind that does not say how its config narrows.
+        """
+        raise NotImplementedError(
+            f"search space kind {type(self).__name__} cannot narrow its config to given networks"
+        )
+
     # -- what the base does with it -------------------------------------------------------
+    def used(self, graphs: Sequence[ArchGraph]) -> dict[str, list[Any]]:
+        """Per gene, the values ``graphs`` give it (each graph checked first; a gene no graph
+        uses is absent).
+
+        Raises:
+            GraphError: a graph outside this space (:meth:`check`).
+        """
+        found: dict[str, list[Any]] = {}
+        for graph in graphs:
+            self.check(graph)
+            for name, value in self.values(graph).items():
+                if not _among(value, found.setdefault(name, [])):
+                    found[name].append(value)
+        return found
+
     def _decide(self, draw: Any, keep: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Genes in use in order, each ``keep``'s value if it has one, else ``draw(name,
         choices)``."""
@@ -132,6 +164,20 @@ class GeneSpace(BaseSearchSpace):
                 params[name] = values[name]
                 dists[name] = categorical_distribution(genes[name])
         return params, dists
+
+
+def span_choices(choices: Sequence[Any], used: Sequence[Any]) -> list[Any]:
+    """``choices`` narrowed to ``used``, in their order: for numbers (ordered: sizes, rates,
+    learning rates) every choice between the smallest and the largest used, so the set is a
+    range rather than the few points seen; otherwise (ops, activations, flags) the used ones.
+    With nothing used, every choice."""
+    if not used:
+        return list(choices)
+    numeric = all(isinstance(c, int | float) and not isinstance(c, bool) for c in choices)
+    if numeric:
+        low, high = min(used), max(used)
+        return [c for c in choices if low <= c <= high or _among(c, used)]
+    return [c for c in choices if _among(c, used)]
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -757,6 +757,17 @@ def test_transfer_benchmark_tiny(tmp_path: Path) -> None:
     warm = json.loads((out / "raw" / "nb201_cifar10" / "warm_tpe" / "seed0.json").read_text())
     assert len(warm["trials"]["true"]) == 40 and str(tmp_path) not in json.dumps(warm)
     assert "minibench.warm_start=true" in warm["overrides"]
+    assert set(mod.ARMS) == {f"{k}_{t}" for k in ("cold", "warm", "auto", "autowarm")
+                             for t in ("evolution", "tpe")}  # fmt: skip
+    for arm, has, lacks in (
+        ("auto_evolution", "search_space=auto", "minibench.warm_start=true"),
+        ("autowarm_tpe", "minibench.warm_start=true", None),
+    ):
+        doc = json.loads((out / "raw" / "fcnet_naval" / arm / "seed1.json").read_text())
+        assert len(doc["trials"]["true"]) == 40
+        assert has in doc["overrides"] and "search_space=auto" in doc["overrides"]
+        assert lacks is None or lacks not in doc["overrides"]
+        assert any("without_fcnet_naval.db" in o for o in doc["overrides"])
     from nasfw.minibench.db import BestModelDB
 
     held = BestModelDB(str(out / "db" / "without_nb201_cifar10.db"), must_exist=True)
@@ -767,14 +778,21 @@ def test_transfer_benchmark_tiny(tmp_path: Path) -> None:
     mean, se = doc["summary"]["nb201_cifar10"]["warm_evolution"]["25"]
     assert 50 < mean < 100 and se >= 0  # a true NAS-Bench-201 accuracy in percent
     assert set(doc["wilcoxon"]) == {"nb201_cifar10", "fcnet_naval"}
-    assert json.loads((out / "criteria.json").read_text())["criteria"]["quarter_budget"]
+    assert set(doc["wilcoxon"]["fcnet_naval"]) == {a for a in mod.ARMS if not a.startswith("cold")}
+    assert set(doc["never_worse"]["nb201_cifar10"]) == {
+        f"{k}_{t}" for k in ("auto", "autowarm") for t in ("evolution", "tpe")
+    }
+    assert doc["summary"]["fcnet_naval"]["quarter"]["arm"] in doc["wilcoxon"]["fcnet_naval"]
+    declared = json.loads((out / "criteria.json").read_text())["criteria"]
+    assert declared["quarter_budget"] and declared["never_worse"]
     assert "nb201_cifar10" in (tmp_path / "transfer.md").read_text()
 
     again = transfer()
     assert again.returncode == 0 and " s\n" not in again.stdout  # every search skipped
 
-    for path in (out / "raw" / "fcnet_naval" / "cold_tpe").iterdir():
-        path.unlink()
-    empty = transfer("--report")
-    assert empty.returncode == 1
-    assert "cold_tpe on fcnet_naval, seed 0: 0 of 40 evaluations" in empty.stderr
+    for arm in ("cold_tpe", "autowarm_evolution"):  # a cold arm empty, then a transfer one
+        for path in (out / "raw" / "fcnet_naval" / arm).iterdir():
+            path.unlink()
+        empty = transfer("--report")
+        assert empty.returncode == 1
+        assert f"{arm} on fcnet_naval, seed 0: 0 of 40 evaluations" in empty.stderr

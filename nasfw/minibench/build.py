@@ -9,7 +9,9 @@ meta-features. An entry the DB already holds from a search with the same setting
 so a rerun resumes where it stopped (an interrupted search resumes too: it is an ordinary
 study). Each table problem also scores its space family's reference networks
 (:mod:`nasfw.minibench.references`; chosen when the family first enters the DB), and its
-nearest DB problems by their ranking are printed. Then the problems are grouped into
+nearest DB problems by their ranking are printed, with each family's classes by that ranking
+and how well a probe recognises them (leave one problem out, against the majority class).
+Then the problems are grouped into
 classes, each class's constraint set is written as ``search_space/<class>.yaml`` under
 ``minibench.spaces_dir``, and the classifier's leave-one-problem-out accuracy is reported.
 """
@@ -233,8 +235,12 @@ def score_references(
 ) -> dict[str, Any]:
     """Score each table problem of ``problems`` (``(id, loaded problem)``) that lacks scores
     on its family's reference networks (chosen and stored first when the family is new to
-    the DB), then print each scored problem's nearest DB problems. Returns, per family, its
-    reference count and each problem's nearest ``[id, tau]`` and scoring seconds.
+    the DB), then print each scored problem's nearest DB problems and the family's classes
+    by reference ranking with their leave-one-problem-out accuracy from a
+    ``minibench.probe_trials`` probe against the majority-class baseline
+    (:func:`nasfw.minibench.references.classify_leave_one_out`). Returns, per family, its
+    reference count, each problem's nearest ``[id, tau]`` and scoring seconds, ``classes``
+    and ``leave_one_out``.
 
     Non-table problems are skipped: scoring references by training is a later increment.
     """
@@ -242,6 +248,7 @@ def score_references(
 
     from nasfw.minibench.references import (
         choose_references,
+        classify_leave_one_out,
         family_of,
         nearest,
         score_table,
@@ -282,6 +289,23 @@ def score_references(
                     + (", ".join(f"{n.problem_id} (tau {n.tau:.2f})" for n in near) or "none")
                 )
             )
+        probe = int(cfg.minibench.probe_trials)
+        found = classify_leave_one_out(all_scores, int(cfg.minibench.max_classes), probe)
+        report[family]["classes"] = found["classes"]
+        report[family]["leave_one_out"] = {
+            "probe": probe,
+            "accuracy": found["accuracy"],
+            "baseline": found["baseline"],
+        }
+        console.print(
+            escape(
+                f"minibench: {family} classes by reference ranking: "
+                + " ".join(f"[{', '.join(c)}]" for c in found["classes"])
+                + f"; leave-one-problem-out from a {probe}-reference probe: "
+                f"{found['accuracy']:.2f} of problems in their class (majority-class "
+                f"baseline {found['baseline']:.2f})"
+            )
+        )
     return report
 
 

@@ -192,3 +192,107 @@ def nearest(
         )
     )
     return found if k is None else found[:k]
+
+
+def informative(scores: Mapping[str, Mapping[int, float]], n: int) -> list[int]:
+    """The ``n`` reference indices most informative for telling the problems of ``scores``
+    (problem -> reference index -> score, one family) apart, most informative first; every
+    reference the problems share, in index order, when there are at most ``n``.
+
+    Kendall's tau counts reference *pairs* two problems order alike, so a pair of references
+    informs where problems order it differently. ``D[i, j]`` = the number of problem pairs
+    that order references ``i`` and ``j`` differently (a tie counts as an order). Greedy:
+    each step adds the reference with the most disagreements with those already chosen
+    (the sum of ``D`` over them), ties broken by its disagreements with every reference,
+    then by the lower index; deterministic. With fewer than two problems nothing disagrees
+    and the first ``n`` indices come back.
+    """
+    common = sorted(set.intersection(*(set(s) for s in scores.values()))) if scores else []
+    if len(common) <= n:
+        return common
+    problems = list(scores.values())
+    order = [
+        np.sign(np.subtract.outer(*(2 * [np.array([s[i] for i in common])]))) for s in problems
+    ]
+    disagree = np.zeros((len(common), len(common)))
+    for a in range(len(order)):
+        for b in range(a + 1, len(order)):
+            disagree += order[a] != order[b]
+    total = disagree.sum(axis=1)
+    chosen: list[int] = []
+    while len(chosen) < n:
+        left = [i for i in range(len(common)) if i not in chosen]
+        best = max(left, key=lambda i: (disagree[i, chosen].sum(), total[i], -i))
+        chosen.append(best)
+    return [common[i] for i in chosen]
+
+
+#: A split of a family's problems into classes must separate them at least this well
+#: (silhouette over ``1 - tau`` distances) to be kept, as the graph-based classes ask.
+MIN_SILHOUETTE = 0.25
+
+
+def similarity_classes(
+    scores: Mapping[str, Mapping[int, float]], max_classes: int
+) -> list[list[str]]:
+    """Classes of one family's problems (``scores``: problem -> reference index -> score) by
+    how alike their reference rankings are (issue 28, part 4): average-linkage agglomerative
+    clustering of the distances ``1 - tau`` (:func:`similarity`; an undefined tau counts as
+    0, unrelated), into 2..``max_classes`` classes where the best split's silhouette reaches
+    :data:`MIN_SILHOUETTE`, else one class. Each class's problems sorted, the classes by their
+    first problem; deterministic."""
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.metrics import silhouette_score
+
+    ids = sorted(scores)
+    n = len(ids)
+    distance = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            tau = similarity(scores[ids[i]], scores[ids[j]])
+            distance[i, j] = distance[j, i] = 1.0 - (0.0 if math.isnan(tau) else tau)
+    labels = [0] * n
+    best = MIN_SILHOUETTE
+    for k in range(2, min(max_classes, n - 1) + 1):
+        found = AgglomerativeClustering(
+            n_clusters=k, metric="precomputed", linkage="average"
+        ).fit_predict(distance)
+        score = float(silhouette_score(distance, found, metric="precomputed"))
+        if score > best:
+            best, labels = score, [int(x) for x in found]
+    classes: dict[int, list[str]] = {}
+    for pid, label in zip(ids, labels, strict=True):
+        classes.setdefault(label, []).append(pid)
+    return sorted(classes.values())
+
+
+def classify_leave_one_out(
+    scores: Mapping[str, Mapping[int, float]], max_classes: int, probe: int
+) -> dict[str, Any]:
+    """How well a problem's class is recognised from a probe, each problem held out in turn.
+
+    The classes are :func:`similarity_classes` of every problem. A held-out problem is
+    probed as ``search_space=auto`` probes it: its scores on the ``probe`` references
+    :func:`informative` picks from the other problems; it is put in the class of its
+    :func:`nearest` other problem. A problem alone in its class cannot be recognised and
+    counts as wrong. The baseline puts every held-out problem in the class most of the other
+    problems are in (ties: the first class). Returns ``classes``, ``accuracy``,
+    ``baseline`` (shares of the problems) and per problem ``predicted`` (the nearest
+    problem's class index, None without a comparable one) and ``actual``."""
+    classes = similarity_classes(scores, max_classes)
+    class_of = {pid: i for i, members in enumerate(classes) for pid in members}
+    right = base = 0
+    per: dict[str, Any] = {}
+    for pid in sorted(scores):
+        others = {q: s for q, s in scores.items() if q != pid}
+        picked = informative(others, probe)
+        probed = {i: v for i, v in scores[pid].items() if i in picked}
+        near = nearest(probed, others, k=1)
+        predicted = class_of[near[0].problem_id] if near else None
+        counts = [sum(class_of[q] == c for q in others) for c in range(len(classes))]
+        majority = counts.index(max(counts)) if others else None
+        right += predicted == class_of[pid]
+        base += majority == class_of[pid]
+        per[pid] = {"actual": class_of[pid], "predicted": predicted}
+    n = max(len(scores), 1)
+    return {"classes": classes, "accuracy": right / n, "baseline": base / n, "problems": per}

@@ -19,13 +19,18 @@ its first networks, so it sits with the DB's other settings.
 The choice (probe trials, donors and their tau, the seeds) is stored in the study: a resumed
 search seeds the same networks whatever the DB holds by then. It is printed, written to
 ``warm_start.json`` in the run's directory and handed to ``nasfw_warm_start`` (MLflow logs the
-donors). A DB without references or scored problems of the family, or without a donor with a
-defined tau, gives a cold start, said on the console (and recorded, so a resume stays cold).
+donors). With ``search_space=auto`` on a family probed by references, auto's probe and
+nearest problems are used (one probe, one computation): its problems at least
+``minibench.min_similarity`` alike are the donors, and where it fell back to the full space
+the start is cold. A DB without references or scored problems of the family, or without a
+donor with a defined tau, gives a cold start, said on the console (and recorded, so a resume
+stays cold).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +39,7 @@ from nasfw.config import ConfigError
 from nasfw.generation import end_generation, evaluate
 from nasfw.graph import ArchGraph, GraphError
 from nasfw.minibench.encoding import ProblemMeta
-from nasfw.minibench.references import family_of, nearest
+from nasfw.minibench.references import Neighbour, family_of, nearest
 from nasfw.records import Candidate
 
 if TYPE_CHECKING:
@@ -57,6 +62,8 @@ class WarmStart:
     """
 
     ledger: Ledger | None = None
+    #: The probe's trials, when this warm start probed (not after ``search_space=auto``'s).
+    probed: list[Any] = []
 
     def __init__(self, cfg: Any, problem: Any, inner: SpaceChoice) -> None:
         from nasfw.minibench.db import BestModelDB
@@ -106,22 +113,24 @@ class WarmStart:
         search.hook.nasfw_warm_start(context=search.context, choice=choice)
 
     def choose(self, search: Search) -> dict[str, Any]:
-        """Probe, find the donors, pick the seeds that fit the search's space."""
+        """Probe, find the donors, pick the seeds that fit the search's space. After
+        ``search_space=auto``'s probe of the same references, its nearest problems (those
+        ``minibench.min_similarity`` alike) are the donors: no second probe."""
         common = {"db": str(self.cfg.minibench.db), "family": self.family}
         if self.cold is not None:
             return {**common, "cold": self.cold, "probe_trials": [], "donors": [], "seeds": []}
         space = search.context.space
-        candidates = [Candidate(g, *space.describe(g)) for g in self.references]
-        search.hook.nasfw_generation_start(
-            context=search.context, generation=PROBE_GENERATION, candidates=candidates
-        )
-        trials = evaluate(search, candidates, PROBE_GENERATION)
-        end_generation(search, PROBE_GENERATION, trials, None)
-        scores = {i: float(t.result.metric) for i, t in enumerate(trials) if t.result.ok}
-        near = nearest(
-            scores, self.db_scores, self.metas, self.meta, k=int(self.cfg.minibench.donors)
-        )
-        common["probe_trials"] = [t.number for t in trials]
+        auto = getattr(self.inner, "choice", None)
+        if auto is not None and auto.get("family") == self.family:
+            common["probe_trials"] = auto["probe_trials"]
+            if auto["fallback"]:
+                why = f"search_space=auto found no similar problem: {auto['fallback']}"
+                return {**common, "cold": why, "donors": [], "seeds": []}
+            alike = set(auto["problems"])
+            near = [Neighbour(pid, tau, math.nan) for pid, tau in auto["nearest"] if pid in alike]
+        else:
+            near = self.probe(search)
+            common["probe_trials"] = [t.number for t in self.probed]
         if not near:
             why = "no DB problem's reference ranking is comparable with the probe's"
             return {**common, "cold": why, "donors": [], "seeds": []}
@@ -142,15 +151,29 @@ class WarmStart:
         donors = [[n.problem_id, round(n.tau, 4)] for n in near]
         return {**common, "cold": None, "donors": donors, "seeds": seeds}
 
+    def probe(self, search: Search) -> list[Neighbour]:
+        """Every reference network as generation -1 (kept in :attr:`probed`); the
+        ``minibench.donors`` nearest DB problems."""
+        space = search.context.space
+        candidates = [Candidate(g, *space.describe(g)) for g in self.references]
+        search.hook.nasfw_generation_start(
+            context=search.context, generation=PROBE_GENERATION, candidates=candidates
+        )
+        self.probed = evaluate(search, candidates, PROBE_GENERATION)
+        end_generation(search, PROBE_GENERATION, self.probed, None)
+        scores = {i: float(t.result.metric) for i, t in enumerate(self.probed) if t.result.ok}
+        return nearest(
+            scores, self.db_scores, self.metas, self.meta, k=int(self.cfg.minibench.donors)
+        )
+
 
 def check(cfg: Any) -> None:
     """What ``minibench.warm_start`` needs, checked before the study exists.
 
     Raises:
-        ConfigError: naming the setting, with ``search_space=auto`` (not combined yet) or a
-            tuner that cannot be seeded (:meth:`nasfw.Tuner.seed_with`).
+        ConfigError: naming the setting, with a tuner that cannot be seeded
+            (:meth:`nasfw.Tuner.seed_with`).
     """
-    from nasfw.minibench.auto import AUTO
     from nasfw.registry import registry
 
     tuner = registry().get("tuners", str(cfg.tuner.name))
@@ -158,10 +181,6 @@ def check(cfg: Any) -> None:
         raise ConfigError(
             f"minibench.warm_start=true: tuner={cfg.tuner.name} cannot start from given "
             "networks (evolution, tpe and random can; CoDeepNEAT and Petridish later)"
-        )
-    if str(cfg.search_space.name) == AUTO:
-        raise ConfigError(
-            "minibench.warm_start=true with search_space=auto: not combined yet; use one"
         )
 
 

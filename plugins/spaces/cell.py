@@ -17,8 +17,8 @@ among ``search_space.ops``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from omegaconf import MISSING
@@ -33,6 +33,7 @@ from nasfw import (
     SearchSpaceError,
     SpaceConfig,
     setting,
+    span_choices,
 )
 
 #: The op of the cell's nodes: each adds its incoming edges.
@@ -91,6 +92,14 @@ class CellSpace(GeneSpace):
 
     def genes(self) -> dict[str, tuple[Any, ...]]:
         return dict(self._genes)
+
+    def spanning(self, graphs: Sequence[ArchGraph]) -> CellSpaceConfig:
+        """The same cell whose ``ops`` are those the graphs use on any edge (every edge keeps
+        one list of choices). Raises :class:`nasfw.GraphError` for a graph outside the space."""
+        ops = [op for values in self.used(graphs).values() for op in values]
+        return replace(
+            self.config, name=f"auto_{self.name}", ops=span_choices(self.config.ops, ops)
+        )
 
     def to_graph(self, values: Mapping[str, Any]) -> ArchGraph:
         nodes = [

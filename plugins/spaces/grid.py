@@ -18,13 +18,22 @@ graph's :attr:`nasfw.ArchGraph.train`. Genes: ``depth`` (where it has several ch
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from omegaconf import MISSING
 
-from nasfw import ArchGraph, GeneSpace, GraphError, Node, OpSpec, SearchSpaceError, SpaceConfig
+from nasfw import (
+    ArchGraph,
+    GeneSpace,
+    GraphError,
+    Node,
+    OpSpec,
+    SearchSpaceError,
+    SpaceConfig,
+    span_choices,
+)
 
 LAYER_GENES = ("units", "activation", "dropout")
 
@@ -97,6 +106,31 @@ class GridSpace(GeneSpace):
 
     def genes(self) -> dict[str, tuple[Any, ...]]:
         return dict(self._genes)
+
+    def spanning(self, graphs: Sequence[ArchGraph]) -> GridSpaceConfig:
+        """The same grid narrowed to the graphs (:func:`nasfw.span_choices`): the depths
+        they use, each layer gene's choices spanning the values any layer uses (a config has
+        one list per gene, shared by the layers), each training setting's choices spanning
+        theirs. Raises :class:`nasfw.GraphError` for a graph outside the space."""
+        used = self.used(graphs)
+
+        def over(key: str) -> list[Any]:
+            return [v for name, vs in used.items() if name.split(".")[-1] == key for v in vs]
+
+        config = self.config
+        return replace(
+            config,
+            name=f"auto_{self.name}",
+            depth=span_choices(config.depth, used.get("depth", [])),
+            units=span_choices(config.units, over("units")),
+            activation=None
+            if config.activation is None
+            else span_choices(config.activation, over("activation")),
+            dropout=None
+            if config.dropout is None
+            else span_choices(config.dropout, over("dropout")),
+            train={k: span_choices(c, used.get(f"train.{k}", [])) for k, c in config.train.items()},
+        )
 
     def _depth(self, values: Mapping[str, Any]) -> int:
         return int(values.get("depth", self.config.depth[0]))

@@ -3,6 +3,7 @@ reference tables (format 2, migrated from 1)."""
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 
@@ -13,9 +14,12 @@ from nasfw.minibench.db import FORMAT, BestModelDB, ProblemEntry
 from nasfw.minibench.encoding import ProblemMeta
 from nasfw.minibench.references import (
     choose_references,
+    classify_leave_one_out,
+    informative,
     nearest,
     score_table,
     similarity,
+    similarity_classes,
     space_of,
 )
 
@@ -162,9 +166,17 @@ def test_mode_minibench_searches_tables_in_their_space_and_scores_references(tmp
     scores = db.reference_scores()
     assert all(len(s) == 12 for s in scores.values())
     assert all(s > 0 for s in db.reference_seconds().values())
-    assert "nb201_cifar10 (nasbench201) nearest by reference ranking: nb201_cifar100" in (
-        " ".join(run.stderr.split())
-    )
+    said = " ".join(run.stderr.split())
+    assert "nb201_cifar10 (nasbench201) nearest by reference ranking: nb201_cifar100" in said
+    # Two problems: one class, each the other's nearest, so both recognised.
+    assert (
+        "nasbench201 classes by reference ranking: [nb201_cifar10, nb201_cifar100]; "
+        "leave-one-problem-out from a 8-reference probe: 1.00 of problems in their class "
+        "(majority-class baseline 1.00)"
+    ) in said
+    report = json.loads(next(tmp_path.rglob("minibench.json")).read_text())
+    assert report["references"]["fcnet"]["classes"] == [["fcnet_naval"]]
+    assert report["references"]["fcnet"]["leave_one_out"]["accuracy"] == 0.0  # alone
     db.close()
     # Rerun with another count: the DB's set stays (scores stay comparable).
     again = nasfw(tmp_path, *args[:-5], "minibench.references=20", *args[-4:])
@@ -172,3 +184,54 @@ def test_mode_minibench_searches_tables_in_their_space_and_scores_references(tmp
     db = BestModelDB(str(tmp_path / "mb.db"), must_exist=True)
     assert db.references("nasbench201") == refs
     db.close()
+
+
+def test_the_most_informative_references_are_those_the_problems_order_differently():
+    # References 0/1 are ordered differently by c than by a and b, 2/3 by b; 4 and 5 every
+    # problem orders alike with everything: they tell nothing apart.
+    scores = {
+        "a": {0: 1, 1: 2, 2: 3, 3: 4, 4: 0, 5: 9},
+        "b": {0: 1, 1: 2, 2: 4, 3: 3, 4: 0, 5: 9},
+        "c": {0: 2, 1: 1, 2: 3, 3: 4, 4: 0, 5: 9},
+    }
+    picked = informative(scores, 4)
+    assert sorted(picked) == [0, 1, 2, 3]
+    assert picked[1] == (1 if picked[0] == 0 else 0 if picked[0] == 1 else picked[1])
+    assert informative(scores, 4) == picked  # deterministic
+    assert informative(scores, 6) == [0, 1, 2, 3, 4, 5]  # all, when no more are asked for
+    assert informative({"a": {0: 1, 1: 2}, "b": {1: 3, 2: 1}}, 5) == [1]  # shared only
+
+
+def _two_groups() -> dict[str, dict[int, float]]:
+    """Problems a1..a3 rank 12 references one way, b1..b3 the reverse way (each with a small
+    swap of its own)."""
+    base = list(range(12))
+    found = {}
+    for k in range(3):
+        up = base.copy()
+        up[k], up[k + 1] = up[k + 1], up[k]
+        found[f"a{k + 1}"] = {i: float(v) for i, v in enumerate(up)}
+        found[f"b{k + 1}"] = {i: float(-v) for i, v in enumerate(up)}
+    return found
+
+
+def test_similarity_classes_split_problems_that_rank_references_differently():
+    assert similarity_classes(_two_groups(), 3) == [["a1", "a2", "a3"], ["b1", "b2", "b3"]]
+    assert similarity_classes(_two_groups(), 1) == [["a1", "a2", "a3", "b1", "b2", "b3"]]
+    alike = {p: s for p, s in _two_groups().items() if p.startswith("a")}
+    assert similarity_classes(alike, 3) == [["a1", "a2", "a3"]]  # nothing to split
+
+
+def test_leave_one_out_recognises_the_class_from_a_probe_and_beats_the_majority():
+    found = classify_leave_one_out(_two_groups(), 3, probe=6)
+    assert found["classes"] == [["a1", "a2", "a3"], ["b1", "b2", "b3"]]
+    assert found["accuracy"] == 1.0
+    # Held out, a1 leaves 2 a's and 3 b's: the majority says b, wrong for every a (and
+    # likewise for every b): the baseline that ignores the probe gets none right.
+    assert found["baseline"] == 0.0
+    # b1 alone in its class: held out, its nearest problem is an a; it counts as wrong.
+    lonely = {p: v for p, v in _two_groups().items() if p in ("a1", "a2", "b1")}
+    found = classify_leave_one_out(lonely, 3, probe=6)
+    assert found["classes"] == [["a1", "a2"], ["b1"]]
+    assert found["problems"]["b1"] == {"actual": 1, "predicted": 0}
+    assert found["accuracy"] == 2 / 3

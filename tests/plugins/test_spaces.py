@@ -17,6 +17,7 @@ from nasfw import (
     SearchSpaceError,
     TrialChooser,
     registry,
+    span_choices,
 )
 from nasfw.plugins.spaces import CellSpaceConfig, GridSpaceConfig
 from nasfw.testing import load_search_space
@@ -175,3 +176,42 @@ def test_a_grid_with_an_empty_choice_is_refused_naming_the_key() -> None:
         registry().space(GridSpaceConfig(name="g", depth=[1], units=[8], train={"lr": []}))
     with pytest.raises(SearchSpaceError, match=r"search_space.units"):
         registry().space(GridSpaceConfig(name="g", depth=[1], units=[0]))
+
+
+def test_span_choices_is_a_range_for_numbers_and_the_used_set_otherwise() -> None:
+    assert span_choices([16, 32, 64, 128], [64, 16]) == [16, 32, 64]
+    assert span_choices([0.1, 0.01, 0.5], [0.1, 0.5]) == [0.1, 0.5]  # grid order, by value
+    assert span_choices(["relu", "tanh", "gelu"], ["gelu", "relu"]) == ["relu", "gelu"]
+    assert span_choices([True, False], [False]) == [False]  # flags are not a range
+    assert span_choices([1, 2, 3], []) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_the_spanning_space_holds_the_graphs_and_is_narrower(name: str) -> None:
+    s = space(name)
+    rng = np.random.default_rng(3)
+    graphs = [s.sample(RandomChooser(rng)) for _ in range(2)]
+    config = s.spanning(graphs)
+    narrowed = registry().space(config)
+    assert narrowed.name == f"auto_{name}" and type(narrowed) is type(s)
+    for graph in graphs:
+        assert narrowed.check(graph) is graph
+    full, genes = s.genes(), narrowed.genes()
+    assert set(genes) <= set(full)
+    assert all(set(map(repr, genes[g])) <= set(map(repr, full[g])) for g in genes)
+    assert sum(len(c) for c in genes.values()) < sum(len(c) for c in full.values())
+    used = s.used(graphs)
+    for gene, choices in genes.items():
+        # A config has one list per kind of gene (every edge's ops, every layer's units), so
+        # a choice is one some gene of that list uses, or lies inside the range they use.
+        values = [v for g, vs in used.items() if full[g] == full[gene] for v in vs]
+        assert all(
+            c in values or (isinstance(c, int | float) and min(values) <= c <= max(values))
+            for c in choices
+        ), gene
+
+
+def test_spanning_refuses_a_graph_outside_the_space() -> None:
+    cell = space("nasbench201")
+    with pytest.raises(GraphError):
+        cell.spanning([space("fcnet").sample(RandomChooser(np.random.default_rng(0)))])

@@ -167,7 +167,8 @@ def nasfw_warm_start(context: SearchContext, choice: dict[str, Any]) -> None:
 
 @hookimpl
 def nasfw_search_space_chosen(context: SearchContext, choice: dict[str, Any]) -> None:
-    """search_space=auto's choice: params ``auto.*`` and ``auto/choice.json`` and
+    """search_space=auto's choice: params ``auto.*`` (by reference networks also
+    ``auto.nearest`` as ``id:tau`` and ``auto.fallback``) and ``auto/choice.json`` and
     ``auto/search_space.yaml`` (the constraint set) on the search's run."""
     state = _runs.state_of(context)
     if state is None:
@@ -179,6 +180,9 @@ def nasfw_search_space_chosen(context: SearchContext, choice: dict[str, Any]) ->
         "auto.probe_trials": str(len(choice["probe_trials"])),
         "auto.db": str(choice["db"]),
     }
+    if choice.get("family"):  # probed by reference networks: the nearest problems, with tau
+        params["auto.nearest"] = ",".join(f"{p}:{t:.3f}" for p, t in choice["nearest"])
+        params["auto.fallback"] = "yes" if choice["fallback"] else "no"
 
     def log() -> None:
         _runs.log_params(client, state["run_id"], params.items(), resumed=True)
