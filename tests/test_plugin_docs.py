@@ -284,7 +284,8 @@ def test_the_api_page_gets_every_public_name() -> None:
 
 
 def test_field_comments_become_docstrings_and_roles_code(tmp_path: Path) -> None:
-    griffe = pytest.importorskip("griffe")
+    import griffe  # mkdocstrings[python]'s, a dev dependency: missing, this test fails
+
     (tmp_path / "schema_demo.py").write_text(
         textwrap.dedent(
             '''
@@ -320,9 +321,10 @@ def test_the_api_reference_gives_task_modality_values_and_split_dtypes() -> None
     shapes of ``Split.x``/``Split.y``."""
     from typing import get_args
 
+    import griffe  # mkdocstrings[python]'s, a dev dependency: missing, this test fails
+
     from nasfw.problem import Modality, Task
 
-    griffe = pytest.importorskip("griffe")
     extension = load_script("docs_griffe").CommentsAndRoles()
     module = griffe.load(
         "nasfw.problem",

