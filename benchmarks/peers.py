@@ -79,7 +79,8 @@ FASHION_TRAIN, FASHION_VAL_FRACTION = 2000, 0.05
 TARGET_RATIO = 0.7
 # Wall seconds a contender gets after its SIGINT to hand over its deliverable (a peer scores
 # its best network on the test split then): generous, as a niced run on a loaded machine gets
-# little CPU (300 s killed a Fashion-MNIST peer mid-scoring under load).
+# little CPU. (A Fashion-MNIST peer once killed 300 s after its SIGINT had never seen it: run
+# from a background job, it ignored SIGINT; harness.run_command now restores it.)
 GRACE_S = 1800
 TRAIN_EPOCHS = 5  # nasfw's default train.epochs: every contender trains its networks this long
 
