@@ -144,21 +144,29 @@ def check_writable(directory: str | Path, key: str) -> None:
     import tempfile
 
     path = Path(directory).expanduser().absolute()
-    created: list[Path] = []
-    missing = path
-    while not missing.exists() and missing != missing.parent:
-        created.append(missing)
-        missing = missing.parent
-    try:
-        for folder in reversed(created):
-            folder.mkdir()
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".nasfw-write-check-"):
-            pass
-    except OSError as err:
-        raise ConfigError(
-            f"{key}: cannot write in {path} ({err.strerror or type(err).__name__})"
-        ) from None
-    finally:
-        for folder in created:
-            with contextlib.suppress(OSError):
-                os.rmdir(folder)
+    chain = [path, *path.parents]  # the folder, then the ones above it
+    for attempt in range(10):
+        created: list[Path] = []  # by this check, the deepest first
+        try:
+            # Searches started together check the same missing folder: each removes only
+            # what it made, and one's removal between the other's mkdir and write is retried.
+            for folder in reversed(chain):
+                try:
+                    folder.mkdir()
+                    created.insert(0, folder)
+                except FileExistsError:
+                    pass
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".nasfw-write-check-"):
+                pass
+            return
+        except FileNotFoundError as err:
+            if attempt == 9:
+                raise ConfigError(f"{key}: cannot write in {path} ({err.strerror})") from None
+        except OSError as err:
+            raise ConfigError(
+                f"{key}: cannot write in {path} ({err.strerror or type(err).__name__})"
+            ) from None
+        finally:
+            for folder in created:
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)

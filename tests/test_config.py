@@ -86,3 +86,49 @@ def test_a_plugin_schema_declares_its_own_ranges():
         check_settings(Mine(rate=1.5), "tuner")
     with pytest.raises(ConfigError, match=r"tuner\.budget=0\.0"):
         check_settings(Mine(budget=0.0), "tuner")
+
+
+CHECK_WRITABLE_RACE = """
+import sys
+from multiprocessing import Barrier, Process, Queue
+
+from nasfw import ConfigError, check_writable
+
+
+def check(folder, barrier, failures):
+    barrier.wait()
+    for _ in range(40):
+        try:
+            check_writable(folder, "storage.artifacts")
+        except ConfigError as err:
+            failures.put(str(err))
+            return
+
+
+if __name__ == "__main__":
+    folder, barrier, failures = sys.argv[1], Barrier(6), Queue()
+    checkers = [Process(target=check, args=(folder, barrier, failures)) for _ in range(6)]
+    for p in checkers:
+        p.start()
+    for p in checkers:
+        p.join()
+    print("OK" if failures.empty() else "FAILED " + failures.get())
+"""
+
+
+def test_searches_started_together_check_one_missing_folder_without_failing(tmp_path):
+    """Two searches started in one folder check the same missing ``nasfw-artifacts`` at once:
+    one's clean-up of the folder it made to try must not fail the other's check (a Postgres
+    test's two searches met it: "cannot write in .../nasfw-artifacts (No such file or
+    directory)")."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "race.py"
+    script.write_text(CHECK_WRITABLE_RACE)
+    folder = tmp_path / "runs" / "nasfw-artifacts"
+    out = subprocess.run(
+        [sys.executable, str(script), str(folder)], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "OK", out.stdout
