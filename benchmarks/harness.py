@@ -15,6 +15,7 @@ import itertools
 import math
 import os
 import platform
+import re
 import resource
 import shlex
 import signal
@@ -365,6 +366,116 @@ def time_to(
     if target is None:
         return None
     return next((moment for moment, value in curve if value >= target - tolerance), None)
+
+
+# -- judging a search by its CPU seconds from the first training step --------------------------
+
+# nasfw prints this line once the first training step's moment is known (after the first
+# evaluation); the seconds count from its process's start.
+FIRST_STEP_LINE = re.compile(r"first training step ([0-9.]+) s after start")
+
+
+def run_dir_of(out: Path, problem: str, seed: int, arm: str) -> Path:
+    """The folder of one run, ``<out>/runs/<problem>/seed<seed>/<arm>`` (``+`` written ``_``);
+    its raw result is that path with ``.json``."""
+    return out / "runs" / problem / f"seed{seed}" / arm.replace("+", "_")
+
+
+def problem_overrides(settings: Mapping[str, Any]) -> list[str]:
+    """The CLI overrides of ``problem.*`` settings (``name`` included): ``problem=<name>``,
+    then ``problem.<key>=<value>`` for the others."""
+    return [f"problem={settings['name']}"] + [
+        f"problem.{k}={v}" for k, v in settings.items() if k != "name"
+    ]
+
+
+def cli_first_step(log: Path, launched: float) -> Callable[[], float | None]:
+    """A ``cpu_origin`` poller for :func:`run_command`: the moment (seconds since the epoch) of
+    a nasfw search's first training step, read from its ``log`` (:data:`FIRST_STEP_LINE`,
+    counted from its process's start, ~``launched``); None until the line is written."""
+
+    def origin() -> float | None:
+        if not log.exists():
+            return None
+        found = FIRST_STEP_LINE.search(log.read_text(errors="replace"))
+        return launched + float(found.group(1)) if found else None
+
+    return origin
+
+
+def nasfw_trials(
+    url: str, launched: float, study: str = "bench"
+) -> tuple[float | None, list[dict[str, Any]], list[TrialRecord]]:
+    """The first step, the evaluations and the records of the nasfw study ``study`` in ``url``
+    (the first step from the study's ``nasfw:first_step_seconds``, counted from its process's
+    start, ~``launched``; None when no step was taken). Evaluations as :func:`judged` takes
+    them: ``finished`` (seconds since the epoch), ``ok``, ``value``, ``state``, ``number``."""
+    import optuna
+
+    from nasfw.ledger import FIRST_STEP_ATTR
+
+    records = finished_trials(url, study)
+    storage = optuna.storages.RDBStorage(url)
+    attrs = storage.get_study_system_attrs(storage.get_study_id_from_name(study))
+    first = launched + float(attrs[FIRST_STEP_ATTR]) if FIRST_STEP_ATTR in attrs else None
+    trials = [
+        {
+            "finished": r.result.finished,
+            "ok": r.result.ok and r.result.metric is not None and math.isfinite(r.result.metric),
+            "value": r.result.metric,
+            "state": r.result.status.upper(),
+            "number": r.number,
+        }
+        for r in records
+    ]
+    return first, trials, records
+
+
+def judged(
+    what: str,
+    run: Run,
+    first: float | None,
+    trials: list[dict[str, Any]],
+    budget: float,
+    log: Path,
+) -> dict[str, Any]:
+    """A search judged by the trials it finished within ``budget`` CPU seconds of its process
+    tree from its first training step (``first``, seconds since the epoch; ``run`` ran with a
+    ``cpu_budget``): best validation metric against CPU seconds.
+
+    ``trials``: dicts with ``finished`` (seconds since the epoch), ``ok``, ``value``, ``state``
+    (``PRUNED`` for pruned ones) and optionally ``number``; each gets its ``cpu``.
+
+    Raises:
+        BenchmarkError: no first step, or no trial finished within the budget (``what`` names
+            the search, ``log`` is where to look).
+    """
+    if first is None:
+        require_trials(what, [], log)
+    assert first is not None
+    origin_cpu = run.cpu_at(first)
+    for t in trials:
+        t["cpu"] = round(run.cpu_at(t["finished"]) - origin_cpu, 2)
+    within = sorted((t for t in trials if t["cpu"] <= budget), key=lambda t: t["cpu"])
+    require_trials(what, within, log)
+    ok = [t for t in within if t["ok"]]
+    curve = best_so_far(((t["cpu"], t["value"]) for t in ok), digits=2)
+    return {
+        "trials": len(within),
+        "failed": sum(not t["ok"] and t["state"] != "PRUNED" for t in within),
+        "pruned": sum(t["state"] == "PRUNED" for t in within),
+        "after_budget": len(trials) - len(within),
+        "best": curve[-1][1] if curve else None,
+        "curve": curve,
+        "startup_cpu_seconds": round(origin_cpu, 2),
+        "startup_wall_seconds": round(first - run.launched, 2),
+        "within": [t.get("number") for t in within],
+        # Every trial, as raw results: CPU seconds since the first step, value, state.
+        "per_trial": [
+            {"cpu": t["cpu"], "value": t["value"], "state": t["state"]}
+            for t in sorted(trials, key=lambda t: t["cpu"])
+        ],
+    }
 
 
 # -- MLflow -------------------------------------------------------------------------------------

@@ -62,11 +62,11 @@ import argparse
 import contextlib
 import json
 import math
-import re
 import shlex
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,12 +135,6 @@ def problem_settings(problem: str, data_dir: Path) -> dict[str, Any]:
             "val_fraction": FASHION_VAL_FRACTION,
         }
     raise SystemExit(f"peers: unknown problem {problem!r} (digits, fashion_mnist)")
-
-
-def cli_overrides(settings: dict[str, Any]) -> list[str]:
-    return [f"problem={settings['name']}"] + [
-        f"problem.{k}={v}" for k, v in settings.items() if k != "name"
-    ]
 
 
 # -- the peers, written by hand -----------------------------------------------------------------
@@ -308,26 +302,21 @@ def peer_worker(args: argparse.Namespace) -> int:
 
 # -- running the contenders ---------------------------------------------------------------------
 
-FIRST_STEP_LINE = re.compile(r"first training step ([0-9.]+) s after start")
 
-
-def _origin(name: str, run_dir: Path, launched: float) -> Any:
+def _origin(name: str, run_dir: Path, launched: float) -> Callable[[], float | None]:
     """The poller of the moment the contender's first training step happened: the peer's
-    ``first_step`` line, nasfw's "first training step ... after start" line (printed once its
-    first generation has finished; its start is the process's)."""
-    source = run_dir / ("trials.jsonl" if name in PEERS else "run.log")
+    ``first_step`` line, or nasfw's (:func:`harness.cli_first_step`)."""
+    if name not in PEERS:
+        return harness.cli_first_step(run_dir / "run.log", launched)
+    source = run_dir / "trials.jsonl"
 
     def origin() -> float | None:
         if not source.exists():
             return None
-        text = source.read_text(errors="replace")
-        if name in PEERS:
-            for line in text.splitlines():
-                if line.startswith('{"first_step"'):
-                    return float(json.loads(line)["first_step"])
-            return None
-        found = FIRST_STEP_LINE.search(text)
-        return launched + float(found.group(1)) if found else None
+        for line in source.read_text(errors="replace").splitlines():
+            if line.startswith('{"first_step"'):
+                return float(json.loads(line)["first_step"])
+        return None
 
     return origin
 
@@ -349,69 +338,9 @@ def peer_trials(log: Path) -> tuple[float | None, list[dict[str, Any]], dict[str
     return first, trials, deliverable
 
 
-def nasfw_trials(url: str, launched: float) -> tuple[float | None, list[dict[str, Any]], list[Any]]:
-    """The first step, the evaluations and the records of a nasfw study (the first step from
-    the study's ``nasfw:first_step_seconds``, counted from its process's start, ~``launched``)."""
-    import optuna
-
-    from nasfw.ledger import FIRST_STEP_ATTR
-
-    records = harness.finished_trials(url, "bench")
-    storage = optuna.storages.RDBStorage(url)
-    attrs = storage.get_study_system_attrs(storage.get_study_id_from_name("bench"))
-    first = launched + float(attrs[FIRST_STEP_ATTR]) if FIRST_STEP_ATTR in attrs else None
-    trials = [
-        {
-            "finished": r.result.finished,
-            "ok": r.result.ok and r.result.metric is not None and math.isfinite(r.result.metric),
-            "value": r.result.metric,
-            "state": r.result.status.upper(),
-            "number": r.number,
-        }
-        for r in records
-    ]
-    return first, trials, records
-
-
-def judged(what: str, run: harness.Run, first: float | None, trials: list[dict[str, Any]],
-           budget: float, log: Path) -> dict[str, Any]:  # fmt: skip
-    """The trials finished within ``budget`` CPU seconds from the first step: best validation
-    accuracy against CPU seconds (none finished: the benchmark fails)."""
-    if first is None:
-        harness.require_trials(what, [], log)
-    assert first is not None
-    origin_cpu = run.cpu_at(first)
-    for t in trials:
-        t["cpu"] = round(run.cpu_at(t["finished"]) - origin_cpu, 2)
-    within = sorted((t for t in trials if t["cpu"] <= budget), key=lambda t: t["cpu"])
-    harness.require_trials(what, within, log)
-    ok = [t for t in within if t["ok"]]
-    curve = harness.best_so_far(((t["cpu"], t["value"]) for t in ok), digits=2)
-    return {
-        "trials": len(within),
-        "failed": sum(not t["ok"] and t["state"] != "PRUNED" for t in within),
-        "pruned": sum(t["state"] == "PRUNED" for t in within),
-        "after_budget": len(trials) - len(within),
-        "best": curve[-1][1] if curve else None,
-        "curve": curve,
-        "startup_cpu_seconds": round(origin_cpu, 2),
-        "startup_wall_seconds": round(first - run.launched, 2),
-        "within": [t.get("number") for t in within],
-        # Every trial, as raw results: CPU seconds since the first step, value, state.
-        "per_trial": [
-            {"cpu": t["cpu"], "value": t["value"], "state": t["state"]}
-            for t in sorted(trials, key=lambda t: t["cpu"])
-        ],
-    }
-
-
-def run_dir_of(out: Path, problem: str, seed: int, name: str) -> Path:
-    return out / "runs" / problem / f"seed{seed}" / name.replace("+", "_")
-
-
 def run_one(name: str, problem: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """One contender on one problem and seed, or its raw result when already on disk."""
-    run_dir = run_dir_of(args.out, problem, seed, name)
+    run_dir = harness.run_dir_of(args.out, problem, seed, name)
     raw = run_dir.with_suffix(".json")
     if raw.exists() and not args.fresh:
         return json.loads(raw.read_text())
@@ -431,8 +360,8 @@ def run_one(name: str, problem: str, seed: int, args: argparse.Namespace) -> dic
         url = f"sqlite:///{run_dir / 'nasfw.db'}"
         pruned = any(o.startswith("pruner=") for o in NASFW[name])
         command = [
-            sys.executable, "-m", "nasfw", *cli_overrides(settings), "search_space=image_small",
-            *NASFW[name], "launcher.workers=0", "tracking=none",
+            sys.executable, "-m", "nasfw", *harness.problem_overrides(settings),
+            "search_space=image_small", *NASFW[name], "launcher.workers=0", "tracking=none",
             f"train.curve_every={1 if pruned else 0}", f"train.threads={args.threads}",
             f"seed={seed}", f"storage.url={url}", "study_name=bench",
             f"export_dir={run_dir / 'best_model'}", *args.nasfw_override,
@@ -448,11 +377,11 @@ def run_one(name: str, problem: str, seed: int, args: argparse.Namespace) -> dic
     what = f"peers {problem} seed {seed} {name} (exit code {run.returncode})"
     if name in PEERS:
         first, trials, deliverable = peer_trials(run_dir / "trials.jsonl")
-        result = judged(what, run, first, trials, args.budget, log)
+        result = harness.judged(what, run, first, trials, args.budget, log)
     else:
         stored = (run_dir / "nasfw.db").exists()
-        first, trials, records = nasfw_trials(url, launched) if stored else (None, [], [])
-        result = judged(what, run, first, trials, args.budget, log)
+        first, trials, records = harness.nasfw_trials(url, launched) if stored else (None, [], [])
+        result = harness.judged(what, run, first, trials, args.budget, log)
         # The network nasfw would export from the trials within the budget, retrained as
         # export_best retrains it, scored on test.
         epochs = TRAIN_EPOCHS
@@ -500,29 +429,6 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
 # -- report -------------------------------------------------------------------------------------
 
 
-def _median_time(times: list[float]) -> float:
-    import numpy as np
-
-    return float(np.median(np.asarray(times, dtype=float)))  # inf: never (half or more seeds)
-
-
-def _ratio_interval(mine: list[float], theirs: list[float]) -> tuple[float, float]:
-    """Percentile bootstrap of median(mine) / median(theirs), seeds resampled in pairs; never
-    reached is infinite, so an interval may end at inf."""
-    import numpy as np
-
-    a, b = np.asarray(mine, dtype=float), np.asarray(theirs, dtype=float)
-    rng = np.random.default_rng(spread.SEED)
-    ratios = []
-    for _ in range(2000):
-        pick = rng.integers(0, len(a), len(a))
-        num, den = np.median(a[pick]), np.median(b[pick])
-        ratios.append(num / den if den > 0 else math.inf)
-    low = np.percentile(ratios, 2.5, method="lower")
-    high = np.percentile(ratios, 97.5, method="higher")
-    return float(low), float(high)
-
-
 def summarize(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     """Per problem: each contender's final best and deliverable over seeds, each peer's target
     (its median final best) and every contender's median CPU seconds to it, and the ratios of
@@ -547,15 +453,15 @@ def summarize(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
             times = {
                 n: [harness.time_to(r["curve"], target) or math.inf for r in of[n]] for n in names
             }
-            own = _median_time(times[peer])
+            own = spread.median_time(times[peer])
             entry: dict[str, Any] = {"target": target, "peer_seconds": own, "nasfw": {}}
             for n in [n for n in names if n in NASFW]:
-                median = _median_time(times[n])
+                median = spread.median_time(times[n])
                 ratio = median / own if own > 0 and math.isfinite(own) else math.inf
                 entry["nasfw"][n] = {
                     "seconds": median,
                     "ratio": ratio,
-                    "interval": _ratio_interval(times[n], times[peer]),
+                    "interval": spread.ratio_interval(times[n], times[peer]),
                     "reached": sum(math.isfinite(t) for t in times[n]),
                 }
             targets[peer] = entry
@@ -761,7 +667,9 @@ def main(argv: list[str] | None = None) -> int:
         protocol = json.loads((args.out / "peers.json").read_text())["protocol"]
         args.contenders, args.problems = protocol["contenders"], protocol["problems"]
         runs = [
-            json.loads(run_dir_of(args.out, problem, seed, name).with_suffix(".json").read_text())
+            json.loads(
+                harness.run_dir_of(args.out, problem, seed, name).with_suffix(".json").read_text()
+            )
             for seed in range(protocol["seeds"])
             for problem in args.problems
             for name in args.contenders
