@@ -444,7 +444,9 @@ def judged(
     ``cpu_budget``): best validation metric against CPU seconds.
 
     ``trials``: dicts with ``finished`` (seconds since the epoch), ``ok``, ``value``, ``state``
-    (``PRUNED`` for pruned ones) and optionally ``number``; each gets its ``cpu``.
+    (``PRUNED`` for pruned ones), optionally ``number`` and ``full`` (False: a score short of
+    the full training budget, e.g. a lower Hyperband rung: counted, never on the curve); each
+    gets its ``cpu``.
 
     Raises:
         BenchmarkError: no first step, or no trial finished within the budget (``what`` names
@@ -458,7 +460,7 @@ def judged(
         t["cpu"] = round(run.cpu_at(t["finished"]) - origin_cpu, 2)
     within = sorted((t for t in trials if t["cpu"] <= budget), key=lambda t: t["cpu"])
     require_trials(what, within, log)
-    ok = [t for t in within if t["ok"]]
+    ok = [t for t in within if t["ok"] and t.get("full", True)]
     curve = best_so_far(((t["cpu"], t["value"]) for t in ok), digits=2)
     return {
         "trials": len(within),
@@ -473,9 +475,60 @@ def judged(
         # Every trial, as raw results: CPU seconds since the first step, value, state.
         "per_trial": [
             {"cpu": t["cpu"], "value": t["value"], "state": t["state"]}
+            | ({"full": t["full"]} if "full" in t else {})
             for t in sorted(trials, key=lambda t: t["cpu"])
         ],
     }
+
+
+def plot_best_so_far(
+    curves: Mapping[str, Sequence[Curve]],
+    budget: float,
+    path: Path,
+    *,
+    title: str,
+    dashed: Iterable[str] = (),
+) -> Path:
+    """Each name's median best-so-far over its runs (``curves``: one curve per run, seconds are
+    CPU seconds since the first training step) against CPU seconds up to ``budget``, the range
+    over runs as a band (``dashed``: names drawn dashed); written as a PNG at ``path``."""
+    import warnings
+
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.linspace(0, budget, 200)
+    dashes = set(dashed)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, (name, runs) in enumerate(curves.items()):
+        if not runs:
+            continue
+        rows = []
+        for curve in runs:
+            ys = np.full(grid.shape, np.nan)
+            for t, v in curve:
+                ys[grid >= t] = v
+            rows.append(ys)
+        stack = np.vstack(rows)
+        with warnings.catch_warnings():  # before a run's first result: all NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            median = np.nanmedian(stack, axis=0)
+            low, high = np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
+        style = "--" if name in dashes else "-"
+        ax.plot(grid, median, style, color=f"C{i % 10}", label=name, linewidth=1.6)
+        ax.fill_between(grid, low, high, color=f"C{i % 10}", alpha=0.12)
+    ax.set_xlabel("CPU seconds since the first training step")
+    ax.set_ylabel("best validation accuracy (median over seeds, range as band)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 # -- MLflow -------------------------------------------------------------------------------------

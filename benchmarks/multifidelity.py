@@ -1,150 +1,478 @@
-"""Pruning against no pruning: best accuracy over wall time (issue #14's benchmark).
+"""Pruning against no pruning (issue #27's rules; #14's benchmark before it): does stopping
+unpromising networks early find the unpruned search's accuracy in less CPU time, and does the
+network it hands over lose anything?
 
-For each problem, four searches run through the CLI one after the other, same seed and
-settings: ``tuner=tpe`` with ``pruner=none`` and ``pruner=hyperband``, ``tuner=codeepneat``
-with ``pruner=none`` and ``pruner=median``; plus ``tuner=hyperband`` (the multi-fidelity tuner,
-which continues promoted networks' weights) at the TPE searches' trial budget. Each is judged
-from its study: the best validation metric of the networks trained to the full budget
-(``train.epochs``; pruned ones never count) as a function of the seconds since its first trial
-started, and the time it took to reach the final best of the same tuner's unpruned search: the
-speed-up is ``t_unpruned / t_pruned`` at that accuracy ("not reached" when it never gets there).
+**Arms** (nasfw's command line, ``search_space=image_small launcher.workers=0 train.threads=1
+tracking=none``, ``train.epochs=--epochs``, more trials than the budget allows), paired with the
+unpruned arm they are judged against:
 
-    .venv/bin/python benchmarks/multifidelity.py --out benchmarks/results/multifidelity
-    .venv/bin/python benchmarks/multifidelity.py --problems digits --trials 8   # quick look
+- ``tpe`` (``pruner=none``) and ``tpe+hyperband`` (``pruner=hyperband``, Optuna's
+  HyperbandPruner on the per-epoch validation score);
+- ``codeepneat`` (``pruner=none``) and ``codeepneat+median`` (``pruner=median``);
+- ``hyperband``: ``tuner=hyperband`` (Li et al.'s brackets, promoted networks continue their
+  weights), paired with ``tpe``.
 
-Writes ``<out>/multifidelity.json`` and prints Markdown tables.
+Without a pruner, ``train.curve_every=0`` scores the validation split once, after the last
+epoch; a pruned arm scores it after every epoch (``train.curve_every=1``), as its pruner needs.
+
+**Protocol**: per seed (``--seeds``) and problem, the arms run one after the other in an order
+rotated by one place per seed, each in its own process with one torch thread and no worker
+process, so that a CPU second means the same for every arm. Each gets ``--budget`` CPU seconds of
+its process tree counted from its first training step (imports, data loading and start-up are
+not charged, and load from other processes does not shorten anyone's budget), then SIGINT, as a
+user's Ctrl-C. It is judged by the evaluations that finished within the budget: the best
+validation accuracy of a network trained to the full ``train.epochs`` (a pruned network or a
+lower Hyperband rung never counts) against CPU seconds since the first step. Its
+**deliverable** is the network it would export: its best full-budget network within the budget,
+retrained as ``export_best`` retrains it (``harness.retrain_on_test``), scored on the test split.
+
+**Criterion** (declared by ``harness.declare`` before any run; one per pair of arms that both
+run): with T = the unpruned partner's median final best validation accuracy over seeds, on every
+problem the pruned arm's median CPU seconds to reach T (a seed that never does counts as never)
+is <= 0.7 of the partner's own median CPU seconds to T, **and** the pruned arm's deliverable is
+not worse than its partner's by more than 0.5 pt of test accuracy (median of the per-seed paired
+differences >= -0.005). The ratio's percentile bootstrap interval over seeds (resampled in
+pairs, ``spread.ratio_interval``) is reported beside it, not part of the verdict: with 3 seeds
+it is wide, and the report says so.
+
+**Problems** (``--problems``): ``digits`` (scikit-learn's 8x8 digits) and ``fashion_mnist``
+(real, from ``--data-dir``/fashion_mnist: 4,000 training images, a 5 % validation split).
+
+    .venv/bin/python benchmarks/multifidelity.py          # 2 problems x 3 seeds x 5 arms x
+                                                          # 180 CPU s: ~1.5 h on an idle core
+    .venv/bin/python benchmarks/multifidelity.py --problems digits --seeds 1 --budget 20 \\
+        --out /tmp/mf                                     # a quick look, minutes
+    .venv/bin/python benchmarks/multifidelity.py --report # the tables again, from the raw runs
+
+Cost: each run is ``--budget`` CPU seconds plus its start-up (~5 CPU s) and the deliverable's
+retraining (one network, ``--epochs`` epochs: seconds on digits, up to a minute on
+Fashion-MNIST); the default size is 30 runs, about 1.5-2 hours on one idle core.
+
+Resumable: each (problem, seed, arm) writes ``<out>/runs/<problem>/seed<k>/<arm>.json`` (paths
+relative to it) once it has finished, and a rerun skips those (``--fresh`` reruns them). Writes
+``multifidelity.json`` (the summary), ``multifidelity.md`` and ``multifidelity_<problem>.png``
+(median best-so-far with its range over seeds) to ``--out``, and one MLflow run in experiment
+``nasfw-benchmarks`` (``--no-mlflow`` skips it). An arm that finished nothing within its budget,
+or has no full-budget network to deliver, fails the run (exit 1, naming it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import shlex
+import shutil
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import harness
-import optuna
+import spread
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-PROBLEMS: dict[str, list[str]] = {
-    "digits": ["problem=digits"],
-    # Real Fashion-MNIST: 4,000 training images and a 5 % validation split (3,500 images, scored
-    # after every epoch for the learning curve) so that a CPU run takes minutes.
-    "fashion_mnist": [
-        "problem=fashion_mnist",
-        f"problem.data_dir={DATA / 'fashion_mnist'}",
-        "problem.max_train_samples=4000",
-        "problem.val_fraction=0.05",
-    ],
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+FASHION_TRAIN, FASHION_VAL_FRACTION = 4000, 0.05
+TARGET_RATIO = 0.7
+MAX_TEST_LOSS = 0.005  # the deliverable may lose at most 0.5 pt of test accuracy
+# Wall seconds an arm gets after its SIGINT to finish its running evaluation and exit.
+GRACE_S = 1800
+MANY = 100_000  # trials or generations: the budget, not the tuner, ends every search
+
+ARMS: dict[str, list[str]] = {
+    "tpe": ["tuner=tpe", f"tuner.n_trials={MANY}", "pruner=none"],
+    "tpe+hyperband": ["tuner=tpe", f"tuner.n_trials={MANY}", "pruner=hyperband"],
+    "codeepneat": ["tuner=codeepneat", f"tuner.generations={MANY}", "pruner=none"],
+    "codeepneat+median": ["tuner=codeepneat", f"tuner.generations={MANY}", "pruner=median"],
+    "hyperband": ["tuner=hyperband", f"tuner.iterations={MANY}"],
 }
+# A multi-fidelity arm -> the unpruned arm it is judged against (same seeds: paired).
+PARTNER = {"tpe+hyperband": "tpe", "codeepneat+median": "codeepneat", "hyperband": "tpe"}
 
 
-def searches(trials: int, generations: int) -> dict[str, list[str]]:
-    """name -> CLI arguments of each search."""
-    tpe = ["tuner=tpe", f"tuner.n_trials={trials}", "tuner.batch_size=2"]
-    codeepneat = ["tuner=codeepneat", f"tuner.generations={generations}"]
-    return {
-        "tpe": [*tpe, "pruner=none"],
-        "tpe+hyperband": [*tpe, "pruner=hyperband"],
-        "codeepneat": [*codeepneat, "pruner=none"],
-        "codeepneat+median": [*codeepneat, "pruner=median"],
-        "hyperband tuner": ["tuner=hyperband", "tuner.iterations=1"],
-    }
+def pairs(arms: list[str]) -> list[tuple[str, str]]:
+    """The (multi-fidelity arm, unpruned partner) pairs among ``arms``."""
+    return [(a, PARTNER[a]) for a in arms if a in PARTNER and PARTNER[a] in arms]
 
 
-BASELINE = {"tpe+hyperband": "tpe", "codeepneat+median": "codeepneat", "hyperband tuner": "tpe"}
+def criteria(arms: list[str]) -> list[harness.Criterion]:
+    """The success criteria of the pairs among ``arms`` (see the module docstring)."""
 
+    def holds(arm: str, partner: str) -> Any:
+        def check(figures: dict[str, Any]) -> bool:
+            rows = [p["pairs"][arm] for p in figures["problems"].values()]
+            return all(
+                r["ratio"] <= TARGET_RATIO
+                and r["test_difference"]["difference"]["median"] >= -MAX_TEST_LOSS
+                for r in rows
+            )
 
-def run(directory: Path, args: list[str]) -> float:
-    """One search through the CLI in ``directory``, which must succeed; its wall seconds."""
-    url = f"sqlite:///{directory / 'nasfw.db'}"
-    overrides = [
-        *args, "tracking=none", f"storage.url={url}", f"export_dir={directory / 'best_model'}",
-        "study_name=bench",
-    ]  # fmt: skip
-    found = harness.run_cli(overrides, cwd=directory, log=directory / "cli.log")
-    return found.check(f"multifidelity {directory}").wall_seconds
+        return check
 
-
-def progress(url: str, epochs: int, name: str) -> dict[str, Any]:
-    """Best full-budget validation metric over time (seconds since the first trial started)."""
-    records = harness.finished_trials(url, "bench")
-    harness.require_trials(name, records)
-    start = min(r.result.started for r in records if r.result.started is not None)
-    full = [r for r in records if r.result.ok and r.result.trained_budget >= epochs]
-    curve = harness.best_so_far(((r.result.finished - start, r.result.metric) for r in full), 1)
-    end = max(r.result.finished for r in records if r.result.finished is not None)
-    return {
-        "trials": len(records),
-        "pruned": sum(r.result.pruned for r in records),
-        "failed": sum(r.result.status == "failed" for r in records),
-        "epochs_trained": sum(r.result.epochs for r in records),
-        "seconds": round(end - start, 1),
-        "best": curve[-1][1] if curve else None,
-        "curve": curve,
-    }
-
-
-def main() -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/multifidelity"))
-    parser.add_argument("--problems", nargs="*", default=list(PROBLEMS))
-    parser.add_argument("--epochs", type=int, default=9)
-    parser.add_argument("--trials", type=int, default=24, help="TPE's evaluations")
-    parser.add_argument("--generations", type=int, default=3, help="CoDeepNEAT's")
-    parser.add_argument("--only", nargs="*", default=None, help="names of searches to run")
-    parser.add_argument("--report", action="store_true", help="print the tables, run nothing")
-    args = parser.parse_args()
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    results_path = out / "multifidelity.json"
-    rows: dict[str, Any] = json.loads(results_path.read_text()) if results_path.exists() else {}
-    common = [f"train.epochs={args.epochs}", "launcher.workers=2", "evaluation=plain", "seed=0"]
-    for problem in [] if args.report else args.problems:
-        row = rows.setdefault(problem, {})
-        for name, search_args in searches(args.trials, args.generations).items():
-            if args.only is not None and name not in args.only:
-                continue
-            directory = out / problem / name.replace(" ", "_").replace("+", "_")
-            if directory.exists():
-                import shutil
-
-                shutil.rmtree(directory)
-            wall = run(directory, [*PROBLEMS[problem], *common, *search_args])
-            url = f"sqlite:///{directory / 'nasfw.db'}"
-            row[name] = {
-                **progress(url, args.epochs, f"multifidelity {problem} {name}"),
-                "wall": round(wall, 1),
-            }
-            results_path.write_text(json.dumps(rows, indent=2))
-    for problem, row in rows.items():
-        print(f"\n### {problem}\n")
-        print(
-            "| search | trials | pruned | epochs trained | search s | best val | "
-            "unpruned best by then | time to the unpruned final best | speed-up |"
+    return [
+        harness.Criterion(
+            arm,
+            f"on every problem, {arm} reaches {partner}'s median final best validation "
+            f"accuracy in <= {TARGET_RATIO} of {partner}'s median CPU seconds to it (medians "
+            f"over seeds, never reached = never), and its deliverable's test accuracy is at most "
+            f"{MAX_TEST_LOSS * 100:.1f} pt below {partner}'s (median of the paired per-seed "
+            f"differences)",
+            holds(arm, partner),
         )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for name, r in row.items():
-            base = row.get(BASELINE.get(name, name))
-            target = base["best"] if base else None
-            reached = harness.time_to(r["curve"], target)
-            base_time = harness.time_to(base["curve"], target) if base else None
-            speedup = (
-                f"{base_time / reached:.2f}x"
-                if reached and base_time and name in BASELINE
-                else ("not reached" if reached is None and name in BASELINE else "")
+        for arm, partner in pairs(arms)
+    ]
+
+
+def problem_settings(problem: str, data_dir: Path) -> dict[str, Any]:
+    """``problem.*`` of each problem, for the CLI and for the deliverable's retraining."""
+    if problem == "digits":
+        return {"name": "digits"}
+    if problem == "fashion_mnist":
+        return {
+            "name": "fashion_mnist",
+            "data_dir": str((data_dir / "fashion_mnist").resolve()),
+            "max_train_samples": FASHION_TRAIN,
+            "val_fraction": FASHION_VAL_FRACTION,
+        }
+    raise SystemExit(f"multifidelity: unknown problem {problem!r} (digits, fashion_mnist)")
+
+
+# -- one run ------------------------------------------------------------------------------------
+
+
+def run_one(arm: str, problem: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One arm on one problem and seed, or its raw result when already on disk."""
+    run_dir = harness.run_dir_of(args.out, problem, seed, arm)
+    raw = run_dir.with_suffix(".json")
+    if raw.exists() and not args.fresh:
+        return json.loads(raw.read_text())
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    settings = problem_settings(problem, args.data_dir)
+    url = f"sqlite:///{run_dir / 'nasfw.db'}"
+    pruned = any(o.startswith("pruner=") and o != "pruner=none" for o in ARMS[arm])
+    command = [
+        sys.executable, "-m", "nasfw", *harness.problem_overrides(settings),
+        "search_space=image_small", *ARMS[arm], "launcher.workers=0", "tracking=none",
+        f"train.epochs={args.epochs}", f"train.curve_every={1 if pruned else 0}",
+        "train.threads=1", f"seed={seed}", f"storage.url={url}", "study_name=bench",
+        f"export_dir={run_dir / 'best_model'}", *args.override,
+    ]  # fmt: skip
+    log = run_dir / "run.log"
+    launched = time.time()
+    run = harness.run_command(
+        command, cwd=run_dir, log=log, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+        cpu_budget=args.budget, cpu_origin=harness.cli_first_step(log, launched),
+        grace=GRACE_S, timeout=args.budget * 60 + GRACE_S,
+    )  # fmt: skip
+    what = f"multifidelity {problem} seed {seed} {arm} (exit code {run.returncode})"
+    stored = (run_dir / "nasfw.db").exists()
+    first, trials, records = harness.nasfw_trials(url, launched) if stored else (None, [], [])
+    trained = {r.number: r.result for r in records}
+    for t in trials:  # a pruned network or a lower Hyperband rung never counts as a result
+        t["full"] = trained[t["number"]].trained_budget >= args.epochs
+    result = harness.judged(what, run, first, trials, args.budget, log)
+    within = set(result["within"])
+    best = harness.best_full_budget(records, args.epochs, numbers=within)
+    if not best:
+        raise harness.BenchmarkError(f"{what}: no network to deliver (no full-budget result)")
+    # The network nasfw would export from the evaluations within the budget, retrained as
+    # export_best retrains it, scored on test.
+    test = harness.retrain_on_test(best[0], settings, seed, {"threads": 1, "epochs": args.epochs})
+    doc = {
+        "arm": arm,
+        "problem": problem,
+        "seed": seed,
+        "command": shlex.join(command),
+        "returncode": run.returncode,
+        "stopped_by_budget": run.stopped_by_budget,
+        "wall_seconds": round(run.wall_seconds, 1),
+        "cpu_seconds": round(run.cpu_seconds, 1),
+        "log": log,
+        **{k: v for k, v in result.items() if k != "within"},
+        "epochs_trained": sum(trained[n].epochs for n in within),
+        # Evaluations that ended short of the full budget: pruned, or a lower Hyperband rung.
+        "short": sum(trained[n].trained_budget < args.epochs for n in within),
+        "test": test,
+        "delivered_trial": best[0].number,
+    }
+    harness.write_raw(raw, doc)
+    return json.loads(raw.read_text())
+
+
+def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every (seed, problem, arm), the arms' order rotated by one place per seed."""
+    names = list(args.arms)
+    runs = []
+    for seed in range(args.seeds):
+        for problem in args.problems:
+            shift = seed % len(names)
+            for arm in names[shift:] + names[:shift]:
+                print(f"[{problem} seed {seed}] {arm}: {args.budget:.0f} CPU s", flush=True)
+                run = run_one(arm, problem, seed, args)
+                print(f"  {run['trials']} evaluations ({run['short']} short), best "
+                      f"{run['best']}, test {run['test']:.4f}", flush=True)  # fmt: skip
+                runs.append(run)
+    return runs
+
+
+def load_runs(out: Path, protocol: dict[str, Any]) -> list[dict[str, Any]]:
+    """The raw runs of ``protocol`` under ``out`` (a missing one fails the report)."""
+    runs = []
+    for seed in range(protocol["seeds"]):
+        for problem in protocol["problems"]:
+            for arm in protocol["arms"]:
+                raw = harness.run_dir_of(out, problem, seed, arm).with_suffix(".json")
+                if not raw.exists():
+                    raise harness.BenchmarkError(
+                        f"multifidelity {problem} seed {seed} {arm}: no raw result "
+                        f"({raw.relative_to(out)}): rerun without --report"
+                    )
+                runs.append(json.loads(raw.read_text()))
+    return runs
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def summarize(runs: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:
+    """Per problem: each arm's figures over seeds, and per pair the partner's target (its
+    median final best), both arms' median CPU seconds to it, their ratio with its bootstrap
+    interval, and the paired per-seed differences of final best and deliverable."""
+    out: dict[str, Any] = {}
+    for problem in dict.fromkeys(r["problem"] for r in runs):
+        of = {a: sorted((r for r in runs if r["problem"] == problem and r["arm"] == a),
+                        key=lambda r: r["seed"]) for a in arms}  # fmt: skip
+        rows: dict[str, Any] = {}
+        for arm, mine in of.items():
+            if not mine:
+                raise harness.BenchmarkError(f"multifidelity {problem} {arm}: no run to report")
+            rows[arm] = {
+                "seeds": len(mine),
+                **{
+                    key: spread.describe([r[key] for r in mine]).to_dict()
+                    for key in ("trials", "short", "epochs_trained", "best", "test")
+                },
+            }
+        paired: dict[str, Any] = {}
+        for arm, partner in pairs(arms):
+            if [r["seed"] for r in of[arm]] != [r["seed"] for r in of[partner]]:
+                raise harness.BenchmarkError(
+                    f"multifidelity {problem}: {arm} and {partner} ran on different seeds"
+                )
+            target = rows[partner]["best"]["median"]
+            times = {
+                a: [harness.time_to(r["curve"], target) or math.inf for r in of[a]]
+                for a in (arm, partner)
+            }
+            own = spread.median_time(times[partner])
+            mine = spread.median_time(times[arm])
+            paired[arm] = {
+                "partner": partner,
+                "target": target,
+                "partner_seconds": own,
+                "seconds": mine,
+                "ratio": mine / own if own > 0 and math.isfinite(own) else math.inf,
+                "interval": spread.ratio_interval(times[arm], times[partner]),
+                "reached": sum(math.isfinite(t) for t in times[arm]),
+                "best_difference": spread.paired(
+                    [r["best"] for r in of[arm]], [r["best"] for r in of[partner]]
+                ).to_dict(),
+                "test_difference": spread.paired(
+                    [r["test"] for r in of[arm]], [r["test"] for r in of[partner]]
+                ).to_dict(),
+            }
+        out[problem] = {"arms": rows, "pairs": paired}
+    return out
+
+
+def _num(value: float, digits: int = 1) -> str:
+    return "never" if not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _paired(doc: dict[str, Any]) -> spread.Paired:
+    return spread.Paired(**{**doc, "difference": spread.Spread(**doc["difference"])})
+
+
+def markdown(doc: dict[str, Any], verdicts: dict[str, bool]) -> str:
+    p = doc["protocol"]
+    lines = [
+        "# Pruning against no pruning",
+        "",
+        f"{doc['machine']['description']}; {p['budget']:.0f} CPU seconds per search from its "
+        f"first training step, networks trained {p['epochs']} epochs, {p['seeds']} seed(s), "
+        "one torch thread, no worker process. Figures: median [95 % bootstrap CI] (n, range).",
+        "",
+        f"Command: `{doc['command']}`",
+    ]
+    for problem, s in doc["summary"].items():
+        lines += [
+            "", f"## {problem}", "",
+            "| arm | evaluations | short of the full budget | epochs trained | "
+            "best validation accuracy (full budget) | deliverable: test accuracy |",
+            "|---|---|---|---|---|---|",
+        ]  # fmt: skip
+        for arm, r in s["arms"].items():
+            lines.append(
+                f"| {arm} | {r['trials']['median']:.0f} | {r['short']['median']:.0f} | "
+                f"{r['epochs_trained']['median']:.0f} | {spread.Spread(**r['best']).text(4)} | "
+                f"{spread.Spread(**r['test']).text(4)} |"
             )
-            # What the unpruned search had found when this one ended (equal wall time).
-            by_then = [v for t, v in base["curve"] if t <= r["seconds"]] if base else []
-            equal_time = f"{max(by_then):.4f}" if by_then and name in BASELINE else ""
-            print(
-                f"| {name} | {r['trials']} | {r['pruned']} | {r['epochs_trained']} | "
-                f"{r['seconds']:.0f} | {r['best']:.4f} | {equal_time} | "
-                + (f"{reached:.0f} s" if reached is not None else "-")
-                + f" | {speedup} |"
+        if not s["pairs"]:
+            continue
+        lines += [
+            "",
+            "Each multi-fidelity arm against its unpruned partner, paired by seed: median CPU "
+            "seconds to the partner's median final best (never = not reached by half the "
+            "seeds or more), their ratio [bootstrap interval over seeds], and the per-seed "
+            "differences (arm minus partner):",
+            "",
+            "| arm (partner, target) | partner's s | arm's s | ratio | reached | "
+            "best validation difference | test difference |",
+            "|---|---:|---:|---|---:|---|---|",
+        ]
+        for arm, t in s["pairs"].items():
+            low, high = t["interval"]
+            best, test = _paired(t["best_difference"]), _paired(t["test_difference"])
+            lines.append(
+                f"| {arm} ({t['partner']}, {t['target']:.4f}) | {_num(t['partner_seconds'])} | "
+                f"{_num(t['seconds'])} | {_num(t['ratio'], 2)} [{_num(low, 2)}, {_num(high, 2)}]"
+                f" | {t['reached']}/{best.n} | {best.text(4)} | {test.text(4)} |"
             )
+    lines += ["", "## Criteria (declared before the run)", ""]
+    if not verdicts:
+        lines.append("- none: no multi-fidelity arm ran beside its unpruned partner")
+    lines += [f"- {c.claim}: **{'met' if verdicts[c.name] else 'missed'}**"
+              for c in criteria(p["arms"])]  # fmt: skip
+    if p["seeds"] < 5:
+        lines += [
+            "",
+            f"With {p['seeds']} seed(s) the bootstrap intervals are wide (or absent below 3): "
+            "a verdict on the medians, not a significant difference.",
+        ]
+    return "\n".join(lines)
+
+
+def plots(doc: dict[str, Any], out: Path) -> list[Path]:
+    """Per problem: each arm's median best-so-far over seeds, the range as a band (the
+    unpruned arms dashed)."""
+    paths = []
+    for problem in doc["summary"]:
+        curves = {
+            arm: [r["curve"] for r in doc["runs"] if r["problem"] == problem and r["arm"] == arm]
+            for arm in doc["protocol"]["arms"]
+        }
+        paths.append(harness.plot_best_so_far(
+            curves, doc["protocol"]["budget"], out / f"multifidelity_{problem}.png",
+            title=f"{problem}: multi-fidelity (solid) against unpruned searches (dashed)",
+            dashed=[a for a in ARMS if a not in PARTNER],
+        ))  # fmt: skip
+    return paths
+
+
+def log_to_mlflow(doc: dict[str, Any], out: Path, uri: str | None, artifacts: list[Path]) -> str:
+    metrics: dict[str, float | None] = {}
+    for problem, s in doc["summary"].items():
+        for arm, r in s["arms"].items():
+            key = f"{problem}.{arm.replace('+', '_')}"  # MLflow takes no "+" in names
+            metrics[f"{key}.best_median"] = r["best"]["median"]
+            metrics[f"{key}.test_median"] = r["test"]["median"]
+        for arm, t in s["pairs"].items():
+            ratio = t["ratio"]
+            metrics[f"{problem}.{arm.replace('+', '_')}.ratio"] = (
+                ratio if math.isfinite(ratio) else None
+            )
+    logged = harness.log_to_mlflow(
+        out, uri, benchmark="multifidelity", params=doc["protocol"],
+        tags={"command": doc["command"], "machine": doc["machine"]["description"],
+              "git_commit": doc.get("git_commit") or ""},
+        metrics=metrics, artifacts=artifacts,
+    )  # fmt: skip
+    return logged["run_id"]
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--problems", nargs="+", default=["digits", "fashion_mnist"])
+    parser.add_argument("--budget", type=float, default=180.0,
+                        help="CPU seconds per search from its first training step")  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=9, help="train.epochs: the full budget")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "multifidelity")
+    parser.add_argument(
+        "--override", action="append", default=[], metavar="KEY=VALUE",
+        help="one more CLI override for every arm (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--fresh", action="store_true", help="rerun runs already on disk")
+    parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--report", action="store_true",
+                        help="only the report, from the raw runs under <out>/runs")  # fmt: skip
+    parser.add_argument("--tracking-uri", default=None, help="default sqlite:///<out>/mlflow.db")
+    args = parser.parse_args(argv)
+    args.out = args.out.resolve()
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    summary_path = args.out / "multifidelity.json"
+    if args.report:  # from the raw runs alone
+        if not summary_path.exists():
+            raise SystemExit(f"multifidelity: {summary_path} not found: run without --report")
+        before = json.loads(summary_path.read_text())
+        protocol, command = before["protocol"], before["command"]
+        runs = load_runs(args.out, protocol)
+    else:
+        for problem in args.problems:
+            settings = problem_settings(problem, args.data_dir)
+            if "data_dir" in settings and not Path(settings["data_dir"]).is_dir():
+                raise SystemExit(f"multifidelity: {settings['data_dir']} not found (--data-dir)")
+        protocol = {
+            "problems": args.problems,
+            "budget": args.budget,
+            "budget_unit": "CPU seconds of the process tree from the first training step",
+            "seeds": args.seeds,
+            "epochs": args.epochs,
+            "threads": 1,
+            "arms": args.arms,
+            "overrides": args.override,
+            "fashion_mnist_train_images": FASHION_TRAIN,
+            "fashion_mnist_val_fraction": FASHION_VAL_FRACTION,
+        }
+        args.out.mkdir(parents=True, exist_ok=True)
+        harness.declare(criteria(args.arms), args.out)
+        command = harness.invocation("multifidelity.py", argv)
+        runs = run_all(args)
+    doc = {
+        "protocol": protocol,
+        "command": command,
+        "machine": harness.machine(),
+        **harness.git_state(),
+        "summary": summarize(runs, protocol["arms"]),
+        "runs": runs,
+    }
+    verdicts = harness.judge(criteria(protocol["arms"]), {"problems": doc["summary"]})
+    doc["criteria"] = verdicts
+    text = markdown(doc, verdicts)
+    (args.out / "multifidelity.md").write_text(text + "\n")
+    harness.write_raw(summary_path, {k: v for k, v in doc.items() if k != "runs"})
+    paths = plots(doc, args.out)
+    print(text)
+    if not args.no_mlflow:
+        uri = args.tracking_uri or harness.default_tracking_uri(args.out)
+        log_to_mlflow(doc, args.out, uri, [args.out / "multifidelity.md", summary_path, *paths])
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -65,7 +65,6 @@ import math
 import shlex
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -537,46 +536,18 @@ def markdown(doc: dict[str, Any], verdicts: dict[str, bool]) -> str:
 
 def plots(doc: dict[str, Any], out: Path) -> list[Path]:
     """Per problem: each contender's median best-so-far over seeds against CPU seconds, with
-    the range over seeds as a band."""
-    import matplotlib
-    import numpy as np
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    budget = doc["protocol"]["budget"]
-    grid = np.linspace(0, budget, 200)
+    the range over seeds as a band (peers dashed)."""
     paths = []
     for problem in doc["summary"]:
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for i, name in enumerate(doc["protocol"]["contenders"]):
-            curves = []
-            for r in (x for x in doc["runs"] if x["problem"] == problem
-                      and x["contender"] == name):  # fmt: skip
-                ys = np.full(grid.shape, np.nan)
-                for t, v in r["curve"]:
-                    ys[grid >= t] = v
-                curves.append(ys)
-            if not curves:
-                continue
-            stack = np.vstack(curves)
-            with warnings.catch_warnings():  # before a contender's first result: all NaN
-                warnings.simplefilter("ignore", RuntimeWarning)
-                median = np.nanmedian(stack, axis=0)
-                low, high = np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
-            style = "--" if name in PEERS else "-"
-            ax.plot(grid, median, style, color=f"C{i % 10}", label=name, linewidth=1.6)
-            ax.fill_between(grid, low, high, color=f"C{i % 10}", alpha=0.12)
-        ax.set_xlabel("CPU seconds since the first training step")
-        ax.set_ylabel("best validation accuracy (median over seeds, range as band)")
-        ax.set_title(f"{problem}: nasfw (solid) against the peers (dashed)")
-        ax.legend(fontsize=7, loc="lower right", ncol=2)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = out / f"peers_{problem}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        curves = {
+            name: [r["curve"] for r in doc["runs"]
+                   if r["problem"] == problem and r["contender"] == name]
+            for name in doc["protocol"]["contenders"]
+        }  # fmt: skip
+        paths.append(harness.plot_best_so_far(
+            curves, doc["protocol"]["budget"], out / f"peers_{problem}.png",
+            title=f"{problem}: nasfw (solid) against the peers (dashed)", dashed=PEERS,
+        ))  # fmt: skip
     return paths
 
 
