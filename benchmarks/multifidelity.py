@@ -146,6 +146,7 @@ def run_one(arm: str, problem: str, seed: int, args: argparse.Namespace) -> dict
     run_dir = harness.run_dir_of(args.out, problem, seed, arm)
     raw = run_dir.with_suffix(".json")
     if raw.exists() and not args.fresh:
+        print(f"  on disk: {raw.relative_to(args.out)}", flush=True)
         return json.loads(raw.read_text())
     if run_dir.exists():
         shutil.rmtree(run_dir)
