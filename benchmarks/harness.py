@@ -31,6 +31,7 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from nasfw.ledger import Ledger
     from nasfw.search import TrialRecord
+    from nasfw.weights import WeightStore
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -321,18 +322,40 @@ def best_full_budget(
 
 
 def retrain_on_test(
-    record: TrialRecord, problem: Mapping[str, Any], seed: int, train: Mapping[str, Any]
+    record: TrialRecord,
+    problem: Mapping[str, Any],
+    seed: int,
+    train: Mapping[str, Any],
+    weights: WeightStore | None = None,
 ) -> float:
-    """The deliverable's score: the network of ``record`` retrained full size exactly as
-    ``nasfw.export.export_best`` retrains it (the same initial weights and seed, from the
-    search's ``seed``), then scored on the test split. ``problem``: ``problem.*`` settings
-    (``name`` included); ``train``: ``train.*`` settings (``threads`` also sets torch's)."""
+    """The deliverable's score: the network of ``record`` as ``nasfw.export.export_best`` hands
+    it over, scored on the test split: its stored weights when its trial kept them (Petridish's
+    networks, Hyperband's finalists: they may have inherited weights no retraining gives), else
+    retrained full size exactly as ``export_best`` retrains it (the same initial weights and
+    seed, from the search's ``seed``; a network that continued or inherited weights loads them
+    first). ``problem``: ``problem.*`` settings (``name`` included); ``train``: ``train.*``
+    settings (``threads`` also sets torch's); ``weights``: the search's weight store
+    (``storage.artifacts`` and its study), needed by the stored and inherited cases.
+
+    Raises:
+        ValueError: ``record`` needs stored weights and ``weights`` is None.
+        RuntimeError: the stored weights do not fit the record's graph.
+        nasfw.weights.WeightsError: the weights it needs are not in ``weights``.
+    """
     import torch
 
     from nasfw import ProblemConfig, TrainConfig
     from nasfw.builder import build_model
     from nasfw.evaluate import candidate_seed, load_problem
     from nasfw.train import evaluate_model, train_model
+    from nasfw.weights import load_matching
+
+    def store() -> WeightStore:
+        if weights is None:
+            raise ValueError(
+                f"trial {record.number} needs its search's stored weights: pass weights"
+            )
+        return weights
 
     config = TrainConfig(**train)
     loaded = load_problem(ProblemConfig(**problem))
@@ -341,6 +364,15 @@ def retrain_on_test(
     trial_seed = candidate_seed(seed, record.candidate)
     torch.manual_seed(trial_seed)
     model = build_model(record.graph, loaded)
+    if "weights" in record.result.extra:
+        state = store().load(record.key).state
+        if load_matching(model, state) != len(model.state_dict()):
+            raise RuntimeError(f"the stored weights of trial {record.number} do not fit its graph")
+        model.eval()
+        return evaluate_model(model, loaded, loaded.test)
+    source = record.resume_from or record.init_from
+    if source is not None:
+        load_matching(model, store().load(source).state)
     train_model(model, loaded, config, trial_seed, overrides=record.candidate.overrides)
     return evaluate_model(model, loaded, loaded.test)
 
@@ -379,6 +411,20 @@ def run_dir_of(out: Path, problem: str, seed: int, arm: str) -> Path:
     """The folder of one run, ``<out>/runs/<problem>/seed<seed>/<arm>`` (``+`` written ``_``);
     its raw result is that path with ``.json``."""
     return out / "runs" / problem / f"seed{seed}" / arm.replace("+", "_")
+
+
+def schedule(
+    seeds: int, problems: Sequence[str], names: Sequence[str]
+) -> list[tuple[int, str, str]]:
+    """Every ``(seed, problem, name)`` in the order the runs go: seed by seed, problem by
+    problem, the names' order rotated by one place per seed (so no contender always runs
+    first, on a cold cache, or last, beside a neighbour that has warmed up)."""
+    order = []
+    for seed in range(seeds):
+        shift = seed % len(names) if names else 0
+        for problem in problems:
+            order += [(seed, problem, n) for n in [*names[shift:], *names[:shift]]]
+    return order
 
 
 def problem_overrides(settings: Mapping[str, Any]) -> list[str]:
@@ -603,6 +649,37 @@ def log_to_mlflow(
         raise
     client.set_terminated(run_id)
     return {"tracking_uri": uri, "experiment_id": str(experiment_id), "run_id": run_id}
+
+
+def log_report(
+    doc: Mapping[str, Any],
+    out: Path,
+    tracking_uri: str | None,
+    *,
+    benchmark: str,
+    metrics: Mapping[str, float | None],
+    artifacts: Iterable[Path],
+    run_name: str | None = None,
+) -> str:
+    """A benchmark's report as one MLflow run (:func:`log_to_mlflow`): ``doc``'s ``protocol``
+    as params, its ``command``, machine and ``git_commit`` as tags; returns the run's id."""
+    logged = log_to_mlflow(
+        out, tracking_uri, benchmark=benchmark, run_name=run_name, params=doc["protocol"],
+        tags={"command": doc["command"], "machine": doc["machine"]["description"],
+              "git_commit": doc.get("git_commit") or ""},
+        metrics=metrics, artifacts=artifacts,
+    )  # fmt: skip
+    return logged["run_id"]
+
+
+def add_run_options(parser: Any) -> None:
+    """The options every resumable benchmark takes (``parser``: an argparse parser):
+    ``--fresh``, ``--no-mlflow``, ``--report`` and ``--tracking-uri``."""
+    parser.add_argument("--fresh", action="store_true", help="rerun runs already on disk")
+    parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--report", action="store_true",
+                        help="only the report, from the raw runs under <out>/runs")  # fmt: skip
+    parser.add_argument("--tracking-uri", default=None, help="default sqlite:///<out>/mlflow.db")
 
 
 # -- the rules: criteria written before the run, raw results that travel ----------------------

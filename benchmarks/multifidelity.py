@@ -24,7 +24,8 @@ user's Ctrl-C. It is judged by the evaluations that finished within the budget: 
 validation accuracy of a network trained to the full ``train.epochs`` (a pruned network or a
 lower Hyperband rung never counts) against CPU seconds since the first step. Its
 **deliverable** is the network it would export: its best full-budget network within the budget,
-retrained as ``export_best`` retrains it (``harness.retrain_on_test``), scored on the test split.
+as ``export_best`` hands it over (``harness.retrain_on_test``: retrained, or a Hyperband
+finalist's stored weights), scored on the test split.
 
 **Criterion** (declared by ``harness.declare`` before any run; one per pair of arms that both
 run): with T = the unpruned partner's median final best validation accuracy over seeds, on every
@@ -159,7 +160,8 @@ def run_one(arm: str, problem: str, seed: int, args: argparse.Namespace) -> dict
         "search_space=image_small", *ARMS[arm], "launcher.workers=0", "tracking=none",
         f"train.epochs={args.epochs}", f"train.curve_every={1 if pruned else 0}",
         "train.threads=1", f"seed={seed}", f"storage.url={url}", "study_name=bench",
-        f"export_dir={run_dir / 'best_model'}", *args.override,
+        f"export_dir={run_dir / 'best_model'}", "storage.artifacts=nasfw-artifacts",
+        *args.override,
     ]  # fmt: skip
     log = run_dir / "run.log"
     launched = time.time()
@@ -181,7 +183,12 @@ def run_one(arm: str, problem: str, seed: int, args: argparse.Namespace) -> dict
         raise harness.BenchmarkError(f"{what}: no network to deliver (no full-budget result)")
     # The network nasfw would export from the evaluations within the budget, retrained as
     # export_best retrains it, scored on test.
-    test = harness.retrain_on_test(best[0], settings, seed, {"threads": 1, "epochs": args.epochs})
+    from nasfw.weights import WeightStore
+
+    store = WeightStore(str(run_dir / "nasfw-artifacts"), "bench")
+    test = harness.retrain_on_test(
+        best[0], settings, seed, {"threads": 1, "epochs": args.epochs}, weights=store
+    )
     doc = {
         "arm": arm,
         "problem": problem,
@@ -205,17 +212,13 @@ def run_one(arm: str, problem: str, seed: int, args: argparse.Namespace) -> dict
 
 def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every (seed, problem, arm), the arms' order rotated by one place per seed."""
-    names = list(args.arms)
     runs = []
-    for seed in range(args.seeds):
-        for problem in args.problems:
-            shift = seed % len(names)
-            for arm in names[shift:] + names[:shift]:
-                print(f"[{problem} seed {seed}] {arm}: {args.budget:.0f} CPU s", flush=True)
-                run = run_one(arm, problem, seed, args)
-                print(f"  {run['trials']} evaluations ({run['short']} short), best "
-                      f"{run['best']}, test {run['test']:.4f}", flush=True)  # fmt: skip
-                runs.append(run)
+    for seed, problem, arm in harness.schedule(args.seeds, args.problems, args.arms):
+        print(f"[{problem} seed {seed}] {arm}: {args.budget:.0f} CPU s", flush=True)
+        run = run_one(arm, problem, seed, args)
+        print(f"  {run['trials']} evaluations ({run['short']} short), best {run['best']}, "
+              f"test {run['test']:.4f}", flush=True)  # fmt: skip
+        runs.append(run)
     return runs
 
 
@@ -385,13 +388,9 @@ def log_to_mlflow(doc: dict[str, Any], out: Path, uri: str | None, artifacts: li
             metrics[f"{problem}.{arm.replace('+', '_')}.ratio"] = (
                 ratio if math.isfinite(ratio) else None
             )
-    logged = harness.log_to_mlflow(
-        out, uri, benchmark="multifidelity", params=doc["protocol"],
-        tags={"command": doc["command"], "machine": doc["machine"]["description"],
-              "git_commit": doc.get("git_commit") or ""},
-        metrics=metrics, artifacts=artifacts,
+    return harness.log_report(
+        doc, out, uri, benchmark="multifidelity", metrics=metrics, artifacts=artifacts,
     )  # fmt: skip
-    return logged["run_id"]
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -411,11 +410,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--override", action="append", default=[], metavar="KEY=VALUE",
         help="one more CLI override for every arm (repeatable)",
     )  # fmt: skip
-    parser.add_argument("--fresh", action="store_true", help="rerun runs already on disk")
-    parser.add_argument("--no-mlflow", action="store_true")
-    parser.add_argument("--report", action="store_true",
-                        help="only the report, from the raw runs under <out>/runs")  # fmt: skip
-    parser.add_argument("--tracking-uri", default=None, help="default sqlite:///<out>/mlflow.db")
+    harness.add_run_options(parser)
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
     return args

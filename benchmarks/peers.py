@@ -411,17 +411,13 @@ def run_one(name: str, problem: str, seed: int, args: argparse.Namespace) -> dic
 
 
 def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
-    names = list(args.contenders)
     runs = []
-    for seed in range(args.seeds):
-        for problem in args.problems:
-            shift = seed % len(names)
-            for name in names[shift:] + names[:shift]:
-                print(f"[{problem} seed {seed}] {name}: {args.budget:.0f} CPU s", flush=True)
-                run = run_one(name, problem, seed, args)
-                print(f"  {run['trials']} trials, best {run['best']}, test {run['test']:.4f}",
-                      flush=True)  # fmt: skip
-                runs.append(run)
+    for seed, problem, name in harness.schedule(args.seeds, args.problems, args.contenders):
+        print(f"[{problem} seed {seed}] {name}: {args.budget:.0f} CPU s", flush=True)
+        run = run_one(name, problem, seed, args)
+        print(f"  {run['trials']} trials, best {run['best']}, test {run['test']:.4f}",
+              flush=True)  # fmt: skip
+        runs.append(run)
     return runs
 
 
@@ -560,15 +556,10 @@ def log_to_mlflow(doc: dict[str, Any], out: Path, uri: str | None, artifacts: li
             metrics[f"{key}.test_median"] = r["test"]["median"]
         ratio = s["best_nasfw_ratio"]
         metrics[f"{problem}.best_nasfw_ratio"] = ratio if math.isfinite(ratio) else None
-    logged = harness.log_to_mlflow(
-        out, uri, benchmark="peers",
+    return harness.log_report(
+        doc, out, uri, benchmark="peers", metrics=metrics, artifacts=artifacts,
         run_name="peers-quick" if doc["protocol"]["quick"] else "peers",
-        params=doc["protocol"],
-        tags={"command": doc["command"], "machine": doc["machine"]["description"],
-              "git_commit": doc.get("git_commit") or ""},
-        metrics=metrics, artifacts=artifacts,
     )  # fmt: skip
-    return logged["run_id"]
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -590,11 +581,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--quick", action="store_true",
                         help="digits only, 12 CPU s per contender")  # fmt: skip
-    parser.add_argument("--fresh", action="store_true", help="rerun runs already on disk")
-    parser.add_argument("--no-mlflow", action="store_true")
-    parser.add_argument("--report", action="store_true",
-                        help="only the report, from the raw runs under <out>/runs")  # fmt: skip
-    parser.add_argument("--tracking-uri", default=None, help="default sqlite:///<out>/mlflow.db")
+    harness.add_run_options(parser)
     # A peer's own process (run by this script).
     parser.add_argument("--_peer", dest="peer", choices=PEERS, help=argparse.SUPPRESS)
     parser.add_argument("--problem-json", help=argparse.SUPPRESS)
