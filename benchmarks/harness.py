@@ -577,6 +577,205 @@ def plot_best_so_far(
     return path
 
 
+def run_cli_arm(
+    what: str,
+    command: Sequence[str],
+    run_dir: Path,
+    *,
+    budget: float,
+    epochs: int,
+    problem: Mapping[str, Any],
+    seed: int,
+    grace: float,
+) -> tuple[dict[str, Any], list[TrialRecord]]:
+    """One nasfw search (``command``: ``python -m nasfw ...`` with ``storage.url`` at
+    ``<run_dir>/nasfw.db``, ``study_name=bench``, ``storage.artifacts=nasfw-artifacts``, one
+    torch thread) run in ``run_dir`` for ``budget`` CPU seconds of its process tree from its
+    first training step, then SIGINT (killed ``grace`` wall seconds later), and judged:
+    :func:`judged` on its networks trained to the full ``epochs`` (a pruned network or a lower
+    Hyperband rung counts, never on the curve), ``epochs_trained`` and ``short`` (evaluations
+    that ended short of ``epochs``) within the budget, and its deliverable: its best
+    full-budget network within the budget as ``export_best`` hands it over
+    (:func:`retrain_on_test` with ``problem`` and ``seed``), ``test`` on the test split.
+
+    Returns the raw result and the records that finished within the budget.
+
+    Raises:
+        BenchmarkError: nothing finished within the budget, or no full-budget network to
+            deliver (``what`` names the search).
+    """
+    from nasfw.weights import WeightStore
+
+    log = run_dir / "run.log"
+    launched = time.time()
+    run = run_command(
+        command, cwd=run_dir, log=log, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+        cpu_budget=budget, cpu_origin=cli_first_step(log, launched), grace=grace,
+        timeout=budget * 60 + grace,
+    )  # fmt: skip
+    what = f"{what} (exit code {run.returncode})"
+    url = f"sqlite:///{run_dir / 'nasfw.db'}"
+    stored = (run_dir / "nasfw.db").exists()
+    first, trials, records = nasfw_trials(url, launched) if stored else (None, [], [])
+    trained = {r.number: r.result for r in records}
+    for t in trials:
+        t["full"] = trained[t["number"]].trained_budget >= epochs
+    result = judged(what, run, first, trials, budget, log)
+    within = set(result.pop("within"))
+    best = best_full_budget(records, epochs, numbers=within)
+    if not best:
+        raise BenchmarkError(f"{what}: no network to deliver (no full-budget result)")
+    store = WeightStore(str(run_dir / "nasfw-artifacts"), "bench")
+    test = retrain_on_test(best[0], problem, seed, {"threads": 1, "epochs": epochs}, store)
+    doc = {
+        "command": shlex.join(command),
+        "returncode": run.returncode,
+        "stopped_by_budget": run.stopped_by_budget,
+        "wall_seconds": round(run.wall_seconds, 1),
+        "cpu_seconds": round(run.cpu_seconds, 1),
+        "log": log,
+        **result,
+        "epochs_trained": sum(trained[n].epochs for n in within),
+        "short": sum(trained[n].trained_budget < epochs for n in within),
+        "test": test,
+        "delivered_trial": best[0].number,
+    }
+    return doc, [r for r in records if r.number in within]
+
+
+def load_raw_runs(
+    what: str, out: Path, seeds: int, problems: Sequence[str], names: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The raw results ``<out>/runs/<problem>/seed<k>/<name>.json`` of every seed, problem and
+    name (a ``--report`` run's input).
+
+    Raises:
+        BenchmarkError: one is missing (``what``: the benchmark's name, in the message).
+    """
+    import json
+
+    runs = []
+    for seed in range(seeds):
+        for problem in problems:
+            for name in names:
+                raw = run_dir_of(out, problem, seed, name).with_suffix(".json")
+                if not raw.exists():
+                    raise BenchmarkError(
+                        f"{what} {problem} seed {seed} {name}: no raw result "
+                        f"({raw.relative_to(out)}): rerun without --report"
+                    )
+                runs.append(json.loads(raw.read_text()))
+    return runs
+
+
+def compare_arms(
+    what: str,
+    runs: Sequence[Mapping[str, Any]],
+    arms: Sequence[str],
+    pairs: Sequence[tuple[str, str]],
+    keys: Sequence[str] = ("trials", "short", "epochs_trained", "best", "test"),
+) -> dict[str, Any]:
+    """Per problem: each arm's ``keys`` over seeds (``spread.describe``), and per pair
+    ``(arm, partner)`` (keyed ``"<arm> vs <partner>"``; both ran on the same seeds) the
+    partner's target (its median final ``best``), both arms' median CPU seconds to it (a seed
+    that never reached it: inf), their ratio with its bootstrap interval over seeds, how many
+    of the arm's seeds reached it, and the paired per-seed differences (arm minus partner) of
+    ``best`` and ``test``. ``runs``: raw results with ``arm``, ``problem``, ``seed``,
+    ``curve`` and ``keys``.
+
+    Raises:
+        BenchmarkError: an arm has no run on a problem, or a pair's arms ran on other seeds.
+    """
+    import spread
+
+    out: dict[str, Any] = {}
+    for problem in dict.fromkeys(r["problem"] for r in runs):
+        of = {a: sorted((r for r in runs if r["problem"] == problem and r["arm"] == a),
+                        key=lambda r: r["seed"]) for a in arms}  # fmt: skip
+        rows: dict[str, Any] = {}
+        for arm, mine in of.items():
+            if not mine:
+                raise BenchmarkError(f"{what} {problem} {arm}: no run to report")
+            rows[arm] = {
+                "seeds": len(mine),
+                **{k: spread.describe([r[k] for r in mine]).to_dict() for k in keys},
+            }
+        paired: dict[str, Any] = {}
+        for arm, partner in pairs:
+            if [r["seed"] for r in of[arm]] != [r["seed"] for r in of[partner]]:
+                raise BenchmarkError(f"{what} {problem}: {arm} and {partner} ran on other seeds")
+            target = rows[partner]["best"]["median"]
+            times = {
+                a: [time_to(r["curve"], target) or math.inf for r in of[a]] for a in (arm, partner)
+            }
+            own, mine = spread.median_time(times[partner]), spread.median_time(times[arm])
+            paired[f"{arm} vs {partner}"] = {
+                "arm": arm,
+                "partner": partner,
+                "target": target,
+                "partner_seconds": own,
+                "seconds": mine,
+                "ratio": mine / own if own > 0 and math.isfinite(own) else math.inf,
+                "interval": spread.ratio_interval(times[arm], times[partner]),
+                "reached": sum(math.isfinite(t) for t in times[arm]),
+                **{
+                    f"{k}_difference": spread.paired(
+                        [r[k] for r in of[arm]], [r[k] for r in of[partner]]
+                    ).to_dict()
+                    for k in ("best", "test")
+                },
+            }
+        out[problem] = {"arms": rows, "pairs": paired}
+    return out
+
+
+def finite_text(value: float, digits: int = 1) -> str:
+    """``value`` with ``digits`` decimals, or "never" when it is infinite (never reached)."""
+    return "never" if not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def arms_markdown(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The Markdown table of :func:`compare_arms`'s arms of one problem."""
+    import spread
+
+    lines = [
+        "| arm | evaluations | short of the full budget | epochs trained | "
+        "best validation accuracy (full budget) | deliverable: test accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for arm, r in rows.items():
+        lines.append(
+            f"| {arm} | {r['trials']['median']:.0f} | {r['short']['median']:.0f} | "
+            f"{r['epochs_trained']['median']:.0f} | {spread.Spread(**r['best']).text(4)} | "
+            f"{spread.Spread(**r['test']).text(4)} |"
+        )
+    return lines
+
+
+def pairs_markdown(pairs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The Markdown table of :func:`compare_arms`'s pairs of one problem."""
+    import spread
+
+    def paired(doc: Mapping[str, Any]) -> spread.Paired:
+        return spread.Paired(**{**doc, "difference": spread.Spread(**doc["difference"])})
+
+    lines = [
+        "| arm vs partner (target) | partner's s | arm's s | ratio [bootstrap interval] | "
+        "reached | best validation difference | test difference |",
+        "|---|---:|---:|---|---:|---|---|",
+    ]
+    for name, t in pairs.items():
+        low, high = t["interval"]
+        best, test = paired(t["best_difference"]), paired(t["test_difference"])
+        lines.append(
+            f"| {name} ({t['target']:.4f}) | {finite_text(t['partner_seconds'])} | "
+            f"{finite_text(t['seconds'])} | {finite_text(t['ratio'], 2)} "
+            f"[{finite_text(low, 2)}, {finite_text(high, 2)}] | {t['reached']}/{best.n} | "
+            f"{best.text(4)} | {test.text(4)} |"
+        )
+    return lines
+
+
 # -- MLflow -------------------------------------------------------------------------------------
 
 

@@ -62,15 +62,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import harness
-import spread
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -102,7 +99,7 @@ def criteria(arms: list[str]) -> list[harness.Criterion]:
 
     def holds(arm: str, partner: str) -> Any:
         def check(figures: dict[str, Any]) -> bool:
-            rows = [p["pairs"][arm] for p in figures["problems"].values()]
+            rows = [p["pairs"][f"{arm} vs {partner}"] for p in figures["problems"].values()]
             return all(
                 r["ratio"] <= TARGET_RATIO
                 and r["test_difference"]["difference"]["median"] >= -MAX_TEST_LOSS
@@ -153,59 +150,20 @@ def run_one(arm: str, problem: str, seed: int, args: argparse.Namespace) -> dict
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     settings = problem_settings(problem, args.data_dir)
-    url = f"sqlite:///{run_dir / 'nasfw.db'}"
     pruned = any(o.startswith("pruner=") and o != "pruner=none" for o in ARMS[arm])
     command = [
         sys.executable, "-m", "nasfw", *harness.problem_overrides(settings),
         "search_space=image_small", *ARMS[arm], "launcher.workers=0", "tracking=none",
         f"train.epochs={args.epochs}", f"train.curve_every={1 if pruned else 0}",
-        "train.threads=1", f"seed={seed}", f"storage.url={url}", "study_name=bench",
-        f"export_dir={run_dir / 'best_model'}", "storage.artifacts=nasfw-artifacts",
-        *args.override,
+        "train.threads=1", f"seed={seed}", f"storage.url=sqlite:///{run_dir / 'nasfw.db'}",
+        "study_name=bench", "storage.artifacts=nasfw-artifacts",
+        f"export_dir={run_dir / 'best_model'}", *args.override,
     ]  # fmt: skip
-    log = run_dir / "run.log"
-    launched = time.time()
-    run = harness.run_command(
-        command, cwd=run_dir, log=log, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-        cpu_budget=args.budget, cpu_origin=harness.cli_first_step(log, launched),
-        grace=GRACE_S, timeout=args.budget * 60 + GRACE_S,
+    result, _ = harness.run_cli_arm(
+        f"multifidelity {problem} seed {seed} {arm}", command, run_dir, budget=args.budget,
+        epochs=args.epochs, problem=settings, seed=seed, grace=GRACE_S,
     )  # fmt: skip
-    what = f"multifidelity {problem} seed {seed} {arm} (exit code {run.returncode})"
-    stored = (run_dir / "nasfw.db").exists()
-    first, trials, records = harness.nasfw_trials(url, launched) if stored else (None, [], [])
-    trained = {r.number: r.result for r in records}
-    for t in trials:  # a pruned network or a lower Hyperband rung never counts as a result
-        t["full"] = trained[t["number"]].trained_budget >= args.epochs
-    result = harness.judged(what, run, first, trials, args.budget, log)
-    within = set(result["within"])
-    best = harness.best_full_budget(records, args.epochs, numbers=within)
-    if not best:
-        raise harness.BenchmarkError(f"{what}: no network to deliver (no full-budget result)")
-    # The network nasfw would export from the evaluations within the budget, retrained as
-    # export_best retrains it, scored on test.
-    from nasfw.weights import WeightStore
-
-    store = WeightStore(str(run_dir / "nasfw-artifacts"), "bench")
-    test = harness.retrain_on_test(
-        best[0], settings, seed, {"threads": 1, "epochs": args.epochs}, weights=store
-    )
-    doc = {
-        "arm": arm,
-        "problem": problem,
-        "seed": seed,
-        "command": shlex.join(command),
-        "returncode": run.returncode,
-        "stopped_by_budget": run.stopped_by_budget,
-        "wall_seconds": round(run.wall_seconds, 1),
-        "cpu_seconds": round(run.cpu_seconds, 1),
-        "log": log,
-        **{k: v for k, v in result.items() if k != "within"},
-        "epochs_trained": sum(trained[n].epochs for n in within),
-        # Evaluations that ended short of the full budget: pruned, or a lower Hyperband rung.
-        "short": sum(trained[n].trained_budget < args.epochs for n in within),
-        "test": test,
-        "delivered_trial": best[0].number,
-    }
+    doc = {"arm": arm, "problem": problem, "seed": seed, **result}
     harness.write_raw(raw, doc)
     return json.loads(raw.read_text())
 
@@ -222,82 +180,7 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     return runs
 
 
-def load_runs(out: Path, protocol: dict[str, Any]) -> list[dict[str, Any]]:
-    """The raw runs of ``protocol`` under ``out`` (a missing one fails the report)."""
-    runs = []
-    for seed in range(protocol["seeds"]):
-        for problem in protocol["problems"]:
-            for arm in protocol["arms"]:
-                raw = harness.run_dir_of(out, problem, seed, arm).with_suffix(".json")
-                if not raw.exists():
-                    raise harness.BenchmarkError(
-                        f"multifidelity {problem} seed {seed} {arm}: no raw result "
-                        f"({raw.relative_to(out)}): rerun without --report"
-                    )
-                runs.append(json.loads(raw.read_text()))
-    return runs
-
-
 # -- report -------------------------------------------------------------------------------------
-
-
-def summarize(runs: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:
-    """Per problem: each arm's figures over seeds, and per pair the partner's target (its
-    median final best), both arms' median CPU seconds to it, their ratio with its bootstrap
-    interval, and the paired per-seed differences of final best and deliverable."""
-    out: dict[str, Any] = {}
-    for problem in dict.fromkeys(r["problem"] for r in runs):
-        of = {a: sorted((r for r in runs if r["problem"] == problem and r["arm"] == a),
-                        key=lambda r: r["seed"]) for a in arms}  # fmt: skip
-        rows: dict[str, Any] = {}
-        for arm, mine in of.items():
-            if not mine:
-                raise harness.BenchmarkError(f"multifidelity {problem} {arm}: no run to report")
-            rows[arm] = {
-                "seeds": len(mine),
-                **{
-                    key: spread.describe([r[key] for r in mine]).to_dict()
-                    for key in ("trials", "short", "epochs_trained", "best", "test")
-                },
-            }
-        paired: dict[str, Any] = {}
-        for arm, partner in pairs(arms):
-            if [r["seed"] for r in of[arm]] != [r["seed"] for r in of[partner]]:
-                raise harness.BenchmarkError(
-                    f"multifidelity {problem}: {arm} and {partner} ran on different seeds"
-                )
-            target = rows[partner]["best"]["median"]
-            times = {
-                a: [harness.time_to(r["curve"], target) or math.inf for r in of[a]]
-                for a in (arm, partner)
-            }
-            own = spread.median_time(times[partner])
-            mine = spread.median_time(times[arm])
-            paired[arm] = {
-                "partner": partner,
-                "target": target,
-                "partner_seconds": own,
-                "seconds": mine,
-                "ratio": mine / own if own > 0 and math.isfinite(own) else math.inf,
-                "interval": spread.ratio_interval(times[arm], times[partner]),
-                "reached": sum(math.isfinite(t) for t in times[arm]),
-                "best_difference": spread.paired(
-                    [r["best"] for r in of[arm]], [r["best"] for r in of[partner]]
-                ).to_dict(),
-                "test_difference": spread.paired(
-                    [r["test"] for r in of[arm]], [r["test"] for r in of[partner]]
-                ).to_dict(),
-            }
-        out[problem] = {"arms": rows, "pairs": paired}
-    return out
-
-
-def _num(value: float, digits: int = 1) -> str:
-    return "never" if not math.isfinite(value) else f"{value:.{digits}f}"
-
-
-def _paired(doc: dict[str, Any]) -> spread.Paired:
-    return spread.Paired(**{**doc, "difference": spread.Spread(**doc["difference"])})
 
 
 def markdown(doc: dict[str, Any], verdicts: dict[str, bool]) -> str:
@@ -312,18 +195,7 @@ def markdown(doc: dict[str, Any], verdicts: dict[str, bool]) -> str:
         f"Command: `{doc['command']}`",
     ]
     for problem, s in doc["summary"].items():
-        lines += [
-            "", f"## {problem}", "",
-            "| arm | evaluations | short of the full budget | epochs trained | "
-            "best validation accuracy (full budget) | deliverable: test accuracy |",
-            "|---|---|---|---|---|---|",
-        ]  # fmt: skip
-        for arm, r in s["arms"].items():
-            lines.append(
-                f"| {arm} | {r['trials']['median']:.0f} | {r['short']['median']:.0f} | "
-                f"{r['epochs_trained']['median']:.0f} | {spread.Spread(**r['best']).text(4)} | "
-                f"{spread.Spread(**r['test']).text(4)} |"
-            )
+        lines += ["", f"## {problem}", "", *harness.arms_markdown(s["arms"])]
         if not s["pairs"]:
             continue
         lines += [
@@ -333,18 +205,8 @@ def markdown(doc: dict[str, Any], verdicts: dict[str, bool]) -> str:
             "seeds or more), their ratio [bootstrap interval over seeds], and the per-seed "
             "differences (arm minus partner):",
             "",
-            "| arm (partner, target) | partner's s | arm's s | ratio | reached | "
-            "best validation difference | test difference |",
-            "|---|---:|---:|---|---:|---|---|",
+            *harness.pairs_markdown(s["pairs"]),
         ]
-        for arm, t in s["pairs"].items():
-            low, high = t["interval"]
-            best, test = _paired(t["best_difference"]), _paired(t["test_difference"])
-            lines.append(
-                f"| {arm} ({t['partner']}, {t['target']:.4f}) | {_num(t['partner_seconds'])} | "
-                f"{_num(t['seconds'])} | {_num(t['ratio'], 2)} [{_num(low, 2)}, {_num(high, 2)}]"
-                f" | {t['reached']}/{best.n} | {best.text(4)} | {test.text(4)} |"
-            )
     lines += ["", "## Criteria (declared before the run)", ""]
     if not verdicts:
         lines.append("- none: no multi-fidelity arm ran beside its unpruned partner")
@@ -383,9 +245,9 @@ def log_to_mlflow(doc: dict[str, Any], out: Path, uri: str | None, artifacts: li
             key = f"{problem}.{arm.replace('+', '_')}"  # MLflow takes no "+" in names
             metrics[f"{key}.best_median"] = r["best"]["median"]
             metrics[f"{key}.test_median"] = r["test"]["median"]
-        for arm, t in s["pairs"].items():
+        for t in s["pairs"].values():
             ratio = t["ratio"]
-            metrics[f"{problem}.{arm.replace('+', '_')}.ratio"] = (
+            metrics[f"{problem}.{t['arm'].replace('+', '_')}.ratio"] = (
                 ratio if math.isfinite(ratio) else None
             )
     return harness.log_report(
@@ -427,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"multifidelity: {summary_path} not found: run without --report")
         before = json.loads(summary_path.read_text())
         protocol, command = before["protocol"], before["command"]
-        runs = load_runs(args.out, protocol)
+        runs = harness.load_raw_runs(
+            "multifidelity", args.out, protocol["seeds"], protocol["problems"], protocol["arms"]
+        )
     else:
         for problem in args.problems:
             settings = problem_settings(problem, args.data_dir)
@@ -454,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         "command": command,
         "machine": harness.machine(),
         **harness.git_state(),
-        "summary": summarize(runs, protocol["arms"]),
+        "summary": harness.compare_arms(
+            "multifidelity", runs, protocol["arms"], pairs(protocol["arms"])
+        ),
         "runs": runs,
     }
     verdicts = harness.judge(criteria(protocol["arms"]), {"problems": doc["summary"]})

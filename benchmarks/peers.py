@@ -475,8 +475,7 @@ def summarize(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     return out
 
 
-def _num(value: float, digits: int = 1) -> str:
-    return "never" if not math.isfinite(value) else f"{value:.{digits}f}"
+_num = harness.finite_text
 
 
 def markdown(doc: dict[str, Any], verdicts: dict[str, bool]) -> str:

@@ -278,7 +278,7 @@ def test_multifidelity_benchmark_tiny(tmp_path: Path) -> None:
     summary = doc["summary"]["digits"]
     assert list(summary["arms"]) == arms
     assert summary["arms"]["tpe"]["best"]["n"] == summary["arms"]["tpe"]["test"]["n"] == 2
-    pair = summary["pairs"]["tpe+hyperband"]
+    pair = summary["pairs"]["tpe+hyperband vs tpe"]
     assert pair["partner"] == "tpe" and pair["target"] == summary["arms"]["tpe"]["best"]["median"]
     assert pair["best_difference"]["n"] == pair["test_difference"]["n"] == 2
     assert 0 <= pair["reached"] <= 2 and pair["interval"][0] <= pair["interval"][1]
@@ -286,7 +286,7 @@ def test_multifidelity_benchmark_tiny(tmp_path: Path) -> None:
     assert (out / "multifidelity_digits.png").stat().st_size > 10_000
     assert mlflow_runs(out / "mlflow.db") == 1
     table = (out / "multifidelity.md").read_text()
-    assert "| tpe+hyperband (tpe, " in table
+    assert "| tpe+hyperband vs tpe (" in table
 
     report = subprocess.run([*command, "--report", "--no-mlflow"], capture_output=True,
                             text=True, timeout=300)  # fmt: skip
