@@ -521,7 +521,7 @@ def judged(
         # Every trial, as raw results: CPU seconds since the first step, value, state.
         "per_trial": [
             {"cpu": t["cpu"], "value": t["value"], "state": t["state"]}
-            | ({"full": t["full"]} if "full" in t else {})
+            | {k: t[k] for k in ("number", "full") if k in t}
             for t in sorted(trials, key=lambda t: t["cpu"])
         ],
     }

@@ -1,201 +1,348 @@
-"""Petridish against CoDeepNEAT and random search at equal wall time (issue #13's comparison).
+"""Petridish against CoDeepNEAT and random search at equal CPU budgets (issue #27's rules;
+#13's comparison before it): does growing networks find good ones sooner than evolving or
+sampling them, and what does the network it hands over score on test?
 
-For each problem, Petridish runs to its end through the CLI; its wall time ``T`` (first trial
-start to last trial end, from the study) is then every other tuner's budget: CoDeepNEAT and
-random search run with more trials than they can finish and are stopped (SIGINT, as a user
-would) once ``T`` has passed. Every tuner is then judged by the trials that finished within
-``T``: best validation metric, the test metric of that network (retrained from scratch with its
-evaluation's seed, as the export does; Petridish's best is its stored, evaluated network), and
-the lower convex hull of (FLOPs, val error) of its networks. For Petridish the hull after every
-round is printed too (the issue's "hull progress per round").
+**Arms** (nasfw's command line, ``search_space=petridish_full evaluation=plain
+launcher.workers=0 train.threads=1 train.curve_every=0 tracking=none``,
+``train.epochs=--epochs``, more rounds, generations or trials than the budget allows):
+``petridish`` (``tuner.init_models=4 tuner.max_parents=4``), ``codeepneat`` and ``random``.
+Petridish is paired with each of the other two (same seeds).
 
-    .venv/bin/python benchmarks/petridish.py --out benchmarks/results/petridish
-    .venv/bin/python benchmarks/petridish.py --problems digits --rounds 2   # quick look
+**Protocol**: per seed (``--seeds``) and problem, the arms run one after the other in an order
+rotated by one place per seed, each in its own process with one torch thread and no worker
+process. Each gets ``--budget`` CPU seconds of its process tree from its first training step,
+then SIGINT, as a user's Ctrl-C, and is judged by the evaluations that finished within the
+budget (``harness.run_cli_arm``): the best validation accuracy of a network trained to the full
+``train.epochs`` against CPU seconds, and its **deliverable**, the network ``export_best`` would
+hand over (Petridish's: its stored, evaluated weights; the others': retrained), scored on test.
+Each run's raw result also keeps the lower convex hull of (FLOPs, validation error) of its
+full-budget networks within the budget, and Petridish's best validation error after each round.
 
-Writes ``<out>/petridish.json`` and prints Markdown tables.
+**Criterion** (declared by ``harness.declare`` before any run; one per partner that runs): with
+T = the partner's median final best validation accuracy over seeds, on every problem
+Petridish's median CPU seconds to reach T (never = never) is <= 1.0 of the partner's own median
+CPU seconds to T, **and** Petridish's deliverable is at most 0.5 pt below the partner's on test
+(median of the per-seed paired differences >= -0.005). The ratio's bootstrap interval over seeds
+is reported beside it, not part of the verdict.
+
+**Problems** (``--problems``): ``digits`` and ``fashion_mnist`` (real, from
+``--data-dir``/fashion_mnist: 4,000 training images, a 5 % validation split).
+
+    .venv/bin/python benchmarks/petridish.py             # 2 problems x 3 seeds x 3 arms x
+                                                         # 300 CPU s: ~1.5 h on an idle core
+    .venv/bin/python benchmarks/petridish.py --problems digits --seeds 1 --budget 30 \\
+        --out /tmp/pd                                    # a quick look, minutes
+    .venv/bin/python benchmarks/petridish.py --report    # the tables again, from the raw runs
+
+Cost: each run is ``--budget`` CPU seconds plus its start-up and the deliverable's scoring (a
+retraining of ``--epochs`` epochs for codeepneat and random); the default size is 18 runs,
+about 1.5 hours on one idle core.
+
+Resumable: each (problem, seed, arm) writes ``<out>/runs/<problem>/seed<k>/<arm>.json`` once it
+has finished, and a rerun skips those (``--fresh`` reruns them). Writes ``petridish.json``,
+``petridish.md`` and ``petridish_<problem>.png`` to ``--out``, and one MLflow run
+(``--no-mlflow`` skips it). An arm that finished nothing within its budget fails the run (exit
+1, naming it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import harness
-import optuna
-import torch
 
-from nasfw import Candidate, ProblemConfig, build_model, candidate_seed, evaluate_model, train_model
-from nasfw.evaluate import load_problem
-from nasfw.plugins.tuners.petridish.hull import lower_hull
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+FASHION_TRAIN, FASHION_VAL_FRACTION = 4000, 0.05
+TARGET_RATIO = 1.0
+MAX_TEST_LOSS = 0.005  # the deliverable may lose at most 0.5 pt of test accuracy
+GRACE_S = 1800  # wall seconds an arm gets after its SIGINT to finish and exit
+MANY = 100_000  # rounds, generations or trials: the budget, not the tuner, ends every search
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-# name: the problem's settings (CLI ``problem.<key>=<value>``, and its ProblemConfig).
-PROBLEMS: dict[str, dict[str, Any]] = {
-    "digits": {},
-    # Fashion-MNIST, real, with fewer training images so a CPU run takes minutes, not hours.
-    "fashion_mnist": {"data_dir": str(DATA / "fashion_mnist"), "max_train_samples": 4000},
+ARMS: dict[str, list[str]] = {
+    "petridish": [
+        "tuner=petridish",
+        f"tuner.rounds={MANY}",
+        "tuner.init_models=4",
+        "tuner.max_parents=4",
+    ],
+    "codeepneat": ["tuner=codeepneat", f"tuner.generations={MANY}"],
+    "random": ["tuner=random", f"tuner.n_trials={MANY}"],
 }
-TUNERS = {
-    "codeepneat": ["tuner=codeepneat", "tuner.generations=1000"],
-    "random": ["tuner=random", "tuner.n_trials=100000", "tuner.batch_size=4"],
-}
 
 
-def run(name: str, tuner: str, args: list[str], out: Path, budget: float | None) -> dict[str, Any]:
-    """One search through the CLI (stopped with SIGINT, as a user's Ctrl-C, after ``budget``
-    seconds when given; else run to its end, and it must succeed)."""
-    run_dir = out / name / tuner
-    url = f"sqlite:///{run_dir / 'nasfw.db'}"
-    overrides = [
-        *args, "tracking=none", f"storage.url={url}", f"export_dir={run_dir / 'best_model'}",
-        "study_name=bench",
-    ]  # fmt: skip
-    found = harness.run_cli(overrides, cwd=run_dir, log=run_dir / "cli.log", interrupt_after=budget)
-    if budget is None:
-        found.check(f"{name}/{tuner}")
-    return {"url": url, "seconds": found.wall_seconds, "dir": str(run_dir)}
+def pairs(arms: list[str]) -> list[tuple[str, str]]:
+    """(petridish, partner) for each other arm among ``arms``, when petridish runs."""
+    return [("petridish", a) for a in arms if a != "petridish" and "petridish" in arms]
 
 
-def judged(url: str, problem: Any, budget: float | None, train: dict[str, Any]) -> dict[str, Any]:
-    """The trials that ended within ``budget`` seconds of the first start: best, hull, size."""
-    records = harness.finished_trials(url, "bench")
-    name = f"petridish {train['dir']}"
-    harness.require_trials(name, records)
-    start = min(r.result.started for r in records if r.result.started is not None)
-    end = start + budget if budget is not None else float("inf")
-    done = [
+def criteria(arms: list[str]) -> list[harness.Criterion]:
+    """The success criteria of the pairs among ``arms`` (see the module docstring)."""
+
+    def holds(partner: str) -> Any:
+        def check(figures: dict[str, Any]) -> bool:
+            rows = [p["pairs"][f"petridish vs {partner}"] for p in figures["problems"].values()]
+            return all(
+                r["ratio"] <= TARGET_RATIO
+                and r["test_difference"]["difference"]["median"] >= -MAX_TEST_LOSS
+                for r in rows
+            )
+
+        return check
+
+    return [
+        harness.Criterion(
+            f"petridish vs {partner}",
+            f"on every problem, petridish reaches {partner}'s median final best validation "
+            f"accuracy in <= {TARGET_RATIO} of {partner}'s median CPU seconds to it (medians "
+            f"over seeds, never reached = never), and its deliverable's test accuracy is at "
+            f"most {MAX_TEST_LOSS * 100:.1f} pt below {partner}'s (median of the paired "
+            f"per-seed differences)",
+            holds(partner),
+        )
+        for _, partner in pairs(arms)
+    ]
+
+
+def problem_settings(problem: str, data_dir: Path) -> dict[str, Any]:
+    """``problem.*`` of each problem, for the CLI and for the deliverable's scoring."""
+    if problem == "digits":
+        return {"name": "digits"}
+    if problem == "fashion_mnist":
+        return {
+            "name": "fashion_mnist",
+            "data_dir": str((data_dir / "fashion_mnist").resolve()),
+            "max_train_samples": FASHION_TRAIN,
+            "val_fraction": FASHION_VAL_FRACTION,
+        }
+    raise SystemExit(f"petridish: unknown problem {problem!r} (digits, fashion_mnist)")
+
+
+def hull(records: list[Any], epochs: int) -> list[list[float]]:
+    """The lower convex hull of (FLOPs, validation error) of the full-budget networks."""
+    from nasfw.plugins.tuners.petridish.hull import lower_hull
+
+    ok = [
         r
         for r in records
-        if r.result.finished is not None and r.result.finished <= end + 1e-6 and r.exportable
+        if r.result.ok and r.result.flops is not None and r.result.trained_budget >= epochs
     ]
-    harness.require_trials(f"{name} (within {budget} s)", done)
-    ok = [r for r in done if r.result.ok and r.result.flops is not None]
-    best = max(ok, key=lambda r: r.rank)
     points = [(float(r.result.flops), 1.0 - float(r.result.metric)) for r in ok]
-    hull = [ok[i] for i in lower_hull(points)]
-    return {
-        "trials": len(done),
-        "failed": sum(not r.result.ok for r in done),
-        "wall_seconds": max(r.result.finished for r in done) - start,
-        "best_val": best.result.metric,
-        "best_flops": best.result.flops,
-        "best_trial": best.number,
-        "best_test": test_metric(best, problem, train),
-        "hull": [(r.number, r.result.flops, round(1 - r.result.metric, 4)) for r in hull],
-    }
+    return [[points[i][0], round(points[i][1], 4)] for i in lower_hull(points)]
 
 
-def test_metric(best: Any, problem: Any, train: dict[str, Any]) -> float:
-    """The test metric of ``best``: retrained as its evaluation was (same seed, same initial
-    weights), or its stored weights when it kept them (Petridish)."""
-    from nasfw import TrainConfig
-    from nasfw.weights import WeightStore, load_matching
-
-    model = build_model(best.graph, problem)
-    if "weights" in best.result.extra:
-        store = WeightStore(str(Path(train["dir"]) / "nasfw-artifacts"), "bench")
-        load_matching(model, store.load(best.key).state)
-    else:
-        seed = candidate_seed(0, Candidate(best.graph, train=best.train))
-        torch.manual_seed(seed)
-        model = build_model(best.graph, problem)
-        config = TrainConfig(epochs=train["epochs"], device="cpu")
-        train_model(model, problem, config, seed, overrides=best.train)
-    return evaluate_model(model, problem, problem.test)
-
-
-def hull_per_round(url: str) -> list[dict[str, Any]]:
-    """Petridish's pool after each round (seeds, then each round's children): its hull."""
-    records = [r for r in harness.finished_trials(url, "bench") if r.exportable and r.result.ok]
-    rounds = sorted({int(r.attrs.get("round", 0)) for r in records})
-    progress = []
-    for k in rounds:
-        pool = [r for r in records if int(r.attrs.get("round", 0)) <= k]
-        points = [(float(r.result.flops), 1.0 - float(r.result.metric)) for r in pool]
-        hull = [pool[i] for i in lower_hull(points)]
-        progress.append(
-            {
-                "round": k,
-                "pool": len(pool),
-                "hull": [(r.result.flops, round(1 - r.result.metric, 4)) for r in hull],
-                "best_error": round(min(p[1] for p in points), 4),
-                "ended": max(r.result.finished for r in pool),
-            }
-        )
-    start = min(r.result.started for r in records)
-    for row in progress:
-        row["seconds"] = round(row.pop("ended") - start, 1)
-    return progress
+def rounds(records: list[Any], per_trial: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Petridish's best validation error after each round (its pool: the seed networks, then
+    each round's children, among ``records``), with the CPU seconds at which the round's last
+    network ended (``per_trial``: the judged evaluations, by number)."""
+    cpu = {t["number"]: t["cpu"] for t in per_trial}
+    ok = [r for r in records if r.result.ok and r.result.metric is not None]
+    out = []
+    for k in sorted({int(r.attrs.get("round", 0)) for r in ok}):
+        pool = [r for r in ok if int(r.attrs.get("round", 0)) <= k]
+        out.append({
+            "round": k,
+            "pool": len(pool),
+            "best_error": round(1 - max(float(r.result.metric) for r in pool), 4),
+            "cpu": max(cpu.get(r.number, math.nan) for r in pool),
+        })  # fmt: skip
+    return out
 
 
-def main() -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/petridish"))
-    parser.add_argument("--problems", nargs="*", default=list(PROBLEMS))
-    parser.add_argument("--skip-done", action="store_true", help="keep problems in petridish.json")
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--space", default="petridish_full")
-    args = parser.parse_args()
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    # Plain scoring for all (Petridish needs it; fashion_mnist's preset is regularized).
-    common = [
-        f"search_space={args.space}",
-        f"train.epochs={args.epochs}",
-        "launcher.workers=2",
-        "evaluation=plain",
+def run_one(arm: str, problem: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One arm on one problem and seed, or its raw result when already on disk."""
+    run_dir = harness.run_dir_of(args.out, problem, seed, arm)
+    raw = run_dir.with_suffix(".json")
+    if raw.exists() and not args.fresh:
+        print(f"  on disk: {raw.relative_to(args.out)}", flush=True)
+        return json.loads(raw.read_text())
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    settings = problem_settings(problem, args.data_dir)
+    command = [
+        sys.executable, "-m", "nasfw", *harness.problem_overrides(settings),
+        "search_space=petridish_full", "evaluation=plain", *ARMS[arm], "launcher.workers=0",
+        "tracking=none", f"train.epochs={args.epochs}", "train.curve_every=0",
+        "train.threads=1", f"seed={seed}", f"storage.url=sqlite:///{run_dir / 'nasfw.db'}",
+        "study_name=bench", "storage.artifacts=nasfw-artifacts",
+        f"export_dir={run_dir / 'best_model'}", *args.override,
+    ]  # fmt: skip
+    result, within = harness.run_cli_arm(
+        f"petridish {problem} seed {seed} {arm}", command, run_dir, budget=args.budget,
+        epochs=args.epochs, problem=settings, seed=seed, grace=GRACE_S,
+    )  # fmt: skip
+    doc = {"arm": arm, "problem": problem, "seed": seed, **result,
+           "hull": hull(within, args.epochs)}  # fmt: skip
+    if arm == "petridish":
+        doc["rounds"] = rounds(within, result["per_trial"])
+    harness.write_raw(raw, doc)
+    return json.loads(raw.read_text())
+
+
+def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every (seed, problem, arm), the arms' order rotated by one place per seed."""
+    runs = []
+    for seed, problem, arm in harness.schedule(args.seeds, args.problems, args.arms):
+        print(f"[{problem} seed {seed}] {arm}: {args.budget:.0f} CPU s", flush=True)
+        run = run_one(arm, problem, seed, args)
+        print(f"  {run['trials']} evaluations, best {run['best']}, test {run['test']:.4f}",
+              flush=True)  # fmt: skip
+        runs.append(run)
+    return runs
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def markdown(doc: dict[str, Any], verdicts: dict[str, bool]) -> str:
+    p = doc["protocol"]
+    lines = [
+        "# Petridish against CoDeepNEAT and random search",
+        "",
+        f"{doc['machine']['description']}; {p['budget']:.0f} CPU seconds per search from its "
+        f"first training step, networks trained {p['epochs']} epochs, {p['seeds']} seed(s), "
+        "one torch thread, no worker process, `search_space=petridish_full`. Figures: median "
+        "[95 % bootstrap CI] (n, range).",
+        "",
+        f"Command: `{doc['command']}`",
     ]
-    results = out / "petridish.json"
-    keep = args.skip_done and results.exists()
-    rows: dict[str, Any] = json.loads(results.read_text()) if keep else {}
-    for name in args.problems:
-        if name in rows:
-            continue
-        settings = PROBLEMS[name]
-        problem_args = [f"problem={name}", *(f"problem.{k}={v}" for k, v in settings.items())]
-        problem = load_problem(ProblemConfig(name=name, **settings))
-        petridish_args = [
-            "tuner=petridish", f"tuner.rounds={args.rounds}", "tuner.max_parents=4",
-            "tuner.init_models=4",
-        ]  # fmt: skip
-        found = run(name, "petridish", [*problem_args, *common, *petridish_args], out, None)
-        result = judged(found["url"], problem, None, {"epochs": args.epochs, **found})
-        budget = result["wall_seconds"]
-        row: dict[str, Any] = {
-            "budget_seconds": budget,
-            "petridish": result,
-            "petridish_rounds": hull_per_round(found["url"]),
+    for problem, s in doc["summary"].items():
+        lines += ["", f"## {problem}", "", *harness.arms_markdown(s["arms"])]
+        if s["pairs"]:
+            lines += [
+                "",
+                "Petridish against each other arm, paired by seed: median CPU seconds to the "
+                "partner's median final best (never = not reached by half the seeds or more), "
+                "their ratio [bootstrap interval over seeds], and the per-seed differences "
+                "(Petridish minus partner):",
+                "",
+                *harness.pairs_markdown(s["pairs"]),
+            ]
+    lines += ["", "## Criteria (declared before the run)", ""]
+    if not verdicts:
+        lines.append("- none: petridish did not run beside another arm")
+    lines += [f"- {c.claim}: **{'met' if verdicts[c.name] else 'missed'}**"
+              for c in criteria(p["arms"])]  # fmt: skip
+    if p["seeds"] < 5:
+        lines += [
+            "",
+            f"With {p['seeds']} seed(s) the bootstrap intervals are wide (or absent below 3): "
+            "a verdict on the medians, not a significant difference.",
+        ]
+    return "\n".join(lines)
+
+
+def plots(doc: dict[str, Any], out: Path) -> list[Path]:
+    """Per problem: each arm's median best-so-far over seeds, the range as a band."""
+    paths = []
+    for problem in doc["summary"]:
+        curves = {
+            arm: [r["curve"] for r in doc["runs"] if r["problem"] == problem and r["arm"] == arm]
+            for arm in doc["protocol"]["arms"]
         }
-        for tuner, tuner_args in TUNERS.items():
-            # The CLI's start-up (imports, data) comes before the first trial: give it that too.
-            other = run(name, tuner, [*problem_args, *common, *tuner_args], out, budget + 30)
-            row[tuner] = judged(other["url"], problem, budget, {"epochs": args.epochs, **other})
-        rows[name] = row
-        results.write_text(json.dumps(rows, indent=2))
-    for name, row in rows.items():
-        print(f"\n### {name}: equal wall time {row['budget_seconds'] / 60:.1f} min\n")
-        print("| tuner | trials | best val | its test | its MFLOPs | hull (MFLOPs: val error) |")
-        print("|---|---:|---:|---:|---:|---|")
-        for tuner in ("petridish", *TUNERS):
-            r = row[tuner]
-            hull = ", ".join(f"{f / 1e6:.2f}: {e:.3f}" for _, f, e in r["hull"])
-            print(
-                f"| {tuner} | {r['trials']} | {r['best_val']:.4f} | {r['best_test']:.4f} | "
-                f"{r['best_flops'] / 1e6:.2f} | {hull} |"
-            )
-        print("\n| round | pool | minutes | best val error | hull (MFLOPs: val error) |")
-        print("|---:|---:|---:|---:|---|")
-        for p in row["petridish_rounds"]:
-            hull = ", ".join(f"{f / 1e6:.2f}: {e:.3f}" for f, e in p["hull"])
-            print(
-                f"| {p['round']} | {p['pool']} | {p['seconds'] / 60:.1f} | {p['best_error']:.4f} "
-                f"| {hull} |"
-            )
+        paths.append(harness.plot_best_so_far(
+            curves, doc["protocol"]["budget"], out / f"petridish_{problem}.png",
+            title=f"{problem}: Petridish (solid) against CoDeepNEAT and random (dashed)",
+            dashed=[a for a in ARMS if a != "petridish"],
+        ))  # fmt: skip
+    return paths
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--problems", nargs="+", default=["digits", "fashion_mnist"])
+    parser.add_argument("--budget", type=float, default=300.0,
+                        help="CPU seconds per search from its first training step")  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5, help="train.epochs: the full budget")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "petridish")
+    parser.add_argument(
+        "--override", action="append", default=[], metavar="KEY=VALUE",
+        help="one more CLI override for every arm (repeatable)",
+    )  # fmt: skip
+    harness.add_run_options(parser)
+    args = parser.parse_args(argv)
+    args.out = args.out.resolve()
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    summary_path = args.out / "petridish.json"
+    if args.report:  # from the raw runs alone
+        if not summary_path.exists():
+            raise SystemExit(f"petridish: {summary_path} not found: run without --report")
+        before = json.loads(summary_path.read_text())
+        protocol, command = before["protocol"], before["command"]
+        runs = harness.load_raw_runs(
+            "petridish", args.out, protocol["seeds"], protocol["problems"], protocol["arms"]
+        )
+    else:
+        for problem in args.problems:
+            settings = problem_settings(problem, args.data_dir)
+            if "data_dir" in settings and not Path(settings["data_dir"]).is_dir():
+                raise SystemExit(f"petridish: {settings['data_dir']} not found (--data-dir)")
+        protocol = {
+            "problems": args.problems,
+            "budget": args.budget,
+            "budget_unit": "CPU seconds of the process tree from the first training step",
+            "seeds": args.seeds,
+            "epochs": args.epochs,
+            "threads": 1,
+            "arms": args.arms,
+            "overrides": args.override,
+            "fashion_mnist_train_images": FASHION_TRAIN,
+            "fashion_mnist_val_fraction": FASHION_VAL_FRACTION,
+        }
+        args.out.mkdir(parents=True, exist_ok=True)
+        harness.declare(criteria(args.arms), args.out)
+        command = harness.invocation("petridish.py", argv)
+        runs = run_all(args)
+    doc = {
+        "protocol": protocol,
+        "command": command,
+        "machine": harness.machine(),
+        **harness.git_state(),
+        "summary": harness.compare_arms(
+            "petridish", runs, protocol["arms"], pairs(protocol["arms"])
+        ),
+        "runs": runs,
+    }
+    verdicts = harness.judge(criteria(protocol["arms"]), {"problems": doc["summary"]})
+    doc["criteria"] = verdicts
+    text = markdown(doc, verdicts)
+    (args.out / "petridish.md").write_text(text + "\n")
+    harness.write_raw(summary_path, {k: v for k, v in doc.items() if k != "runs"})
+    paths = plots(doc, args.out)
+    print(text)
+    if not args.no_mlflow:
+        metrics: dict[str, float | None] = {}
+        for problem, s in doc["summary"].items():
+            for arm, r in s["arms"].items():
+                metrics[f"{problem}.{arm}.best_median"] = r["best"]["median"]
+                metrics[f"{problem}.{arm}.test_median"] = r["test"]["median"]
+            for t in s["pairs"].values():
+                ratio = t["ratio"]
+                metrics[f"{problem}.petridish_vs_{t['partner']}.ratio"] = (
+                    ratio if math.isfinite(ratio) else None
+                )
+        uri = args.tracking_uri or harness.default_tracking_uri(args.out)
+        harness.log_report(doc, args.out, uri, benchmark="petridish", metrics=metrics,
+                           artifacts=[args.out / "petridish.md", summary_path, *paths])  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,5 +1,5 @@
-"""The benchmarks end to end at a tiny size: benchmarks/table1.py (the seeds' Table 1) and
-benchmarks/petridish.py are long runs (``pytest -m slow``), benchmarks/gpu.py is quick."""
+"""The benchmarks end to end at a tiny size: the long ones are marked slow (``pytest -m
+slow``); a benchmark whose contender finished nothing must fail, and those tests are quick."""
 
 from __future__ import annotations
 
@@ -224,25 +224,53 @@ def test_problems_benchmark_baselines() -> None:
 
 
 @pytest.mark.slow
-def test_petridish_benchmark_quick(tmp_path: Path) -> None:
-    """benchmarks/petridish.py on digits with one round: every tuner judged at Petridish's time."""
+def test_petridish_benchmark_tiny(tmp_path: Path) -> None:
+    """benchmarks/petridish.py at a tiny size: Petridish and random search on digits over two
+    seeds at equal CPU budgets, paired by seed, Petridish's hull and rounds kept, its
+    deliverable its stored network scored on test; ``--report`` gives the same tables."""
     out = tmp_path / "out"
+    command = [sys.executable, str(REPO / "benchmarks" / "petridish.py"), "--problems", "digits",
+               "--seeds", "2", "--budget", "6", "--epochs", "2", "--arms", "petridish", "random",
+               "--no-mlflow", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.startswith("criterion petridish vs random: on every problem")
+    for seed in range(2):
+        for arm in ("petridish", "random"):
+            path = out / "runs" / "digits" / f"seed{seed}" / f"{arm}.json"
+            run = json.loads(path.read_text())
+            assert str(tmp_path) not in path.read_text() and run["stopped_by_budget"]
+            assert run["trials"] >= 1 and 0.5 < run["best"] <= 1 and 0.5 < run["test"] <= 1
+            assert run["curve"][-1][0] <= 6 and run["hull"]
+            errors = [e for _, e in run["hull"]]
+            assert errors == sorted(errors, reverse=True)  # more FLOPs, lower error
+            assert min(errors) == pytest.approx(1 - run["best"], abs=1e-4)
+        rounds = json.loads((out / "runs" / "digits" / f"seed{seed}" / "petridish.json")
+                            .read_text())["rounds"]  # fmt: skip
+        assert [r["round"] for r in rounds] == list(range(len(rounds))) and rounds[0]["pool"] == 4
+    doc = json.loads((out / "petridish.json").read_text())
+    pair = doc["summary"]["digits"]["pairs"]["petridish vs random"]
+    assert pair["best_difference"]["n"] == pair["test_difference"]["n"] == 2
+    assert set(doc["criteria"]) == {"petridish vs random"}
+    assert (out / "petridish_digits.png").stat().st_size > 10_000
+    table = (out / "petridish.md").read_text()
+    assert "| petridish vs random (" in table
+    report = subprocess.run([*command, "--report"], capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (out / "petridish.md").read_text() == table
+
+
+def test_petridish_benchmark_fails_on_an_arm_that_finished_nothing(tmp_path: Path) -> None:
+    """An arm refused at the door (exit 2, no trial) fails the benchmark with its name."""
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "petridish.py"), "--problems", "digits",
-         "--rounds", "1", "--epochs", "1", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
+         "--seeds", "1", "--budget", "1", "--arms", "petridish", "random", "--no-mlflow",
+         "--override", "train.batch_size=-1", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    digits = json.loads((out / "petridish.json").read_text())["digits"]
-    budget = digits["budget_seconds"]
-    for tuner in ("petridish", "codeepneat", "random"):
-        row = digits[tuner]
-        assert row["trials"] >= 1 and 0 < row["best_val"] <= 1 and 0 < row["best_test"] <= 1
-        assert row["wall_seconds"] <= budget + 1e-6 and row["hull"]
-    assert [r["round"] for r in digits["petridish_rounds"]] == [0, 1]
-    assert "| petridish |" in proc.stdout
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "petridish digits seed 0 petridish (exit code 2): no finished trial" in proc.stderr
+    assert not (tmp_path / "out" / "petridish.md").exists()
 
 
 @pytest.mark.slow
