@@ -776,6 +776,262 @@ def pairs_markdown(pairs: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def problem_settings(
+    problem: str, data_dir: Path, fashion_train: int, fashion_val_fraction: float
+) -> dict[str, Any]:
+    """``problem.*`` of the benchmarks' two problems (for the CLI through
+    :func:`problem_overrides`, and for scoring a deliverable in the benchmark's process):
+    ``digits``, or real Fashion-MNIST from ``<data_dir>/fashion_mnist`` with ``fashion_train``
+    training images and a ``fashion_val_fraction`` validation split.
+
+    Raises:
+        SystemExit: another problem.
+    """
+    if problem == "digits":
+        return {"name": "digits"}
+    if problem == "fashion_mnist":
+        return {
+            "name": "fashion_mnist",
+            "data_dir": str((data_dir / "fashion_mnist").resolve()),
+            "max_train_samples": fashion_train,
+            "val_fraction": fashion_val_fraction,
+        }
+    raise SystemExit(f"unknown problem {problem!r} (digits, fashion_mnist)")
+
+
+def pair_criteria(
+    pairs: Sequence[tuple[str, str]], ratio: float, max_test_loss: float
+) -> list[Criterion]:
+    """One criterion per pair ``(arm, partner)`` of :func:`compare_arms`: on every problem the
+    arm's median CPU seconds to the partner's median final best is <= ``ratio`` of the
+    partner's own, and the median of the paired per-seed differences of the deliverable's test
+    accuracy (arm minus partner) is >= ``-max_test_loss``."""
+
+    def holds(key: str) -> Callable[[Mapping[str, Any]], bool]:
+        def check(figures: Mapping[str, Any]) -> bool:
+            rows = [p["pairs"][key] for p in figures["problems"].values()]
+            return all(
+                r["ratio"] <= ratio
+                and r["test_difference"]["difference"]["median"] >= -max_test_loss
+                for r in rows
+            )
+
+        return check
+
+    return [
+        Criterion(
+            f"{arm} vs {partner}",
+            f"on every problem, {arm} reaches {partner}'s median final best validation "
+            f"accuracy in <= {ratio} of {partner}'s median CPU seconds to it (medians over "
+            f"seeds, never reached = never), and its deliverable's test accuracy is at most "
+            f"{max_test_loss * 100:.1f} pt below {partner}'s (median of the paired per-seed "
+            "differences)",
+            holds(f"{arm} vs {partner}"),
+        )
+        for arm, partner in pairs
+    ]
+
+
+@dataclass(frozen=True)
+class ArmsBenchmark:
+    """A benchmark of nasfw searches ("arms") through the command line, by the rules: each arm
+    on each problem and seed gets ``budget`` CPU seconds from its first training step
+    (:func:`run_cli_arm`), the arms' order rotated per seed (:func:`schedule`); the criteria of
+    its pairs declared before the first run (:func:`pair_criteria`); raw runs at
+    ``<out>/runs/<problem>/seed<k>/<arm>.json``, resumable, and ``--report`` from them alone;
+    ``<name>.json``, ``<name>.md``, ``<name>_<problem>.png`` and one MLflow run. The scripts
+    ``multifidelity.py`` and ``petridish.py`` are one each; their docstrings give protocols."""
+
+    name: str  # the script is benchmarks/<name>.py; its files and messages are named so
+    title: str  # the report's heading
+    setting: str  # the report's sentence on what every arm shares
+    pairs_text: str  # the report's sentence before the table of pairs
+    arms: Mapping[str, Sequence[str]]  # arm -> its CLI overrides
+    common: Sequence[str]  # the CLI overrides of every arm (search space, scoring)
+    pairs: Callable[[Sequence[str]], list[tuple[str, str]]]  # (arm, partner) among the arms
+    ratio: float  # the criterion's ratio of CPU seconds, and its test accuracy loss at most
+    max_test_loss: float
+    budget: float  # defaults of --budget (CPU seconds) and --epochs (train.epochs)
+    epochs: int
+    fashion_train: int = 4000
+    fashion_val_fraction: float = 0.05
+    grace: float = 1800.0  # wall seconds after the SIGINT to finish and exit
+    # More raw fields of one run: (arm, its records within the budget, its raw result, epochs).
+    extra: Callable[[str, list[TrialRecord], dict[str, Any], int], dict[str, Any]] | None = None
+
+    def criteria(self, arms: Sequence[str]) -> list[Criterion]:
+        return pair_criteria(self.pairs(arms), self.ratio, self.max_test_loss)
+
+    def parse_args(self, argv: Sequence[str] | None, description: str) -> Any:
+        import argparse
+
+        parser = argparse.ArgumentParser(description=description)
+        parser.add_argument("--problems", nargs="+", default=["digits", "fashion_mnist"])
+        parser.add_argument("--budget", type=float, default=self.budget,
+                            help="CPU seconds per search from its first training step")  # fmt: skip
+        parser.add_argument("--seeds", type=int, default=3)
+        parser.add_argument("--epochs", type=int, default=self.epochs,
+                            help="train.epochs: the full budget")  # fmt: skip
+        parser.add_argument("--arms", nargs="+", default=list(self.arms), choices=list(self.arms))
+        parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+        parser.add_argument("--out", type=Path, default=HERE / "results" / self.name)
+        parser.add_argument(
+            "--override", action="append", default=[], metavar="KEY=VALUE",
+            help="one more CLI override for every arm (repeatable)",
+        )  # fmt: skip
+        add_run_options(parser)
+        args = parser.parse_args(argv)
+        args.out = args.out.resolve()
+        return args
+
+    def settings(self, problem: str, data_dir: Path) -> dict[str, Any]:
+        return problem_settings(problem, data_dir, self.fashion_train, self.fashion_val_fraction)
+
+    def run_one(self, arm: str, problem: str, seed: int, args: Any) -> dict[str, Any]:
+        """One arm on one problem and seed, or its raw result when already on disk."""
+        import json
+        import shutil
+
+        run_dir = run_dir_of(args.out, problem, seed, arm)
+        raw = run_dir.with_suffix(".json")
+        if raw.exists() and not args.fresh:
+            print(f"  on disk: {raw.relative_to(args.out)}", flush=True)
+            return dict(json.loads(raw.read_text()))
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        settings = self.settings(problem, args.data_dir)
+        command = [
+            sys.executable, "-m", "nasfw", *problem_overrides(settings), *self.common,
+            *self.arms[arm], "launcher.workers=0", "tracking=none", f"train.epochs={args.epochs}",
+            "train.threads=1", f"seed={seed}", f"storage.url=sqlite:///{run_dir / 'nasfw.db'}",
+            "study_name=bench", "storage.artifacts=nasfw-artifacts",
+            f"export_dir={run_dir / 'best_model'}", *args.override,
+        ]  # fmt: skip
+        result, within = run_cli_arm(
+            f"{self.name} {problem} seed {seed} {arm}", command, run_dir, budget=args.budget,
+            epochs=args.epochs, problem=settings, seed=seed, grace=self.grace,
+        )  # fmt: skip
+        doc = {"arm": arm, "problem": problem, "seed": seed, **result}
+        if self.extra is not None:
+            doc.update(self.extra(arm, within, result, args.epochs))
+        write_raw(raw, doc)
+        return dict(json.loads(raw.read_text()))
+
+    def markdown(self, doc: Mapping[str, Any], verdicts: Mapping[str, bool]) -> str:
+        p = doc["protocol"]
+        lines = [
+            f"# {self.title}",
+            "",
+            f"{doc['machine']['description']}; {p['budget']:.0f} CPU seconds per search from "
+            f"its first training step, networks trained {p['epochs']} epochs, {p['seeds']} "
+            f"seed(s), one torch thread, no worker process; {self.setting}. Figures: median "
+            "[95 % bootstrap CI] (n, range).",
+            "",
+            f"Command: `{doc['command']}`",
+        ]
+        for problem, s in doc["summary"].items():
+            lines += ["", f"## {problem}", "", *arms_markdown(s["arms"])]
+            if s["pairs"]:
+                lines += ["", self.pairs_text, "", *pairs_markdown(s["pairs"])]
+        lines += ["", "## Criteria (declared before the run)", ""]
+        if not verdicts:
+            lines.append("- none: no pair of arms ran")
+        lines += [f"- {c.claim}: **{'met' if verdicts[c.name] else 'missed'}**"
+                  for c in self.criteria(p["arms"])]  # fmt: skip
+        if p["seeds"] < 5:
+            lines += [
+                "",
+                f"With {p['seeds']} seed(s) the bootstrap intervals are wide (or absent below "
+                "3): a verdict on the medians, not a significant difference.",
+            ]
+        return "\n".join(lines)
+
+    def main(self, argv: Sequence[str] | None, description: str) -> int:
+        """The script: run what is not on disk yet (or ``--report`` only), then report."""
+        import json
+
+        import optuna
+
+        args = self.parse_args(argv, description)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        summary_path = args.out / f"{self.name}.json"
+        if args.report:  # from the raw runs alone
+            if not summary_path.exists():
+                raise SystemExit(f"{self.name}: {summary_path} not found: run without --report")
+            before = json.loads(summary_path.read_text())
+            protocol, command = before["protocol"], before["command"]
+            runs = load_raw_runs(
+                self.name, args.out, protocol["seeds"], protocol["problems"], protocol["arms"]
+            )
+        else:
+            for problem in args.problems:
+                settings = self.settings(problem, args.data_dir)
+                if "data_dir" in settings and not Path(settings["data_dir"]).is_dir():
+                    raise SystemExit(f"{self.name}: {settings['data_dir']} not found (--data-dir)")
+            protocol = {
+                "problems": args.problems,
+                "budget": args.budget,
+                "budget_unit": "CPU seconds of the process tree from the first training step",
+                "seeds": args.seeds,
+                "epochs": args.epochs,
+                "threads": 1,
+                "arms": args.arms,
+                "overrides": args.override,
+                "fashion_mnist_train_images": self.fashion_train,
+                "fashion_mnist_val_fraction": self.fashion_val_fraction,
+            }
+            args.out.mkdir(parents=True, exist_ok=True)
+            declare(self.criteria(args.arms), args.out)
+            command = invocation(f"{self.name}.py", argv)
+            runs = []
+            for seed, problem, arm in schedule(args.seeds, args.problems, args.arms):
+                print(f"[{problem} seed {seed}] {arm}: {args.budget:.0f} CPU s", flush=True)
+                run = self.run_one(arm, problem, seed, args)
+                print(f"  {run['trials']} evaluations ({run['short']} short), best "
+                      f"{run['best']}, test {run['test']:.4f}", flush=True)  # fmt: skip
+                runs.append(run)
+        pairs = self.pairs(protocol["arms"])
+        doc = {
+            "protocol": protocol,
+            "command": command,
+            "machine": machine(),
+            **git_state(),
+            "summary": compare_arms(self.name, runs, protocol["arms"], pairs),
+            "runs": runs,
+        }
+        verdicts = judge(self.criteria(protocol["arms"]), {"problems": doc["summary"]})
+        doc["criteria"] = verdicts
+        text = self.markdown(doc, verdicts)
+        (args.out / f"{self.name}.md").write_text(text + "\n")
+        write_raw(summary_path, {k: v for k, v in doc.items() if k != "runs"})
+        partners = {partner for _, partner in pairs}
+        paths = [
+            plot_best_so_far(
+                {arm: [r["curve"] for r in runs if r["problem"] == problem and r["arm"] == arm]
+                 for arm in protocol["arms"]},
+                protocol["budget"], args.out / f"{self.name}_{problem}.png",
+                title=f"{problem}: {self.title} (partners dashed)", dashed=partners,
+            )
+            for problem in doc["summary"]
+        ]  # fmt: skip
+        print(text)
+        if not args.no_mlflow:
+            metrics: dict[str, float | None] = {}
+            for problem, s in doc["summary"].items():
+                for arm, r in s["arms"].items():
+                    key = f"{problem}.{arm.replace('+', '_')}"  # MLflow takes no "+" in names
+                    metrics[f"{key}.best_median"] = r["best"]["median"]
+                    metrics[f"{key}.test_median"] = r["test"]["median"]
+                for name, t in s["pairs"].items():
+                    key = f"{problem}.{name.replace('+', '_').replace(' ', '_')}.ratio"
+                    metrics[key] = t["ratio"] if math.isfinite(t["ratio"]) else None
+            uri = args.tracking_uri or default_tracking_uri(args.out)
+            log_report(doc, args.out, uri, benchmark=self.name, metrics=metrics,
+                       artifacts=[args.out / f"{self.name}.md", summary_path, *paths])  # fmt: skip
+        return 0
+
+
 # -- MLflow -------------------------------------------------------------------------------------
 
 

@@ -124,16 +124,7 @@ CRITERIA = [
 
 def problem_settings(problem: str, data_dir: Path) -> dict[str, Any]:
     """``problem.*`` of each problem: the same for nasfw's CLI and the peer's ``load_problem``."""
-    if problem == "digits":
-        return {"name": "digits"}
-    if problem == "fashion_mnist":
-        return {
-            "name": "fashion_mnist",
-            "data_dir": str((data_dir / "fashion_mnist").resolve()),
-            "max_train_samples": FASHION_TRAIN,
-            "val_fraction": FASHION_VAL_FRACTION,
-        }
-    raise SystemExit(f"peers: unknown problem {problem!r} (digits, fashion_mnist)")
+    return harness.problem_settings(problem, data_dir, FASHION_TRAIN, FASHION_VAL_FRACTION)
 
 
 # -- the peers, written by hand -----------------------------------------------------------------

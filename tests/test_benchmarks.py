@@ -286,8 +286,12 @@ def test_multifidelity_benchmark_tiny(tmp_path: Path) -> None:
                "--out", str(out)]  # fmt: skip
     proc = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert proc.stdout.startswith("criterion tpe+hyperband: on every problem")  # declared first
-    assert set(json.loads((out / "criteria.json").read_text())["criteria"]) == {"tpe+hyperband"}
+    assert proc.stdout.startswith("criterion tpe+hyperband vs tpe: on every problem")  # first
+    criteria = json.loads((out / "criteria.json").read_text())["criteria"]
+    assert (
+        set(criteria) == {"tpe+hyperband vs tpe"}
+        and "<= 0.7 of tpe's" in criteria["tpe+hyperband vs tpe"]
+    )
     for arm in arms:
         for seed in range(2):
             path = out / "runs" / "digits" / f"seed{seed}" / f"{arm.replace('+', '_')}.json"
@@ -310,7 +314,7 @@ def test_multifidelity_benchmark_tiny(tmp_path: Path) -> None:
     assert pair["partner"] == "tpe" and pair["target"] == summary["arms"]["tpe"]["best"]["median"]
     assert pair["best_difference"]["n"] == pair["test_difference"]["n"] == 2
     assert 0 <= pair["reached"] <= 2 and pair["interval"][0] <= pair["interval"][1]
-    assert set(doc["criteria"]) == {"tpe+hyperband"}
+    assert set(doc["criteria"]) == {"tpe+hyperband vs tpe"}
     assert (out / "multifidelity_digits.png").stat().st_size > 10_000
     assert mlflow_runs(out / "mlflow.db") == 1
     table = (out / "multifidelity.md").read_text()
