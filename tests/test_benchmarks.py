@@ -248,6 +248,20 @@ def test_petridish_benchmark_tiny(tmp_path: Path) -> None:
         rounds = json.loads((out / "runs" / "digits" / f"seed{seed}" / "petridish.json")
                             .read_text())["rounds"]  # fmt: skip
         assert [r["round"] for r in rounds] == list(range(len(rounds))) and rounds[0]["pool"] == 4
+    # Petridish's deliverable is its stored network, as export_best hands it over; retrained
+    # it would be another network (its weights were inherited), so without them: an error.
+    harness = benchmark("harness")
+    from nasfw.weights import WeightStore
+
+    run_dir = out / "runs" / "digits" / "seed0" / "petridish"
+    run = json.loads(run_dir.with_suffix(".json").read_text())
+    records = harness.finished_trials(f"sqlite:///{run_dir / 'nasfw.db'}", "bench")
+    delivered = next(r for r in records if r.number == run["delivered_trial"])
+    store = WeightStore(str(run_dir / "nasfw-artifacts"), "bench")
+    train = {"threads": 1, "epochs": 2}
+    assert harness.retrain_on_test(delivered, {"name": "digits"}, 0, train, store) == run["test"]
+    with pytest.raises(ValueError, match="needs its search's stored weights"):
+        harness.retrain_on_test(delivered, {"name": "digits"}, 0, train)
     doc = json.loads((out / "petridish.json").read_text())
     pair = doc["summary"]["digits"]["pairs"]["petridish vs random"]
     assert pair["best_difference"]["n"] == pair["test_difference"]["n"] == 2
