@@ -29,14 +29,14 @@ is reported beside it, not part of the verdict.
 ``--data-dir``/fashion_mnist: 4,000 training images, a 5 % validation split).
 
     .venv/bin/python benchmarks/petridish.py             # 2 problems x 3 seeds x 3 arms x
-                                                         # 300 CPU s: ~1.5 h on an idle core
+                                                         # 300 CPU s: ~1.5-2 h on an idle core
     .venv/bin/python benchmarks/petridish.py --problems digits --seeds 1 --budget 30 \\
         --out /tmp/pd                                    # a quick look, minutes
     .venv/bin/python benchmarks/petridish.py --report    # the tables again, from the raw runs
 
 Cost: each run is ``--budget`` CPU seconds plus its start-up and the deliverable's scoring (a
 retraining of ``--epochs`` epochs for codeepneat and random); the default size is 18 runs,
-about 1.5 hours on one idle core.
+about 1.5-2 hours on one idle core (18 x 300 CPU s, plus start-ups and scoring).
 
 Resumable: each (problem, seed, arm) writes ``<out>/runs/<problem>/seed<k>/<arm>.json`` once it
 has finished, and a rerun skips those (``--fresh`` reruns them). Writes ``petridish.json``,
