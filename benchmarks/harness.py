@@ -15,6 +15,7 @@ import itertools
 import math
 import os
 import platform
+import re
 import resource
 import shlex
 import signal
@@ -30,6 +31,7 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from nasfw.ledger import Ledger
     from nasfw.search import TrialRecord
+    from nasfw.weights import WeightStore
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -320,18 +322,40 @@ def best_full_budget(
 
 
 def retrain_on_test(
-    record: TrialRecord, problem: Mapping[str, Any], seed: int, train: Mapping[str, Any]
+    record: TrialRecord,
+    problem: Mapping[str, Any],
+    seed: int,
+    train: Mapping[str, Any],
+    weights: WeightStore | None = None,
 ) -> float:
-    """The deliverable's score: the network of ``record`` retrained full size exactly as
-    ``nasfw.export.export_best`` retrains it (the same initial weights and seed, from the
-    search's ``seed``), then scored on the test split. ``problem``: ``problem.*`` settings
-    (``name`` included); ``train``: ``train.*`` settings (``threads`` also sets torch's)."""
+    """The deliverable's score: the network of ``record`` as ``nasfw.export.export_best`` hands
+    it over, scored on the test split: its stored weights when its trial kept them (Petridish's
+    networks, Hyperband's finalists: they may have inherited weights no retraining gives), else
+    retrained full size exactly as ``export_best`` retrains it (the same initial weights and
+    seed, from the search's ``seed``; a network that continued or inherited weights loads them
+    first). ``problem``: ``problem.*`` settings (``name`` included); ``train``: ``train.*``
+    settings (``threads`` also sets torch's); ``weights``: the search's weight store
+    (``storage.artifacts`` and its study), needed by the stored and inherited cases.
+
+    Raises:
+        ValueError: ``record`` needs stored weights and ``weights`` is None.
+        RuntimeError: the stored weights do not fit the record's graph.
+        nasfw.weights.WeightsError: the weights it needs are not in ``weights``.
+    """
     import torch
 
     from nasfw import ProblemConfig, TrainConfig
     from nasfw.builder import build_model
     from nasfw.evaluate import candidate_seed, load_problem
     from nasfw.train import evaluate_model, train_model
+    from nasfw.weights import load_matching
+
+    def store() -> WeightStore:
+        if weights is None:
+            raise ValueError(
+                f"trial {record.number} needs its search's stored weights: pass weights"
+            )
+        return weights
 
     config = TrainConfig(**train)
     loaded = load_problem(ProblemConfig(**problem))
@@ -340,6 +364,15 @@ def retrain_on_test(
     trial_seed = candidate_seed(seed, record.candidate)
     torch.manual_seed(trial_seed)
     model = build_model(record.graph, loaded)
+    if "weights" in record.result.extra:
+        state = store().load(record.key).state
+        if load_matching(model, state) != len(model.state_dict()):
+            raise RuntimeError(f"the stored weights of trial {record.number} do not fit its graph")
+        model.eval()
+        return evaluate_model(model, loaded, loaded.test)
+    source = record.resume_from or record.init_from
+    if source is not None:
+        load_matching(model, store().load(source).state)
     train_model(model, loaded, config, trial_seed, overrides=record.candidate.overrides)
     return evaluate_model(model, loaded, loaded.test)
 
@@ -365,6 +398,638 @@ def time_to(
     if target is None:
         return None
     return next((moment for moment, value in curve if value >= target - tolerance), None)
+
+
+# -- judging a search by its CPU seconds from the first training step --------------------------
+
+# nasfw prints this line once the first training step's moment is known (after the first
+# evaluation); the seconds count from its process's start.
+FIRST_STEP_LINE = re.compile(r"first training step ([0-9.]+) s after start")
+
+
+def run_dir_of(out: Path, problem: str, seed: int, arm: str) -> Path:
+    """The folder of one run, ``<out>/runs/<problem>/seed<seed>/<arm>`` (``+`` written ``_``);
+    its raw result is that path with ``.json``."""
+    return out / "runs" / problem / f"seed{seed}" / arm.replace("+", "_")
+
+
+def schedule(
+    seeds: int, problems: Sequence[str], names: Sequence[str]
+) -> list[tuple[int, str, str]]:
+    """Every ``(seed, problem, name)`` in the order the runs go: seed by seed, problem by
+    problem, the names' order rotated by one place per seed (so no contender always runs
+    first, on a cold cache, or last, beside a neighbour that has warmed up)."""
+    order = []
+    for seed in range(seeds):
+        shift = seed % len(names) if names else 0
+        for problem in problems:
+            order += [(seed, problem, n) for n in [*names[shift:], *names[:shift]]]
+    return order
+
+
+def problem_overrides(settings: Mapping[str, Any]) -> list[str]:
+    """The CLI overrides of ``problem.*`` settings (``name`` included): ``problem=<name>``,
+    then ``problem.<key>=<value>`` for the others."""
+    return [f"problem={settings['name']}"] + [
+        f"problem.{k}={v}" for k, v in settings.items() if k != "name"
+    ]
+
+
+def cli_first_step(log: Path, launched: float) -> Callable[[], float | None]:
+    """A ``cpu_origin`` poller for :func:`run_command`: the moment (seconds since the epoch) of
+    a nasfw search's first training step, read from its ``log`` (:data:`FIRST_STEP_LINE`,
+    counted from its process's start, ~``launched``); None until the line is written."""
+
+    def origin() -> float | None:
+        if not log.exists():
+            return None
+        found = FIRST_STEP_LINE.search(log.read_text(errors="replace"))
+        return launched + float(found.group(1)) if found else None
+
+    return origin
+
+
+def nasfw_trials(
+    url: str, launched: float, study: str = "bench"
+) -> tuple[float | None, list[dict[str, Any]], list[TrialRecord]]:
+    """The first step, the evaluations and the records of the nasfw study ``study`` in ``url``
+    (the first step from the study's ``nasfw:first_step_seconds``, counted from its process's
+    start, ~``launched``; None when no step was taken). Evaluations as :func:`judged` takes
+    them: ``finished`` (seconds since the epoch), ``ok``, ``value``, ``state``, ``number``."""
+    import optuna
+
+    from nasfw.ledger import FIRST_STEP_ATTR
+
+    records = finished_trials(url, study)
+    storage = optuna.storages.RDBStorage(url)
+    attrs = storage.get_study_system_attrs(storage.get_study_id_from_name(study))
+    first = launched + float(attrs[FIRST_STEP_ATTR]) if FIRST_STEP_ATTR in attrs else None
+    trials = [
+        {
+            "finished": r.result.finished,
+            "ok": r.result.ok and r.result.metric is not None and math.isfinite(r.result.metric),
+            "value": r.result.metric,
+            "state": r.result.status.upper(),
+            "number": r.number,
+        }
+        for r in records
+    ]
+    return first, trials, records
+
+
+def judged(
+    what: str,
+    run: Run,
+    first: float | None,
+    trials: list[dict[str, Any]],
+    budget: float,
+    log: Path,
+) -> dict[str, Any]:
+    """A search judged by the trials it finished within ``budget`` CPU seconds of its process
+    tree from its first training step (``first``, seconds since the epoch; ``run`` ran with a
+    ``cpu_budget``): best validation metric against CPU seconds.
+
+    ``trials``: dicts with ``finished`` (seconds since the epoch), ``ok``, ``value``, ``state``
+    (``PRUNED`` for pruned ones), optionally ``number`` and ``full`` (False: a score short of
+    the full training budget, e.g. a lower Hyperband rung: counted, never on the curve); each
+    gets its ``cpu``.
+
+    Raises:
+        BenchmarkError: no first step, or no trial finished within the budget (``what`` names
+            the search, ``log`` is where to look).
+    """
+    if first is None:
+        require_trials(what, [], log)
+    assert first is not None
+    origin_cpu = run.cpu_at(first)
+    for t in trials:
+        t["cpu"] = round(run.cpu_at(t["finished"]) - origin_cpu, 2)
+    within = sorted((t for t in trials if t["cpu"] <= budget), key=lambda t: t["cpu"])
+    require_trials(what, within, log)
+    ok = [t for t in within if t["ok"] and t.get("full", True)]
+    curve = best_so_far(((t["cpu"], t["value"]) for t in ok), digits=2)
+    return {
+        "trials": len(within),
+        "failed": sum(not t["ok"] and t["state"] != "PRUNED" for t in within),
+        "pruned": sum(t["state"] == "PRUNED" for t in within),
+        "after_budget": len(trials) - len(within),
+        "best": curve[-1][1] if curve else None,
+        "curve": curve,
+        "startup_cpu_seconds": round(origin_cpu, 2),
+        "startup_wall_seconds": round(first - run.launched, 2),
+        "within": [t.get("number") for t in within],
+        # Every trial, as raw results: CPU seconds since the first step, value, state.
+        "per_trial": [
+            {"cpu": t["cpu"], "value": t["value"], "state": t["state"]}
+            | {k: t[k] for k in ("number", "full") if k in t}
+            for t in sorted(trials, key=lambda t: t["cpu"])
+        ],
+    }
+
+
+def plot_best_so_far(
+    curves: Mapping[str, Sequence[Curve]],
+    budget: float,
+    path: Path,
+    *,
+    title: str,
+    dashed: Iterable[str] = (),
+) -> Path:
+    """Each name's median best-so-far over its runs (``curves``: one curve per run, seconds are
+    CPU seconds since the first training step) against CPU seconds up to ``budget``, the range
+    over runs as a band (``dashed``: names drawn dashed); written as a PNG at ``path``."""
+    import warnings
+
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.linspace(0, budget, 200)
+    dashes = set(dashed)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, (name, runs) in enumerate(curves.items()):
+        if not runs:
+            continue
+        rows = []
+        for curve in runs:
+            ys = np.full(grid.shape, np.nan)
+            for t, v in curve:
+                ys[grid >= t] = v
+            rows.append(ys)
+        stack = np.vstack(rows)
+        with warnings.catch_warnings():  # before a run's first result: all NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            median = np.nanmedian(stack, axis=0)
+            low, high = np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
+        style = "--" if name in dashes else "-"
+        ax.plot(grid, median, style, color=f"C{i % 10}", label=name, linewidth=1.6)
+        ax.fill_between(grid, low, high, color=f"C{i % 10}", alpha=0.12)
+    ax.set_xlabel("CPU seconds since the first training step")
+    ax.set_ylabel("best validation accuracy (median over seeds, range as band)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run_cli_arm(
+    what: str,
+    command: Sequence[str],
+    run_dir: Path,
+    *,
+    budget: float,
+    epochs: int,
+    problem: Mapping[str, Any],
+    seed: int,
+    grace: float,
+) -> tuple[dict[str, Any], list[TrialRecord]]:
+    """One nasfw search (``command``: ``python -m nasfw ...`` with ``storage.url`` at
+    ``<run_dir>/nasfw.db``, ``study_name=bench``, ``storage.artifacts=nasfw-artifacts``, one
+    torch thread) run in ``run_dir`` for ``budget`` CPU seconds of its process tree from its
+    first training step, then SIGINT (killed ``grace`` wall seconds later), and judged:
+    :func:`judged` on its networks trained to the full ``epochs`` (a pruned network or a lower
+    Hyperband rung counts, never on the curve), ``epochs_trained`` and ``short`` (evaluations
+    that ended short of ``epochs``) within the budget, and its deliverable: its best
+    full-budget network within the budget as ``export_best`` hands it over
+    (:func:`retrain_on_test` with ``problem`` and ``seed``), ``test`` on the test split.
+
+    Returns the raw result and the records that finished within the budget.
+
+    Raises:
+        BenchmarkError: nothing finished within the budget, or no full-budget network to
+            deliver (``what`` names the search).
+    """
+    from nasfw.weights import WeightStore
+
+    log = run_dir / "run.log"
+    launched = time.time()
+    run = run_command(
+        command, cwd=run_dir, log=log, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+        cpu_budget=budget, cpu_origin=cli_first_step(log, launched), grace=grace,
+        timeout=budget * 60 + grace,
+    )  # fmt: skip
+    what = f"{what} (exit code {run.returncode})"
+    url = f"sqlite:///{run_dir / 'nasfw.db'}"
+    stored = (run_dir / "nasfw.db").exists()
+    first, trials, records = nasfw_trials(url, launched) if stored else (None, [], [])
+    trained = {r.number: r.result for r in records}
+    for t in trials:
+        t["full"] = trained[t["number"]].trained_budget >= epochs
+    result = judged(what, run, first, trials, budget, log)
+    within = set(result.pop("within"))
+    best = best_full_budget(records, epochs, numbers=within)
+    if not best:
+        raise BenchmarkError(f"{what}: no network to deliver (no full-budget result)")
+    store = WeightStore(str(run_dir / "nasfw-artifacts"), "bench")
+    test = retrain_on_test(best[0], problem, seed, {"threads": 1, "epochs": epochs}, store)
+    doc = {
+        "command": shlex.join(command),
+        "returncode": run.returncode,
+        "stopped_by_budget": run.stopped_by_budget,
+        "wall_seconds": round(run.wall_seconds, 1),
+        "cpu_seconds": round(run.cpu_seconds, 1),
+        "log": log,
+        **result,
+        "epochs_trained": sum(trained[n].epochs for n in within),
+        "short": sum(trained[n].trained_budget < epochs for n in within),
+        "test": test,
+        "delivered_trial": best[0].number,
+    }
+    return doc, [r for r in records if r.number in within]
+
+
+def load_raw_runs(
+    what: str, out: Path, seeds: int, problems: Sequence[str], names: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The raw results ``<out>/runs/<problem>/seed<k>/<name>.json`` of every seed, problem and
+    name (a ``--report`` run's input).
+
+    Raises:
+        BenchmarkError: one is missing (``what``: the benchmark's name, in the message).
+    """
+    import json
+
+    runs = []
+    for seed in range(seeds):
+        for problem in problems:
+            for name in names:
+                raw = run_dir_of(out, problem, seed, name).with_suffix(".json")
+                if not raw.exists():
+                    raise BenchmarkError(
+                        f"{what} {problem} seed {seed} {name}: no raw result "
+                        f"({raw.relative_to(out)}): rerun without --report"
+                    )
+                runs.append(json.loads(raw.read_text()))
+    return runs
+
+
+def compare_arms(
+    what: str,
+    runs: Sequence[Mapping[str, Any]],
+    arms: Sequence[str],
+    pairs: Sequence[tuple[str, str]],
+    keys: Sequence[str] = ("trials", "short", "epochs_trained", "best", "test"),
+) -> dict[str, Any]:
+    """Per problem: each arm's ``keys`` over seeds (``spread.describe``), and per pair
+    ``(arm, partner)`` (keyed ``"<arm> vs <partner>"``; both ran on the same seeds) the
+    partner's target (its median final ``best``), both arms' median CPU seconds to it (a seed
+    that never reached it: inf), their ratio with its bootstrap interval over seeds, how many
+    of the arm's seeds reached it, and the paired per-seed differences (arm minus partner) of
+    ``best`` and ``test``. ``runs``: raw results with ``arm``, ``problem``, ``seed``,
+    ``curve`` and ``keys``.
+
+    Raises:
+        BenchmarkError: an arm has no run on a problem, or a pair's arms ran on other seeds.
+    """
+    import spread
+
+    out: dict[str, Any] = {}
+    for problem in dict.fromkeys(r["problem"] for r in runs):
+        of = {a: sorted((r for r in runs if r["problem"] == problem and r["arm"] == a),
+                        key=lambda r: r["seed"]) for a in arms}  # fmt: skip
+        rows: dict[str, Any] = {}
+        for arm, mine in of.items():
+            if not mine:
+                raise BenchmarkError(f"{what} {problem} {arm}: no run to report")
+            rows[arm] = {
+                "seeds": len(mine),
+                **{k: spread.describe([r[k] for r in mine]).to_dict() for k in keys},
+            }
+        paired: dict[str, Any] = {}
+        for arm, partner in pairs:
+            if [r["seed"] for r in of[arm]] != [r["seed"] for r in of[partner]]:
+                raise BenchmarkError(f"{what} {problem}: {arm} and {partner} ran on other seeds")
+            target = rows[partner]["best"]["median"]
+            times = {
+                a: [time_to(r["curve"], target) or math.inf for r in of[a]] for a in (arm, partner)
+            }
+            own, mine = spread.median_time(times[partner]), spread.median_time(times[arm])
+            paired[f"{arm} vs {partner}"] = {
+                "arm": arm,
+                "partner": partner,
+                "target": target,
+                "partner_seconds": own,
+                "seconds": mine,
+                "ratio": mine / own if own > 0 and math.isfinite(own) else math.inf,
+                "interval": spread.ratio_interval(times[arm], times[partner]),
+                "reached": sum(math.isfinite(t) for t in times[arm]),
+                **{
+                    f"{k}_difference": spread.paired(
+                        [r[k] for r in of[arm]], [r[k] for r in of[partner]]
+                    ).to_dict()
+                    for k in ("best", "test")
+                },
+            }
+        out[problem] = {"arms": rows, "pairs": paired}
+    return out
+
+
+def finite_text(value: float, digits: int = 1) -> str:
+    """``value`` with ``digits`` decimals, or "never" when it is infinite (never reached)."""
+    return "never" if not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def arms_markdown(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The Markdown table of :func:`compare_arms`'s arms of one problem."""
+    import spread
+
+    lines = [
+        "| arm | evaluations | short of the full budget | epochs trained | "
+        "best validation accuracy (full budget) | deliverable: test accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for arm, r in rows.items():
+        lines.append(
+            f"| {arm} | {r['trials']['median']:.0f} | {r['short']['median']:.0f} | "
+            f"{r['epochs_trained']['median']:.0f} | {spread.Spread(**r['best']).text(4)} | "
+            f"{spread.Spread(**r['test']).text(4)} |"
+        )
+    return lines
+
+
+def pairs_markdown(pairs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The Markdown table of :func:`compare_arms`'s pairs of one problem."""
+    import spread
+
+    def paired(doc: Mapping[str, Any]) -> spread.Paired:
+        return spread.Paired(**{**doc, "difference": spread.Spread(**doc["difference"])})
+
+    lines = [
+        "| arm vs partner (target) | partner's s | arm's s | ratio [bootstrap interval] | "
+        "reached | best validation difference | test difference |",
+        "|---|---:|---:|---|---:|---|---|",
+    ]
+    for name, t in pairs.items():
+        low, high = t["interval"]
+        best, test = paired(t["best_difference"]), paired(t["test_difference"])
+        lines.append(
+            f"| {name} ({t['target']:.4f}) | {finite_text(t['partner_seconds'])} | "
+            f"{finite_text(t['seconds'])} | {finite_text(t['ratio'], 2)} "
+            f"[{finite_text(low, 2)}, {finite_text(high, 2)}] | {t['reached']}/{best.n} | "
+            f"{best.text(4)} | {test.text(4)} |"
+        )
+    return lines
+
+
+def problem_settings(
+    problem: str, data_dir: Path, fashion_train: int, fashion_val_fraction: float
+) -> dict[str, Any]:
+    """``problem.*`` of the benchmarks' two problems (for the CLI through
+    :func:`problem_overrides`, and for scoring a deliverable in the benchmark's process):
+    ``digits``, or real Fashion-MNIST from ``<data_dir>/fashion_mnist`` with ``fashion_train``
+    training images and a ``fashion_val_fraction`` validation split.
+
+    Raises:
+        SystemExit: another problem.
+    """
+    if problem == "digits":
+        return {"name": "digits"}
+    if problem == "fashion_mnist":
+        return {
+            "name": "fashion_mnist",
+            "data_dir": str((data_dir / "fashion_mnist").resolve()),
+            "max_train_samples": fashion_train,
+            "val_fraction": fashion_val_fraction,
+        }
+    raise SystemExit(f"unknown problem {problem!r} (digits, fashion_mnist)")
+
+
+def pair_criteria(
+    pairs: Sequence[tuple[str, str]], ratio: float, max_test_loss: float
+) -> list[Criterion]:
+    """One criterion per pair ``(arm, partner)`` of :func:`compare_arms`: on every problem the
+    arm's median CPU seconds to the partner's median final best is <= ``ratio`` of the
+    partner's own, and the median of the paired per-seed differences of the deliverable's test
+    accuracy (arm minus partner) is >= ``-max_test_loss``."""
+
+    def holds(key: str) -> Callable[[Mapping[str, Any]], bool]:
+        def check(figures: Mapping[str, Any]) -> bool:
+            rows = [p["pairs"][key] for p in figures["problems"].values()]
+            return all(
+                r["ratio"] <= ratio
+                and r["test_difference"]["difference"]["median"] >= -max_test_loss
+                for r in rows
+            )
+
+        return check
+
+    return [
+        Criterion(
+            f"{arm} vs {partner}",
+            f"on every problem, {arm} reaches {partner}'s median final best validation "
+            f"accuracy in <= {ratio} of {partner}'s median CPU seconds to it (medians over "
+            f"seeds, never reached = never), and its deliverable's test accuracy is at most "
+            f"{max_test_loss * 100:.1f} pt below {partner}'s (median of the paired per-seed "
+            "differences)",
+            holds(f"{arm} vs {partner}"),
+        )
+        for arm, partner in pairs
+    ]
+
+
+@dataclass(frozen=True)
+class ArmsBenchmark:
+    """A benchmark of nasfw searches ("arms") through the command line, by the rules: each arm
+    on each problem and seed gets ``budget`` CPU seconds from its first training step
+    (:func:`run_cli_arm`), the arms' order rotated per seed (:func:`schedule`); the criteria of
+    its pairs declared before the first run (:func:`pair_criteria`); raw runs at
+    ``<out>/runs/<problem>/seed<k>/<arm>.json``, resumable, and ``--report`` from them alone;
+    ``<name>.json``, ``<name>.md``, ``<name>_<problem>.png`` and one MLflow run. The scripts
+    ``multifidelity.py`` and ``petridish.py`` are one each; their docstrings give protocols."""
+
+    name: str  # the script is benchmarks/<name>.py; its files and messages are named so
+    title: str  # the report's heading
+    setting: str  # the report's sentence on what every arm shares
+    pairs_text: str  # the report's sentence before the table of pairs
+    arms: Mapping[str, Sequence[str]]  # arm -> its CLI overrides
+    common: Sequence[str]  # the CLI overrides of every arm (search space, scoring)
+    pairs: Callable[[Sequence[str]], list[tuple[str, str]]]  # (arm, partner) among the arms
+    ratio: float  # the criterion's ratio of CPU seconds, and its test accuracy loss at most
+    max_test_loss: float
+    budget: float  # defaults of --budget (CPU seconds) and --epochs (train.epochs)
+    epochs: int
+    fashion_train: int = 4000
+    fashion_val_fraction: float = 0.05
+    grace: float = 1800.0  # wall seconds after the SIGINT to finish and exit
+    # More raw fields of one run: (arm, its records within the budget, its raw result, epochs).
+    extra: Callable[[str, list[TrialRecord], dict[str, Any], int], dict[str, Any]] | None = None
+
+    def criteria(self, arms: Sequence[str]) -> list[Criterion]:
+        return pair_criteria(self.pairs(arms), self.ratio, self.max_test_loss)
+
+    def parse_args(self, argv: Sequence[str] | None, description: str) -> Any:
+        import argparse
+
+        parser = argparse.ArgumentParser(description=description)
+        parser.add_argument("--problems", nargs="+", default=["digits", "fashion_mnist"])
+        parser.add_argument("--budget", type=float, default=self.budget,
+                            help="CPU seconds per search from its first training step")  # fmt: skip
+        parser.add_argument("--seeds", type=int, default=3)
+        parser.add_argument("--epochs", type=int, default=self.epochs,
+                            help="train.epochs: the full budget")  # fmt: skip
+        parser.add_argument("--arms", nargs="+", default=list(self.arms), choices=list(self.arms))
+        parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+        parser.add_argument("--out", type=Path, default=HERE / "results" / self.name)
+        parser.add_argument(
+            "--override", action="append", default=[], metavar="KEY=VALUE",
+            help="one more CLI override for every arm (repeatable)",
+        )  # fmt: skip
+        add_run_options(parser)
+        args = parser.parse_args(argv)
+        args.out = args.out.resolve()
+        return args
+
+    def settings(self, problem: str, data_dir: Path) -> dict[str, Any]:
+        return problem_settings(problem, data_dir, self.fashion_train, self.fashion_val_fraction)
+
+    def run_one(self, arm: str, problem: str, seed: int, args: Any) -> dict[str, Any]:
+        """One arm on one problem and seed, or its raw result when already on disk."""
+        import json
+        import shutil
+
+        run_dir = run_dir_of(args.out, problem, seed, arm)
+        raw = run_dir.with_suffix(".json")
+        if raw.exists() and not args.fresh:
+            print(f"  on disk: {raw.relative_to(args.out)}", flush=True)
+            return dict(json.loads(raw.read_text()))
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        settings = self.settings(problem, args.data_dir)
+        command = [
+            sys.executable, "-m", "nasfw", *problem_overrides(settings), *self.common,
+            *self.arms[arm], "launcher.workers=0", "tracking=none", f"train.epochs={args.epochs}",
+            "train.threads=1", f"seed={seed}", f"storage.url=sqlite:///{run_dir / 'nasfw.db'}",
+            "study_name=bench", "storage.artifacts=nasfw-artifacts",
+            f"export_dir={run_dir / 'best_model'}", *args.override,
+        ]  # fmt: skip
+        result, within = run_cli_arm(
+            f"{self.name} {problem} seed {seed} {arm}", command, run_dir, budget=args.budget,
+            epochs=args.epochs, problem=settings, seed=seed, grace=self.grace,
+        )  # fmt: skip
+        doc = {"arm": arm, "problem": problem, "seed": seed, **result}
+        if self.extra is not None:
+            doc.update(self.extra(arm, within, result, args.epochs))
+        write_raw(raw, doc)
+        return dict(json.loads(raw.read_text()))
+
+    def markdown(self, doc: Mapping[str, Any], verdicts: Mapping[str, bool]) -> str:
+        p = doc["protocol"]
+        lines = [
+            f"# {self.title}",
+            "",
+            f"{doc['machine']['description']}; {p['budget']:.0f} CPU seconds per search from "
+            f"its first training step, networks trained {p['epochs']} epochs, {p['seeds']} "
+            f"seed(s), one torch thread, no worker process; {self.setting}. Figures: median "
+            "[95 % bootstrap CI] (n, range).",
+            "",
+            f"Command: `{doc['command']}`",
+        ]
+        for problem, s in doc["summary"].items():
+            lines += ["", f"## {problem}", "", *arms_markdown(s["arms"])]
+            if s["pairs"]:
+                lines += ["", self.pairs_text, "", *pairs_markdown(s["pairs"])]
+        lines += ["", "## Criteria (declared before the run)", ""]
+        if not verdicts:
+            lines.append("- none: no pair of arms ran")
+        lines += [f"- {c.claim}: **{'met' if verdicts[c.name] else 'missed'}**"
+                  for c in self.criteria(p["arms"])]  # fmt: skip
+        if p["seeds"] < 5:
+            lines += [
+                "",
+                f"With {p['seeds']} seed(s) the bootstrap intervals are wide (or absent below "
+                "3): a verdict on the medians, not a significant difference.",
+            ]
+        return "\n".join(lines)
+
+    def main(self, argv: Sequence[str] | None, description: str) -> int:
+        """The script: run what is not on disk yet (or ``--report`` only), then report."""
+        import json
+
+        import optuna
+
+        args = self.parse_args(argv, description)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        summary_path = args.out / f"{self.name}.json"
+        if args.report:  # from the raw runs alone
+            if not summary_path.exists():
+                raise SystemExit(f"{self.name}: {summary_path} not found: run without --report")
+            before = json.loads(summary_path.read_text())
+            protocol, command = before["protocol"], before["command"]
+            runs = load_raw_runs(
+                self.name, args.out, protocol["seeds"], protocol["problems"], protocol["arms"]
+            )
+        else:
+            for problem in args.problems:
+                settings = self.settings(problem, args.data_dir)
+                if "data_dir" in settings and not Path(settings["data_dir"]).is_dir():
+                    raise SystemExit(f"{self.name}: {settings['data_dir']} not found (--data-dir)")
+            protocol = {
+                "problems": args.problems,
+                "budget": args.budget,
+                "budget_unit": "CPU seconds of the process tree from the first training step",
+                "seeds": args.seeds,
+                "epochs": args.epochs,
+                "threads": 1,
+                "arms": args.arms,
+                "overrides": args.override,
+                "fashion_mnist_train_images": self.fashion_train,
+                "fashion_mnist_val_fraction": self.fashion_val_fraction,
+            }
+            args.out.mkdir(parents=True, exist_ok=True)
+            declare(self.criteria(args.arms), args.out)
+            command = invocation(f"{self.name}.py", argv)
+            runs = []
+            for seed, problem, arm in schedule(args.seeds, args.problems, args.arms):
+                print(f"[{problem} seed {seed}] {arm}: {args.budget:.0f} CPU s", flush=True)
+                run = self.run_one(arm, problem, seed, args)
+                print(f"  {run['trials']} evaluations ({run['short']} short), best "
+                      f"{run['best']}, test {run['test']:.4f}", flush=True)  # fmt: skip
+                runs.append(run)
+        pairs = self.pairs(protocol["arms"])
+        doc = {
+            "protocol": protocol,
+            "command": command,
+            "machine": machine(),
+            **git_state(),
+            "summary": compare_arms(self.name, runs, protocol["arms"], pairs),
+            "runs": runs,
+        }
+        verdicts = judge(self.criteria(protocol["arms"]), {"problems": doc["summary"]})
+        doc["criteria"] = verdicts
+        text = self.markdown(doc, verdicts)
+        (args.out / f"{self.name}.md").write_text(text + "\n")
+        write_raw(summary_path, {k: v for k, v in doc.items() if k != "runs"})
+        partners = {partner for _, partner in pairs}
+        paths = [
+            plot_best_so_far(
+                {arm: [r["curve"] for r in runs if r["problem"] == problem and r["arm"] == arm]
+                 for arm in protocol["arms"]},
+                protocol["budget"], args.out / f"{self.name}_{problem}.png",
+                title=f"{problem}: {self.title} (partners dashed)", dashed=partners,
+            )
+            for problem in doc["summary"]
+        ]  # fmt: skip
+        print(text)
+        if not args.no_mlflow:
+            metrics: dict[str, float | None] = {}
+            for problem, s in doc["summary"].items():
+                for arm, r in s["arms"].items():
+                    key = f"{problem}.{arm.replace('+', '_')}"  # MLflow takes no "+" in names
+                    metrics[f"{key}.best_median"] = r["best"]["median"]
+                    metrics[f"{key}.test_median"] = r["test"]["median"]
+                for name, t in s["pairs"].items():
+                    key = f"{problem}.{name.replace('+', '_').replace(' ', '_')}.ratio"
+                    metrics[key] = t["ratio"] if math.isfinite(t["ratio"]) else None
+            uri = args.tracking_uri or default_tracking_uri(args.out)
+            log_report(doc, args.out, uri, benchmark=self.name, metrics=metrics,
+                       artifacts=[args.out / f"{self.name}.md", summary_path, *paths])  # fmt: skip
+        return 0
 
 
 # -- MLflow -------------------------------------------------------------------------------------
@@ -439,6 +1104,37 @@ def log_to_mlflow(
         raise
     client.set_terminated(run_id)
     return {"tracking_uri": uri, "experiment_id": str(experiment_id), "run_id": run_id}
+
+
+def log_report(
+    doc: Mapping[str, Any],
+    out: Path,
+    tracking_uri: str | None,
+    *,
+    benchmark: str,
+    metrics: Mapping[str, float | None],
+    artifacts: Iterable[Path],
+    run_name: str | None = None,
+) -> str:
+    """A benchmark's report as one MLflow run (:func:`log_to_mlflow`): ``doc``'s ``protocol``
+    as params, its ``command``, machine and ``git_commit`` as tags; returns the run's id."""
+    logged = log_to_mlflow(
+        out, tracking_uri, benchmark=benchmark, run_name=run_name, params=doc["protocol"],
+        tags={"command": doc["command"], "machine": doc["machine"]["description"],
+              "git_commit": doc.get("git_commit") or ""},
+        metrics=metrics, artifacts=artifacts,
+    )  # fmt: skip
+    return logged["run_id"]
+
+
+def add_run_options(parser: Any) -> None:
+    """The options every resumable benchmark takes (``parser``: an argparse parser):
+    ``--fresh``, ``--no-mlflow``, ``--report`` and ``--tracking-uri``."""
+    parser.add_argument("--fresh", action="store_true", help="rerun runs already on disk")
+    parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--report", action="store_true",
+                        help="only the report, from the raw runs under <out>/runs")  # fmt: skip
+    parser.add_argument("--tracking-uri", default=None, help="default sqlite:///<out>/mlflow.db")
 
 
 # -- the rules: criteria written before the run, raw results that travel ----------------------

@@ -1,150 +1,112 @@
-"""Pruning against no pruning: best accuracy over wall time (issue #14's benchmark).
+"""Pruning against no pruning (issue #27's rules; #14's benchmark before it): does stopping
+unpromising networks early find the unpruned search's accuracy in less CPU time, and does the
+network it hands over lose anything?
 
-For each problem, four searches run through the CLI one after the other, same seed and
-settings: ``tuner=tpe`` with ``pruner=none`` and ``pruner=hyperband``, ``tuner=codeepneat``
-with ``pruner=none`` and ``pruner=median``; plus ``tuner=hyperband`` (the multi-fidelity tuner,
-which continues promoted networks' weights) at the TPE searches' trial budget. Each is judged
-from its study: the best validation metric of the networks trained to the full budget
-(``train.epochs``; pruned ones never count) as a function of the seconds since its first trial
-started, and the time it took to reach the final best of the same tuner's unpruned search: the
-speed-up is ``t_unpruned / t_pruned`` at that accuracy ("not reached" when it never gets there).
+**Arms** (nasfw's command line, ``search_space=image_small launcher.workers=0 train.threads=1
+tracking=none``, ``train.epochs=--epochs``, more trials than the budget allows), paired with the
+unpruned arm they are judged against:
 
-    .venv/bin/python benchmarks/multifidelity.py --out benchmarks/results/multifidelity
-    .venv/bin/python benchmarks/multifidelity.py --problems digits --trials 8   # quick look
+- ``tpe`` (``pruner=none``) and ``tpe+hyperband`` (``pruner=hyperband``, Optuna's
+  HyperbandPruner on the per-epoch validation score);
+- ``codeepneat`` (``pruner=none``) and ``codeepneat+median`` (``pruner=median``);
+- ``hyperband``: ``tuner=hyperband`` (Li et al.'s brackets, promoted networks continue their
+  weights), paired with ``tpe``.
 
-Writes ``<out>/multifidelity.json`` and prints Markdown tables.
+Without a pruner, ``train.curve_every=0`` scores the validation split once, after the last
+epoch; a pruned arm scores it after every epoch (``train.curve_every=1``), as its pruner needs.
+
+**Protocol**: per seed (``--seeds``) and problem, the arms run one after the other in an order
+rotated by one place per seed, each in its own process with one torch thread and no worker
+process, so that a CPU second means the same for every arm. Each gets ``--budget`` CPU seconds of
+its process tree counted from its first training step (imports, data loading and start-up are
+not charged, and load from other processes does not shorten anyone's budget), then SIGINT, as a
+user's Ctrl-C. It is judged by the evaluations that finished within the budget: the best
+validation accuracy of a network trained to the full ``train.epochs`` (a pruned network or a
+lower Hyperband rung never counts) against CPU seconds since the first step. Its
+**deliverable** is the network it would export: its best full-budget network within the budget,
+as ``export_best`` hands it over (``harness.retrain_on_test``: retrained, or a Hyperband
+finalist's stored weights), scored on the test split.
+
+**Criterion** (declared by ``harness.declare`` before any run; one per pair of arms that both
+run): with T = the unpruned partner's median final best validation accuracy over seeds, on every
+problem the pruned arm's median CPU seconds to reach T (a seed that never does counts as never)
+is <= 0.7 of the partner's own median CPU seconds to T, **and** the pruned arm's deliverable is
+not worse than its partner's by more than 0.5 pt of test accuracy (median of the per-seed paired
+differences >= -0.005). The ratio's percentile bootstrap interval over seeds (resampled in
+pairs, ``spread.ratio_interval``) is reported beside it, not part of the verdict: with 3 seeds
+it is wide, and the report says so.
+
+**Problems** (``--problems``): ``digits`` (scikit-learn's 8x8 digits) and ``fashion_mnist``
+(real, from ``--data-dir``/fashion_mnist: 4,000 training images, a 5 % validation split).
+
+    .venv/bin/python benchmarks/multifidelity.py          # 2 problems x 3 seeds x 5 arms x
+                                                          # 180 CPU s: ~1.5 h on an idle core
+    .venv/bin/python benchmarks/multifidelity.py --problems digits --seeds 1 --budget 20 \\
+        --out /tmp/mf                                     # a quick look, minutes
+    .venv/bin/python benchmarks/multifidelity.py --report # the tables again, from the raw runs
+
+Cost: each run is ``--budget`` CPU seconds plus its start-up (~5 CPU s) and the deliverable's
+retraining (one network, ``--epochs`` epochs: seconds on digits, up to a minute on
+Fashion-MNIST); the default size is 30 runs, about 1.5-2 hours on one idle core.
+
+Resumable: each (problem, seed, arm) writes ``<out>/runs/<problem>/seed<k>/<arm>.json`` (paths
+relative to it) once it has finished, and a rerun skips those (``--fresh`` reruns them). Writes
+``multifidelity.json`` (the summary), ``multifidelity.md`` and ``multifidelity_<problem>.png``
+(median best-so-far with its range over seeds) to ``--out``, and one MLflow run in experiment
+``nasfw-benchmarks`` (``--no-mlflow`` skips it). An arm that finished nothing within its budget,
+or has no full-budget network to deliver, fails the run (exit 1, naming it).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-from typing import Any
+import sys
+from collections.abc import Sequence
 
 import harness
-import optuna
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-PROBLEMS: dict[str, list[str]] = {
-    "digits": ["problem=digits"],
-    # Real Fashion-MNIST: 4,000 training images and a 5 % validation split (3,500 images, scored
-    # after every epoch for the learning curve) so that a CPU run takes minutes.
-    "fashion_mnist": [
-        "problem=fashion_mnist",
-        f"problem.data_dir={DATA / 'fashion_mnist'}",
-        "problem.max_train_samples=4000",
-        "problem.val_fraction=0.05",
+MANY = 100_000  # trials or generations: the budget, not the tuner, ends every search
+# Without a pruner the validation split is scored once, after the last epoch; a pruner needs
+# it after every epoch.
+ONCE, EVERY_EPOCH = "train.curve_every=0", "train.curve_every=1"
+ARMS: dict[str, list[str]] = {
+    "tpe": ["tuner=tpe", f"tuner.n_trials={MANY}", "pruner=none", ONCE],
+    "tpe+hyperband": ["tuner=tpe", f"tuner.n_trials={MANY}", "pruner=hyperband", EVERY_EPOCH],
+    "codeepneat": ["tuner=codeepneat", f"tuner.generations={MANY}", "pruner=none", ONCE],
+    "codeepneat+median": [
+        "tuner=codeepneat",
+        f"tuner.generations={MANY}",
+        "pruner=median",
+        EVERY_EPOCH,
     ],
+    "hyperband": ["tuner=hyperband", f"tuner.iterations={MANY}", ONCE],
 }
+# A multi-fidelity arm -> the unpruned arm it is judged against (same seeds: paired).
+PARTNER = {"tpe+hyperband": "tpe", "codeepneat+median": "codeepneat", "hyperband": "tpe"}
 
 
-def searches(trials: int, generations: int) -> dict[str, list[str]]:
-    """name -> CLI arguments of each search."""
-    tpe = ["tuner=tpe", f"tuner.n_trials={trials}", "tuner.batch_size=2"]
-    codeepneat = ["tuner=codeepneat", f"tuner.generations={generations}"]
-    return {
-        "tpe": [*tpe, "pruner=none"],
-        "tpe+hyperband": [*tpe, "pruner=hyperband"],
-        "codeepneat": [*codeepneat, "pruner=none"],
-        "codeepneat+median": [*codeepneat, "pruner=median"],
-        "hyperband tuner": ["tuner=hyperband", "tuner.iterations=1"],
-    }
+def pairs(arms: Sequence[str]) -> list[tuple[str, str]]:
+    """The (multi-fidelity arm, unpruned partner) pairs among ``arms``."""
+    return [(a, PARTNER[a]) for a in arms if a in PARTNER and PARTNER[a] in arms]
 
 
-BASELINE = {"tpe+hyperband": "tpe", "codeepneat+median": "codeepneat", "hyperband tuner": "tpe"}
-
-
-def run(directory: Path, args: list[str]) -> float:
-    """One search through the CLI in ``directory``, which must succeed; its wall seconds."""
-    url = f"sqlite:///{directory / 'nasfw.db'}"
-    overrides = [
-        *args, "tracking=none", f"storage.url={url}", f"export_dir={directory / 'best_model'}",
-        "study_name=bench",
-    ]  # fmt: skip
-    found = harness.run_cli(overrides, cwd=directory, log=directory / "cli.log")
-    return found.check(f"multifidelity {directory}").wall_seconds
-
-
-def progress(url: str, epochs: int, name: str) -> dict[str, Any]:
-    """Best full-budget validation metric over time (seconds since the first trial started)."""
-    records = harness.finished_trials(url, "bench")
-    harness.require_trials(name, records)
-    start = min(r.result.started for r in records if r.result.started is not None)
-    full = [r for r in records if r.result.ok and r.result.trained_budget >= epochs]
-    curve = harness.best_so_far(((r.result.finished - start, r.result.metric) for r in full), 1)
-    end = max(r.result.finished for r in records if r.result.finished is not None)
-    return {
-        "trials": len(records),
-        "pruned": sum(r.result.pruned for r in records),
-        "failed": sum(r.result.status == "failed" for r in records),
-        "epochs_trained": sum(r.result.epochs for r in records),
-        "seconds": round(end - start, 1),
-        "best": curve[-1][1] if curve else None,
-        "curve": curve,
-    }
-
-
-def main() -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/multifidelity"))
-    parser.add_argument("--problems", nargs="*", default=list(PROBLEMS))
-    parser.add_argument("--epochs", type=int, default=9)
-    parser.add_argument("--trials", type=int, default=24, help="TPE's evaluations")
-    parser.add_argument("--generations", type=int, default=3, help="CoDeepNEAT's")
-    parser.add_argument("--only", nargs="*", default=None, help="names of searches to run")
-    parser.add_argument("--report", action="store_true", help="print the tables, run nothing")
-    args = parser.parse_args()
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    results_path = out / "multifidelity.json"
-    rows: dict[str, Any] = json.loads(results_path.read_text()) if results_path.exists() else {}
-    common = [f"train.epochs={args.epochs}", "launcher.workers=2", "evaluation=plain", "seed=0"]
-    for problem in [] if args.report else args.problems:
-        row = rows.setdefault(problem, {})
-        for name, search_args in searches(args.trials, args.generations).items():
-            if args.only is not None and name not in args.only:
-                continue
-            directory = out / problem / name.replace(" ", "_").replace("+", "_")
-            if directory.exists():
-                import shutil
-
-                shutil.rmtree(directory)
-            wall = run(directory, [*PROBLEMS[problem], *common, *search_args])
-            url = f"sqlite:///{directory / 'nasfw.db'}"
-            row[name] = {
-                **progress(url, args.epochs, f"multifidelity {problem} {name}"),
-                "wall": round(wall, 1),
-            }
-            results_path.write_text(json.dumps(rows, indent=2))
-    for problem, row in rows.items():
-        print(f"\n### {problem}\n")
-        print(
-            "| search | trials | pruned | epochs trained | search s | best val | "
-            "unpruned best by then | time to the unpruned final best | speed-up |"
-        )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for name, r in row.items():
-            base = row.get(BASELINE.get(name, name))
-            target = base["best"] if base else None
-            reached = harness.time_to(r["curve"], target)
-            base_time = harness.time_to(base["curve"], target) if base else None
-            speedup = (
-                f"{base_time / reached:.2f}x"
-                if reached and base_time and name in BASELINE
-                else ("not reached" if reached is None and name in BASELINE else "")
-            )
-            # What the unpruned search had found when this one ended (equal wall time).
-            by_then = [v for t, v in base["curve"] if t <= r["seconds"]] if base else []
-            equal_time = f"{max(by_then):.4f}" if by_then and name in BASELINE else ""
-            print(
-                f"| {name} | {r['trials']} | {r['pruned']} | {r['epochs_trained']} | "
-                f"{r['seconds']:.0f} | {r['best']:.4f} | {equal_time} | "
-                + (f"{reached:.0f} s" if reached is not None else "-")
-                + f" | {speedup} |"
-            )
-
+BENCHMARK = harness.ArmsBenchmark(
+    name="multifidelity",
+    title="Pruning against no pruning",
+    setting="search_space=image_small",
+    pairs_text=(
+        "Each multi-fidelity arm against its unpruned partner, paired by seed: median CPU "
+        "seconds to the partner's median final best (never = not reached by half the seeds or "
+        "more), their ratio [bootstrap interval over seeds], and the per-seed differences (arm "
+        "minus partner):"
+    ),
+    arms=ARMS,
+    common=["search_space=image_small"],
+    pairs=pairs,
+    ratio=0.7,
+    max_test_loss=0.005,
+    budget=180.0,
+    epochs=9,
+)
 
 if __name__ == "__main__":
-    main()
+    sys.exit(BENCHMARK.main(None, __doc__.split("\n\n")[0]))

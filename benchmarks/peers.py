@@ -62,11 +62,10 @@ import argparse
 import contextlib
 import json
 import math
-import re
 import shlex
 import sys
 import time
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,22 +125,7 @@ CRITERIA = [
 
 def problem_settings(problem: str, data_dir: Path) -> dict[str, Any]:
     """``problem.*`` of each problem: the same for nasfw's CLI and the peer's ``load_problem``."""
-    if problem == "digits":
-        return {"name": "digits"}
-    if problem == "fashion_mnist":
-        return {
-            "name": "fashion_mnist",
-            "data_dir": str((data_dir / "fashion_mnist").resolve()),
-            "max_train_samples": FASHION_TRAIN,
-            "val_fraction": FASHION_VAL_FRACTION,
-        }
-    raise SystemExit(f"peers: unknown problem {problem!r} (digits, fashion_mnist)")
-
-
-def cli_overrides(settings: dict[str, Any]) -> list[str]:
-    return [f"problem={settings['name']}"] + [
-        f"problem.{k}={v}" for k, v in settings.items() if k != "name"
-    ]
+    return harness.problem_settings(problem, data_dir, FASHION_TRAIN, FASHION_VAL_FRACTION)
 
 
 # -- the peers, written by hand -----------------------------------------------------------------
@@ -309,26 +293,21 @@ def peer_worker(args: argparse.Namespace) -> int:
 
 # -- running the contenders ---------------------------------------------------------------------
 
-FIRST_STEP_LINE = re.compile(r"first training step ([0-9.]+) s after start")
 
-
-def _origin(name: str, run_dir: Path, launched: float) -> Any:
+def _origin(name: str, run_dir: Path, launched: float) -> Callable[[], float | None]:
     """The poller of the moment the contender's first training step happened: the peer's
-    ``first_step`` line, nasfw's "first training step ... after start" line (printed once its
-    first generation has finished; its start is the process's)."""
-    source = run_dir / ("trials.jsonl" if name in PEERS else "run.log")
+    ``first_step`` line, or nasfw's (:func:`harness.cli_first_step`)."""
+    if name not in PEERS:
+        return harness.cli_first_step(run_dir / "run.log", launched)
+    source = run_dir / "trials.jsonl"
 
     def origin() -> float | None:
         if not source.exists():
             return None
-        text = source.read_text(errors="replace")
-        if name in PEERS:
-            for line in text.splitlines():
-                if line.startswith('{"first_step"'):
-                    return float(json.loads(line)["first_step"])
-            return None
-        found = FIRST_STEP_LINE.search(text)
-        return launched + float(found.group(1)) if found else None
+        for line in source.read_text(errors="replace").splitlines():
+            if line.startswith('{"first_step"'):
+                return float(json.loads(line)["first_step"])
+        return None
 
     return origin
 
@@ -350,69 +329,9 @@ def peer_trials(log: Path) -> tuple[float | None, list[dict[str, Any]], dict[str
     return first, trials, deliverable
 
 
-def nasfw_trials(url: str, launched: float) -> tuple[float | None, list[dict[str, Any]], list[Any]]:
-    """The first step, the evaluations and the records of a nasfw study (the first step from
-    the study's ``nasfw:first_step_seconds``, counted from its process's start, ~``launched``)."""
-    import optuna
-
-    from nasfw.ledger import FIRST_STEP_ATTR
-
-    records = harness.finished_trials(url, "bench")
-    storage = optuna.storages.RDBStorage(url)
-    attrs = storage.get_study_system_attrs(storage.get_study_id_from_name("bench"))
-    first = launched + float(attrs[FIRST_STEP_ATTR]) if FIRST_STEP_ATTR in attrs else None
-    trials = [
-        {
-            "finished": r.result.finished,
-            "ok": r.result.ok and r.result.metric is not None and math.isfinite(r.result.metric),
-            "value": r.result.metric,
-            "state": r.result.status.upper(),
-            "number": r.number,
-        }
-        for r in records
-    ]
-    return first, trials, records
-
-
-def judged(what: str, run: harness.Run, first: float | None, trials: list[dict[str, Any]],
-           budget: float, log: Path) -> dict[str, Any]:  # fmt: skip
-    """The trials finished within ``budget`` CPU seconds from the first step: best validation
-    accuracy against CPU seconds (none finished: the benchmark fails)."""
-    if first is None:
-        harness.require_trials(what, [], log)
-    assert first is not None
-    origin_cpu = run.cpu_at(first)
-    for t in trials:
-        t["cpu"] = round(run.cpu_at(t["finished"]) - origin_cpu, 2)
-    within = sorted((t for t in trials if t["cpu"] <= budget), key=lambda t: t["cpu"])
-    harness.require_trials(what, within, log)
-    ok = [t for t in within if t["ok"]]
-    curve = harness.best_so_far(((t["cpu"], t["value"]) for t in ok), digits=2)
-    return {
-        "trials": len(within),
-        "failed": sum(not t["ok"] and t["state"] != "PRUNED" for t in within),
-        "pruned": sum(t["state"] == "PRUNED" for t in within),
-        "after_budget": len(trials) - len(within),
-        "best": curve[-1][1] if curve else None,
-        "curve": curve,
-        "startup_cpu_seconds": round(origin_cpu, 2),
-        "startup_wall_seconds": round(first - run.launched, 2),
-        "within": [t.get("number") for t in within],
-        # Every trial, as raw results: CPU seconds since the first step, value, state.
-        "per_trial": [
-            {"cpu": t["cpu"], "value": t["value"], "state": t["state"]}
-            for t in sorted(trials, key=lambda t: t["cpu"])
-        ],
-    }
-
-
-def run_dir_of(out: Path, problem: str, seed: int, name: str) -> Path:
-    return out / "runs" / problem / f"seed{seed}" / name.replace("+", "_")
-
-
 def run_one(name: str, problem: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """One contender on one problem and seed, or its raw result when already on disk."""
-    run_dir = run_dir_of(args.out, problem, seed, name)
+    run_dir = harness.run_dir_of(args.out, problem, seed, name)
     raw = run_dir.with_suffix(".json")
     if raw.exists() and not args.fresh:
         return json.loads(raw.read_text())
@@ -432,8 +351,8 @@ def run_one(name: str, problem: str, seed: int, args: argparse.Namespace) -> dic
         url = f"sqlite:///{run_dir / 'nasfw.db'}"
         pruned = any(o.startswith("pruner=") for o in NASFW[name])
         command = [
-            sys.executable, "-m", "nasfw", *cli_overrides(settings), "search_space=image_small",
-            *NASFW[name], "launcher.workers=0", "tracking=none",
+            sys.executable, "-m", "nasfw", *harness.problem_overrides(settings),
+            "search_space=image_small", *NASFW[name], "launcher.workers=0", "tracking=none",
             f"train.curve_every={1 if pruned else 0}", f"train.threads={args.threads}",
             f"seed={seed}", f"storage.url={url}", "study_name=bench",
             f"export_dir={run_dir / 'best_model'}", *args.nasfw_override,
@@ -449,11 +368,11 @@ def run_one(name: str, problem: str, seed: int, args: argparse.Namespace) -> dic
     what = f"peers {problem} seed {seed} {name} (exit code {run.returncode})"
     if name in PEERS:
         first, trials, deliverable = peer_trials(run_dir / "trials.jsonl")
-        result = judged(what, run, first, trials, args.budget, log)
+        result = harness.judged(what, run, first, trials, args.budget, log)
     else:
         stored = (run_dir / "nasfw.db").exists()
-        first, trials, records = nasfw_trials(url, launched) if stored else (None, [], [])
-        result = judged(what, run, first, trials, args.budget, log)
+        first, trials, records = harness.nasfw_trials(url, launched) if stored else (None, [], [])
+        result = harness.judged(what, run, first, trials, args.budget, log)
         # The network nasfw would export from the trials within the budget, retrained as
         # export_best retrains it, scored on test.
         epochs = TRAIN_EPOCHS
@@ -484,44 +403,17 @@ def run_one(name: str, problem: str, seed: int, args: argparse.Namespace) -> dic
 
 
 def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
-    names = list(args.contenders)
     runs = []
-    for seed in range(args.seeds):
-        for problem in args.problems:
-            shift = seed % len(names)
-            for name in names[shift:] + names[:shift]:
-                print(f"[{problem} seed {seed}] {name}: {args.budget:.0f} CPU s", flush=True)
-                run = run_one(name, problem, seed, args)
-                print(f"  {run['trials']} trials, best {run['best']}, test {run['test']:.4f}",
-                      flush=True)  # fmt: skip
-                runs.append(run)
+    for seed, problem, name in harness.schedule(args.seeds, args.problems, args.contenders):
+        print(f"[{problem} seed {seed}] {name}: {args.budget:.0f} CPU s", flush=True)
+        run = run_one(name, problem, seed, args)
+        print(f"  {run['trials']} trials, best {run['best']}, test {run['test']:.4f}",
+              flush=True)  # fmt: skip
+        runs.append(run)
     return runs
 
 
 # -- report -------------------------------------------------------------------------------------
-
-
-def _median_time(times: list[float]) -> float:
-    import numpy as np
-
-    return float(np.median(np.asarray(times, dtype=float)))  # inf: never (half or more seeds)
-
-
-def _ratio_interval(mine: list[float], theirs: list[float]) -> tuple[float, float]:
-    """Percentile bootstrap of median(mine) / median(theirs), seeds resampled in pairs; never
-    reached is infinite, so an interval may end at inf."""
-    import numpy as np
-
-    a, b = np.asarray(mine, dtype=float), np.asarray(theirs, dtype=float)
-    rng = np.random.default_rng(spread.SEED)
-    ratios = []
-    for _ in range(2000):
-        pick = rng.integers(0, len(a), len(a))
-        num, den = np.median(a[pick]), np.median(b[pick])
-        ratios.append(num / den if den > 0 else math.inf)
-    low = np.percentile(ratios, 2.5, method="lower")
-    high = np.percentile(ratios, 97.5, method="higher")
-    return float(low), float(high)
 
 
 def summarize(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
@@ -548,15 +440,15 @@ def summarize(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
             times = {
                 n: [harness.time_to(r["curve"], target) or math.inf for r in of[n]] for n in names
             }
-            own = _median_time(times[peer])
+            own = spread.median_time(times[peer])
             entry: dict[str, Any] = {"target": target, "peer_seconds": own, "nasfw": {}}
             for n in [n for n in names if n in NASFW]:
-                median = _median_time(times[n])
+                median = spread.median_time(times[n])
                 ratio = median / own if own > 0 and math.isfinite(own) else math.inf
                 entry["nasfw"][n] = {
                     "seconds": median,
                     "ratio": ratio,
-                    "interval": _ratio_interval(times[n], times[peer]),
+                    "interval": spread.ratio_interval(times[n], times[peer]),
                     "reached": sum(math.isfinite(t) for t in times[n]),
                 }
             targets[peer] = entry
@@ -575,8 +467,7 @@ def summarize(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     return out
 
 
-def _num(value: float, digits: int = 1) -> str:
-    return "never" if not math.isfinite(value) else f"{value:.{digits}f}"
+_num = harness.finite_text
 
 
 def markdown(doc: dict[str, Any], verdicts: dict[str, bool]) -> str:
@@ -632,46 +523,18 @@ def markdown(doc: dict[str, Any], verdicts: dict[str, bool]) -> str:
 
 def plots(doc: dict[str, Any], out: Path) -> list[Path]:
     """Per problem: each contender's median best-so-far over seeds against CPU seconds, with
-    the range over seeds as a band."""
-    import matplotlib
-    import numpy as np
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    budget = doc["protocol"]["budget"]
-    grid = np.linspace(0, budget, 200)
+    the range over seeds as a band (peers dashed)."""
     paths = []
     for problem in doc["summary"]:
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for i, name in enumerate(doc["protocol"]["contenders"]):
-            curves = []
-            for r in (x for x in doc["runs"] if x["problem"] == problem
-                      and x["contender"] == name):  # fmt: skip
-                ys = np.full(grid.shape, np.nan)
-                for t, v in r["curve"]:
-                    ys[grid >= t] = v
-                curves.append(ys)
-            if not curves:
-                continue
-            stack = np.vstack(curves)
-            with warnings.catch_warnings():  # before a contender's first result: all NaN
-                warnings.simplefilter("ignore", RuntimeWarning)
-                median = np.nanmedian(stack, axis=0)
-                low, high = np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
-            style = "--" if name in PEERS else "-"
-            ax.plot(grid, median, style, color=f"C{i % 10}", label=name, linewidth=1.6)
-            ax.fill_between(grid, low, high, color=f"C{i % 10}", alpha=0.12)
-        ax.set_xlabel("CPU seconds since the first training step")
-        ax.set_ylabel("best validation accuracy (median over seeds, range as band)")
-        ax.set_title(f"{problem}: nasfw (solid) against the peers (dashed)")
-        ax.legend(fontsize=7, loc="lower right", ncol=2)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = out / f"peers_{problem}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        curves = {
+            name: [r["curve"] for r in doc["runs"]
+                   if r["problem"] == problem and r["contender"] == name]
+            for name in doc["protocol"]["contenders"]
+        }  # fmt: skip
+        paths.append(harness.plot_best_so_far(
+            curves, doc["protocol"]["budget"], out / f"peers_{problem}.png",
+            title=f"{problem}: nasfw (solid) against the peers (dashed)", dashed=PEERS,
+        ))  # fmt: skip
     return paths
 
 
@@ -684,15 +547,10 @@ def log_to_mlflow(doc: dict[str, Any], out: Path, uri: str | None, artifacts: li
             metrics[f"{key}.test_median"] = r["test"]["median"]
         ratio = s["best_nasfw_ratio"]
         metrics[f"{problem}.best_nasfw_ratio"] = ratio if math.isfinite(ratio) else None
-    logged = harness.log_to_mlflow(
-        out, uri, benchmark="peers",
+    return harness.log_report(
+        doc, out, uri, benchmark="peers", metrics=metrics, artifacts=artifacts,
         run_name="peers-quick" if doc["protocol"]["quick"] else "peers",
-        params=doc["protocol"],
-        tags={"command": doc["command"], "machine": doc["machine"]["description"],
-              "git_commit": doc.get("git_commit") or ""},
-        metrics=metrics, artifacts=artifacts,
     )  # fmt: skip
-    return logged["run_id"]
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -714,11 +572,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--quick", action="store_true",
                         help="digits only, 12 CPU s per contender")  # fmt: skip
-    parser.add_argument("--fresh", action="store_true", help="rerun runs already on disk")
-    parser.add_argument("--no-mlflow", action="store_true")
-    parser.add_argument("--report", action="store_true",
-                        help="only the report, from the raw runs under <out>/runs")  # fmt: skip
-    parser.add_argument("--tracking-uri", default=None, help="default sqlite:///<out>/mlflow.db")
+    harness.add_run_options(parser)
     # A peer's own process (run by this script).
     parser.add_argument("--_peer", dest="peer", choices=PEERS, help=argparse.SUPPRESS)
     parser.add_argument("--problem-json", help=argparse.SUPPRESS)
@@ -762,7 +616,9 @@ def main(argv: list[str] | None = None) -> int:
         protocol = json.loads((args.out / "peers.json").read_text())["protocol"]
         args.contenders, args.problems = protocol["contenders"], protocol["problems"]
         runs = [
-            json.loads(run_dir_of(args.out, problem, seed, name).with_suffix(".json").read_text())
+            json.loads(
+                harness.run_dir_of(args.out, problem, seed, name).with_suffix(".json").read_text()
+            )
             for seed in range(protocol["seeds"])
             for problem in args.problems
             for name in args.contenders

@@ -1,201 +1,135 @@
-"""Petridish against CoDeepNEAT and random search at equal wall time (issue #13's comparison).
+"""Petridish against CoDeepNEAT and random search at equal CPU budgets (issue #27's rules;
+#13's comparison before it): does growing networks find good ones sooner than evolving or
+sampling them, and what does the network it hands over score on test?
 
-For each problem, Petridish runs to its end through the CLI; its wall time ``T`` (first trial
-start to last trial end, from the study) is then every other tuner's budget: CoDeepNEAT and
-random search run with more trials than they can finish and are stopped (SIGINT, as a user
-would) once ``T`` has passed. Every tuner is then judged by the trials that finished within
-``T``: best validation metric, the test metric of that network (retrained from scratch with its
-evaluation's seed, as the export does; Petridish's best is its stored, evaluated network), and
-the lower convex hull of (FLOPs, val error) of its networks. For Petridish the hull after every
-round is printed too (the issue's "hull progress per round").
+**Arms** (nasfw's command line, ``search_space=petridish_full evaluation=plain
+launcher.workers=0 train.threads=1 train.curve_every=0 tracking=none``,
+``train.epochs=--epochs``, more rounds, generations or trials than the budget allows):
+``petridish`` (``tuner.init_models=4 tuner.max_parents=4``), ``codeepneat`` and ``random``.
+Petridish is paired with each of the other two (same seeds).
 
-    .venv/bin/python benchmarks/petridish.py --out benchmarks/results/petridish
-    .venv/bin/python benchmarks/petridish.py --problems digits --rounds 2   # quick look
+**Protocol**: per seed (``--seeds``) and problem, the arms run one after the other in an order
+rotated by one place per seed, each in its own process with one torch thread and no worker
+process. Each gets ``--budget`` CPU seconds of its process tree from its first training step,
+then SIGINT, as a user's Ctrl-C, and is judged by the evaluations that finished within the
+budget (``harness.run_cli_arm``): the best validation accuracy of a network trained to the full
+``train.epochs`` against CPU seconds, and its **deliverable**, the network ``export_best`` would
+hand over (Petridish's: its stored, evaluated weights; the others': retrained), scored on test.
+Each run's raw result also keeps the lower convex hull of (FLOPs, validation error) of its
+full-budget networks within the budget, and Petridish's best validation error after each round.
 
-Writes ``<out>/petridish.json`` and prints Markdown tables.
+**Criterion** (declared by ``harness.declare`` before any run; one per partner that runs): with
+T = the partner's median final best validation accuracy over seeds, on every problem
+Petridish's median CPU seconds to reach T (never = never) is <= 1.0 of the partner's own median
+CPU seconds to T, **and** Petridish's deliverable is at most 0.5 pt below the partner's on test
+(median of the per-seed paired differences >= -0.005). The ratio's bootstrap interval over seeds
+is reported beside it, not part of the verdict.
+
+**Problems** (``--problems``): ``digits`` and ``fashion_mnist`` (real, from
+``--data-dir``/fashion_mnist: 4,000 training images, a 5 % validation split).
+
+    .venv/bin/python benchmarks/petridish.py             # 2 problems x 3 seeds x 3 arms x
+                                                         # 300 CPU s: ~1.5-2 h on an idle core
+    .venv/bin/python benchmarks/petridish.py --problems digits --seeds 1 --budget 30 \\
+        --out /tmp/pd                                    # a quick look, minutes
+    .venv/bin/python benchmarks/petridish.py --report    # the tables again, from the raw runs
+
+Cost: each run is ``--budget`` CPU seconds plus its start-up and the deliverable's scoring (a
+retraining of ``--epochs`` epochs for codeepneat and random); the default size is 18 runs,
+about 1.5-2 hours on one idle core (18 x 300 CPU s, plus start-ups and scoring).
+
+Resumable: each (problem, seed, arm) writes ``<out>/runs/<problem>/seed<k>/<arm>.json`` once it
+has finished, and a rerun skips those (``--fresh`` reruns them). Writes ``petridish.json``,
+``petridish.md`` and ``petridish_<problem>.png`` to ``--out``, and one MLflow run
+(``--no-mlflow`` skips it). An arm that finished nothing within its budget fails the run (exit
+1, naming it).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
+import math
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import harness
-import optuna
-import torch
 
-from nasfw import Candidate, ProblemConfig, build_model, candidate_seed, evaluate_model, train_model
-from nasfw.evaluate import load_problem
-from nasfw.plugins.tuners.petridish.hull import lower_hull
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-# name: the problem's settings (CLI ``problem.<key>=<value>``, and its ProblemConfig).
-PROBLEMS: dict[str, dict[str, Any]] = {
-    "digits": {},
-    # Fashion-MNIST, real, with fewer training images so a CPU run takes minutes, not hours.
-    "fashion_mnist": {"data_dir": str(DATA / "fashion_mnist"), "max_train_samples": 4000},
-}
-TUNERS = {
-    "codeepneat": ["tuner=codeepneat", "tuner.generations=1000"],
-    "random": ["tuner=random", "tuner.n_trials=100000", "tuner.batch_size=4"],
+MANY = 100_000  # rounds, generations or trials: the budget, not the tuner, ends every search
+ARMS: dict[str, list[str]] = {
+    "petridish": [
+        "tuner=petridish",
+        f"tuner.rounds={MANY}",
+        "tuner.init_models=4",
+        "tuner.max_parents=4",
+    ],
+    "codeepneat": ["tuner=codeepneat", f"tuner.generations={MANY}"],
+    "random": ["tuner=random", f"tuner.n_trials={MANY}"],
 }
 
 
-def run(name: str, tuner: str, args: list[str], out: Path, budget: float | None) -> dict[str, Any]:
-    """One search through the CLI (stopped with SIGINT, as a user's Ctrl-C, after ``budget``
-    seconds when given; else run to its end, and it must succeed)."""
-    run_dir = out / name / tuner
-    url = f"sqlite:///{run_dir / 'nasfw.db'}"
-    overrides = [
-        *args, "tracking=none", f"storage.url={url}", f"export_dir={run_dir / 'best_model'}",
-        "study_name=bench",
-    ]  # fmt: skip
-    found = harness.run_cli(overrides, cwd=run_dir, log=run_dir / "cli.log", interrupt_after=budget)
-    if budget is None:
-        found.check(f"{name}/{tuner}")
-    return {"url": url, "seconds": found.wall_seconds, "dir": str(run_dir)}
+def pairs(arms: Sequence[str]) -> list[tuple[str, str]]:
+    """(petridish, partner) for each other arm among ``arms``, when petridish runs."""
+    return [("petridish", a) for a in arms if a != "petridish" and "petridish" in arms]
 
 
-def judged(url: str, problem: Any, budget: float | None, train: dict[str, Any]) -> dict[str, Any]:
-    """The trials that ended within ``budget`` seconds of the first start: best, hull, size."""
-    records = harness.finished_trials(url, "bench")
-    name = f"petridish {train['dir']}"
-    harness.require_trials(name, records)
-    start = min(r.result.started for r in records if r.result.started is not None)
-    end = start + budget if budget is not None else float("inf")
-    done = [
+def hull(records: list[Any], epochs: int) -> list[list[float]]:
+    """The lower convex hull of (FLOPs, validation error) of the full-budget networks."""
+    from nasfw.plugins.tuners.petridish.hull import lower_hull
+
+    ok = [
         r
         for r in records
-        if r.result.finished is not None and r.result.finished <= end + 1e-6 and r.exportable
+        if r.result.ok and r.result.flops is not None and r.result.trained_budget >= epochs
     ]
-    harness.require_trials(f"{name} (within {budget} s)", done)
-    ok = [r for r in done if r.result.ok and r.result.flops is not None]
-    best = max(ok, key=lambda r: r.rank)
     points = [(float(r.result.flops), 1.0 - float(r.result.metric)) for r in ok]
-    hull = [ok[i] for i in lower_hull(points)]
-    return {
-        "trials": len(done),
-        "failed": sum(not r.result.ok for r in done),
-        "wall_seconds": max(r.result.finished for r in done) - start,
-        "best_val": best.result.metric,
-        "best_flops": best.result.flops,
-        "best_trial": best.number,
-        "best_test": test_metric(best, problem, train),
-        "hull": [(r.number, r.result.flops, round(1 - r.result.metric, 4)) for r in hull],
-    }
+    return [[points[i][0], round(points[i][1], 4)] for i in lower_hull(points)]
 
 
-def test_metric(best: Any, problem: Any, train: dict[str, Any]) -> float:
-    """The test metric of ``best``: retrained as its evaluation was (same seed, same initial
-    weights), or its stored weights when it kept them (Petridish)."""
-    from nasfw import TrainConfig
-    from nasfw.weights import WeightStore, load_matching
-
-    model = build_model(best.graph, problem)
-    if "weights" in best.result.extra:
-        store = WeightStore(str(Path(train["dir"]) / "nasfw-artifacts"), "bench")
-        load_matching(model, store.load(best.key).state)
-    else:
-        seed = candidate_seed(0, Candidate(best.graph, train=best.train))
-        torch.manual_seed(seed)
-        model = build_model(best.graph, problem)
-        config = TrainConfig(epochs=train["epochs"], device="cpu")
-        train_model(model, problem, config, seed, overrides=best.train)
-    return evaluate_model(model, problem, problem.test)
-
-
-def hull_per_round(url: str) -> list[dict[str, Any]]:
-    """Petridish's pool after each round (seeds, then each round's children): its hull."""
-    records = [r for r in harness.finished_trials(url, "bench") if r.exportable and r.result.ok]
-    rounds = sorted({int(r.attrs.get("round", 0)) for r in records})
-    progress = []
-    for k in rounds:
-        pool = [r for r in records if int(r.attrs.get("round", 0)) <= k]
-        points = [(float(r.result.flops), 1.0 - float(r.result.metric)) for r in pool]
-        hull = [pool[i] for i in lower_hull(points)]
-        progress.append(
-            {
-                "round": k,
-                "pool": len(pool),
-                "hull": [(r.result.flops, round(1 - r.result.metric, 4)) for r in hull],
-                "best_error": round(min(p[1] for p in points), 4),
-                "ended": max(r.result.finished for r in pool),
-            }
-        )
-    start = min(r.result.started for r in records)
-    for row in progress:
-        row["seconds"] = round(row.pop("ended") - start, 1)
-    return progress
+def rounds(records: list[Any], per_trial: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Petridish's best validation error after each round (its pool: the seed networks, then
+    each round's children, among ``records``), with the CPU seconds at which the round's last
+    network ended (``per_trial``: the judged evaluations, by number)."""
+    cpu = {t["number"]: t["cpu"] for t in per_trial}
+    ok = [r for r in records if r.result.ok and r.result.metric is not None]
+    out = []
+    for k in sorted({int(r.attrs.get("round", 0)) for r in ok}):
+        pool = [r for r in ok if int(r.attrs.get("round", 0)) <= k]
+        out.append({
+            "round": k,
+            "pool": len(pool),
+            "best_error": round(1 - max(float(r.result.metric) for r in pool), 4),
+            "cpu": max(cpu.get(r.number, math.nan) for r in pool),
+        })  # fmt: skip
+    return out
 
 
-def main() -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/petridish"))
-    parser.add_argument("--problems", nargs="*", default=list(PROBLEMS))
-    parser.add_argument("--skip-done", action="store_true", help="keep problems in petridish.json")
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--space", default="petridish_full")
-    args = parser.parse_args()
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    # Plain scoring for all (Petridish needs it; fashion_mnist's preset is regularized).
-    common = [
-        f"search_space={args.space}",
-        f"train.epochs={args.epochs}",
-        "launcher.workers=2",
-        "evaluation=plain",
-    ]
-    results = out / "petridish.json"
-    keep = args.skip_done and results.exists()
-    rows: dict[str, Any] = json.loads(results.read_text()) if keep else {}
-    for name in args.problems:
-        if name in rows:
-            continue
-        settings = PROBLEMS[name]
-        problem_args = [f"problem={name}", *(f"problem.{k}={v}" for k, v in settings.items())]
-        problem = load_problem(ProblemConfig(name=name, **settings))
-        petridish_args = [
-            "tuner=petridish", f"tuner.rounds={args.rounds}", "tuner.max_parents=4",
-            "tuner.init_models=4",
-        ]  # fmt: skip
-        found = run(name, "petridish", [*problem_args, *common, *petridish_args], out, None)
-        result = judged(found["url"], problem, None, {"epochs": args.epochs, **found})
-        budget = result["wall_seconds"]
-        row: dict[str, Any] = {
-            "budget_seconds": budget,
-            "petridish": result,
-            "petridish_rounds": hull_per_round(found["url"]),
-        }
-        for tuner, tuner_args in TUNERS.items():
-            # The CLI's start-up (imports, data) comes before the first trial: give it that too.
-            other = run(name, tuner, [*problem_args, *common, *tuner_args], out, budget + 30)
-            row[tuner] = judged(other["url"], problem, budget, {"epochs": args.epochs, **other})
-        rows[name] = row
-        results.write_text(json.dumps(rows, indent=2))
-    for name, row in rows.items():
-        print(f"\n### {name}: equal wall time {row['budget_seconds'] / 60:.1f} min\n")
-        print("| tuner | trials | best val | its test | its MFLOPs | hull (MFLOPs: val error) |")
-        print("|---|---:|---:|---:|---:|---|")
-        for tuner in ("petridish", *TUNERS):
-            r = row[tuner]
-            hull = ", ".join(f"{f / 1e6:.2f}: {e:.3f}" for _, f, e in r["hull"])
-            print(
-                f"| {tuner} | {r['trials']} | {r['best_val']:.4f} | {r['best_test']:.4f} | "
-                f"{r['best_flops'] / 1e6:.2f} | {hull} |"
-            )
-        print("\n| round | pool | minutes | best val error | hull (MFLOPs: val error) |")
-        print("|---:|---:|---:|---:|---|")
-        for p in row["petridish_rounds"]:
-            hull = ", ".join(f"{f / 1e6:.2f}: {e:.3f}" for f, e in p["hull"])
-            print(
-                f"| {p['round']} | {p['pool']} | {p['seconds'] / 60:.1f} | {p['best_error']:.4f} "
-                f"| {hull} |"
-            )
+def extra(arm: str, within: list[Any], result: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """Each run's hull, and Petridish's rounds."""
+    more: dict[str, Any] = {"hull": hull(within, epochs)}
+    if arm == "petridish":
+        more["rounds"] = rounds(within, result["per_trial"])
+    return more
 
+
+BENCHMARK = harness.ArmsBenchmark(
+    name="petridish",
+    title="Petridish against CoDeepNEAT and random search",
+    setting="`search_space=petridish_full`, plain scoring, the validation split scored once",
+    pairs_text=(
+        "Petridish against each other arm, paired by seed: median CPU seconds to the partner's "
+        "median final best (never = not reached by half the seeds or more), their ratio "
+        "[bootstrap interval over seeds], and the per-seed differences (Petridish minus "
+        "partner):"
+    ),
+    arms=ARMS,
+    common=["search_space=petridish_full", "evaluation=plain", "train.curve_every=0"],
+    pairs=pairs,
+    ratio=1.0,
+    max_test_loss=0.005,
+    budget=300.0,
+    epochs=5,
+    extra=extra,
+)
 
 if __name__ == "__main__":
-    main()
+    sys.exit(BENCHMARK.main(None, __doc__.split("\n\n")[0]))

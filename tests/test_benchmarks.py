@@ -1,5 +1,5 @@
-"""The benchmarks end to end at a tiny size: benchmarks/table1.py (the seeds' Table 1) and
-benchmarks/petridish.py are long runs (``pytest -m slow``), benchmarks/gpu.py is quick."""
+"""The benchmarks end to end at a tiny size: the long ones are marked slow (``pytest -m
+slow``); a benchmark whose contender finished nothing must fail, and those tests are quick."""
 
 from __future__ import annotations
 
@@ -224,47 +224,145 @@ def test_problems_benchmark_baselines() -> None:
 
 
 @pytest.mark.slow
-def test_petridish_benchmark_quick(tmp_path: Path) -> None:
-    """benchmarks/petridish.py on digits with one round: every tuner judged at Petridish's time."""
+def test_petridish_benchmark_tiny(tmp_path: Path) -> None:
+    """benchmarks/petridish.py at a tiny size: Petridish and random search on digits over two
+    seeds at equal CPU budgets, paired by seed, Petridish's hull and rounds kept, its
+    deliverable its stored network scored on test; ``--report`` gives the same tables."""
     out = tmp_path / "out"
+    command = [sys.executable, str(REPO / "benchmarks" / "petridish.py"), "--problems", "digits",
+               "--seeds", "2", "--budget", "6", "--epochs", "2", "--arms", "petridish", "random",
+               "--no-mlflow", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.startswith("criterion petridish vs random: on every problem")
+    for seed in range(2):
+        for arm in ("petridish", "random"):
+            path = out / "runs" / "digits" / f"seed{seed}" / f"{arm}.json"
+            run = json.loads(path.read_text())
+            assert str(tmp_path) not in path.read_text() and run["stopped_by_budget"]
+            assert run["trials"] >= 1 and 0.5 < run["best"] <= 1 and 0.5 < run["test"] <= 1
+            assert run["curve"][-1][0] <= 6 and run["hull"]
+            errors = [e for _, e in run["hull"]]
+            assert errors == sorted(errors, reverse=True)  # more FLOPs, lower error
+            assert min(errors) == pytest.approx(1 - run["best"], abs=1e-4)
+        rounds = json.loads((out / "runs" / "digits" / f"seed{seed}" / "petridish.json")
+                            .read_text())["rounds"]  # fmt: skip
+        assert [r["round"] for r in rounds] == list(range(len(rounds))) and rounds[0]["pool"] == 4
+    # Petridish's deliverable is its stored network, as export_best hands it over; retrained
+    # it would be another network (its weights were inherited), so without them: an error.
+    harness = benchmark("harness")
+    from nasfw.weights import WeightStore
+
+    run_dir = out / "runs" / "digits" / "seed0" / "petridish"
+    run = json.loads(run_dir.with_suffix(".json").read_text())
+    records = harness.finished_trials(f"sqlite:///{run_dir / 'nasfw.db'}", "bench")
+    delivered = next(r for r in records if r.number == run["delivered_trial"])
+    store = WeightStore(str(run_dir / "nasfw-artifacts"), "bench")
+    train = {"threads": 1, "epochs": 2}
+    assert harness.retrain_on_test(delivered, {"name": "digits"}, 0, train, store) == run["test"]
+    with pytest.raises(ValueError, match="needs its search's stored weights"):
+        harness.retrain_on_test(delivered, {"name": "digits"}, 0, train)
+    doc = json.loads((out / "petridish.json").read_text())
+    pair = doc["summary"]["digits"]["pairs"]["petridish vs random"]
+    assert pair["best_difference"]["n"] == pair["test_difference"]["n"] == 2
+    assert set(doc["criteria"]) == {"petridish vs random"}
+    assert (out / "petridish_digits.png").stat().st_size > 10_000
+    table = (out / "petridish.md").read_text()
+    assert "| petridish vs random (" in table
+    report = subprocess.run([*command, "--report"], capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (out / "petridish.md").read_text() == table
+
+
+def test_petridish_benchmark_fails_on_an_arm_that_finished_nothing(tmp_path: Path) -> None:
+    """An arm refused at the door (exit 2, no trial) fails the benchmark with its name."""
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "petridish.py"), "--problems", "digits",
-         "--rounds", "1", "--epochs", "1", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
+         "--seeds", "1", "--budget", "1", "--arms", "petridish", "random", "--no-mlflow",
+         "--override", "train.batch_size=-1", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    digits = json.loads((out / "petridish.json").read_text())["digits"]
-    budget = digits["budget_seconds"]
-    for tuner in ("petridish", "codeepneat", "random"):
-        row = digits[tuner]
-        assert row["trials"] >= 1 and 0 < row["best_val"] <= 1 and 0 < row["best_test"] <= 1
-        assert row["wall_seconds"] <= budget + 1e-6 and row["hull"]
-    assert [r["round"] for r in digits["petridish_rounds"]] == [0, 1]
-    assert "| petridish |" in proc.stdout
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "petridish digits seed 0 petridish (exit code 2): no finished trial" in proc.stderr
+    assert not (tmp_path / "out" / "petridish.md").exists()
 
 
 @pytest.mark.slow
-def test_multifidelity_benchmark_quick(tmp_path: Path) -> None:
-    """benchmarks/multifidelity.py on digits, tiny: each search judged at the full budget."""
+def test_multifidelity_benchmark_tiny(tmp_path: Path) -> None:
+    """benchmarks/multifidelity.py at a tiny size: TPE with and without the Hyperband pruner on
+    digits over two seeds, each judged in CPU seconds from its first training step, paired by
+    seed, the deliverable scored on test; a rerun resumes (runs nothing), ``--report``
+    regenerates the tables from the raw runs alone and fails on an arm whose raw run is gone."""
     out = tmp_path / "out"
+    arms = ["tpe", "tpe+hyperband"]
+    command = [sys.executable, str(REPO / "benchmarks" / "multifidelity.py"), "--problems",
+               "digits", "--seeds", "2", "--budget", "4", "--epochs", "3", "--arms", *arms,
+               "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.startswith("criterion tpe+hyperband vs tpe: on every problem")  # first
+    criteria = json.loads((out / "criteria.json").read_text())["criteria"]
+    assert (
+        set(criteria) == {"tpe+hyperband vs tpe"}
+        and "<= 0.7 of tpe's" in criteria["tpe+hyperband vs tpe"]
+    )
+    for arm in arms:
+        for seed in range(2):
+            path = out / "runs" / "digits" / f"seed{seed}" / f"{arm.replace('+', '_')}.json"
+            run = json.loads(path.read_text())
+            assert str(tmp_path) not in path.read_text()  # relative paths only
+            assert run["log"] == f"{arm.replace('+', '_')}/run.log" and run["stopped_by_budget"]
+            cpus = [t["cpu"] for t in run["per_trial"]]
+            assert cpus == sorted(cpus) and run["curve"][-1][0] <= 4
+            assert run["trials"] >= 1 and 0.5 < run["best"] <= 1 and 0.5 < run["test"] <= 1
+            full = [t for t in run["per_trial"] if t["full"] and t["cpu"] <= 4]
+            assert run["best"] == max(t["value"] for t in full)  # only full-budget networks
+            if arm == "tpe":
+                assert run["short"] == 0 and run["epochs_trained"] == 3 * run["trials"]
+    doc = json.loads((out / "multifidelity.json").read_text())
+    assert doc["protocol"]["budget_unit"].startswith("CPU seconds")
+    summary = doc["summary"]["digits"]
+    assert list(summary["arms"]) == arms
+    assert summary["arms"]["tpe"]["best"]["n"] == summary["arms"]["tpe"]["test"]["n"] == 2
+    pair = summary["pairs"]["tpe+hyperband vs tpe"]
+    assert pair["partner"] == "tpe" and pair["target"] == summary["arms"]["tpe"]["best"]["median"]
+    assert pair["best_difference"]["n"] == pair["test_difference"]["n"] == 2
+    assert 0 <= pair["reached"] <= 2 and pair["interval"][0] <= pair["interval"][1]
+    assert set(doc["criteria"]) == {"tpe+hyperband vs tpe"}
+    assert (out / "multifidelity_digits.png").stat().st_size > 10_000
+    assert mlflow_runs(out / "mlflow.db") == 1
+    table = (out / "multifidelity.md").read_text()
+    assert "| tpe+hyperband vs tpe (" in table
+
+    report = subprocess.run([*command, "--report", "--no-mlflow"], capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (out / "multifidelity.md").read_text() == table
+    again = subprocess.run([*command, "--no-mlflow"], capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("on disk: runs/digits/seed") == 4  # resumed: nothing ran
+
+    (out / "runs" / "digits" / "seed1" / "tpe_hyperband.json").unlink()
+    gone = subprocess.run([*command, "--report", "--no-mlflow"], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert gone.returncode == 1
+    assert "multifidelity digits seed 1 tpe+hyperband: no raw result" in gone.stderr
+
+
+def test_multifidelity_benchmark_fails_on_an_arm_that_finished_nothing(tmp_path: Path) -> None:
+    """An arm refused at the door (exit 2, no trial) fails the benchmark with its name, instead
+    of a table that shows a dash for it."""
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "multifidelity.py"), "--problems", "digits",
-         "--epochs", "3", "--trials", "4", "--generations", "1", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
+         "--seeds", "1", "--budget", "1", "--arms", "tpe", "tpe+hyperband", "--no-mlflow",
+         "--override", "train.batch_size=-1", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    digits = json.loads((out / "multifidelity.json").read_text())["digits"]
-    assert set(digits) == {"tpe", "tpe+hyperband", "codeepneat", "codeepneat+median",
-                           "hyperband tuner"}  # fmt: skip
-    for row in digits.values():
-        assert 0 < row["best"] <= 1 and row["curve"][-1][1] == row["best"]
-        assert row["epochs_trained"] <= 3 * row["trials"]
-    assert digits["tpe"]["pruned"] == 0 and digits["tpe"]["epochs_trained"] == 12
-    assert "| codeepneat+median |" in proc.stdout
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "multifidelity digits seed 0 tpe (exit code 2): no finished trial" in proc.stderr
+    assert not (tmp_path / "out" / "multifidelity.md").exists()
+    assert not (tmp_path / "out" / "runs" / "digits" / "seed0" / "tpe.json").exists()
 
 
 @pytest.mark.slow
