@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 from cli import nasfw, trials
+from minibench_cli import build_table_db
 from omegaconf import OmegaConf
 
 from nasfw.graph import ArchGraph
@@ -27,19 +28,10 @@ PROBE = 5
 @pytest.fixture(scope="module")
 def table_db(tmp_path_factory):
     """A DB of two NB201 tables and two FCNet tables (nb201_cifar10, fcnet_naval held out)."""
-    folder = tmp_path_factory.mktemp("tables")
-    out = nasfw(
-        folder,
-        "mode=minibench",
-        "minibench.problems=[nb201_cifar100,nb201_imagenet16,fcnet_protein,fcnet_slice]",
-        "minibench.references=12",
-        "tuner=random",
-        "tuner.n_trials=12",
-        "storage=memory",
-        "tracking=none",
+    return build_table_db(
+        tmp_path_factory.mktemp("tables"),
+        ["nb201_cifar100", "nb201_imagenet16", "fcnet_protein", "fcnet_slice"],
     )
-    assert out.returncode == 0, out.stderr[-2000:]
-    return folder / "minibench.db"
 
 
 def run(tmp_path, db, *args):
