@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -668,6 +668,39 @@ def load_raw_runs(
     return runs
 
 
+def runs_by_problem(
+    what: str, runs: Sequence[Mapping[str, Any]], field: str, names: Sequence[str]
+) -> Iterator[tuple[str, dict[str, list[Mapping[str, Any]]]]]:
+    """Per problem (in the order the runs name them): each of ``names``' runs (``run[field]``,
+    e.g. ``"arm"``) on it, by seed.
+
+    Raises:
+        BenchmarkError: a name has no run on a problem (``what`` names the benchmark).
+    """
+    for problem in dict.fromkeys(r["problem"] for r in runs):
+        of = {n: sorted((r for r in runs if r["problem"] == problem and r[field] == n),
+                        key=lambda r: r["seed"]) for n in names}  # fmt: skip
+        for name, mine in of.items():
+            if not mine:
+                raise BenchmarkError(f"{what} {problem} {name}: no run to report")
+        yield problem, of
+
+
+def time_ratio(times: Sequence[float], base: Sequence[float]) -> dict[str, Any]:
+    """Seconds to a target over seeds (inf: never reached) against a baseline's: the median
+    ``seconds``, its ``ratio`` to the baseline's median (inf when the baseline never got
+    there), the bootstrap ``interval`` of the ratio and how many seeds ``reached`` it."""
+    import spread
+
+    median, own = spread.median_time(times), spread.median_time(base)
+    return {
+        "seconds": median,
+        "ratio": median / own if own > 0 and math.isfinite(own) else math.inf,
+        "interval": spread.ratio_interval(times, base),
+        "reached": sum(math.isfinite(t) for t in times),
+    }
+
+
 def compare_arms(
     what: str,
     runs: Sequence[Mapping[str, Any]],
@@ -689,13 +722,9 @@ def compare_arms(
     import spread
 
     out: dict[str, Any] = {}
-    for problem in dict.fromkeys(r["problem"] for r in runs):
-        of = {a: sorted((r for r in runs if r["problem"] == problem and r["arm"] == a),
-                        key=lambda r: r["seed"]) for a in arms}  # fmt: skip
+    for problem, of in runs_by_problem(what, runs, "arm", arms):
         rows: dict[str, Any] = {}
         for arm, mine in of.items():
-            if not mine:
-                raise BenchmarkError(f"{what} {problem} {arm}: no run to report")
             rows[arm] = {
                 "seeds": len(mine),
                 **{k: spread.describe([r[k] for r in mine]).to_dict() for k in keys},
@@ -708,16 +737,12 @@ def compare_arms(
             times = {
                 a: [time_to(r["curve"], target) or math.inf for r in of[a]] for a in (arm, partner)
             }
-            own, mine = spread.median_time(times[partner]), spread.median_time(times[arm])
             paired[f"{arm} vs {partner}"] = {
                 "arm": arm,
                 "partner": partner,
                 "target": target,
-                "partner_seconds": own,
-                "seconds": mine,
-                "ratio": mine / own if own > 0 and math.isfinite(own) else math.inf,
-                "interval": spread.ratio_interval(times[arm], times[partner]),
-                "reached": sum(math.isfinite(t) for t in times[arm]),
+                "partner_seconds": spread.median_time(times[partner]),
+                **time_ratio(times[arm], times[partner]),
                 **{
                     f"{k}_difference": spread.paired(
                         [r[k] for r in of[arm]], [r[k] for r in of[partner]]

@@ -421,13 +421,9 @@ def summarize(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     (its median final best) and every contender's median CPU seconds to it, and the ratios of
     the nasfw configurations against each peer."""
     out: dict[str, Any] = {}
-    for problem in dict.fromkeys(r["problem"] for r in runs):
-        of = {n: sorted((r for r in runs if r["problem"] == problem and r["contender"] == n),
-                        key=lambda r: r["seed"]) for n in names}  # fmt: skip
+    for problem, of in harness.runs_by_problem("peers", runs, "contender", names):
         rows: dict[str, Any] = {}
         for name, mine in of.items():
-            if not mine:
-                raise harness.BenchmarkError(f"peers {problem} {name}: no run to report")
             rows[name] = {
                 "seeds": len(mine),
                 "trials": spread.describe([r["trials"] for r in mine]).to_dict(),
@@ -440,17 +436,13 @@ def summarize(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
             times = {
                 n: [harness.time_to(r["curve"], target) or math.inf for r in of[n]] for n in names
             }
-            own = spread.median_time(times[peer])
-            entry: dict[str, Any] = {"target": target, "peer_seconds": own, "nasfw": {}}
+            entry: dict[str, Any] = {
+                "target": target,
+                "peer_seconds": spread.median_time(times[peer]),
+                "nasfw": {},
+            }
             for n in [n for n in names if n in NASFW]:
-                median = spread.median_time(times[n])
-                ratio = median / own if own > 0 and math.isfinite(own) else math.inf
-                entry["nasfw"][n] = {
-                    "seconds": median,
-                    "ratio": ratio,
-                    "interval": spread.ratio_interval(times[n], times[peer]),
-                    "reached": sum(math.isfinite(t) for t in times[n]),
-                }
+                entry["nasfw"][n] = harness.time_ratio(times[n], times[peer])
             targets[peer] = entry
         worst = {
             n: max((t["nasfw"][n]["ratio"] for t in targets.values()), default=math.inf)
