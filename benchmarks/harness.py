@@ -1215,9 +1215,11 @@ def judge(criteria: Sequence[Criterion], figures: Mapping[str, Any]) -> dict[str
 
 
 def relative_paths(doc: Any, base: Path) -> Any:
-    """``doc`` (JSON-like) with every path under ``base`` or the repository written relative to
-    ``base``, whole values and paths inside text alike (a command line, a ``sqlite:///`` URL):
-    committed raw results must not carry the measuring machine's absolute paths."""
+    """``doc`` (JSON-like) with every path under ``base``, the repository or the folder that
+    holds it (the shared data beside the checkout, ``../shared/data``) written relative to
+    ``base``, whole values and paths inside text alike (a command line, a ``sqlite:///`` URL,
+    a data directory inside a JSON argument): committed raw results must not carry the
+    measuring machine's absolute paths."""
     if isinstance(doc, Mapping):
         return {k: relative_paths(v, base) for k, v in doc.items()}
     if isinstance(doc, list | tuple):
@@ -1226,7 +1228,7 @@ def relative_paths(doc: Any, base: Path) -> Any:
         return doc
     text = str(doc)
     here = base.resolve()
-    roots = sorted({here, REPO}, key=lambda p: len(str(p)), reverse=True)  # deepest first
+    roots = sorted({here, REPO, REPO.parent}, key=lambda p: len(str(p)), reverse=True)  # deepest first
     for root in roots:
         relative = os.path.relpath(root, here)
         if text == str(root):

@@ -701,8 +701,13 @@ def test_raw_results_carry_relative_paths_only(tmp_path: Path) -> None:
         "url": f"sqlite:///{out / 'studies' / 'a.db'}",
         "command": f"python -m nasfw tuner.init_population={out / 'pop.json'} seed=0",
         "value": 0.5,
+        # The data beside the checkout, inside a JSON argument (peers' --problem-json).
+        "data": f"peers.py --problem-json '{{\"data_dir\": \"{REPO.parent}/shared/data/x\"}}'",
     }
     written = json.loads(harness.write_raw(out / "raw.json", doc).read_text())
+    data_dir = written["data"].split('\"data_dir\": \"')[1].split('\"')[0]
+    assert not data_dir.startswith("/")
+    assert (out / data_dir).resolve() == (REPO.parent / "shared" / "data" / "x").resolve()
     assert written["log"] == "runs/a.log" and written["runs"][0]["storage"] == "nasfw.db"
     assert not written["script"].startswith("/")
     assert written["script"].endswith("benchmarks/peers.py")
