@@ -577,6 +577,22 @@ def plot_best_so_far(
     return path
 
 
+def require_scoring(what: str, command: Sequence[str]) -> None:
+    """Refuse a benchmark's search that leaves its scoring to the problem: with
+    ``evaluation=auto`` (the default) ``mnist``, ``fashion_mnist`` and ``cifar10`` pick the
+    seeds' regularized scoring, so an arm meant as plain would quietly be regularized on them
+    and a pruner arm refused. Every arm names ``evaluation=...``.
+
+    Raises:
+        BenchmarkError: ``command`` has no ``evaluation=`` override (``what`` names the run).
+    """
+    if not any(str(part).startswith("evaluation=") for part in command):
+        raise BenchmarkError(
+            f"{what}: the command names no evaluation=...: its scoring would be the problem's "
+            "preset (regularized on mnist, fashion_mnist and cifar10); name it in the arm"
+        )
+
+
 def run_cli_arm(
     what: str,
     command: Sequence[str],
@@ -606,6 +622,7 @@ def run_cli_arm(
     """
     from nasfw.weights import WeightStore
 
+    require_scoring(what, command)
     log = run_dir / "run.log"
     launched = time.time()
     run = run_command(
@@ -1228,7 +1245,8 @@ def relative_paths(doc: Any, base: Path) -> Any:
         return doc
     text = str(doc)
     here = base.resolve()
-    roots = sorted({here, REPO, REPO.parent}, key=lambda p: len(str(p)), reverse=True)  # deepest first
+    # Deepest first.
+    roots = sorted({here, REPO, REPO.parent}, key=lambda p: len(str(p)), reverse=True)
     for root in roots:
         relative = os.path.relpath(root, here)
         if text == str(root):

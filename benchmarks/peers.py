@@ -91,12 +91,14 @@ PEERS = [
     "optuna_random_sha",
     "handmade_cnn",
 ]
+# Each names its scoring: with evaluation=auto, fashion_mnist's preset is regularized scoring.
+PLAIN = "evaluation=plain"
 NASFW: dict[str, list[str]] = {
-    "tpe": ["tuner=tpe", "tuner.n_trials=100000"],
-    "tpe+median": ["tuner=tpe", "tuner.n_trials=100000", "pruner=median"],
-    "random+sha": ["tuner=random", "tuner.n_trials=100000", "pruner=successive_halving"],
-    "evolution": ["tuner=evolution", "tuner.n_trials=100000"],
-    "codeepneat": ["tuner=codeepneat", "tuner.generations=100000"],
+    "tpe": ["tuner=tpe", "tuner.n_trials=100000", PLAIN],
+    "tpe+median": ["tuner=tpe", "tuner.n_trials=100000", "pruner=median", PLAIN],
+    "random+sha": ["tuner=random", "tuner.n_trials=100000", "pruner=successive_halving", PLAIN],
+    "evolution": ["tuner=evolution", "tuner.n_trials=100000", PLAIN],
+    "codeepneat": ["tuner=codeepneat", "tuner.generations=100000", PLAIN],
     "codeepneat+regularized": [
         "tuner=codeepneat",
         "tuner.generations=100000",
@@ -357,6 +359,7 @@ def run_one(name: str, problem: str, seed: int, args: argparse.Namespace) -> dic
             f"seed={seed}", f"storage.url={url}", "study_name=bench",
             f"export_dir={run_dir / 'best_model'}", *args.nasfw_override,
         ]  # fmt: skip
+        harness.require_scoring(f"peers {problem} seed {seed} {name}", command)
     env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     log = run_dir / "run.log"
     launched = time.time()

@@ -702,10 +702,10 @@ def test_raw_results_carry_relative_paths_only(tmp_path: Path) -> None:
         "command": f"python -m nasfw tuner.init_population={out / 'pop.json'} seed=0",
         "value": 0.5,
         # The data beside the checkout, inside a JSON argument (peers' --problem-json).
-        "data": f"peers.py --problem-json '{{\"data_dir\": \"{REPO.parent}/shared/data/x\"}}'",
+        "data": f'peers.py --problem-json \'{{"data_dir": "{REPO.parent}/shared/data/x"}}\'',
     }
     written = json.loads(harness.write_raw(out / "raw.json", doc).read_text())
-    data_dir = written["data"].split('\"data_dir\": \"')[1].split('\"')[0]
+    data_dir = written["data"].split('"data_dir": "')[1].split('"')[0]
     assert not data_dir.startswith("/")
     assert (out / data_dir).resolve() == (REPO.parent / "shared" / "data" / "x").resolve()
     assert written["log"] == "runs/a.log" and written["runs"][0]["storage"] == "nasfw.db"
@@ -898,3 +898,20 @@ def test_transfer_benchmark_tiny(tmp_path: Path) -> None:
         empty = transfer("--report")
         assert empty.returncode == 1
         assert f"{arm} on fcnet_naval, seed 0: 0 of 40 evaluations" in empty.stderr
+
+
+def test_a_search_that_leaves_its_scoring_to_the_problem_is_refused() -> None:
+    """With evaluation=auto, fashion_mnist picks regularized scoring: a benchmark arm meant as
+    plain would be regularized there, and a pruner arm refused (the Fashion-MNIST peers met
+    it). Every arm of the scripts names its scoring, and the harness refuses one that does not."""
+    harness = benchmark("harness")
+    with pytest.raises(harness.BenchmarkError, match=r"tpe .*names no evaluation="):
+        harness.require_scoring("tpe on fashion_mnist", ["python", "-m", "nasfw", "tuner=tpe"])
+    harness.require_scoring("tpe", ["python", "-m", "nasfw", "tuner=tpe", "evaluation=plain"])
+    peers = benchmark("peers")
+    multifidelity, petridish = benchmark("multifidelity"), benchmark("petridish")
+    for overrides in peers.NASFW.values():
+        harness.require_scoring("peers", overrides)
+    for bench in (multifidelity.BENCHMARK, petridish.BENCHMARK):
+        for arm in bench.arms.values():
+            harness.require_scoring(bench.name, [*bench.common, *arm])
