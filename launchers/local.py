@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -31,8 +32,10 @@ class LocalLauncherConfig(LauncherConfig):
     # Worker processes; 0 evaluates in the driver process (handy for debugging). None: one per
     # GPU when training on CUDA, else 2.
     workers: int | None = setting(None, ge=0)
-    # "spawn" is safe with torch's threads and CUDA; "fork" starts faster where it is safe.
-    start_method: str = "spawn"
+    # How worker processes start. "auto": "fork" where it is safe, else "spawn" (see
+    # LocalLauncher.start_method); "spawn" (a fresh interpreter) is always safe; "fork" and
+    # "forkserver" as Python's multiprocessing has them.
+    start_method: str = "auto"
     # GPUs the workers train on (indices among the visible ones; None: all), one per worker
     # through CUDA_VISIBLE_DEVICES, round-robin when there are more workers than GPUs. Used
     # with train.device=auto or cuda; cuda:N puts every worker on GPU N.
@@ -54,11 +57,12 @@ class LocalLauncher(Launcher[Any]):
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
-        methods = multiprocessing.get_all_start_methods()
+        methods = ["auto", *multiprocessing.get_all_start_methods()]
         if config.start_method not in methods:
             raise ConfigError(
                 f"launcher.start_method={config.start_method!r} is not one of {methods}"
             )
+        self._on_cuda = False
         self._pool: ProcessPoolExecutor | None = None
         self._processes = 2 if config.workers is None else int(config.workers)
         # CUDA_VISIBLE_DEVICES entries handed to workers in turn (empty: workers keep the
@@ -74,6 +78,7 @@ class LocalLauncher(Launcher[Any]):
         from nasfw import cuda_devices, resolve_device
 
         device = resolve_device(spec)
+        self._on_cuda = device.type == "cuda"  # CUDA cannot be used in a forked child
         if device.type != "cuda" or spec.startswith("cuda:"):
             return
         visible = cuda_devices()
@@ -88,9 +93,12 @@ class LocalLauncher(Launcher[Any]):
         if self.config.workers is None:
             self._processes = len(self.gpu_ids)
 
-    def _executor(self) -> ProcessPoolExecutor:
+    def _executor(self, fn: Callable[[Any], Result] | None = None) -> ProcessPoolExecutor:
         if self._pool is None:
-            context = multiprocessing.get_context(self.config.start_method)
+            # The torch threads of each evaluation (nasfw.Evaluator's), when the callable says.
+            threads = getattr(fn, "threads", None)
+            method = self.start_method(threads)
+            context = multiprocessing.get_context(method)
             turn = context.Value("i", 0)  # shared by the pools' workers, replacements included
             # Whether the thread starting workers now is the main one (see _spawning).
             self._main = context.Value("b", 1)
@@ -98,16 +106,47 @@ class LocalLauncher(Launcher[Any]):
                 self._processes,
                 mp_context=context,
                 initializer=_init_worker,
-                initargs=(turn, self.gpu_ids, os.getpid(), self._main),
+                initargs=(
+                    turn,
+                    self.gpu_ids,
+                    os.getpid(),
+                    self._main,
+                    threads if method == "fork" else None,
+                ),
             )
         return self._pool
+
+    def start_method(self, threads: int | None) -> str:
+        """The start method of a pool started now, whose evaluations use ``threads`` torch
+        threads each: ``launcher.start_method``, or for ``auto``:
+
+        - ``fork`` on Linux when the evaluations train on the CPU with one thread each and the
+          driver has no Python thread but its main one. A forked worker starts with the
+          driver's imports and loaded problem (~2.5 s sooner per search on this project's
+          2-core machine with two workers, digits); memory is shared until written.
+        - ``spawn`` otherwise. A forked child's first torch operation on two or more threads
+          waits forever once the driver has run one (GNU OpenMP's thread pool is not
+          rebuilt after ``fork``; PyTorch's DataLoader workers use one thread for this
+          reason), CUDA cannot be initialised again in a forked child, and a lock another
+          Python thread held at the fork stays held in the child. A pool rebuilt later (a
+          worker died) asks again: by then the driver has threads, and it spawns.
+        """
+        if self.config.start_method != "auto":
+            return self.config.start_method
+        safe = (
+            sys.platform == "linux"
+            and not self._on_cuda
+            and threads == 1
+            and threading.active_count() == 1
+        )
+        return "fork" if safe else "spawn"
 
     def _send(self, fn: Callable[[Any], Result], item: Any) -> Future[Result]:
         """``submit``, which may start a worker process: with the stop signals blocked, so a
         Ctrl-C during the worker's start-up reaches the driver only (:func:`nasfw.signals
         .blocked`), and telling it whether it may die with this thread."""
         with signals.blocked():
-            pool = self._executor()
+            pool = self._executor(fn)
             self._main.value = threading.current_thread() is threading.main_thread()
             return pool.submit(fn, item)
 
@@ -151,6 +190,7 @@ class LocalLauncher(Launcher[Any]):
         if self._processes == 0 or not callable(getattr(fn, "warm_up", None)):
             return
         try:
+            self._executor(fn)  # the pool's start method from the evaluation's threads
             for _ in range(self._processes):
                 self._send(_warm_up, fn)
         except BrokenProcessPool:
@@ -288,10 +328,15 @@ def _warm_up(fn: Any) -> None:
         fn.warm_up()
 
 
-def _init_worker(turn: Any, gpu_ids: list[str], driver: int, main: Any) -> None:
+def _init_worker(
+    turn: Any, gpu_ids: list[str], driver: int, main: Any, threads: int | None
+) -> None:
     """Worker set-up: :func:`nasfw.init_worker_process` (bound to the driver), then the next
     GPU in turn (before anything initialises CUDA in this process, so it sees that GPU only,
-    as ``cuda:0``)."""
+    as ``cuda:0``). A forked worker holds torch to ``threads`` before anything else runs in it
+    (see :meth:`LocalLauncher.start_method`)."""
+    if threads is not None and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
     init_worker_process(parent=driver, die_with_parent=bool(main.value))
     if gpu_ids:
         with turn.get_lock():

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from conftest import fake_gpus
@@ -94,6 +98,31 @@ def test_bad_config_names_the_key():
         LocalLauncher(LocalLauncherConfig(workers=-1))
     with pytest.raises(ConfigError, match=r"launcher\.start_method"):
         LocalLauncher(LocalLauncherConfig(start_method="teleport"))
+
+
+def test_auto_forks_single_threaded_cpu_evaluations_only():
+    """launcher.start_method=auto: with one torch thread per evaluation the workers are forked
+    (torch comes imported from the driver) and train although the driver ran torch on two
+    threads; with two threads, or a second thread in the driver, they are spawned."""
+    probe = Path(__file__).with_name("start_method_probe.py")
+    proc = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cases = json.loads(proc.stdout)
+    forked = cases["one thread"]
+    assert forked["method"] == "fork" and all(forked["inherited"])
+    assert forked["status"] == ["ok"] * 4
+    for name in ("two threads", "a driver thread"):
+        spawned = cases[name]
+        assert spawned["method"] == "spawn" and not all(spawned["inherited"]), name
+        assert spawned["status"] == ["ok"] * 4
+
+
+def test_auto_spawns_workers_that_train_on_cuda(monkeypatch):
+    fake_gpus(monkeypatch, 2)
+    launcher = LocalLauncher(LocalLauncherConfig(workers=2))
+    launcher.check_device("cuda")
+    assert launcher.start_method(1) == "spawn"  # CUDA cannot start again in a forked child
+    assert LocalLauncher(LocalLauncherConfig(start_method="fork")).start_method(2) == "fork"
 
 
 # -- workers and GPUs (the device count is faked: CI has no GPU) ------------------------------
