@@ -129,7 +129,7 @@ class LocalLauncher(Launcher[Any]):
           rebuilt after ``fork``; PyTorch's DataLoader workers use one thread for this
           reason), CUDA cannot be initialised again in a forked child, and a lock another
           Python thread held at the fork stays held in the child. A pool rebuilt later (a
-          worker died) asks again: by then the driver has threads, and it spawns.
+          worker died) asks again: with the driver's lease thread running by then, it spawns.
         """
         if self.config.start_method != "auto":
             return self.config.start_method
