@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from nasfw import ClusterJob, Launcher, LauncherConfig, MapResults, Result, check_writable, setting
+from nasfw import (
+    ClusterJob,
+    Launcher,
+    LauncherConfig,
+    MapResults,
+    Result,
+    check_writable,
+    setting,
+    usable_cpus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +174,8 @@ class BatchLauncher(Launcher[Any]):
 
     @property
     def workers(self) -> int:
-        # The search gives each evaluation cpu_count // workers torch threads: cpus_per_task.
-        return max(1, (os.cpu_count() or 1) // self.config.cpus_per_task)
+        # The search gives each evaluation usable_cpus // workers torch threads: cpus_per_task.
+        return max(1, usable_cpus() // self.config.cpus_per_task)
 
     # -- map --------------------------------------------------------------------------------
     def map(

@@ -118,15 +118,18 @@ class LocalLauncher(Launcher[Any]):
 
     def start_method(self, threads: int | None) -> str:
         """The start method of a pool started now, whose evaluations use ``threads`` torch
-        threads each: ``launcher.start_method``, or for ``auto``:
+        threads each (None: unknown), and ready for it: ``launcher.start_method``, or for
+        ``auto``:
 
-        - ``fork`` on Linux when the evaluations train on the CPU with one thread each and the
-          driver has no Python thread but its main one. A forked worker starts with the
-          driver's imports and loaded problem (~2.5 s sooner per search on this project's
-          2-core machine with two workers, digits); memory is shared until written.
+        - ``fork`` on Linux when the evaluations train on the CPU and the driver has no
+          Python thread but its main one; for evaluations on more than one thread, only once
+          the driver's OpenMP thread pools are released (:func:`release_openmp_threads`,
+          done here). A forked worker starts with the driver's imports and loaded problem
+          (~2.5 s sooner per search with two workers on this project's 2-core machine);
+          memory is shared until written.
         - ``spawn`` otherwise. A forked child's first torch operation on two or more threads
-          waits forever once the driver has run one (GNU OpenMP's thread pool is not
-          rebuilt after ``fork``; PyTorch's DataLoader workers use one thread for this
+          waits forever when the driver's OpenMP pool existed at the fork (GNU OpenMP's pool
+          does not survive ``fork``; PyTorch's DataLoader workers use one thread for this
           reason), CUDA cannot be initialised again in a forked child, and a lock another
           Python thread held at the fork stays held in the child. A pool rebuilt later (a
           worker died) asks again: with the driver's lease thread running by then, it spawns.
@@ -136,8 +139,9 @@ class LocalLauncher(Launcher[Any]):
         safe = (
             sys.platform == "linux"
             and not self._on_cuda
-            and threads == 1
+            and threads is not None
             and threading.active_count() == 1
+            and (threads == 1 or release_openmp_threads())
         )
         return "fork" if safe else "spawn"
 
@@ -319,6 +323,37 @@ class LocalLauncher(Launcher[Any]):
             with contextlib.suppress(OSError):
                 process.kill()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+# OpenMP 5.0's omp_pause_resource_kind_t: a hard pause frees the runtime's threads and state.
+OMP_PAUSE_HARD = 2
+
+
+def release_openmp_threads() -> bool:
+    """End the thread pools of every OpenMP runtime loaded in this process (torch's, scikit-
+    learn's, ...; found by ``threadpoolctl``) with OpenMP 5.0's
+    ``omp_pause_resource_all(omp_pause_hard)``: the runtime starts a fresh pool at its next
+    parallel region, and a child forked now can start its own. Call it with no parallel region
+    running (from the main thread, between torch operations).
+
+    Returns whether every runtime released its threads (False where one lacks the call, e.g.
+    an OpenMP older than 5.0, or refuses it).
+    """
+    import ctypes
+
+    from threadpoolctl import threadpool_info
+
+    for runtime in threadpool_info():
+        if runtime["user_api"] != "openmp":
+            continue
+        try:
+            pause = ctypes.CDLL(runtime["filepath"]).omp_pause_resource_all
+        except (OSError, AttributeError):
+            return False
+        pause.argtypes, pause.restype = [ctypes.c_int], ctypes.c_int
+        if pause(OMP_PAUSE_HARD) != 0:
+            return False
+    return True
 
 
 def _warm_up(fn: Any) -> None:

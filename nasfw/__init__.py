@@ -46,7 +46,14 @@ from nasfw.context import SearchContext
 from nasfw.dbfiles import describe_sqlite
 from nasfw.gene_space import GeneSpace, span_choices
 from nasfw.graph import INPUT, MERGE_KINDS, ArchGraph, GraphError, Node, load_arch
-from nasfw.launcher import ClusterJob, Launcher, LauncherOutage, MapResults, init_worker_process
+from nasfw.launcher import (
+    ClusterJob,
+    Launcher,
+    LauncherOutage,
+    MapResults,
+    init_worker_process,
+    usable_cpus,
+)
 from nasfw.ops import OpSpec, ParamSpec, Shape
 from nasfw.pareto import pareto_front, pareto_rows
 from nasfw.problem import DataError, Problem, Split, Standardization, split_arrays
@@ -188,4 +195,5 @@ __all__ = [
     "span_choices",
     "split_arrays",
     "train_model",
+    "usable_cpus",
 ]

@@ -123,7 +123,8 @@ class TrainConfig:
     lr: float = setting(1e-3, gt=0)
     # L2 weight decay of the optimizer.
     weight_decay: float = setting(0.0, ge=0)
-    # Torch intra-op threads per worker (None: cores divided among the launcher's workers).
+    # Torch intra-op threads per worker (None: the CPUs this process may use, its affinity and
+    # cgroup quota, divided among the launcher's workers; nasfw.usable_cpus).
     threads: int | None = setting(None, ge=1)
     # auto (CUDA when a GPU is visible, else MPS where torch has it, else CPU), cpu, cuda,
     # cuda:N or mps. Every network is built, trained and scored there (nasfw/device.py).

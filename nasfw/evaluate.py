@@ -260,10 +260,16 @@ def _trial_facts(model: Any) -> dict[str, Any]:
     return facts
 
 
-def device_facts(outcome: Any) -> dict[str, str]:
-    """Where a :class:`nasfw.TrainOutcome` trained, for ``Result.extra`` (and so the trial)."""
+def device_facts(outcome: Any) -> dict[str, str | int]:
+    """Where a :class:`nasfw.TrainOutcome` trained, for ``Result.extra`` (and so the trial):
+    the device, its name, the precision, and ``torch_threads``, torch's intra-op threads in
+    this process (``train.threads``, or the CPUs it may use shared among the launcher's
+    workers: :func:`nasfw.usable_cpus`)."""
+    import torch
+
     return {
         "device": outcome.device,
         "device_name": outcome.device_name,
         "precision": str(outcome.precision),
+        "torch_threads": torch.get_num_threads(),
     }

@@ -1,6 +1,7 @@
 """Run by ``test_local.py`` as a script in a fresh process (no pytest threads): how
-``launcher.start_method=auto`` starts the workers, and that forked workers train after the
-driver has run torch on two threads (GNU OpenMP's pool, which a forked child cannot use).
+``launcher.start_method=auto`` starts the workers, and that forked workers train on one or two
+threads after the driver has run torch on two (GNU OpenMP's pool, which a forked child cannot
+use unless the driver ended it first).
 
 Prints one JSON line: per case, the start method chosen and, per evaluation, whether torch was
 already imported in the worker (inherited from the driver: forked) and its status."""

@@ -100,21 +100,22 @@ def test_bad_config_names_the_key():
         LocalLauncher(LocalLauncherConfig(start_method="teleport"))
 
 
-def test_auto_forks_single_threaded_cpu_evaluations_only():
-    """launcher.start_method=auto: with one torch thread per evaluation the workers are forked
-    (torch comes imported from the driver) and train although the driver ran torch on two
-    threads; with two threads, or a second thread in the driver, they are spawned."""
+def test_auto_forks_cpu_evaluations_once_the_drivers_openmp_threads_are_released():
+    """launcher.start_method=auto on a driver that ran torch on two threads: the workers are
+    forked (torch comes imported from the driver) and train, on one thread or on two (the
+    driver's OpenMP pool ended first: without that, a forked child's first two-thread
+    operation waits forever); with a second Python thread in the driver they are spawned."""
     probe = Path(__file__).with_name("start_method_probe.py")
-    proc = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cases = json.loads(proc.stdout)
-    forked = cases["one thread"]
-    assert forked["method"] == "fork" and all(forked["inherited"])
-    assert forked["status"] == ["ok"] * 4
-    for name in ("two threads", "a driver thread"):
-        spawned = cases[name]
-        assert spawned["method"] == "spawn" and not all(spawned["inherited"]), name
-        assert spawned["status"] == ["ok"] * 4
+    for name in ("one thread", "two threads"):
+        forked = cases[name]
+        assert forked["method"] == "fork" and all(forked["inherited"]), name
+        assert forked["status"] == ["ok"] * 4, name
+    spawned = cases["a driver thread"]
+    assert spawned["method"] == "spawn" and not all(spawned["inherited"])
+    assert spawned["status"] == ["ok"] * 4
 
 
 def test_auto_spawns_workers_that_train_on_cuda(monkeypatch):
@@ -219,3 +220,28 @@ def test_warm_up_loads_the_problem_in_the_workers_ahead(evaluator):
     with LocalLauncher(LocalLauncherConfig(workers=1)) as warm:
         warm.warm_up(evaluator)
         assert warm.map(problems_loaded, [0])[0].metric == 1.0
+
+
+def test_default_threads_are_the_cpus_this_process_may_use(tmp_path):
+    """Each evaluation's torch threads default to the CPUs the search may run on (its affinity:
+    taskset, a cpuset), shared among the workers: not the machine's count, which
+    oversubscribes a restricted process. The trial records them (extra.torch_threads)."""
+    from cli import trials
+
+    from nasfw import usable_cpus
+
+    def threads_of(study: str, *prefix: str) -> set[int]:
+        url = f"sqlite:///{tmp_path / 'nasfw.db'}"
+        args = ["problem=iris", "search_space=tabular_mlp", "train.epochs=1", "tuner=random",
+                "tuner.n_trials=2", "launcher.workers=1", "tracking=none", f"study_name={study}",
+                f"storage.url={url}"]  # fmt: skip
+        proc = subprocess.run([*prefix, sys.executable, "-m", "nasfw", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        from nasfw.ledger import Ledger
+
+        assert len(trials(url, study)) == 2
+        return {r.result.extra["torch_threads"] for r in Ledger(url, study).records()}
+
+    assert threads_of("one_cpu", "taskset", "-c", "0") == {1}
+    assert threads_of("all") == {usable_cpus()}

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from nasfw import Result, SearchContext, TrialRecord
 
 # What nasfw.device_facts records of where a network trained (Result.extra keys).
-DEVICE_FACTS = ("device", "device_name", "precision")
+DEVICE_FACTS = ("device", "device_name", "precision", "torch_threads")
 
 
 def val_name(context: SearchContext) -> str:
