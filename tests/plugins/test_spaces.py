@@ -19,6 +19,7 @@ from nasfw import (
     registry,
     span_choices,
 )
+from nasfw.gene_space import SPAN_MARGIN
 from nasfw.plugins.spaces import CellSpaceConfig, GridSpaceConfig
 from nasfw.testing import load_search_space
 
@@ -179,8 +180,14 @@ def test_a_grid_with_an_empty_choice_is_refused_naming_the_key() -> None:
 
 
 def test_span_choices_is_a_range_for_numbers_and_the_used_set_otherwise() -> None:
-    assert span_choices([16, 32, 64, 128], [64, 16]) == [16, 32, 64]
-    assert span_choices([0.1, 0.01, 0.5], [0.1, 0.5]) == [0.1, 0.5]  # grid order, by value
+    # Numbers: the used range and one more grid step each side (fewer at an end of the grid).
+    assert span_choices([16, 32, 64, 128, 256], [64, 32]) == [16, 32, 64, 128]
+    assert span_choices([16, 32, 64, 128, 256], [64]) == [32, 64, 128]  # one value: not a point
+    assert span_choices([16, 32, 64, 128], [128]) == [64, 128]
+    assert span_choices([16, 32, 64, 128], [64, 16], margin=0) == [16, 32, 64]
+    # grid order, by value
+    assert span_choices([0.1, 0.01, 0.5, 1.0], [0.1, 0.5], margin=0) == [0.1, 0.5]
+    assert span_choices([0.1, 0.01, 0.5, 1.0], [0.1, 0.5]) == [0.1, 0.01, 0.5, 1.0]
     assert span_choices(["relu", "tanh", "gelu"], ["gelu", "relu"]) == ["relu", "gelu"]
     assert span_choices([True, False], [False]) == [False]  # flags are not a range
     assert span_choices([1, 2, 3], []) == [1, 2, 3]
@@ -203,11 +210,16 @@ def test_the_spanning_space_holds_the_graphs_and_is_narrower(name: str) -> None:
     used = s.used(graphs)
     for gene, choices in genes.items():
         # A config has one list per kind of gene (every edge's ops, every layer's units), so
-        # a choice is one some gene of that list uses, or lies inside the range they use.
+        # a choice is one some gene of that list uses, or lies inside the range they use
+        # widened by SPAN_MARGIN grid steps each side.
         values = [v for g, vs in used.items() if full[g] == full[gene] for v in vs]
+        grid = sorted(full[gene]) if all(isinstance(c, int | float) for c in full[gene]) else []
+        if grid:
+            inside = [i for i, c in enumerate(grid) if min(values) <= c <= max(values)]
+            low = grid[max(0, inside[0] - SPAN_MARGIN)]
+            high = grid[min(len(grid) - 1, inside[-1] + SPAN_MARGIN)]
         assert all(
-            c in values or (isinstance(c, int | float) and min(values) <= c <= max(values))
-            for c in choices
+            c in values or (isinstance(c, int | float) and low <= c <= high) for c in choices
         ), gene
 
 
