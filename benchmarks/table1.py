@@ -474,7 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(
             f"table1: {out} holds runs of another protocol ({proto_file}); use another --out"
         )
-    proto_file.write_text(json.dumps({"key": key, **proto}, indent=1))
+    # Relative paths: the protocol travels with the committed raw results.
+    proto_file.write_text(json.dumps(harness.relative_paths({"key": key, **proto}, out), indent=1))
     harness.declare(CRITERIA, out)
     (out / "studies").mkdir(exist_ok=True)
     runs_file = out / "runs.jsonl"
