@@ -480,7 +480,7 @@ def write_report(
                 f"{v['same_initial_population_per_experiment']}"
             )
     md_path = out / "table1.md"
-    md_path.write_text(markdown(summary, meta))
+    md_path.write_text(harness.relative_paths(markdown(summary, meta), out))  # committed
     json_path = out / "table1.json"
     runs_file = out / "runs.jsonl"
     document = {
