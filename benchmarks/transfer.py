@@ -5,9 +5,9 @@ for evolution and TPE on the 3 NAS-Bench-201 and 4 FCNet tables, judged by the T
 the incumbent.
 
 **DB.** One mini-benchmark DB of the 7 tables is built once (``mode=minibench``, ``tuner=evolution
-tuner.n_trials=100``, the family's 24 reference networks scored on each; the build's own seed
-0). For each held-out table, a copy without it (``BestModelDB.remove``) is the DB its transfer
-arms read: the held-out problem is absent from the DB, the normal case.
+tuner.n_trials=<--db-evals, 100>``, the family's 24 reference networks scored on each; the
+build's own seed 0). For each held-out table, a copy without it (``BestModelDB.remove``) is
+the DB its transfer arms read: the held-out problem is absent from the DB, the normal case.
 
 **Arms** (``--evals`` evaluations each, seeds ``0 .. --seeds-1``, in this process through
 ``nasfw.search.run_search`` with ``storage=memory tracking=none``, one proposal at a time), per

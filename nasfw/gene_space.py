@@ -186,10 +186,10 @@ def span_choices(
         return list(choices)
     numeric = all(isinstance(c, int | float) and not isinstance(c, bool) for c in choices)
     if numeric:
-        order = sorted(choices)
-        inside = [i for i, c in enumerate(order) if min(used) <= c <= max(used)]
-        low = order[max(0, inside[0] - margin)] if inside else min(used)
-        high = order[min(len(order) - 1, inside[-1] + margin)] if inside else max(used)
+        order, least, most = sorted(choices), min(used), max(used)
+        inside = [i for i, c in enumerate(order) if least <= c <= most]
+        low = order[max(0, inside[0] - margin)] if inside else least
+        high = order[min(len(order) - 1, inside[-1] + margin)] if inside else most
         return [c for c in choices if low <= c <= high or _among(c, used)]
     return [c for c in choices if _among(c, used)]
 

@@ -19,7 +19,6 @@ from nasfw import (
     registry,
     span_choices,
 )
-from nasfw.gene_space import SPAN_MARGIN
 from nasfw.plugins.spaces import CellSpaceConfig, GridSpaceConfig
 from nasfw.testing import load_search_space
 
@@ -210,17 +209,11 @@ def test_the_spanning_space_holds_the_graphs_and_is_narrower(name: str) -> None:
     used = s.used(graphs)
     for gene, choices in genes.items():
         # A config has one list per kind of gene (every edge's ops, every layer's units), so
-        # a choice is one some gene of that list uses, or lies inside the range they use
-        # widened by SPAN_MARGIN grid steps each side.
+        # its choices are those span_choices (tested above) keeps for the values any gene of
+        # that list uses: the used ones, or the range they span and a grid step each side.
         values = [v for g, vs in used.items() if full[g] == full[gene] for v in vs]
-        grid = sorted(full[gene]) if all(isinstance(c, int | float) for c in full[gene]) else []
-        if grid:
-            inside = [i for i, c in enumerate(grid) if min(values) <= c <= max(values)]
-            low = grid[max(0, inside[0] - SPAN_MARGIN)]
-            high = grid[min(len(grid) - 1, inside[-1] + SPAN_MARGIN)]
-        assert all(
-            c in values or (isinstance(c, int | float) and low <= c <= high) for c in choices
-        ), gene
+        allowed = span_choices(full[gene], values)
+        assert all(c in allowed for c in choices), gene
 
 
 def test_spanning_refuses_a_graph_outside_the_space() -> None:
